@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "lvlip",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "lvlipd", targets: ["lvlipd"]),
+        .executable(name: "lvlipctl", targets: ["lvlipctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Linux interfaces Swift's Glibc module does not expose (epoll, timerfd, signalfd,
+        // TUNSETIFF, SO_PEERCRED) and the IPC wire format shared with the C shim.
+        .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
+        // Pure: time values and the timing wheel. No syscalls.
+        .target(name: "Timing"),
+        // epoll + timerfd + signalfd event loop. Knows nothing of networking.
+        .target(name: "Reactor", dependencies: ["CLinux", "Timing"]),
+        // Pure protocol library: Ethernet, ARP, IPv4, ICMP. No syscalls, no clock reads.
+        .target(name: "Stack", dependencies: ["Timing"]),
+        // The daemon's AF_UNIX control/IPC endpoint, on the reactor.
+        .target(name: "IPCServer", dependencies: [
+            "CLinux", "Reactor", "Stack",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "lvlipd", dependencies: [
+            "CLinux", "Reactor", "Stack", "IPCServer", "Timing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "lvlipctl", dependencies: [
+            "CLinux", "IPCServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "TimingTests", dependencies: ["Timing"]),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
+        .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

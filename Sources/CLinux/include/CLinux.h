@@ -1,0 +1,62 @@
+// Linux interfaces that Swift's Glibc module does not expose, as small C wrappers.
+// _GNU_SOURCE is set in the target's cSettings, never here: defining it in a header that
+// Swift imports changes fd_set and friends for every importer.
+#ifndef LVLIP_CLINUX_H
+#define LVLIP_CLINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/epoll.h>
+#include <signal.h>
+
+#include "lvlip_ipc.h"
+
+// epoll event bits as plain integers (Swift imports EPOLLIN as an enum struct).
+extern const uint32_t lvlip_EPOLLIN;
+extern const uint32_t lvlip_EPOLLOUT;
+extern const uint32_t lvlip_EPOLLERR;
+extern const uint32_t lvlip_EPOLLHUP;
+extern const uint32_t lvlip_EPOLLRDHUP;
+extern const uint32_t lvlip_EPOLLET;
+
+int lvlip_epoll_create(void);
+int lvlip_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+// Waits for events; fills parallel arrays events/data. Returns count or -1 with errno.
+int lvlip_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int timeout_ms);
+
+// CLOCK_MONOTONIC in nanoseconds.
+uint64_t lvlip_monotonic_ns(void);
+// CLOCK_REALTIME as seconds and microseconds (for pcap timestamps).
+void lvlip_realtime(uint32_t *sec, uint32_t *usec);
+
+// A non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC.
+int lvlip_timerfd_create(void);
+// Arms the timer at an absolute CLOCK_MONOTONIC time in ns; 0 disarms.
+int lvlip_timerfd_set_absolute(int fd, uint64_t deadline_ns);
+// Reads the expiration count; returns 0 on success, -1 with errno (EAGAIN when none).
+int lvlip_timerfd_drain(int fd);
+
+// Blocks the given signals in this thread and returns a non-blocking signalfd for them.
+int lvlip_signalfd_create(const int *signals, int count);
+// Reads one signal; returns its number, or -1 with errno (EAGAIN when none pending).
+int lvlip_signalfd_read(int fd);
+void lvlip_ignore_sigpipe(void);
+
+// Attaches an open /dev/net/tun fd to TAP interface `name` (IFF_TAP | IFF_NO_PI).
+// Writes the kernel's interface name to out_name (IFNAMSIZ bytes). -1 with errno on error.
+int lvlip_tap_attach(int fd, const char *name, char *out_name);
+// Sets IFF_UP on an interface (the kernel side of our TAP); -1 with errno on error.
+int lvlip_interface_up(const char *name);
+// Sets an interface's MTU; -1 with errno on error.
+int lvlip_interface_set_mtu(const char *name, int mtu);
+// Reads an interface's MTU through an AF_INET ioctl socket; -1 with errno on error.
+int lvlip_interface_mtu(const char *name);
+
+// AF_UNIX stream sockets (non-blocking, close-on-exec).
+int lvlip_unix_listen(const char *path, int backlog);
+int lvlip_unix_connect(const char *path);
+int lvlip_accept(int fd);
+// SO_PEERCRED of a connected AF_UNIX socket.
+int lvlip_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+
+#endif

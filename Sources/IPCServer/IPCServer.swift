@@ -1,0 +1,293 @@
+import CLinux
+import Glibc
+import Logging
+import Reactor
+import Stack
+
+/// The daemon's AF_UNIX endpoint, served on the reactor.
+///
+/// Readiness: the socket is bound under a temporary name, listened on, given its mode, and
+/// only then renamed to `path`, so the file exists exactly when the daemon serves.
+/// A client that breaks the protocol is closed with a logged reason; others are unaffected.
+public final class IPCServer {
+    public struct Configuration {
+        public var path: String
+        /// Mode of the socket file (0660: owner and group may connect).
+        public var mode: mode_t = 0o660
+        /// Group owning the socket file, if not the daemon's.
+        public var group: gid_t?
+        public var maxClients = 4096
+        public init(path: String) { self.path = path }
+    }
+
+    public enum StartError: Error, CustomStringConvertible {
+        case inUse(String)
+        case notASocket(String)
+        case system(SyscallError)
+
+        public var description: String {
+            switch self {
+            case .inUse(let path): "socket path \(path) is in use by a running lvlipd"
+            case .notASocket(let path): "socket path \(path) exists and is not a socket"
+            case .system(let error): "\(error)"
+            }
+        }
+    }
+
+    private let configuration: Configuration
+    private let reactor: Reactor
+    private let logger: Logger
+    private let statsProvider: () -> String
+    private var listenFD: Int32 = -1
+    private var clients: [Int32: Client] = [:]
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+
+    private final class Client {
+        let fd: Int32
+        let pid: Int32
+        let uid: UInt32
+        var input: [UInt8] = []
+        var output: [UInt8] = []
+        var greeted = false
+        var wantsWrite = false
+
+        init(fd: Int32, pid: Int32, uid: UInt32) {
+            self.fd = fd
+            self.pid = pid
+            self.uid = uid
+        }
+    }
+
+    public init(configuration: Configuration, reactor: Reactor, logger: Logger, statsProvider: @escaping () -> String) {
+        self.configuration = configuration
+        self.reactor = reactor
+        self.logger = logger
+        self.statsProvider = statsProvider
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    public var clientCount: Int { clients.count }
+
+    public func start() throws(StartError) {
+        let path = configuration.path
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path) }
+            let probe = lvlip_unix_connect(path)
+            if probe >= 0 {
+                Syscall.close(probe)
+                throw .inUse(path)
+            }
+            // Nobody answers: a stale file left by a daemon that died. Replace it.
+            unlink(path)
+        }
+        let temporary = "\(path).\(getpid()).tmp"
+        unlink(temporary)
+        do {
+            listenFD = try Syscall.call("bind/listen \(temporary)") { lvlip_unix_listen(temporary, 128) }
+            try Syscall.call("chmod \(temporary)") { chmod(temporary, configuration.mode) }
+            if let group = configuration.group {
+                try Syscall.call("chown \(temporary)") { chown(temporary, getuid(), group) }
+            }
+            try reactor.register(fd: listenFD, events: .readable) { [unowned self] _ in acceptClients() }
+            try Syscall.call("rename \(temporary) \(path)") { rename(temporary, path) }
+        } catch let error as SyscallError {
+            unlink(temporary)
+            if listenFD >= 0 {
+                reactor.unregister(fd: listenFD)
+                Syscall.close(listenFD)
+                listenFD = -1
+            }
+            throw .system(error)
+        } catch {
+            fatalError("unexpected error \(error)")
+        }
+    }
+
+    /// Closes every client and the listening socket, and removes the socket file.
+    public func shutdown() {
+        for fd in Array(clients.keys) { close(fd, reason: nil) }
+        if listenFD >= 0 {
+            reactor.unregister(fd: listenFD)
+            Syscall.close(listenFD)
+            listenFD = -1
+            unlink(configuration.path)
+        }
+    }
+
+    private func acceptClients() {
+        while true {
+            let fd: Int32
+            do {
+                guard let accepted = try Syscall.nonBlocking("accept4", { lvlip_accept(listenFD) }) else { return }
+                fd = accepted
+            } catch {
+                // EMFILE and friends: log and try again on the next readiness event.
+                logger.warning("IPC accept failed: \(error)")
+                return
+            }
+            var pid: Int32 = 0
+            var uid: UInt32 = 0
+            var gid: UInt32 = 0
+            if lvlip_peer_credentials(fd, &pid, &uid, &gid) != 0 {
+                logger.warning("IPC client without credentials refused")
+                Syscall.close(fd)
+                continue
+            }
+            guard clients.count < configuration.maxClients else {
+                logger.warning("IPC client pid \(pid) refused: \(configuration.maxClients) clients connected")
+                Syscall.close(fd)
+                continue
+            }
+            let client = Client(fd: fd, pid: pid, uid: uid)
+            do {
+                try reactor.register(fd: fd, events: [.readable, .readHangup]) { [unowned self] events in
+                    handle(client, events: events)
+                }
+            } catch {
+                logger.warning("IPC client pid \(pid): \(error)")
+                Syscall.close(fd)
+                continue
+            }
+            clients[fd] = client
+            logger.debug("IPC client connected: pid \(pid) uid \(uid)")
+        }
+    }
+
+    private func handle(_ client: Client, events: IOEvents) {
+        if events.contains(.writable) { flush(client) }
+        guard clients[client.fd] === client else { return }
+        if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) { read(client) }
+    }
+
+    private func read(_ client: Client) {
+        while true {
+            let n: Int?
+            do {
+                n = try Syscall.nonBlocking("read") { Glibc.read(client.fd, readBuffer.baseAddress, readBuffer.count) }
+            } catch {
+                close(client.fd, reason: "\(error)")
+                return
+            }
+            guard let count = n else { break }
+            if count == 0 {
+                close(client.fd, reason: nil)
+                return
+            }
+            client.input.append(contentsOf: UnsafeRawBufferPointer(readBuffer.slice(0..<count)))
+            if client.input.count > IPCHeader.size + IPCHeader.maxBody {
+                break
+            }
+        }
+        processInput(client)
+    }
+
+    private func processInput(_ client: Client) {
+        var consumed = 0
+        defer {
+            if clients[client.fd] === client, consumed > 0 { client.input.removeFirst(consumed) }
+        }
+        while client.input.count - consumed >= IPCHeader.size {
+            let header = client.input.withUnsafeBytes { IPCHeader($0.suffix(from: consumed)) }
+            guard header.length <= IPCHeader.maxBody else {
+                close(client.fd, reason: "message body of \(header.length) bytes exceeds \(IPCHeader.maxBody)")
+                return
+            }
+            guard header.flags == 0 else {
+                close(client.fd, reason: "message flags \(header.flags) are not 0")
+                return
+            }
+            let total = IPCHeader.size + Int(header.length)
+            guard client.input.count - consumed >= total else { return }
+            let ok = client.input.withUnsafeBytes { bytes in
+                dispatch(client, header: header, body: bytes.slice(consumed + IPCHeader.size..<consumed + total))
+            }
+            guard ok else { return }
+            consumed += total
+        }
+    }
+
+    /// Handles one message; false when the client was closed.
+    private func dispatch(_ client: Client, header: IPCHeader, body: UnsafeRawBufferPointer) -> Bool {
+        guard client.greeted else {
+            guard header.type == IPCMessageType.hello, let hello = IPCHello(body) else {
+                close(client.fd, reason: "first message is not a valid HELLO (type \(header.type))")
+                return false
+            }
+            guard hello.magic == LVLIP_IPC_MAGIC else {
+                close(client.fd, reason: "bad HELLO magic \(hello.magic)")
+                return false
+            }
+            guard hello.version == UInt16(LVLIP_IPC_VERSION) else {
+                send(client, IPCFrame.encode(type: IPCMessageType.error, tag: header.tag,
+                                             body: errorBody(EPROTONOSUPPORT, "protocol version \(hello.version) not supported; daemon speaks \(LVLIP_IPC_VERSION)")))
+                close(client.fd, reason: "unsupported protocol version \(hello.version)")
+                return false
+            }
+            client.greeted = true
+            send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag, body: IPCHello(pid: getpid()).encoded))
+            return clients[client.fd] === client
+        }
+        switch header.type {
+        case IPCMessageType.stats:
+            guard body.isEmpty else {
+                close(client.fd, reason: "STATS with a \(body.count)-byte body")
+                return false
+            }
+            send(client, IPCFrame.encode(type: IPCMessageType.statsReply, tag: header.tag, body: Array(statsProvider().utf8)))
+        default:
+            close(client.fd, reason: "unknown message type \(header.type)")
+            return false
+        }
+        return clients[client.fd] === client
+    }
+
+    private func errorBody(_ code: Int32, _ reason: String) -> [UInt8] {
+        var body: [UInt8] = []
+        body.appendLE(code)
+        body.append(contentsOf: reason.utf8)
+        return body
+    }
+
+    private func send(_ client: Client, _ bytes: [UInt8]) {
+        client.output.append(contentsOf: bytes)
+        flush(client)
+    }
+
+    private func flush(_ client: Client) {
+        while !client.output.isEmpty {
+            let n: Int?
+            do {
+                n = try client.output.withUnsafeBytes { b in
+                    try Syscall.nonBlocking("write") { Glibc.write(client.fd, b.baseAddress, b.count) }
+                }
+            } catch {
+                close(client.fd, reason: "\(error)")
+                return
+            }
+            guard let written = n else { break }
+            client.output.removeFirst(written)
+        }
+        let want = !client.output.isEmpty
+        if want != client.wantsWrite {
+            client.wantsWrite = want
+            do {
+                try reactor.modify(fd: client.fd, events: want ? [.readable, .readHangup, .writable] : [.readable, .readHangup])
+            } catch {
+                close(client.fd, reason: "\(error)")
+            }
+        }
+    }
+
+    private func close(_ fd: Int32, reason: String?) {
+        guard let client = clients.removeValue(forKey: fd) else { return }
+        reactor.unregister(fd: fd)
+        Syscall.close(fd)
+        if let reason {
+            logger.warning("IPC client pid \(client.pid) closed: \(reason)")
+        } else {
+            logger.debug("IPC client pid \(client.pid) disconnected")
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import CLinux
+import Glibc
+import Timing
+
+/// Readiness bits for `Reactor.register`, as epoll reports them.
+public struct IOEvents: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let readable = IOEvents(rawValue: lvlip_EPOLLIN)
+    public static let writable = IOEvents(rawValue: lvlip_EPOLLOUT)
+    public static let error = IOEvents(rawValue: lvlip_EPOLLERR)
+    public static let hangup = IOEvents(rawValue: lvlip_EPOLLHUP)
+    public static let readHangup = IOEvents(rawValue: lvlip_EPOLLRDHUP)
+    public static let edgeTriggered = IOEvents(rawValue: lvlip_EPOLLET)
+}
+
+/// A single-threaded event loop: one epoll set, one timerfd driving a timing wheel, and a
+/// signalfd. Handlers run on the loop's thread; they must never block.
+///
+/// Each registration carries a generation number in `epoll_event.data`, so an event that
+/// was already fetched for an fd that has since been closed and reused is recognised as stale
+/// and dropped. The timerfd is re-armed only when the wheel's earliest deadline changes.
+public final class Reactor {
+    public typealias IOHandler = (IOEvents) -> Void
+    public typealias TimerCallback = () -> Void
+
+    private struct Registration {
+        var generation: UInt32
+        var handler: IOHandler
+    }
+
+    private let epollFD: Int32
+    private let timerFD: Int32
+    private var signalFD: Int32 = -1
+    private var registrations: [Registration?] = []
+    private var generation: UInt32 = 0
+    private var wheel: TimingWheel<TimerCallback>
+    private var armedDeadline: Instant?
+    private var running = false
+    private var afterWakeHooks: [() -> Void] = []
+    private static let batch = 64
+    private let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: Reactor.batch)
+    private let eventData = UnsafeMutablePointer<UInt64>.allocate(capacity: Reactor.batch)
+
+    /// The loop's monotonic time, refreshed once per wake-up (before handlers run).
+    public private(set) var now: Instant
+
+    /// Number of epoll wake-ups so far (for statistics).
+    public private(set) var wakeups: UInt64 = 0
+
+    public init() throws {
+        epollFD = try Syscall.call("epoll_create1") { lvlip_epoll_create() }
+        do {
+            timerFD = try Syscall.call("timerfd_create") { lvlip_timerfd_create() }
+        } catch {
+            Syscall.close(epollFD)
+            throw error
+        }
+        now = Syscall.monotonicNow()
+        wheel = TimingWheel(start: now)
+        try register(fd: timerFD, events: .readable) { [timerFD] _ in
+            // Expired timers are run after every wake-up; here we only clear the fd.
+            _ = lvlip_timerfd_drain(timerFD)
+        }
+    }
+
+    deinit {
+        Syscall.close(timerFD)
+        if signalFD >= 0 { Syscall.close(signalFD) }
+        Syscall.close(epollFD)
+        eventBits.deallocate()
+        eventData.deallocate()
+    }
+
+    // MARK: - File descriptors
+
+    /// Watches `fd` for `events`; `handler` runs on the loop with the events that occurred.
+    public func register(fd: Int32, events: IOEvents, handler: @escaping IOHandler) throws {
+        precondition(fd >= 0)
+        generation &+= 1
+        let index = Int(fd)
+        if index >= registrations.count {
+            registrations.append(contentsOf: repeatElement(nil, count: index - registrations.count + 1))
+        }
+        try Syscall.call("epoll_ctl(ADD, \(fd))") {
+            lvlip_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, events.rawValue, Self.token(fd: fd, generation: generation))
+        }
+        registrations[index] = Registration(generation: generation, handler: handler)
+    }
+
+    /// Changes the events watched for a registered fd.
+    public func modify(fd: Int32, events: IOEvents) throws {
+        guard let registration = registrations[Int(fd)] else { return }
+        try Syscall.call("epoll_ctl(MOD, \(fd))") {
+            lvlip_epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, events.rawValue, Self.token(fd: fd, generation: registration.generation))
+        }
+    }
+
+    /// Stops watching `fd`. Call before closing it.
+    public func unregister(fd: Int32) {
+        guard Int(fd) < registrations.count, registrations[Int(fd)] != nil else { return }
+        registrations[Int(fd)] = nil
+        _ = lvlip_epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    private static func token(fd: Int32, generation: UInt32) -> UInt64 {
+        UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
+    }
+
+    // MARK: - Timers
+
+    /// Runs `callback` on the loop at or after `deadline` (1 ms resolution).
+    @discardableResult
+    public func schedule(at deadline: Instant, _ callback: @escaping TimerCallback) -> TimerHandle {
+        wheel.schedule(at: deadline, callback)
+    }
+
+    @discardableResult
+    public func cancel(_ handle: TimerHandle) -> Bool { wheel.cancel(handle) != nil }
+
+    public func isArmed(_ handle: TimerHandle) -> Bool { wheel.isArmed(handle) }
+
+    public var pendingTimers: Int { wheel.count }
+
+    // MARK: - Signals
+
+    /// Blocks `signals` for this thread and delivers them to `handler` on the loop.
+    public func handleSignals(_ signals: [Int32], handler: @escaping (Int32) -> Void) throws {
+        precondition(signalFD < 0, "signals are registered once")
+        signalFD = try Syscall.call("signalfd") { signals.withUnsafeBufferPointer { lvlip_signalfd_create($0.baseAddress, Int32($0.count)) } }
+        try register(fd: signalFD, events: .readable) { [signalFD] _ in
+            while true {
+                let signo = lvlip_signalfd_read(signalFD)
+                if signo < 0 { break }
+                handler(signo)
+            }
+        }
+    }
+
+    // MARK: - Running
+
+    /// Runs `hook` at the end of every wake-up, after I/O handlers and timers: the place to
+    /// flush output batched during the wake-up.
+    public func addAfterWakeHook(_ hook: @escaping () -> Void) { afterWakeHooks.append(hook) }
+
+    /// Runs until `stop()` is called from a handler.
+    public func run() throws {
+        running = true
+        while running { try runOnce(timeoutMilliseconds: -1) }
+    }
+
+    /// Ends `run()` after the current wake-up.
+    public func stop() { running = false }
+
+    /// One wake-up: waits for I/O or the next timer (at most `timeoutMilliseconds`, -1 for
+    /// no limit), runs handlers, fires due timers, then the after-wake hooks.
+    public func runOnce(timeoutMilliseconds: Int32) throws {
+        try armTimerFD()
+        let n = try Syscall.call("epoll_wait") {
+            lvlip_epoll_wait(epollFD, eventBits, eventData, Int32(Self.batch), timeoutMilliseconds)
+        }
+        wakeups &+= 1
+        now = Syscall.monotonicNow()
+        for i in 0..<Int(n) {
+            let fd = Int(UInt32(truncatingIfNeeded: eventData[i]))
+            let gen = UInt32(truncatingIfNeeded: eventData[i] >> 32)
+            // A handler earlier in this batch may have unregistered or replaced this fd.
+            guard fd < registrations.count, let registration = registrations[fd], registration.generation == gen else {
+                continue
+            }
+            registration.handler(IOEvents(rawValue: eventBits[i]))
+        }
+        while let (_, callback) = wheel.popExpired(now: now) { callback() }
+        for hook in afterWakeHooks { hook() }
+    }
+
+    private func armTimerFD() throws {
+        let deadline = wheel.nextDeadline
+        guard deadline != armedDeadline else { return }
+        let ns = deadline.map { max($0.nanoseconds, 1) } ?? 0
+        try Syscall.call("timerfd_settime") { lvlip_timerfd_set_absolute(timerFD, ns) }
+        armedDeadline = deadline
+    }
+}

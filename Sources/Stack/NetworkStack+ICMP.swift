@@ -1,0 +1,86 @@
+import Timing
+
+extension NetworkStack {
+    func receiveICMP(_ datagram: IPv4Datagram, now: Instant) {
+        counters.icmpInMsgs &+= 1
+        let message: ICMPMessage
+        do {
+            message = try ICMPMessage(datagram.payload)
+        } catch {
+            counters.icmpInErrors &+= 1
+            if case .badChecksum = error { counters.icmpInCsumErrors &+= 1 }
+            return
+        }
+        switch message.type {
+        case .echoRequest:
+            counters.icmpInEchos &+= 1
+            // Linux's default (icmp_echo_ignore_broadcasts): broadcast pings are not answered,
+            // which RFC 1122 3.2.2.6 allows.
+            guard !datagram.broadcast else {
+                counters.icmpInBroadcastEchoIgnored &+= 1
+                return
+            }
+            // RFC 792 / RFC 1122 3.2.2.6: the reply carries the request's identifier,
+            // sequence number and data unchanged.
+            let length = message.bytes.count
+            scratch.copy(message.bytes, to: 0)
+            scratch.setU8(ICMPType.echoReply.rawValue, ICMPMessage.Field.type)
+            scratch.setU8(0, ICMPMessage.Field.code)
+            scratch.setBE16(0, ICMPMessage.Field.checksum)
+            let reply = UnsafeRawBufferPointer(scratch.slice(0..<length))
+            scratch.setBE16(InternetChecksum.checksum(reply), ICMPMessage.Field.checksum)
+            if sendIPv4(to: datagram.source, proto: .icmp, payload: reply, now: now) {
+                counters.icmpOutMsgs &+= 1
+                counters.icmpOutEchoReps &+= 1
+            }
+        case .echoReply:
+            counters.icmpInEchoReps &+= 1
+        case .destinationUnreachable:
+            counters.icmpInDestUnreachs &+= 1
+        case .timeExceeded:
+            counters.icmpInTimeExcds &+= 1
+        default:
+            counters.icmpInOther &+= 1
+        }
+    }
+
+    /// Sends an ICMP error about a received datagram, unless RFC 1122 3.2.2 forbids it:
+    /// never about an ICMP error, a broadcast or multicast datagram, a non-initial fragment,
+    /// or a source that is not one host. Rate limited (RFC 1812 4.3.2.8).
+    func sendICMPError(type: ICMPType, code: UInt8, about datagram: IPv4Datagram, now: Instant) {
+        guard !datagram.broadcast, !datagram.destination.isMulticast else { return }
+        let source = datagram.source
+        guard !source.isUnspecified, !source.isMulticast, !source.isLimitedBroadcast, !source.isLoopback,
+              source != configuration.interface.subnetBroadcast
+        else { return }
+        if datagram.header.count >= IPv4Packet.minimumHeaderLength,
+           datagram.header.be16(IPv4Packet.Field.flagsFragment) & 0x1FFF != 0 {
+            return
+        }
+        if datagram.proto == .icmp {
+            // An error about an error, or about a message too short to tell, is never sent.
+            guard let first = datagram.payload.first, !ICMPType(rawValue: first).isError else { return }
+        }
+        guard icmpErrorBucket.take(now: now) else {
+            counters.icmpOutRateLimited &+= 1
+            return
+        }
+        // Body: the original header and the start of its data, keeping the whole error
+        // within 576 bytes (RFC 1812 4.3.2.3; RFC 792 asks for at least 64 bits of data).
+        let header = datagram.header
+        let quoted = min(datagram.payload.count, 576 - IPv4Packet.minimumHeaderLength - ICMPMessage.headerLength - header.count)
+        let length = ICMPMessage.headerLength + header.count + quoted
+        scratch.setU8(type.rawValue, ICMPMessage.Field.type)
+        scratch.setU8(code, ICMPMessage.Field.code)
+        scratch.setBE16(0, ICMPMessage.Field.checksum)
+        scratch.setBE32(0, ICMPMessage.Field.identifier)
+        scratch.copy(header, to: ICMPMessage.headerLength)
+        scratch.copy(datagram.payload.slice(0..<quoted), to: ICMPMessage.headerLength + header.count)
+        let message = UnsafeRawBufferPointer(scratch.slice(0..<length))
+        scratch.setBE16(InternetChecksum.checksum(message), ICMPMessage.Field.checksum)
+        guard sendIPv4(to: source, proto: .icmp, payload: message, now: now) else { return }
+        counters.icmpOutMsgs &+= 1
+        if type == .destinationUnreachable { counters.icmpOutDestUnreachs &+= 1 }
+        if type == .timeExceeded { counters.icmpOutTimeExcds &+= 1 }
+    }
+}

@@ -1,0 +1,152 @@
+import Timing
+
+/// A datagram handed to a transport or ICMP: from one frame, or reassembled.
+struct IPv4Datagram {
+    var source: IPv4Address
+    var destination: IPv4Address
+    var proto: IPProtocol
+    /// The (first fragment's) header, for ICMP errors about this datagram.
+    var header: UnsafeRawBufferPointer
+    var payload: UnsafeRawBufferPointer
+    /// Sent to a broadcast address (link or IP): no ICMP error may answer it.
+    var broadcast: Bool
+}
+
+extension NetworkStack {
+    func receiveIPv4(_ bytes: UnsafeRawBufferPointer, linkBroadcast: Bool, now: Instant) {
+        counters.ipInReceives &+= 1
+        let packet: IPv4Packet
+        do {
+            packet = try IPv4Packet(bytes)
+        } catch {
+            switch error {
+            case .truncated: counters.ipInTruncatedPkts &+= 1
+            case .badChecksum:
+                counters.ipInCsumErrors &+= 1
+                counters.ipInHdrErrors &+= 1
+            case .truncatedHeader, .badVersion, .badHeaderLength, .badTotalLength:
+                counters.ipInHdrErrors &+= 1
+            }
+            return
+        }
+        let source = packet.source
+        // A source that cannot be a single host is a martian (RFC 1122 3.2.1.3, RFC 1812 5.3.7).
+        if source.isMulticast || source.isLimitedBroadcast || source.isLoopback
+            || source == configuration.interface.subnetBroadcast || source == address {
+            counters.ipInAddrErrors &+= 1
+            return
+        }
+        let destination = packet.destination
+        let ipBroadcast = destination.isLimitedBroadcast || destination == configuration.interface.subnetBroadcast
+        // We are a host, not a router: anything else is not ours (RFC 1122 3.3.4.2, and
+        // InAddrErrors per RFC 4293 when not forwarding).
+        guard destination == address || ipBroadcast else {
+            counters.ipInAddrErrors &+= 1
+            return
+        }
+        // RFC 1122 3.2.1.7: a host must not discard a datagram for a TTL below 2, so TTL is
+        // not checked on receive (we never forward).
+        if packet.isFragment {
+            reassemble(packet, broadcast: linkBroadcast || ipBroadcast, now: now)
+            return
+        }
+        deliver(IPv4Datagram(source: source, destination: destination, proto: packet.proto, header: packet.header,
+                             payload: packet.payload, broadcast: linkBroadcast || ipBroadcast), now: now)
+    }
+
+    func deliver(_ datagram: IPv4Datagram, now: Instant) {
+        switch datagram.proto {
+        case .icmp:
+            counters.ipInDelivers &+= 1
+            receiveICMP(datagram, now: now)
+        default:
+            // No transport bound to this protocol: RFC 1122 3.2.2.1 asks for Protocol Unreachable.
+            counters.ipInUnknownProtos &+= 1
+            sendICMPError(type: .destinationUnreachable, code: UnreachableCode.proto, about: datagram, now: now)
+        }
+    }
+
+    // MARK: - Output
+
+    /// The link-layer destination for an IP destination: the address itself on the local
+    /// subnet, the gateway otherwise (RFC 1122 3.3.1).
+    enum Route {
+        case broadcast
+        case via(IPv4Address)
+    }
+
+    func route(_ destination: IPv4Address) -> Route? {
+        let interface = configuration.interface
+        if destination.isLimitedBroadcast || destination == interface.subnetBroadcast { return .broadcast }
+        if interface.contains(destination) { return .via(destination) }
+        if let gateway = configuration.gateway { return .via(gateway) }
+        return nil
+    }
+
+    /// Sends a datagram we originate, fragmenting it to the MTU. The payload is copied.
+    @discardableResult
+    func sendIPv4(to destination: IPv4Address, proto: IPProtocol, payload: UnsafeRawBufferPointer, now: Instant) -> Bool {
+        counters.ipOutRequests &+= 1
+        guard destination != address, !destination.isUnspecified, !destination.isLoopback, !destination.isMulticast,
+              let route = route(destination)
+        else {
+            counters.ipOutNoRoutes &+= 1
+            return false
+        }
+        switch route {
+        case .broadcast:
+            emitIPv4(to: .broadcast, destination: destination, proto: proto, payload: payload)
+        case .via(let nextHop):
+            switch resolve(nextHop, now: now) {
+            case .resolved(let mac):
+                emitIPv4(to: mac, destination: destination, proto: proto, payload: payload)
+            case .pending:
+                enqueuePending(PendingDatagram(destination: destination, proto: proto, payload: Array(payload)), for: nextHop)
+            case .unavailable:
+                counters.ipOutDiscards &+= 1
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Writes a datagram into the outbox as one frame or as fragments (RFC 791 section 3.2,
+    /// "An Example Fragmentation Procedure"): every fragment but the last carries a multiple
+    /// of 8 payload bytes.
+    func emitIPv4(to mac: MACAddress, destination: IPv4Address, proto: IPProtocol, payload: UnsafeRawBufferPointer) {
+        let header = IPv4Packet.minimumHeaderLength
+        let maxPayload = configuration.mtu - header
+        let identification = nextIdentification
+        nextIdentification &+= 1
+        guard header + payload.count <= IPv4Packet.maximumLength else {
+            counters.ipFragFails &+= 1
+            return
+        }
+        let fragmentSize = payload.count <= maxPayload ? payload.count : maxPayload & ~7
+        var offset = 0
+        repeat {
+            let length = min(fragmentSize, payload.count - offset)
+            let more = offset + length < payload.count
+            let chunk = payload.slice(offset..<offset + length)
+            let fragmentOffset = offset
+            let queued = outbox.append { buffer in
+                var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv4)
+                at += IPv4Packet.writeHeader(
+                    into: buffer.suffix(from: at), source: address, destination: destination, proto: proto,
+                    payloadLength: length, identification: identification, ttl: configuration.defaultTTL,
+                    moreFragments: more, fragmentOffset: fragmentOffset)
+                buffer.copy(chunk, to: at)
+                return at + length
+            }
+            guard queued else {
+                counters.linkOutQueueFull &+= 1
+                counters.ipOutDiscards &+= 1
+                return
+            }
+            counters.linkOutFrames &+= 1
+            if fragmentSize < payload.count { counters.ipFragCreates &+= 1 }
+            offset += length
+        } while offset < payload.count
+        if fragmentSize < payload.count { counters.ipFragOKs &+= 1 }
+    }
+}

@@ -1,0 +1,111 @@
+import Timing
+
+/// The protocol stack of one interface: Ethernet, ARP, IPv4 and ICMP.
+///
+/// Pure: it performs no I/O and reads no clock. The owner hands it received frames with
+/// `receive(frame:now:)`, calls `poll(now:)` when `nextDeadline` passes, and transmits what
+/// accumulates in `outbox` (then empties it). Everything runs on the caller's thread.
+public final class NetworkStack {
+    public let configuration: StackConfiguration
+    public internal(set) var counters = Counters()
+    /// Frames to transmit, in order.
+    public let outbox: FrameQueue
+
+    var wheel: TimingWheel<StackTimer>
+    var neighbors: [IPv4Address: Neighbor] = [:]
+    var reassembly: [FragmentKey: PartialDatagram] = [:]
+    var reassemblyMemory = 0
+    var reassemblySequence: UInt64 = 0
+    var icmpErrorBucket: TokenBucket
+    var nextIdentification: UInt16
+    /// Scratch space for building one IP payload (up to the IPv4 maximum).
+    let scratch: UnsafeMutableRawBufferPointer
+
+    var mac: MACAddress { configuration.mac }
+    var address: IPv4Address { configuration.interface.address }
+
+    public init(configuration: StackConfiguration, now: Instant) {
+        precondition(configuration.mtu >= StackConfiguration.minimumMTU && configuration.mtu <= StackConfiguration.maximumMTU)
+        self.configuration = configuration
+        outbox = FrameQueue(slotSize: configuration.mtu + EthernetFrame.headerLength, capacity: configuration.outputQueueFrames)
+        wheel = TimingWheel(start: now)
+        icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
+        nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
+        scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
+    }
+
+    deinit { scratch.deallocate() }
+
+    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it.
+    public func start(now: Instant) {
+        guard configuration.arp.announcements > 0 else { return }
+        sendAnnouncement()
+        if configuration.arp.announcements > 1 {
+            wheel.schedule(at: now.adding(milliseconds: configuration.arp.announceIntervalMilliseconds),
+                           .announce(remaining: configuration.arp.announcements - 1))
+        }
+    }
+
+    /// The earliest time `poll(now:)` has work; nil when no timer is armed.
+    public var nextDeadline: Instant? { wheel.nextDeadline }
+
+    /// Runs every timer due at `now`.
+    public func poll(now: Instant) {
+        while let (_, timer) = wheel.popExpired(now: now) {
+            switch timer {
+            case .announce(let remaining):
+                sendAnnouncement()
+                if remaining > 1 {
+                    wheel.schedule(at: now.adding(milliseconds: configuration.arp.announceIntervalMilliseconds),
+                                   .announce(remaining: remaining - 1))
+                }
+            case .neighbor(let ip):
+                neighborTimerFired(ip, now: now)
+            case .reassembly(let key):
+                reassemblyTimedOut(key, now: now)
+            }
+        }
+    }
+
+    /// Processes one received Ethernet frame. Malformed input is counted and dropped.
+    public func receive(frame bytes: UnsafeRawBufferPointer, now: Instant) {
+        counters.linkInFrames &+= 1
+        guard let frame = EthernetFrame(bytes) else {
+            counters.linkInTooShort &+= 1
+            return
+        }
+        let destination = frame.destination
+        let linkBroadcast = destination.isBroadcast
+        if destination != mac && !linkBroadcast {
+            if destination.isGroup { counters.linkInMulticast &+= 1 } else { counters.linkInOtherHost &+= 1 }
+            return
+        }
+        let source = frame.source
+        guard !source.isGroup else {
+            counters.linkInBadSource &+= 1
+            return
+        }
+        switch frame.etherType {
+        case .ipv4:
+            receiveIPv4(frame.payload, linkBroadcast: linkBroadcast, now: now)
+        case .arp:
+            receiveARP(frame.payload, now: now)
+        case .ipv6:
+            counters.linkInIPv6 &+= 1
+        default:
+            counters.linkInUnknownEtherType &+= 1
+        }
+    }
+
+    /// A snapshot of the neighbour (ARP) table, for display.
+    public var neighborTable: [(address: IPv4Address, mac: MACAddress?, state: String)] {
+        neighbors.sorted { $0.key < $1.key }.map { ($0.key, $0.value.mac, $0.value.state.name) }
+    }
+}
+
+/// What a stack timer is for. Timers are values in the wheel, never callbacks.
+enum StackTimer {
+    case announce(remaining: Int)
+    case neighbor(IPv4Address)
+    case reassembly(FragmentKey)
+}

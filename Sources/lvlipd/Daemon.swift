@@ -1,0 +1,165 @@
+import CLinux
+import Glibc
+import IPCServer
+import Logging
+import Reactor
+import Stack
+import Timing
+
+/// Wires the TAP, the reactor, the stack and the IPC server together.
+final class Daemon {
+    struct Options {
+        var tap: String
+        var stack: StackConfiguration
+        var socketPath: String
+        var pcapPath: String?
+    }
+
+    /// Counters of the daemon's own I/O, beside the stack's.
+    private struct IOCounters {
+        var tapReads: UInt64 = 0
+        var tapReadErrors: UInt64 = 0
+        var tapWrites: UInt64 = 0
+        var tapWriteErrors: UInt64 = 0
+    }
+
+    private let options: Options
+    private let logger: Logger
+    private let reactor: Reactor
+    private let tap: TapDevice
+    private let stack: NetworkStack
+    private let pcap: PcapWriter?
+    private var ipc: IPCServer!
+    private var io = IOCounters()
+    private var stackTimer: TimerHandle?
+    private var stackTimerDeadline: Instant?
+    private let frameBuffer: UnsafeMutableRawBufferPointer
+    /// Frames read per wake-up before yielding to other descriptors.
+    private static let readBatch = 256
+
+    init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        // Refuse early if another daemon serves this socket, before touching its TAP.
+        try Self.checkSocketFree(options.socketPath)
+        reactor = try Reactor()
+        tap = try TapDevice(name: options.tap)
+        try tap.configureKernelSide(mtu: options.stack.mtu)
+        pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path) }
+        stack = NetworkStack(configuration: options.stack, now: reactor.now)
+        frameBuffer = .allocate(byteCount: 65536 + 64, alignment: 16)
+        lvlip_ignore_sigpipe()
+    }
+
+    deinit { frameBuffer.deallocate() }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down in order.
+    func run() throws {
+        try reactor.handleSignals([SIGINT, SIGTERM, SIGUSR1]) { [unowned self] signo in
+            if signo == SIGUSR1 {
+                logger.info("counters:\n\(statsText())")
+                return
+            }
+            logger.info("received signal \(signo), shutting down")
+            reactor.stop()
+        }
+        try reactor.register(fd: tap.fd, events: .readable) { [unowned self] _ in readFrames() }
+        reactor.addAfterWakeHook { [unowned self] in afterWake() }
+
+        ipc = IPCServer(configuration: .init(path: options.socketPath), reactor: reactor, logger: logger,
+                        statsProvider: { [unowned self] in statsText() })
+        do {
+            try ipc.start()
+        } catch {
+            throw DaemonError(error.description)
+        }
+        let config = options.stack
+        logger.info("lvlipd serving \(config.interface) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath)")
+        stack.start(now: reactor.now)
+        afterWake()
+        try reactor.run()
+        ipc.shutdown()
+        afterWake()
+        pcap?.flush()
+        logger.info("lvlipd stopped")
+    }
+
+    private func readFrames() {
+        for _ in 0..<Self.readBatch {
+            let count: Int?
+            do {
+                count = try tap.read(into: frameBuffer)
+            } catch {
+                io.tapReadErrors &+= 1
+                logger.warning("\(error)")
+                return
+            }
+            guard let length = count else { return }
+            io.tapReads &+= 1
+            let frame = UnsafeRawBufferPointer(frameBuffer.slice(0..<length))
+            pcap?.record(frame)
+            stack.receive(frame: frame, now: reactor.now)
+            // Keep the output queue from overflowing within one long batch.
+            if stack.outbox.count * 2 >= stack.outbox.capacity { transmit() }
+        }
+    }
+
+    private func afterWake() {
+        transmit()
+        pcap?.flush()
+        scheduleStackTimer()
+    }
+
+    private func transmit() {
+        let outbox = stack.outbox
+        for i in 0..<outbox.count {
+            let frame = outbox[i]
+            pcap?.record(frame)
+            if let error = tap.write(frame) {
+                io.tapWriteErrors &+= 1
+                if io.tapWriteErrors == 1 || io.tapWriteErrors % 1000 == 0 {
+                    logger.warning("TAP write failed (\(io.tapWriteErrors) so far): \(SyscallError("write(\(tap.name))", errno: error))")
+                }
+            } else {
+                io.tapWrites &+= 1
+            }
+        }
+        outbox.removeAll()
+    }
+
+    /// Keeps one reactor timer at the stack's next deadline, moved only when it changes.
+    private func scheduleStackTimer() {
+        let deadline = stack.nextDeadline
+        guard deadline != stackTimerDeadline else { return }
+        if let handle = stackTimer { reactor.cancel(handle) }
+        stackTimer = nil
+        stackTimerDeadline = deadline
+        guard let deadline else { return }
+        stackTimer = reactor.schedule(at: deadline) { [unowned self] in
+            stackTimer = nil
+            stackTimerDeadline = nil
+            stack.poll(now: reactor.now)
+        }
+    }
+
+    private func statsText() -> String {
+        var text = ""
+        let counters = stack.counters
+        for field in Counters.fields { text += "\(field.name) \(counters[keyPath: field.path])\n" }
+        text += "TapReads \(io.tapReads)\nTapReadErrors \(io.tapReadErrors)\n"
+        text += "TapWrites \(io.tapWrites)\nTapWriteErrors \(io.tapWriteErrors)\n"
+        let reassembly = stack.reassemblyState
+        text += "IpReasmPending \(reassembly.datagrams)\nIpReasmBytes \(reassembly.bytes)\n"
+        text += "ArpEntries \(stack.neighborTable.count)\n"
+        text += "ReactorWakeups \(reactor.wakeups)\n"
+        return text
+    }
+
+    private static func checkSocketFree(_ path: String) throws {
+        let fd = lvlip_unix_connect(path)
+        if fd >= 0 {
+            Syscall.close(fd)
+            throw DaemonError("socket path \(path) is in use by a running lvlipd")
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import CLinux
+import Glibc
+import Reactor
+
+/// Writes frames in the classic pcap format (LINKTYPE_ETHERNET), readable by tcpdump,
+/// tshark and Wireshark. Output is buffered and flushed once per reactor wake-up.
+final class PcapWriter {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private static let flushThreshold = 256 * 1024
+    private(set) var failed: SyscallError?
+
+    init(path: String) throws(DaemonError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw .init("cannot open pcap file \(path): \(SyscallError("open", errno: errno))")
+        }
+        self.fd = fd
+        buffer.reserveCapacity(Self.flushThreshold * 2)
+        // Global header: magic, version 2.4, GMT offset 0, sigfigs 0, snaplen, linktype 1.
+        append32(0xA1B2_C3D4)
+        append16(2)
+        append16(4)
+        append32(0)
+        append32(0)
+        append32(65535)
+        append32(1)
+        flush()
+    }
+
+    deinit {
+        flush()
+        Syscall.close(fd)
+    }
+
+    func record(_ frame: UnsafeRawBufferPointer) {
+        var seconds: UInt32 = 0
+        var microseconds: UInt32 = 0
+        lvlip_realtime(&seconds, &microseconds)
+        append32(seconds)
+        append32(microseconds)
+        append32(UInt32(frame.count))
+        append32(UInt32(frame.count))
+        buffer.append(contentsOf: frame)
+        if buffer.count >= Self.flushThreshold { flush() }
+    }
+
+    func flush() {
+        guard !buffer.isEmpty, failed == nil else {
+            buffer.removeAll(keepingCapacity: true)
+            return
+        }
+        var offset = 0
+        while offset < buffer.count {
+            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                failed = SyscallError("write(pcap)", errno: errno)
+                break
+            }
+            offset += n
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func append32(_ v: UInt32) { withUnsafeBytes(of: v) { buffer.append(contentsOf: $0) } }
+    private func append16(_ v: UInt16) { withUnsafeBytes(of: v) { buffer.append(contentsOf: $0) } }
+}
