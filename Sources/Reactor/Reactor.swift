@@ -48,6 +48,9 @@ public final class Reactor {
 
     /// Number of epoll wake-ups so far (for statistics).
     public private(set) var wakeups: UInt64 = 0
+    /// Number of timerfd_settime calls so far: the timerfd is re-armed only when the
+    /// earliest deadline changes.
+    public private(set) var timerFDSettings: UInt64 = 0
 
     public init() throws {
         epollFD = try Syscall.call("epoll_create1") { lvlip_epoll_create() }
@@ -181,5 +184,6 @@ public final class Reactor {
         let ns = deadline.map { max($0.nanoseconds, 1) } ?? 0
         try Syscall.call("timerfd_settime") { lvlip_timerfd_set_absolute(timerFD, ns) }
         armedDeadline = deadline
+        timerFDSettings &+= 1
     }
 }
