@@ -9,11 +9,13 @@ struct FragmentKey: Hashable {
     var proto: IPProtocol
 }
 
-/// A datagram under reassembly. Fragments are kept as a sorted list of byte ranges (not
-/// merged) so that an exact duplicate can be told from an overlap.
+/// A datagram under reassembly. Fragments are kept apart, sorted by offset (not merged,
+/// so that an exact duplicate can be told from an overlap), and copied into one buffer only
+/// when the datagram is complete: a flood of lone fragments at large offsets costs only
+/// their own bytes.
 struct PartialDatagram {
-    var payload: [UInt8] = []
-    var ranges: [Range<Int>] = []
+    var fragments: [(range: Range<Int>, data: [UInt8])] = []
+    var dataBytes = 0
     /// Payload length, known once the last fragment (MF clear) has arrived.
     var totalLength: Int?
     /// The header of the fragment at offset 0, once it has arrived.
@@ -21,10 +23,11 @@ struct PartialDatagram {
     var broadcast = false
     var timer: TimerHandle?
     var sequence: UInt64
-    var memory: Int { payload.count + firstHeader.count + PartialDatagram.overhead }
+    var memory: Int { dataBytes + firstHeader.count + PartialDatagram.overhead * (1 + fragments.count) }
 
-    /// Book-keeping cost charged per datagram, so that many tiny ones are bounded too.
-    static let overhead = 256
+    /// Book-keeping cost charged per datagram and per fragment, so that many tiny ones are
+    /// bounded too.
+    static let overhead = 128
 }
 
 extension NetworkStack {
@@ -63,8 +66,8 @@ extension NetworkStack {
         var partial = reassembly[key]!
 
         // Where the new range goes, and whether it collides.
-        var index = partial.ranges.count
-        for (i, range) in partial.ranges.enumerated() {
+        var index = partial.fragments.count
+        for (i, range) in partial.fragments.lazy.map(\.range).enumerated() {
             if range == start..<end {
                 counters.ipReasmDuplicates &+= 1
                 return
@@ -88,19 +91,19 @@ extension NetworkStack {
             }
             partial.totalLength = end
         }
-        if let total = partial.totalLength, end > total || (partial.ranges.last?.upperBound ?? 0) > total {
+        if let total = partial.totalLength, end > total || (partial.fragments.last?.range.upperBound ?? 0) > total {
             counters.ipReasmFails &+= 1
             removePartial(key)
             return
         }
-        guard partial.ranges.count < configuration.reassembly.maxFragmentsPerDatagram else {
+        guard partial.fragments.count < configuration.reassembly.maxFragmentsPerDatagram else {
             counters.ipReasmFails &+= 1
             removePartial(key)
             return
         }
 
         // Charge the memory this fragment needs before taking it.
-        let growth = max(0, end - partial.payload.count) + (start == 0 ? packet.headerLength : 0)
+        let growth = data.count + PartialDatagram.overhead + (start == 0 ? packet.headerLength : 0)
         if reassemblyMemory + growth > configuration.reassembly.memoryLimit {
             reassembly[key] = partial
             while reassemblyMemory + growth > configuration.reassembly.memoryLimit {
@@ -114,21 +117,25 @@ extension NetworkStack {
             partial = reassembly[key]!
         }
         reassemblyMemory += growth
-        if end > partial.payload.count {
-            partial.payload.append(contentsOf: repeatElement(0, count: end - partial.payload.count))
-        }
-        partial.payload.withUnsafeMutableBytes { $0.copy(data, to: start) }
-        partial.ranges.insert(start..<end, at: index)
+        partial.fragments.insert((start..<end, Array(data)), at: index)
+        partial.dataBytes += data.count
         if start == 0 { partial.firstHeader = Array(packet.header) }
         partial.broadcast = partial.broadcast || broadcast
 
-        if let total = partial.totalLength, isContiguous(partial.ranges, total: total) {
+        if let total = partial.totalLength, isContiguous(partial.fragments, total: total) {
+            reassembly[key] = partial
             removePartial(key)
             counters.ipReasmOKs &+= 1
+            var payload = [UInt8](repeating: 0, count: total)
+            payload.withUnsafeMutableBytes { buffer in
+                for fragment in partial.fragments {
+                    fragment.data.withUnsafeBytes { buffer.copy($0, to: fragment.range.lowerBound) }
+                }
+            }
             partial.firstHeader.withUnsafeBytes { header in
-                partial.payload.withUnsafeBytes { payload in
+                payload.withUnsafeBytes { payload in
                     deliver(IPv4Datagram(source: key.source, destination: key.destination, proto: key.proto,
-                                         header: header, payload: payload.slice(0..<total), broadcast: partial.broadcast),
+                                         header: header, payload: payload, broadcast: partial.broadcast),
                             now: now)
                 }
             }
@@ -145,12 +152,12 @@ extension NetworkStack {
         counters.ipReasmFails &+= 1
         // RFC 792 / RFC 1122 3.3.2: Time Exceeded, code 1, only if the first fragment came.
         guard !partial.firstHeader.isEmpty else { return }
+        // The first fragment is the first in offset order; quote its leading data.
         partial.firstHeader.withUnsafeBytes { header in
-            partial.payload.withUnsafeBytes { payload in
+            partial.fragments[0].data.withUnsafeBytes { data in
                 sendICMPError(type: .timeExceeded, code: 1,
                               about: IPv4Datagram(source: key.source, destination: key.destination, proto: key.proto,
-                                                  header: header, payload: payload.slice(0..<min(payload.count, 8)),
-                                                  broadcast: partial.broadcast),
+                                                  header: header, payload: data, broadcast: partial.broadcast),
                               now: now)
             }
         }
@@ -159,9 +166,9 @@ extension NetworkStack {
     /// Number of datagrams under reassembly and the bytes they hold (for tests and display).
     public var reassemblyState: (datagrams: Int, bytes: Int) { (reassembly.count, reassemblyMemory) }
 
-    private func isContiguous(_ ranges: [Range<Int>], total: Int) -> Bool {
+    private func isContiguous(_ fragments: [(range: Range<Int>, data: [UInt8])], total: Int) -> Bool {
         var expected = 0
-        for range in ranges {
+        for (range, _) in fragments {
             guard range.lowerBound == expected else { return false }
             expected = range.upperBound
         }
