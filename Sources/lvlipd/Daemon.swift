@@ -45,6 +45,7 @@ final class Daemon {
         reactor = try Reactor()
         tap = try TapDevice(name: options.tap)
         try tap.configureKernelSide(mtu: options.stack.mtu)
+        try Self.ensureSocketDirectory(options.socketPath)
         pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path) }
         stack = NetworkStack(configuration: options.stack, now: reactor.now)
         frameBuffer = .allocate(byteCount: 65536 + 64, alignment: 16)
@@ -153,6 +154,17 @@ final class Daemon {
         text += "ArpEntries \(stack.neighborTable.count)\n"
         text += "ReactorWakeups \(reactor.wakeups)\n"
         return text
+    }
+
+    /// Creates the socket's parent directory (for the default under /run) if it is missing.
+    private static func ensureSocketDirectory(_ path: String) throws {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        let directory = String(path[..<slash])
+        var info = stat()
+        if stat(directory, &info) == 0 { return }
+        guard mkdir(directory, 0o755) == 0 || errno == EEXIST else {
+            throw DaemonError("cannot create socket directory \(directory): \(String(cString: strerror(errno)))")
+        }
     }
 
     private static func checkSocketFree(_ path: String) throws {

@@ -74,23 +74,11 @@ struct LvlipdCommand: ParsableCommand {
             interface: interface, gateway: gateway.flatMap(IPv4Address.init), mtu: mtu)
         stack.seed = UInt64.random(in: .min ... .max)
         do {
-            try ensureSocketDirectory()
             let daemon = try Daemon(options: .init(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap), logger: logger)
             try daemon.run()
         } catch {
             FileHandleStderr.write("lvlipd: error: \(error)\n")
             Glibc.exit(1)
-        }
-    }
-
-    /// Creates the socket's directory when it is the default one under /run.
-    private func ensureSocketDirectory() throws {
-        guard let slash = socket.lastIndex(of: "/"), slash != socket.startIndex else { return }
-        let directory = String(socket[..<slash])
-        var info = stat()
-        if stat(directory, &info) == 0 { return }
-        guard mkdir(directory, 0o755) == 0 || errno == EEXIST else {
-            throw DaemonError("cannot create socket directory \(directory): \(String(cString: strerror(errno)))")
         }
     }
 }
