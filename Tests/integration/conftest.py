@@ -22,6 +22,8 @@ def pytest_configure(config):
     if names != ["lo"]:
         pytest.exit(f"refusing to run: this network namespace already has interfaces {names}; run under "
                     "`unshare --net --pid --fork --kill-child --mount-proc` (see scripts/test)", returncode=2)
+    if not os.environ.get("LVLIP_BIN"):
+        pytest.exit("set LVLIP_BIN to the directory holding lvlipd and lvlipctl (see scripts/test)", returncode=2)
     for tool in ("lvlipd", "lvlipctl"):
         if not (harness.bin_dir() / tool).is_file():
             pytest.exit(f"{tool} not found in LVLIP_BIN={harness.bin_dir()}", returncode=2)

@@ -20,10 +20,8 @@ import pytest
 STACK_IP = "10.0.0.4"
 KERNEL_IP = "10.0.0.5"
 STACK_MAC = bytes.fromhex("02000a000004")
-BROADCAST_MAC = b"\xff" * 6
 TAP = "tap0"
 
-ETH_P_ALL = 0x0003
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
 ETHERTYPE_IPV6 = 0x86DD
@@ -240,37 +238,16 @@ def arp(operation: int, sender_mac: bytes, sender_ip: str, target_mac: bytes, ta
 
 
 class RawLink:
-    """AF_PACKET access to the kernel side of tap0: frames sent here go to lvlipd; a capture
-    socket (optional) sees what lvlipd sends."""
+    """AF_PACKET access to the kernel side of tap0: frames sent here go to lvlipd. The socket
+    binds protocol 0, so it receives nothing."""
 
-    def __init__(self, capture=False):
+    def __init__(self):
         self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.tx.bind((TAP, 0))
         self.mac = self.tx.getsockname()[4]
-        self.rx = None
-        if capture:
-            self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            self.rx.bind((TAP, ETH_P_ALL))
-            self.rx.settimeout(0.2)
 
     def send(self, frame: bytes) -> int:
         return self.tx.send(frame)
 
-    def receive_until(self, predicate, timeout=3.0):
-        """Returns the first incoming frame (sent by lvlipd) satisfying predicate, or None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                frame, address = self.rx.recvfrom(65536)
-            except socket.timeout:
-                continue
-            if address[2] == socket.PACKET_OUTGOING:
-                continue
-            if predicate(frame):
-                return frame
-        return None
-
     def close(self):
         self.tx.close()
-        if self.rx:
-            self.rx.close()

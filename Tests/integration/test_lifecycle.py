@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import STACK_IP, TAP, Daemon, bin_dir, interfaces, ping, require_tool, run
+from harness import STACK_IP, TAP, bin_dir, interfaces, ping, require_tool, run
 
 USAGE_EXIT = 64
 

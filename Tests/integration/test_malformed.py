@@ -12,9 +12,8 @@ import struct
 import time
 from collections import Counter
 
-from harness import (BROADCAST_MAC, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, KERNEL_IP, STACK_IP, STACK_MAC,
-                     RawLink, arp, checksum, ethernet, icmp_echo, ip_address, ipv4, ipv4_header, ping, rss_kib,
-                     tap_tx_dropped)
+from harness import (ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, KERNEL_IP, STACK_IP, STACK_MAC, RawLink, arp,
+                     checksum, ethernet, icmp_echo, ipv4, ipv4_header, ping, rss_kib, tap_tx_dropped)
 
 SEED = 0x1F1F_2024
 TOTAL_FRAMES = 10_000
@@ -74,60 +73,60 @@ def build_categories(flood: Flood):
     rng = flood.rng
     ip = dict(IpInReceives=1, IpInHdrErrors=1)
 
-    for _ in range(500):  # Fewer than 20 bytes of IP header.
+    for _ in range(400):  # Fewer than 20 bytes of IP header.
         flood.add("ip-truncated-header", [ip_frame(flood, ipv4(flood.echo())[:rng.randrange(0, 20)])], **ip)
-    for _ in range(500):
+    for _ in range(400):
         flood.add("ip-bad-checksum", [ip_frame(flood, ipv4(flood.echo(), good_checksum=False))],
                   IpInCsumErrors=1, **ip)
-    for _ in range(500):
+    for _ in range(400):
         version = rng.choice([v for v in range(16) if v != 4])
         flood.add("ip-bad-version", [ip_frame(flood, ipv4(flood.echo(), version=version))], **ip)
-    for _ in range(400):
+    for _ in range(200):
         flood.add("ip-ihl-below-5", [ip_frame(flood, ipv4(flood.echo(), ihl=rng.randrange(0, 5)))], **ip)
-    for _ in range(400):  # The header claims more bytes than the frame holds.
+    for _ in range(200):  # The header claims more bytes than the frame holds.
         ihl = rng.randrange(6, 16)
         datagram = ipv4_header(0, ihl=ihl) + rng.randbytes(rng.randrange(0, ihl * 4 - 20))
         flood.add("ip-ihl-beyond-frame", [ip_frame(flood, datagram)], **ip)
-    for _ in range(400):
+    for _ in range(200):
         datagram = ipv4(flood.echo(), total_length=rng.randrange(0, 20))
         flood.add("ip-total-below-header", [ip_frame(flood, datagram)], **ip)
-    for _ in range(500):  # Total length beyond the frame: truncated in transit.
+    for _ in range(300):  # Total length beyond the frame: truncated in transit.
         message = flood.echo()
         datagram = ipv4(message, total_length=min(65535, 20 + len(message) + rng.randrange(1, 2000)))
         flood.add("ip-truncated", [ip_frame(flood, datagram)], IpInReceives=1, IpInTruncatedPkts=1)
-    for i in range(300):  # Martian source, or a destination that is not ours.
+    for i in range(200):  # Martian source, or a destination that is not ours.
         source, destination = [("127.0.0.1", STACK_IP), (STACK_IP, STACK_IP), ("224.0.0.9", STACK_IP),
                                (KERNEL_IP, "10.0.0.9"), (KERNEL_IP, "192.0.2.1")][i % 5]
         datagram = ipv4(flood.echo(), source=source, destination=destination)
         flood.add("ip-bad-address", [ip_frame(flood, datagram)], IpInReceives=1, IpInAddrErrors=1)
 
-    for _ in range(500):
+    for _ in range(300):
         ethertype = ETHERTYPE_IPV4
         while ethertype in (ETHERTYPE_IPV4, ETHERTYPE_ARP, ETHERTYPE_IPV6):
             ethertype = rng.randrange(1 << 16)
         flood.add("unknown-ethertype", [flood.to_us(ethertype, rng.randbytes(rng.randrange(0, 100)))],
                   LinkInUnknownEtherType=1)
-    for _ in range(500):
+    for _ in range(300):
         flood.add("ipv6", [flood.to_us(ETHERTYPE_IPV6, rng.randbytes(rng.randrange(0, 120)))], LinkInIPv6=1)
 
     request = arp(1, flood.kernel_mac, KERNEL_IP, b"\0" * 6, STACK_IP)
-    for _ in range(400):
+    for _ in range(200):
         flood.add("arp-truncated", [flood.to_us(ETHERTYPE_ARP, request[:rng.randrange(0, 28)])],
                   ArpInPackets=1, ArpInTruncated=1)
-    for _ in range(400):
+    for _ in range(200):
         wrong = arp(1, flood.kernel_mac, KERNEL_IP, b"\0" * 6, STACK_IP,
                     hardware_type=rng.choice([0, 6, 24, 0xFFFF]))
         flood.add("arp-unsupported", [flood.to_us(ETHERTYPE_ARP, wrong)], ArpInPackets=1, ArpInUnsupported=1)
 
     icmp = dict(IpInReceives=1, IpInDelivers=1, IcmpInMsgs=1, IcmpInErrors=1)
-    for _ in range(500):
+    for _ in range(300):
         message = icmp_echo(7, rng.randrange(1 << 16), rng.randbytes(rng.randrange(0, 200)), good_checksum=False)
         flood.add("icmp-bad-checksum", [ip_frame(flood, ipv4(message))], IcmpInCsumErrors=1, **icmp)
-    for _ in range(200):
+    for _ in range(100):
         flood.add("icmp-truncated", [ip_frame(flood, ipv4(rng.randbytes(rng.randrange(0, 8))))], **icmp)
 
     fragment = dict(IpInReceives=2, IpReasmReqds=2)
-    for _ in range(300):  # [0, 16) then [8, 24): a partial overlap drops the datagram.
+    for _ in range(200):  # [0, 16) then [8, 24): a partial overlap drops the datagram.
         ident = flood.identification()
         data = rng.randbytes(24)
         first = ipv4(data[:16], identification=ident, more_fragments=True)
@@ -135,26 +134,35 @@ def build_categories(flood: Flood):
         flood.add("fragment-overlap", [ip_frame(flood, first), ip_frame(flood, second)], IpReasmOverlaps=1,
                   **fragment)
         flood.datagrams_started += 1
-    for _ in range(200):  # The same fragment twice.
+    for _ in range(100):  # The same fragment twice.
         ident = flood.identification()
         offset = 8 * rng.randrange(1, 100)
         frame = ip_frame(flood, ipv4(rng.randbytes(16), identification=ident, more_fragments=True, offset=offset))
         flood.add("fragment-duplicate", [frame, frame], IpReasmDuplicates=1, **fragment)
         flood.datagrams_started += 1
-    for _ in range(1200):  # One fragment each, far into a datagram that never completes.
+    for _ in range(1100):  # One fragment each, far into a datagram that never completes.
         datagram = ipv4(rng.randbytes(8 * rng.randrange(1, 9)), identification=flood.identification(),
                         more_fragments=True, offset=8 * rng.randrange(1000, 8000))
         flood.add("fragment-endless", [ip_frame(flood, datagram)], IpInReceives=1, IpReasmReqds=1)
         flood.datagrams_started += 1
+    # Full-size fragments with 8-byte holes between them: ~64 KB held per datagram that never
+    # completes, so together they press against the 4 MB reassembly bound.
+    for _ in range(70):
+        ident = flood.identification()
+        pieces = [ip_frame(flood, ipv4(rng.randbytes(1480), identification=ident, more_fragments=True,
+                                       offset=offset))
+                  for offset in range(0, 65515 - 1480 + 1, 1488)]
+        flood.add("fragment-hoard", pieces, IpInReceives=len(pieces), IpReasmReqds=len(pieces))
+        flood.datagrams_started += 1
 
     valid = ipv4(flood.echo())
-    for _ in range(400):
+    for _ in range(200):
         flood.add("other-host", [ethernet(OTHER_HOST_MAC, flood.kernel_mac, ETHERTYPE_IPV4, valid)],
                   LinkInOtherHost=1)
-    for _ in range(200):
+    for _ in range(100):
         flood.add("multicast", [ethernet(MULTICAST_MAC, flood.kernel_mac, ETHERTYPE_IPV4, valid)],
                   LinkInMulticast=1)
-    for _ in range(100):
+    for _ in range(50):
         flood.add("group-source", [ethernet(STACK_MAC, GROUP_SOURCE_MAC, ETHERTYPE_IPV4, valid)],
                   LinkInBadSource=1)
 

@@ -2,8 +2,6 @@
 IpReasmPending / IpReasmBytes), completes when its last piece arrives, and releases its memory.
 The 30 s timeout itself is covered by the Swift unit tests, not in real time here."""
 
-import pytest
-
 from harness import ETHERTYPE_IPV4, STACK_IP, STACK_MAC, RawLink, ethernet, icmp_echo, ipv4, ping
 
 
@@ -36,12 +34,13 @@ def test_incomplete_datagram_is_held_until_complete(daemon):
     send(link, first)
     held = daemon.wait_for(lambda s: s["IpReasmReqds"] == before["IpReasmReqds"] + 1, what="first fragment")
     assert held["IpReasmPending"] == 1
-    assert 1000 + 20 <= held["IpReasmBytes"] <= 1000 + 20 + 4096
+    # At least the bytes received, plus bounded book-keeping.
+    assert 1000 <= held["IpReasmBytes"] <= 1000 + 20 + 4096
 
     send(link, last)  # Out of order: a hole remains at [1000, 2000).
     held = daemon.wait_for(lambda s: s["IpReasmReqds"] == before["IpReasmReqds"] + 2, what="last fragment")
     assert held["IpReasmPending"] == 1
-    assert 3000 + 20 <= held["IpReasmBytes"] <= 3000 + 20 + 4096
+    assert 2000 <= held["IpReasmBytes"] <= 3000 + 20 + 4096
     assert held["IpReasmOKs"] == before["IpReasmOKs"]
     assert held["IcmpInEchos"] == before["IcmpInEchos"]
 
@@ -63,7 +62,7 @@ def test_several_incomplete_datagrams_are_counted(daemon):
         send(link, fragments(echo_request(2000), identification, [1000])[0])
     held = daemon.wait_for(lambda s: s["IpReasmReqds"] == before["IpReasmReqds"] + 5, what="five fragments")
     assert held["IpReasmPending"] == 5
-    assert 5 * 1020 <= held["IpReasmBytes"] <= 5 * (1020 + 4096)
+    assert 5 * 1000 <= held["IpReasmBytes"] <= 5 * (1020 + 4096)
     # A stray fragment ID does not complete anything; the daemon still answers.
     _, _, received, _ = ping("-c", "1", "-W", "1", STACK_IP)
     assert received == 1
@@ -71,13 +70,9 @@ def test_several_incomplete_datagrams_are_counted(daemon):
     link.close()
 
 
-LEAK = ("lvlipd bug: when the fragment that completes a datagram extends it (or is its first), "
-        "reassemble() calls removePartial(key) on the stored copy that lacks this fragment, so "
-        "IpReasmBytes keeps the fragment's growth forever; after ~4 MB reassembly refuses everything")
-
-
-@pytest.mark.xfail(strict=True, reason=LEAK)
 def test_memory_is_released_when_the_last_fragment_completes_in_order(daemon):
+    # Regression: the completing fragment's bytes used to stay charged to IpReasmBytes forever
+    # (removePartial ran on the stored copy that lacked it).
     link = RawLink()
     before = daemon.stats()
     for datagram in fragments(echo_request(2000), 0x3002, [1000]):
@@ -88,11 +83,14 @@ def test_memory_is_released_when_the_last_fragment_completes_in_order(daemon):
     assert done["IpReasmBytes"] == 0, "the last fragment's 1000 bytes are still charged"
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK)
 def test_reassembly_keeps_working_after_many_datagrams(daemon):
-    # 2960 bytes of ICMP = 1480 + 1480: each datagram's second fragment used to leak 1480
-    # bytes, so ~2830 of them exhausted the 4 MB reassembly budget for good.
+    # Regression: 2960 bytes of ICMP = 1480 + 1480, and each datagram's second fragment used
+    # to leak 1480 bytes, so ~2830 of them exhausted the 4 MB reassembly budget for good.
+    before = daemon.stats()
     ping("-q", "-c", "3000", "-i", "0.001", "-s", "2952", "-W", "1", STACK_IP, timeout=60)
     result, sent, received, _ = ping("-c", "3", "-i", "0.1", "-s", "2952", "-W", "1", STACK_IP)
     assert received == sent == 3, result.stdout
-    assert daemon.stats()["IpReasmBytes"] == 0
+    after = daemon.stats()
+    assert after["IpReasmFails"] == before["IpReasmFails"]
+    assert after["IpReasmOKs"] - before["IpReasmOKs"] >= 2900
+    assert after["IpReasmBytes"] == 0
