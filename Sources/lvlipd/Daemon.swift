@@ -100,8 +100,9 @@ final class Daemon {
             let frame = UnsafeRawBufferPointer(frameBuffer.slice(0..<length))
             pcap?.record(frame)
             stack.receive(frame: frame, now: reactor.now)
-            // Keep the output queue from overflowing within one long batch.
-            if stack.outbox.count * 2 >= stack.outbox.capacity { transmit() }
+            // Send what the frame produced before reading on: each frame costs one write
+            // either way, and a reply should not wait for the read that finds the queue empty.
+            if !stack.outbox.isEmpty { transmit() }
         }
     }
 
