@@ -36,7 +36,7 @@ let package = Package(
             "CLinux", "IPCServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "TimingTests", dependencies: ["Timing"]),
+        .testTarget(name: "TimingTests", dependencies: ["Timing", "Stack"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),
     ],

@@ -9,6 +9,7 @@ public struct StackConfiguration: Sendable {
     public var defaultTTL: UInt8 = 64
     public var arp = ARPConfiguration()
     public var reassembly = ReassemblyConfiguration()
+    public var tcp = TCPConfiguration()
     /// ICMP error rate limit (Linux: icmp_msgs_per_sec 1000, icmp_msgs_burst 50).
     public var icmpErrorsPerSecond: UInt64 = 1000
     public var icmpErrorBurst: UInt64 = 50
@@ -55,5 +56,32 @@ public struct ReassemblyConfiguration: Sendable {
     public var memoryLimit = 4 * 1024 * 1024
     public var maxDatagrams = 1024
     public var maxFragmentsPerDatagram = 256
+    public init() {}
+}
+
+public struct TCPConfiguration: Sendable {
+    /// Default SO_SNDBUF and SO_RCVBUF (bytes; rounded up to a power of two).
+    public var sendBuffer = 256 * 1024
+    public var receiveBuffer = 256 * 1024
+    /// Lower bound of the RTO (Linux: 200 ms; RFC 6298 says 1 s).
+    public var minimumRTOMicroseconds: UInt64 = 200_000
+    /// TIME-WAIT lasts 2 MSL (Linux: 60 s). Tests shorten it.
+    public var timeWaitMilliseconds: UInt64 = 60_000
+    /// How long an orphaned connection may sit in FIN-WAIT-2 (Linux: tcp_fin_timeout 60 s).
+    public var finWait2Milliseconds: UInt64 = 60_000
+    /// SYN retransmissions before connect fails (Linux: tcp_syn_retries 6).
+    public var synRetries = 6
+    /// SYN-ACK retransmissions (Linux: tcp_synack_retries 5).
+    public var synAckRetries = 5
+    /// Retransmissions before an established connection is given up (Linux: tcp_retries2 15).
+    public var maxRetransmits = 15
+    /// Delayed ACK timeout (RFC 1122 4.2.3.2 allows up to 500 ms; Linux uses 40 ms).
+    public var delayedAckMilliseconds: UInt64 = 40
+    /// Ephemeral port range (Linux: ip_local_port_range 32768 60999).
+    public var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
+    /// Half-open connections a listener may hold (Linux: tcp_max_syn_backlog).
+    public var maxSynBacklog = 256
+    /// Challenge ACKs per second (RFC 5961 section 7; Linux: tcp_challenge_ack_limit 1000).
+    public var challengeAcksPerSecond: UInt64 = 1000
     public init() {}
 }

@@ -74,6 +74,33 @@ public struct Counters: Sendable {
     public var icmpOutEchoReps: UInt64 = 0
     public var icmpOutRateLimited: UInt64 = 0
 
+    // TCP (RFC 4022 names; Linux TcpExt names for the rest)
+    public var tcpActiveOpens: UInt64 = 0
+    public var tcpPassiveOpens: UInt64 = 0
+    public var tcpAttemptFails: UInt64 = 0
+    public var tcpEstabResets: UInt64 = 0
+    public var tcpCurrEstab: UInt64 = 0
+    public var tcpInSegs: UInt64 = 0
+    public var tcpOutSegs: UInt64 = 0
+    public var tcpRetransSegs: UInt64 = 0
+    public var tcpInErrs: UInt64 = 0
+    public var tcpOutRsts: UInt64 = 0
+    public var tcpInCsumErrors: UInt64 = 0
+    public var tcpNoSocket: UInt64 = 0
+    public var tcpListenOverflows: UInt64 = 0
+    public var tcpListenDrops: UInt64 = 0
+    public var tcpPAWSDrops: UInt64 = 0
+    public var tcpChallengeAcks: UInt64 = 0
+    public var tcpDelayedAcks: UInt64 = 0
+    public var tcpFastRetransmits: UInt64 = 0
+    public var tcpRTOs: UInt64 = 0
+    public var tcpTimeouts: UInt64 = 0
+    public var tcpAbortOnClose: UInt64 = 0
+    public var tcpDataAfterClose: UInt64 = 0
+    public var tcpWindowProbes: UInt64 = 0
+    public var tcpKeepAliveProbes: UInt64 = 0
+    public var tcpInvalidAcksLimited: UInt64 = 0
+
     public init() {}
 
     /// Every counter with its display name, in a stable order.
@@ -105,6 +132,31 @@ public struct Counters: Sendable {
         ("IcmpOutMsgs", \.icmpOutMsgs), ("IcmpOutDestUnreachs", \.icmpOutDestUnreachs),
         ("IcmpOutTimeExcds", \.icmpOutTimeExcds), ("IcmpOutEchoReps", \.icmpOutEchoReps),
         ("IcmpOutRateLimited", \.icmpOutRateLimited),
+        ("TcpActiveOpens", \.tcpActiveOpens),
+        ("TcpPassiveOpens", \.tcpPassiveOpens),
+        ("TcpAttemptFails", \.tcpAttemptFails),
+        ("TcpEstabResets", \.tcpEstabResets),
+        ("TcpCurrEstab", \.tcpCurrEstab),
+        ("TcpInSegs", \.tcpInSegs),
+        ("TcpOutSegs", \.tcpOutSegs),
+        ("TcpRetransSegs", \.tcpRetransSegs),
+        ("TcpInErrs", \.tcpInErrs),
+        ("TcpOutRsts", \.tcpOutRsts),
+        ("TcpInCsumErrors", \.tcpInCsumErrors),
+        ("TcpExtNoSocket", \.tcpNoSocket),
+        ("TcpExtListenOverflows", \.tcpListenOverflows),
+        ("TcpExtListenDrops", \.tcpListenDrops),
+        ("TcpExtPAWSEstab", \.tcpPAWSDrops),
+        ("TcpExtTCPChallengeACK", \.tcpChallengeAcks),
+        ("TcpExtDelayedACKs", \.tcpDelayedAcks),
+        ("TcpExtTCPFastRetrans", \.tcpFastRetransmits),
+        ("TcpExtTCPTimeouts", \.tcpRTOs),
+        ("TcpExtTCPAbortOnTimeout", \.tcpTimeouts),
+        ("TcpExtTCPAbortOnClose", \.tcpAbortOnClose),
+        ("TcpExtTCPAbortOnData", \.tcpDataAfterClose),
+        ("TcpExtTCPWinProbe", \.tcpWindowProbes),
+        ("TcpExtTCPKeepAlive", \.tcpKeepAliveProbes),
+        ("TcpExtTCPACKSkippedSeq", \.tcpInvalidAcksLimited),
     ]
 
     public subscript(name: String) -> UInt64? {

@@ -26,6 +26,12 @@ struct Neighbor {
     var mac: MACAddress?
     var state: State
     var timer: TimerHandle?
+
+    /// Whether frames can be sent to `mac` now (resolved, possibly being re-confirmed).
+    var isUsable: Bool {
+        if case .incomplete = state { return false }
+        return mac != nil
+    }
     var pending: [PendingDatagram] = []
     var pendingBytes = 0
 }

@@ -59,6 +59,9 @@ extension NetworkStack {
         case .icmp:
             counters.ipInDelivers &+= 1
             receiveICMP(datagram, now: now)
+        case .tcp:
+            counters.ipInDelivers &+= 1
+            receiveTCP(datagram, now: now)
         default:
             // No transport bound to this protocol: RFC 1122 3.2.2.1 asks for Protocol Unreachable.
             counters.ipInUnknownProtos &+= 1

@@ -17,6 +17,7 @@ public final class NetworkStack {
     var reassemblyMemory = 0
     var reassemblySequence: UInt64 = 0
     var icmpErrorBucket: TokenBucket
+    var tcp = TCPTables()
     var nextIdentification: UInt16
     /// Scratch space for building one IP payload (up to the IPv4 maximum).
     let scratch: UnsafeMutableRawBufferPointer
@@ -32,6 +33,8 @@ public final class NetworkStack {
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
         scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
+        tcp.challengeAckBucket = TokenBucket(ratePerSecond: configuration.tcp.challengeAcksPerSecond,
+                                             burst: configuration.tcp.challengeAcksPerSecond, now: now)
     }
 
     deinit { scratch.deallocate() }
@@ -63,6 +66,8 @@ public final class NetworkStack {
                 neighborTimerFired(ip, now: now)
             case .reassembly(let key):
                 reassemblyTimedOut(key, now: now)
+            case .tcp(let id, let kind):
+                if let c = tcpSocket(id), c.timerEntryFired(kind, now: now) { c.timerFired(kind, now: now) }
             }
         }
     }
@@ -108,4 +113,5 @@ enum StackTimer {
     case announce(remaining: Int)
     case neighbor(IPv4Address)
     case reassembly(FragmentKey)
+    case tcp(SocketID, TCPTimerKind)
 }

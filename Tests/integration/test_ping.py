@@ -1,5 +1,5 @@
 """ICMP echo through the kernel's own ping: fast, large (fragmented both ways), small MTU,
-broadcast, and the Protocol Unreachable answer to transports the stack does not speak yet."""
+broadcast, Protocol Unreachable for UDP (not served yet) and RST for a closed TCP port."""
 
 import errno
 import socket
@@ -107,14 +107,16 @@ def test_udp_gets_protocol_unreachable(daemon):
     assert delta(before, after, "IcmpOutDestUnreachs") == 1
 
 
-def test_tcp_connect_is_refused(daemon):
+def test_tcp_connect_to_closed_port_is_refused(daemon):
+    """RFC 9293 3.10.7.1: a SYN to a port nobody listens on is answered with RST, which the
+    kernel's connect reports as ECONNREFUSED at once."""
     before = daemon.stats()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
         tcp.settimeout(5)
         with pytest.raises(OSError) as raised:
             tcp.connect((STACK_IP, 80))
-        # Protocol Unreachable is a hard error for a connecting TCP socket (RFC 1122 4.2.3.9).
-        assert raised.value.errno == errno.ENOPROTOOPT, raised.value
+        assert raised.value.errno == errno.ECONNREFUSED, raised.value
     after = daemon.stats()
-    assert delta(before, after, "IpInUnknownProtos") == 1
-    assert delta(before, after, "IcmpOutDestUnreachs") == 1
+    assert delta(before, after, "TcpOutRsts") == 1
+    assert delta(before, after, "TcpExtNoSocket") == 1
+    assert delta(before, after, "IpInUnknownProtos") == 0

@@ -1,0 +1,599 @@
+import Timing
+
+/// A connection's key in the demultiplexing table. The local address is the stack's own.
+struct TCPFourTuple: Hashable {
+    var remoteAddress: IPv4Address
+    var remotePort: UInt16
+    var localPort: UInt16
+}
+
+/// The stack's TCP state: the socket slab, the demux tables and the secrets.
+struct TCPTables {
+    var sockets: [TCPConnection?] = []
+    var generations: [UInt32] = []
+    var freeSlots: [Int32] = []
+    var connections: [TCPFourTuple: TCPConnection] = [:]
+    var listeners: [UInt16: TCPConnection] = [:]
+    /// Local ports in use, with the number of sockets using each.
+    var portUsers: [UInt16: Int] = [:]
+    /// Ports taken by an explicit bind(2), which ephemeral selection must not share.
+    var explicitBinds: [UInt16: Int] = [:]
+    var nextEphemeral: UInt32 = 0
+    /// Sockets whose readiness may have changed since the owner last looked.
+    var readinessChanged: [SocketID] = []
+    var readinessFlagged: Set<SocketID> = []
+    var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
+}
+
+extension NetworkStack {
+    // MARK: - Socket table
+
+    func tcpSocket(_ id: SocketID) -> TCPConnection? {
+        let i = Int(id.index)
+        guard i >= 0, i < tcp.sockets.count, tcp.generations[i] == id.generation else { return nil }
+        return tcp.sockets[i]
+    }
+
+    private func allocateSocket(options: TCPSocketOptions) -> TCPConnection {
+        let index: Int32
+        if let free = tcp.freeSlots.popLast() {
+            index = free
+        } else {
+            index = Int32(tcp.sockets.count)
+            tcp.sockets.append(nil)
+            tcp.generations.append(0)
+        }
+        let id = SocketID(index: index, generation: tcp.generations[Int(index)])
+        let socket = TCPConnection(stack: self, id: id, options: options)
+        tcp.sockets[Int(index)] = socket
+        return socket
+    }
+
+    private func freeSocket(_ socket: TCPConnection) {
+        let i = Int(socket.id.index)
+        guard tcp.sockets[i] === socket else { return }
+        tcp.sockets[i] = nil
+        tcp.generations[i] &+= 1
+        tcp.freeSlots.append(socket.id.index)
+    }
+
+    func markReadinessChanged(_ id: SocketID) {
+        if tcp.readinessFlagged.insert(id).inserted { tcp.readinessChanged.append(id) }
+    }
+
+    /// Sockets whose readiness may have changed since the last call (for the IPC server).
+    public func takeReadinessChanges() -> [SocketID] {
+        let changed = tcp.readinessChanged
+        tcp.readinessChanged.removeAll(keepingCapacity: true)
+        tcp.readinessFlagged.removeAll(keepingCapacity: true)
+        return changed
+    }
+
+    func takeChallengeAckToken(now: Instant) -> Bool { tcp.challengeAckBucket.take(now: now) }
+
+    /// Called by a connection entering CLOSED; `free` when nobody holds its ID any more.
+    func tcpConnectionClosed(_ c: TCPConnection, free: Bool) {
+        let tuple = TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localPort: c.localPort)
+        if tcp.connections[tuple] === c { tcp.connections[tuple] = nil }
+        if tcp.listeners[c.localPort] === c { tcp.listeners[c.localPort] = nil }
+        releasePort(of: c)
+        if free { freeSocket(c) }
+    }
+
+    /// Gives the socket's local port back; the socket keeps the number for getsockname.
+    private func releasePort(of c: TCPConnection) {
+        guard c.localPort != 0, !c.portReleased else { return }
+        c.portReleased = true
+        if let users = tcp.portUsers[c.localPort] { tcp.portUsers[c.localPort] = users > 1 ? users - 1 : nil }
+        if c.boundExplicitly, let users = tcp.explicitBinds[c.localPort] {
+            tcp.explicitBinds[c.localPort] = users > 1 ? users - 1 : nil
+        }
+    }
+
+    private func usePort(_ port: UInt16) { tcp.portUsers[port, default: 0] += 1 }
+
+    // MARK: - Socket API
+
+    /// A new, unconnected TCP socket (socket(2)).
+    public func tcpOpen(options: TCPSocketOptions = TCPSocketOptions()) -> SocketID {
+        allocateSocket(options: options).id
+    }
+
+    /// bind(2) to a local port (0 picks an ephemeral one). Ports are exclusive unless the
+    /// holder is not listening and `reuseAddress` is set, as Linux's SO_REUSEADDR allows.
+    public func tcpBind(_ id: SocketID, port: UInt16, reuseAddress: Bool = false) throws(SocketError) {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        guard s.state == .closed, s.localPort == 0, s.remotePort == 0 else { throw .invalidArgument }
+        var chosen = port
+        if chosen == 0 {
+            guard let p = ephemeralPort(remote: nil, remotePort: 0) else { throw .addressInUse }
+            chosen = p
+        } else if tcp.portUsers[chosen] != nil {
+            let listening = tcp.listeners[chosen] != nil
+            guard reuseAddress && !listening else { throw .addressInUse }
+        }
+        s.localPort = chosen
+        s.boundExplicitly = true
+        usePort(chosen)
+        tcp.explicitBinds[chosen, default: 0] += 1
+    }
+
+    /// listen(2).
+    public func tcpListen(_ id: SocketID, backlog: Int) throws(SocketError) {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        if s.isListener {
+            s.backlog = max(0, min(backlog, 4096))
+            return
+        }
+        guard s.state == .closed, s.remotePort == 0, s.terminalError == nil else { throw .invalidArgument }
+        if s.localPort == 0 { try tcpBind(id, port: 0) }
+        guard tcp.listeners[s.localPort] == nil else { throw .addressInUse }
+        s.state = .listen
+        s.backlog = max(0, min(backlog, 4096))
+        tcp.listeners[s.localPort] = s
+    }
+
+    /// accept(2): the next established connection, or `.wouldBlock`.
+    public func tcpAccept(_ id: SocketID) throws(SocketError) -> SocketID {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        guard s.isListener else { throw .invalidArgument }
+        guard !s.acceptQueue.isEmpty else { throw .wouldBlock }
+        let child = s.acceptQueue.removeFirst()
+        tcpSocket(child)?.listener = nil  // now the application's
+        markReadinessChanged(id)
+        return child
+    }
+
+    /// connect(2): starts the three-way handshake; completion shows as writability (or an
+    /// error) in the socket's readiness.
+    public func tcpConnect(_ id: SocketID, to address: IPv4Address, port: UInt16, now: Instant) throws(SocketError) {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        switch s.state {
+        case .synSent, .synReceived: throw .alreadyInProgress
+        case .closed: break
+        case .listen: throw .invalidArgument
+        default: throw .alreadyConnected
+        }
+        guard s.remotePort == 0, s.terminalError == nil else { throw .invalidArgument }
+        guard port != 0, !address.isUnspecified, !address.isMulticast, !address.isLimitedBroadcast,
+              address != configuration.interface.subnetBroadcast
+        else { throw .networkUnreachable }
+        guard route(address) != nil, address != self.address else { throw .networkUnreachable }
+        if s.localPort == 0 {
+            guard let p = ephemeralPort(remote: address, remotePort: port) else { throw .addressNotAvailable }
+            s.localPort = p
+            usePort(p)
+        }
+        let tuple = TCPFourTuple(remoteAddress: address, remotePort: port, localPort: s.localPort)
+        if let existing = tcp.connections[tuple] {
+            // A TIME-WAIT with the same names is recycled (as Linux with timestamps); a live one
+            // makes the names unavailable.
+            guard existing.state == .timeWait else { throw .addressNotAvailable }
+            existing.close(reason: nil, now: now)
+        }
+        s.remoteAddress = address
+        s.remotePort = port
+        s.activeOpen = true
+        tcp.connections[tuple] = s
+        counters.tcpActiveOpens &+= 1
+        startHandshake(s, now: now)
+        s.state = .synSent
+        s.output(now: now)
+    }
+
+    private func startHandshake(_ s: TCPConnection, now: Instant) {
+        s.iss = initialSequenceNumber(localPort: s.localPort, remote: s.remoteAddress, remotePort: s.remotePort, now: now)
+        s.sndUna = s.iss
+        s.sndNxt = s.iss
+        s.sndMax = s.iss
+        s.sendBufferSeq = s.iss + 1
+        s.recover = s.iss
+        s.advertisedMSS = min(configuration.mtu - 40, s.options.maxSegment ?? Int.max)
+        s.windowScaling = true
+        s.rcvScale = Self.windowShift(for: s.receive.ring.capacity)
+        s.sackPermitted = true
+        s.timestamps = true
+        s.tsOffset = UInt32(truncatingIfNeeded: secretHash(0x7473, s.localPort, s.remoteAddress, s.remotePort))
+    }
+
+    /// The smallest shift that lets the window field cover `capacity` (RFC 7323 2.3).
+    static func windowShift(for capacity: Int) -> UInt8 {
+        var shift: UInt8 = 0
+        while (65535 << Int(shift)) < capacity && shift < 14 { shift += 1 }
+        return shift
+    }
+
+    /// send(2): queues bytes; returns how many were taken, `.wouldBlock` when none fit.
+    public func tcpSend(_ id: SocketID, _ bytes: UnsafeRawBufferPointer, now: Instant) throws(SocketError) -> Int {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        if let error = s.pendingError {
+            s.pendingError = nil
+            throw error
+        }
+        switch s.state {
+        case .established, .closeWait:
+            break
+        case .synSent, .synReceived:
+            throw .wouldBlock
+        case .closed where s.terminalError != nil:
+            throw .brokenPipe
+        default:
+            throw s.finQueued ? .brokenPipe : .notConnected
+        }
+        guard !s.finQueued else { throw .brokenPipe }
+        guard !bytes.isEmpty else { return 0 }
+        let n = s.sendBuffer.append(bytes)
+        guard n > 0 else { throw .wouldBlock }
+        s.output(now: now)
+        return n
+    }
+
+    /// recv(2): copies received bytes; 0 means end of stream; `.wouldBlock` when none yet.
+    public func tcpReceive(_ id: SocketID, into buffer: UnsafeMutableRawBufferPointer, peek: Bool = false,
+                           now: Instant) throws(SocketError) -> Int {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        if s.receive.readable == 0 {
+            if let error = s.pendingError {
+                s.pendingError = nil
+                throw error
+            }
+            if s.peerFinished || s.readShutdown { return 0 }
+            switch s.state {
+            case .closed:
+                if s.terminalError != nil { return 0 }
+                throw .notConnected
+            case .listen:
+                throw .notConnected
+            default:
+                throw .wouldBlock
+            }
+        }
+        guard !buffer.isEmpty else { return 0 }
+        let n = s.receive.read(into: buffer, peek: peek)
+        if !peek {
+            s.windowUpdateIfUseful(now: now)
+            s.output(now: now)
+        }
+        return n
+    }
+
+    /// Bytes waiting to be read (FIONREAD).
+    public func tcpReadable(_ id: SocketID) -> Int { tcpSocket(id)?.receive.readable ?? 0 }
+
+    /// shutdown(2).
+    public func tcpShutdown(_ id: SocketID, _ how: ShutdownHow, now: Instant) throws(SocketError) {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        guard s.state != .listen, s.state != .closed || s.terminalError != nil else { throw .notConnected }
+        if how == .read || how == .both {
+            s.readShutdown = true
+            markReadinessChanged(id)
+        }
+        if how == .write || how == .both { queueFin(s, now: now) }
+    }
+
+    private func queueFin(_ s: TCPConnection, now: Instant) {
+        switch s.state {
+        case .established:
+            s.leaveEstablishedCount()
+            s.state = .finWait1
+        case .closeWait:
+            s.leaveEstablishedCount()
+            s.state = .lastAck
+        case .synSent:
+            s.close(reason: nil, now: now)
+            return
+        case .synReceived:
+            // RFC 9293 3.10.4: queue the FIN until ESTABLISHED; with no data to send first,
+            // the FIN follows the handshake.
+            s.finQueued = true
+            return
+        default:
+            return
+        }
+        s.finQueued = true
+        markReadinessChanged(s.id)
+        s.output(now: now)
+    }
+
+    /// close(2): the application gives the socket up. Unread data (or SO_LINGER 0) aborts
+    /// with RST (RFC 9293 3.10.4, RFC 2525 2.17); otherwise a FIN ends the connection
+    /// gracefully while the stack keeps the orphan until the close completes.
+    public func tcpClose(_ id: SocketID, now: Instant) {
+        guard let s = tcpSocket(id), !s.orphaned else { return }
+        s.orphaned = true
+        switch s.state {
+        case .listen:
+            for child in s.acceptQueue { tcpSocket(child)?.orphanAndAbort(now: now) }
+            s.acceptQueue.removeAll()
+            // Embryonic children die with the listener.
+            for c in tcp.connections.values where c.listener == id { c.orphanAndAbort(now: now) }
+            s.close(reason: nil, now: now)
+        case .closed:
+            tcpConnectionClosed(s, free: true)
+        case .synSent:
+            s.close(reason: nil, now: now)
+        default:
+            if s.receive.readable > 0 || s.options.lingerZero {
+                counters.tcpAbortOnClose &+= 1
+                s.abort(error: nil, sendReset: true, now: now)
+            } else {
+                queueFin(s, now: now)
+                if s.state == .finWait2 {
+                    s.setTimer(.lifetime, at: now.adding(milliseconds: configuration.tcp.finWait2Milliseconds))
+                }
+            }
+        }
+    }
+
+    /// Aborts a connection with RST at once.
+    public func tcpAbort(_ id: SocketID, now: Instant) {
+        guard let s = tcpSocket(id), !s.orphaned else { return }
+        s.orphaned = true
+        if s.state == .closed {
+            tcpConnectionClosed(s, free: true)
+        } else {
+            s.abort(error: nil, sendReset: true, now: now)
+        }
+    }
+
+    public func tcpReadiness(_ id: SocketID) -> SocketReadiness? { tcpSocket(id)?.readiness }
+
+    public func tcpState(_ id: SocketID) -> TCPState? { tcpSocket(id)?.state }
+
+    public func tcpInfo(_ id: SocketID) -> TCPInfo? { tcpSocket(id)?.info }
+
+    /// SO_ERROR: the pending error, cleared by reading it.
+    public func tcpTakeError(_ id: SocketID) -> SocketError? {
+        guard let s = tcpSocket(id) else { return nil }
+        let e = s.pendingError
+        s.pendingError = nil
+        return e
+    }
+
+    public func tcpOptions(_ id: SocketID) -> TCPSocketOptions? { tcpSocket(id)?.options }
+
+    /// Changes socket options; effects that need output happen at once.
+    public func tcpSetOptions(_ id: SocketID, now: Instant, _ change: (inout TCPSocketOptions) -> Void) throws(SocketError) {
+        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
+        var o = s.options
+        change(&o)
+        if o.congestionControl != s.options.congestionControl {
+            guard let cc = CongestionControlFactory.make(o.congestionControl, mss: s.mss) else { throw .invalidArgument }
+            cc.setWindow(s.cc.cwnd)
+            s.cc = cc
+        }
+        let uncork = s.options.cork && !o.cork
+        let nodelay = !s.options.noDelay && o.noDelay
+        let keepalive = s.options.keepAlive != o.keepAlive || s.options.keepIdle != o.keepIdle
+        s.options = o
+        if keepalive { s.armKeepalive(now: now) }
+        if uncork || nodelay { s.output(now: now) }
+    }
+
+    /// Names of the socket: local port, and the peer once connected.
+    public func tcpNames(_ id: SocketID) -> (localPort: UInt16, remote: IPv4Address, remotePort: UInt16)? {
+        guard let s = tcpSocket(id) else { return nil }
+        return (s.localPort, s.remoteAddress, s.remotePort)
+    }
+
+    /// Every live socket, for display (lvlipctl ss).
+    public var tcpSocketIDs: [SocketID] { tcp.sockets.compactMap { $0?.id } }
+
+    // MARK: - Input
+
+    func receiveTCP(_ datagram: IPv4Datagram, now: Instant) {
+        let segment: TCPSegment
+        do {
+            segment = try TCPSegment(datagram.payload, source: datagram.source, destination: datagram.destination)
+        } catch {
+            counters.tcpInErrs &+= 1
+            if case .badChecksum = error { counters.tcpInCsumErrors &+= 1 }
+            return
+        }
+        counters.tcpInSegs &+= 1
+        // RFC 9293 3.9.2 / RFC 1122 4.2.3.10: no segment to or from a broadcast is accepted.
+        guard !datagram.broadcast else {
+            counters.tcpInErrs &+= 1
+            return
+        }
+        let flags = segment.flags
+        let seg = IncomingSegment(seq: segment.seq, ack: segment.ack, flags: flags, window: segment.window,
+                                  options: segment.options, payload: segment.payload)
+        let tuple = TCPFourTuple(remoteAddress: datagram.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        if let c = tcp.connections[tuple] {
+            if c.state == .timeWait && flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst),
+               seg.seq > c.rcvNxt, let listener = tcp.listeners[tuple.localPort] {
+                // RFC 9293 3.10.7.4 note / RFC 6191: a new SYN beyond the old connection's
+                // sequence space may reopen the names.
+                c.close(reason: nil, now: now)
+                listenerArrives(listener, seg, tuple: tuple, now: now)
+                return
+            }
+            c.segmentsIn &+= 1
+            if c.state == .synSent {
+                c.synSentArrives(seg, now: now)
+            } else {
+                c.synchronizedArrives(seg, now: now)
+            }
+            if c.state != .closed {
+                if c.state == .established || c.state == .closeWait { c.armKeepalive(now: now) }
+                c.output(now: now)
+            }
+            return
+        }
+        if let listener = tcp.listeners[tuple.localPort] {
+            listenerArrives(listener, seg, tuple: tuple, now: now)
+            return
+        }
+        // RFC 9293 3.10.7.1: CLOSED. Everything but a RST is answered with a RST.
+        counters.tcpNoSocket &+= 1
+        guard !flags.contains(.rst) else { return }
+        if flags.contains(.ack) {
+            sendReset(to: tuple, seq: seg.ack, ack: nil, now: now)
+        } else {
+            sendReset(to: tuple, seq: SeqNum(0), ack: seg.seq + seg.length, now: now)
+        }
+    }
+
+    /// RFC 9293 3.10.7.2: LISTEN.
+    private func listenerArrives(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) {
+        if seg.flags.contains(.rst) { return }
+        if seg.flags.contains(.ack) {
+            sendReset(to: tuple, seq: seg.ack, ack: nil, now: now)
+            return
+        }
+        guard seg.flags.contains(.syn) else { return }
+        let queueLimit = max(listener.backlog, 1)
+        guard listener.acceptQueue.count < queueLimit else {
+            counters.tcpListenOverflows &+= 1
+            counters.tcpListenDrops &+= 1
+            return
+        }
+        guard listener.synQueue < max(configuration.tcp.maxSynBacklog, queueLimit) else {
+            counters.tcpListenDrops &+= 1
+            return
+        }
+        let child = allocateSocket(options: listener.options)
+        child.localPort = tuple.localPort
+        child.remoteAddress = tuple.remoteAddress
+        child.remotePort = tuple.remotePort
+        child.listener = listener.id
+        usePort(tuple.localPort)
+        tcp.connections[tuple] = child
+        listener.synQueue += 1
+        counters.tcpPassiveOpens &+= 1
+        startHandshake(child, now: now)
+        child.irs = seg.seq
+        child.rcvNxt = seg.seq + 1
+        child.negotiateOptions(seg.options, synAck: false)
+        if !child.windowScaling { child.rcvScale = 0 }
+        if child.timestamps, let ts = seg.options.timestamp {
+            child.tsRecent = ts.value
+            child.tsRecentTime = now
+        }
+        child.sndWnd = Int(seg.window)
+        child.sndWl1 = seg.seq
+        child.state = .synReceived
+        child.segmentsIn = 1
+        child.output(now: now)
+    }
+
+    // MARK: - Output
+
+    /// Writes one TCP segment of connection `c`; data comes from its send buffer.
+    func emitTCP(_ c: TCPConnection, seq: SeqNum, ack: SeqNum, flags: TCPFlags, window: UInt16, options: TCPOptions?,
+                 dataOffset: Int, length: Int, now: Instant) {
+        counters.tcpOutSegs &+= 1
+        if flags.contains(.rst) { counters.tcpOutRsts &+= 1 }
+        let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
+        let segmentLength = headerLength + length
+        let destination = c.remoteAddress
+        let writeSegment = { (buffer: UnsafeMutableRawBufferPointer) in
+            TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
+                                   ack: ack, flags: flags, window: window, options: options)
+            if length > 0 {
+                let (a, b) = c.sendBuffer.regions(from: dataOffset, length: length)
+                buffer.copy(a, to: headerLength)
+                buffer.copy(b, to: headerLength + a.count)
+            }
+            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: self.address, destination: destination)
+        }
+        // Fast path: the neighbour is known; build the frame in place in the outbox.
+        if case .via(let nextHop)? = route(destination), let neighbor = neighbors[nextHop], let mac = neighbor.mac,
+           neighbor.isUsable {
+            if case .stale = neighbor.state { _ = resolve(nextHop, now: now) }
+            counters.ipOutRequests &+= 1
+            let identification = nextIdentification
+            nextIdentification &+= 1
+            let queued = outbox.append { buffer in
+                var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv4)
+                at += IPv4Packet.writeHeader(into: buffer.suffix(from: at), source: address, destination: destination,
+                                             proto: .tcp, payloadLength: segmentLength, identification: identification,
+                                             ttl: configuration.defaultTTL, dontFragment: true)
+                writeSegment(buffer.slice(at..<at + segmentLength))
+                return at + segmentLength
+            }
+            if queued { counters.linkOutFrames &+= 1 } else {
+                counters.linkOutQueueFull &+= 1
+                counters.ipOutDiscards &+= 1
+            }
+            return
+        }
+        writeSegment(scratch.slice(0..<segmentLength))
+        sendIPv4(to: destination, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)), now: now)
+    }
+
+    /// A RST for connection `c` (abort, or an unacceptable ACK in SYN states).
+    func sendReset(seq: SeqNum, ack: SeqNum?, to c: TCPConnection, now: Instant) {
+        sendReset(to: TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localPort: c.localPort),
+                  seq: seq, ack: ack, now: now)
+    }
+
+    /// A RST without a connection (RFC 9293 3.10.7.1).
+    func sendReset(to tuple: TCPFourTuple, seq: SeqNum, ack: SeqNum?, now: Instant) {
+        counters.tcpOutSegs &+= 1
+        counters.tcpOutRsts &+= 1
+        let length = TCPSegment.minimumHeaderLength
+        let buffer = scratch.slice(0..<length)
+        var flags: TCPFlags = .rst
+        if ack != nil { flags.insert(.ack) }
+        TCPSegment.writeHeader(into: buffer, sourcePort: tuple.localPort, destinationPort: tuple.remotePort, seq: seq,
+                               ack: ack ?? SeqNum(0), flags: flags, window: 0, options: nil)
+        TCPSegment.finishChecksum(buffer, source: address, destination: tuple.remoteAddress)
+        sendIPv4(to: tuple.remoteAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
+    }
+
+    // MARK: - Names and numbers
+
+    /// A keyed hash of a connection's names (RFC 6528's F, RFC 6056's F).
+    func secretHash(_ purpose: UInt16, _ localPort: UInt16, _ remote: IPv4Address?, _ remotePort: UInt16) -> UInt64 {
+        var h = SipHash24(key0: configuration.seed, key1: configuration.seed ^ 0x6C76_6C69_7000_0000)
+        h.add(purpose)
+        h.add(address.value)
+        h.add(localPort)
+        h.add(remote?.value ?? 0)
+        h.add(remotePort)
+        return h.finalize()
+    }
+
+    /// RFC 6528: ISN = M + F(names, secret), M a 4 µs clock.
+    func initialSequenceNumber(localPort: UInt16, remote: IPv4Address, remotePort: UInt16, now: Instant) -> SeqNum {
+        let m = UInt32(truncatingIfNeeded: now.nanoseconds / 4000)
+        return SeqNum(m &+ UInt32(truncatingIfNeeded: secretHash(0x6973, localPort, remote, remotePort)))
+    }
+
+    /// RFC 6056 Algorithm 3 (simple hash-based): a per-destination offset into the range
+    /// plus a global counter; the first port whose names are free is taken.
+    func ephemeralPort(remote: IPv4Address?, remotePort: UInt16) -> UInt16? {
+        let range = configuration.tcp.ephemeralPorts
+        let count = UInt32(range.upperBound - range.lowerBound) + 1
+        let offset = UInt32(truncatingIfNeeded: secretHash(0x6570, 0, remote, remotePort))
+        for i in 0..<count {
+            let port = UInt16(UInt32(range.lowerBound) + (offset &+ tcp.nextEphemeral &+ i) % count)
+            let free: Bool
+            if let remote {
+                // Connecting: the port may be shared with other destinations, never with a
+                // listener or an explicit bind.
+                free = tcp.listeners[port] == nil
+                    && tcp.connections[TCPFourTuple(remoteAddress: remote, remotePort: remotePort, localPort: port)] == nil
+                    && tcp.explicitBinds[port] == nil
+            } else {
+                free = tcp.portUsers[port] == nil
+            }
+            if free {
+                tcp.nextEphemeral &+= i + 1
+                return port
+            }
+        }
+        return nil
+    }
+}
+
+extension TCPConnection {
+    /// Used when a listener closes with connections it had not handed out.
+    func orphanAndAbort(now: Instant) {
+        orphaned = true
+        listener = nil
+        abort(error: nil, sendReset: true, now: now)
+    }
+}

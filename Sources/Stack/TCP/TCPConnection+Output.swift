@@ -1,0 +1,330 @@
+import Timing
+
+extension TCPConnection {
+    /// Sends whatever the state, the windows and the send-side rules allow now: SYN or
+    /// SYN-ACK, data, FIN, and a pending ACK.
+    func output(now: Instant) {
+        switch state {
+        case .closed, .listen:
+            return
+        case .synSent, .synReceived:
+            if sndNxt == iss { sendSYN(now: now) }
+            ackNow = false
+            return
+        case .timeWait:
+            if ackNow { sendAck(now: now) }
+            return
+        default:
+            break
+        }
+        while let (length, fin) = nextSegment() {
+            let seq = sndNxt
+            var flags: TCPFlags = .ack
+            if fin { flags.insert(.fin) }
+            let dataOffset = sendBufferSeq.distance(to: seq)
+            if length > 0 && dataOffset + length == sendBuffer.count { flags.insert(.psh) }
+            if seq < sndMax {
+                retransmits &+= 1
+                stack.counters.tcpRetransSegs &+= 1
+                if let timed = timedSeq, timed > seq { timedSeq = nil }
+            } else if timedSeq == nil && length > 0 {
+                timedSeq = seq + length
+                timedAt = now
+            }
+            transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
+            sndNxt = seq + length + (fin ? 1 : 0)
+            if fin && finSeq == nil { finSeq = seq + length }
+            if sndNxt > sndMax { sndMax = sndNxt }
+            if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        }
+        let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndNxt)
+        if unsent > 0 && sndWnd == 0 && flight == 0 && !isTimerSet(.persist) {
+            // RFC 9293 3.8.6.1: probe a zero window.
+            setTimer(.persist, at: now.adding(nanoseconds: currentRTO * 1000))
+        }
+        if ackNow { sendAck(now: now) }
+    }
+
+    /// The next segment to send from SND.NXT: its data length and whether it carries FIN;
+    /// nil when nothing may be sent (RFC 9293 3.8.6.2.1 and RFC 1122 4.2.3.4: the usable
+    /// window, Nagle, TCP_CORK and sender-side silly window avoidance).
+    private func nextSegment() -> (Int, Bool)? {
+        let dataOffset = sendBufferSeq.distance(to: sndNxt)
+        let unsent = sendBuffer.count - dataOffset
+        let finPosition = sendBufferSeq + sendBuffer.count
+        if unsent <= 0 {
+            // Only FIN may remain, sent once all data is out (again after a go-back).
+            if finQueued && sndNxt == finPosition && (finSeq == nil || sndNxt == finSeq!) {
+                return (0, true)
+            }
+            return nil
+        }
+        let window = min(sndWnd, cc.cwnd)
+        let usable = window - flight
+        guard usable > 0 else { return nil }
+        let segmentSize = currentSegmentSize
+        let length = min(unsent, segmentSize, usable)
+        let isLast = length == unsent
+        if length < segmentSize {
+            if options.cork && !finQueued { return nil }
+            // Nagle: a small segment waits while data is unacknowledged, unless TCP_NODELAY.
+            if !options.noDelay && flight > 0 && !(isLast && finQueued) { return nil }
+            // Sender SWS avoidance: a partial segment goes only if it is the last of the data
+            // or at least half the largest window the peer offered.
+            if !isLast && length < maxSndWnd / 2 { return nil }
+        }
+        return (length, isLast && finQueued)
+    }
+
+    /// Data bytes that fit in the next segment: the MSS less the SACK blocks it will carry
+    /// (the timestamp option is already accounted for in `mss`).
+    var currentSegmentSize: Int {
+        guard sackPermitted && receive.hasOutOfOrder else { return mss }
+        let blocks = min(receive.outOfOrder.count, timestamps ? 3 : 4)
+        return mss - (4 + 8 * blocks)
+    }
+
+    /// Options every non-SYN segment carries: timestamps and SACK blocks.
+    private func segmentOptions(now: Instant) -> TCPOptions? {
+        guard timestamps || (sackPermitted && receive.hasOutOfOrder) else { return nil }
+        var o = TCPOptions()
+        if timestamps { o.timestamp = (timestampNow(now), tsRecent) }
+        if sackPermitted && receive.hasOutOfOrder {
+            o.sack = receive.sackBlocks(limit: timestamps ? 3 : 4)
+        }
+        return o
+    }
+
+    func transmit(seq: SeqNum, dataOffset: Int, length: Int, flags: TCPFlags, now: Instant) {
+        let window = windowToAdvertise()
+        stack.emitTCP(self, seq: seq, ack: flags.contains(.ack) ? rcvNxt : SeqNum(0), flags: flags, window: window,
+                      options: segmentOptions(now: now), dataOffset: dataOffset, length: length, now: now)
+        segmentsOut &+= 1
+        if flags.contains(.ack) {
+            ackNow = false
+            unackedReceived = 0
+            clearTimer(.delayedAck)
+        }
+    }
+
+    /// A pure ACK carries SND.MAX, not a rewound SND.NXT: the peer may already hold data up
+    /// to SND.MAX, and a sequence number below its RCV.NXT would make the ACK unacceptable.
+    func sendAck(now: Instant) {
+        transmit(seq: sndMax, dataOffset: 0, length: 0, flags: .ack, now: now)
+    }
+
+    /// SYN (active open) or SYN-ACK (passive or simultaneous open) with our options.
+    func sendSYN(now: Instant) {
+        var o = TCPOptions()
+        o.mss = UInt16(clamping: advertisedMSS)
+        if windowScaling { o.windowScale = rcvScale }
+        o.sackPermitted = sackPermitted
+        if timestamps { o.timestamp = (timestampNow(now), tsRecent) }
+        let synAck = state == .synReceived
+        let flags: TCPFlags = synAck ? [.syn, .ack] : .syn
+        // RFC 7323 2.2: the window field of a SYN is never scaled.
+        let window = UInt16(clamping: receive.space)
+        rcvAdv = rcvNxt + Int(window)
+        stack.emitTCP(self, seq: iss, ack: synAck ? rcvNxt : SeqNum(0), flags: flags, window: window, options: o,
+                      dataOffset: 0, length: 0, now: now)
+        segmentsOut &+= 1
+        if sndMax != iss + 1 {
+            sndMax = iss + 1
+            timedSeq = iss + 1
+            timedAt = now
+        } else {
+            retransmits &+= 1
+            stack.counters.tcpRetransSegs &+= 1
+            timedSeq = nil
+        }
+        sndNxt = iss + 1
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+    }
+
+    /// The window field for the next segment. The right edge never moves left, and moves
+    /// right only by at least min(buffer/2, MSS) (receiver SWS avoidance, RFC 1122 4.2.3.3).
+    func windowToAdvertise() -> UInt16 {
+        let current = max(rcvNxt.distance(to: rcvAdv), 0)
+        var offer = receive.space
+        let threshold = min(receive.ring.capacity / 2, advertisedMSS)
+        if offer < current + threshold { offer = current }
+        offer = min(offer, 65535 << Int(rcvScale))
+        let scaled = offer >> Int(rcvScale)
+        let edge = rcvNxt + (scaled << Int(rcvScale))
+        if edge > rcvAdv { rcvAdv = edge }
+        return UInt16(scaled)
+    }
+
+    /// After the application read: offer the freed space if it is worth a segment.
+    func windowUpdateIfUseful(now: Instant) {
+        guard state == .established || state == .finWait1 || state == .finWait2 else { return }
+        let current = max(rcvNxt.distance(to: rcvAdv), 0)
+        let threshold = min(receive.ring.capacity / 2, advertisedMSS)
+        let offer = min(receive.space, 65535 << Int(rcvScale))
+        // Only when the window has really opened: from below half the buffer, by SWS steps.
+        if offer >= current + threshold && current < receive.ring.capacity / 2 {
+            ackNow = true
+        }
+    }
+
+    /// Retransmits one MSS from SND.UNA (fast retransmit, partial ACKs).
+    func retransmitFirstUnacked(now: Instant) {
+        let outstanding = sndUna.distance(to: sndMax)
+        guard outstanding > 0 else { return }
+        let dataOffset = sendBufferSeq.distance(to: sndUna)
+        let dataLeft = sendBuffer.count - dataOffset
+        let length = min(currentSegmentSize, max(dataLeft, 0), outstanding)
+        var flags: TCPFlags = .ack
+        let carriesFin = finSeq != nil && sndUna + length == finSeq! && outstanding == length + 1
+        if carriesFin { flags.insert(.fin) }
+        if length == 0 && !carriesFin { return }
+        transmit(seq: sndUna, dataOffset: dataOffset, length: length, flags: flags, now: now)
+        retransmits &+= 1
+        stack.counters.tcpRetransSegs &+= 1
+        if let timed = timedSeq, timed > sndUna { timedSeq = nil }
+        let end = sndUna + length + (carriesFin ? 1 : 0)
+        if sndNxt < end { sndNxt = end }
+        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
+    }
+
+    // MARK: - Timers
+
+    func timerFired(_ kind: TCPTimerKind, now: Instant) {
+        switch kind {
+        case .retransmit: retransmissionTimeout(now: now)
+        case .persist: persistTimeout(now: now)
+        case .delayedAck:
+            ackNow = true
+            stack.counters.tcpDelayedAcks &+= 1
+        case .keepalive: keepaliveTimeout(now: now)
+        case .lifetime: close(reason: nil, now: now)
+        }
+        if state != .closed { output(now: now) }
+    }
+
+    private func retransmissionTimeout(now: Instant) {
+        switch state {
+        case .synSent, .synReceived:
+            let limit = state == .synSent ? stack.configuration.tcp.synRetries : stack.configuration.tcp.synAckRetries
+            if consecutiveRetransmits >= limit || userTimeoutExpired(now: now) {
+                if state == .synSent {
+                    abort(error: pendingError ?? .timedOut, sendReset: false, now: now)
+                } else {
+                    abort(error: .timedOut, sendReset: false, now: now)
+                }
+                return
+            }
+            consecutiveRetransmits += 1
+            firstRetransmitTime = firstRetransmitTime ?? now
+            backoff += 1
+            sndNxt = iss
+            return
+        case .closed, .listen, .timeWait:
+            return
+        default:
+            break
+        }
+        guard sndUna != sndMax else { return }
+        if consecutiveRetransmits >= stack.configuration.tcp.maxRetransmits || userTimeoutExpired(now: now) {
+            stack.counters.tcpTimeouts &+= 1
+            abort(error: pendingError ?? .timedOut, sendReset: false, now: now)
+            return
+        }
+        stack.counters.tcpRTOs &+= 1
+        // RFC 5681 3.1 (eq. 4) and RFC 6298 5.5-5.7: back off, shrink the window, go back.
+        cc.onTimeout(flight: flight, mss: mss)
+        inRecovery = false
+        duplicateAcks = 0
+        recover = sndMax
+        backoff += 1
+        consecutiveRetransmits += 1
+        firstRetransmitTime = firstRetransmitTime ?? now
+        timedSeq = nil
+        sndNxt = sndUna
+        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
+    }
+
+    private func userTimeoutExpired(now: Instant) -> Bool {
+        guard options.userTimeout > 0, let first = firstRetransmitTime else { return false }
+        return now.nanoseconds(since: first) >= options.userTimeout * 1_000_000
+    }
+
+    private func persistTimeout(now: Instant) {
+        let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndNxt)
+        guard sndWnd == 0, unsent > 0, state.isSynchronized else {
+            persistProbes = 0
+            return
+        }
+        if options.userTimeout > 0 {
+            firstRetransmitTime = firstRetransmitTime ?? now
+            if userTimeoutExpired(now: now) {
+                abort(error: .timedOut, sendReset: false, now: now)
+                return
+            }
+        }
+        // A probe with an old sequence number and no data (as Linux): the receiver must
+        // answer with an ACK carrying its window, and an unanswered probe costs nothing.
+        stack.counters.tcpWindowProbes &+= 1
+        transmit(seq: sndUna - 1, dataOffset: 0, length: 0, flags: .ack, now: now)
+        persistProbes += 1
+        let interval = min(currentRTO << UInt64(min(persistProbes, 10)), RTTEstimator.maximumRTO)
+        setTimer(.persist, at: now.adding(nanoseconds: interval * 1000))
+    }
+
+    func armKeepalive(now: Instant) {
+        guard options.keepAlive, state == .established || state == .closeWait else {
+            clearTimer(.keepalive)
+            return
+        }
+        keepaliveProbes = 0
+        setTimer(.keepalive, at: now.adding(milliseconds: options.keepIdle * 1000))
+    }
+
+    private func keepaliveTimeout(now: Instant) {
+        guard options.keepAlive, state == .established || state == .closeWait else { return }
+        if keepaliveProbes >= options.keepCount {
+            abort(error: .timedOut, sendReset: true, now: now)
+            return
+        }
+        // RFC 1122 4.2.3.6: a segment with SEG.SEQ = SND.NXT - 1 and no data.
+        stack.counters.tcpKeepAliveProbes &+= 1
+        transmit(seq: sndUna - 1, dataOffset: 0, length: 0, flags: .ack, now: now)
+        keepaliveProbes += 1
+        setTimer(.keepalive, at: now.adding(milliseconds: options.keepInterval * 1000))
+    }
+
+    // MARK: - Ending
+
+    /// Ends the connection at once (RFC 9293 3.10.4 ABORT): RST if synchronized and asked,
+    /// then CLOSED. `error` is reported to the application.
+    func abort(error: SocketError?, sendReset: Bool, now: Instant) {
+        if sendReset && (state.isSynchronized || state == .synReceived) && state != .timeWait {
+            stack.sendReset(seq: sndNxt, ack: nil, to: self, now: now)
+        }
+        if let error {
+            terminalError = error
+            pendingError = error
+        }
+        close(reason: error, now: now)
+    }
+
+    /// Enters CLOSED and releases the connection's resources.
+    func close(reason: SocketError?, now: Instant) {
+        leaveEstablishedCount()
+        if state == .synSent || state == .synReceived { stack.counters.tcpAttemptFails &+= 1 }
+        let unaccepted = listener != nil
+        if let listenerID = listener, let parent = stack.tcpSocket(listenerID), parent.isListener {
+            // Not yet accepted: leave the listener's queues.
+            if let i = parent.acceptQueue.firstIndex(of: id) {
+                parent.acceptQueue.remove(at: i)
+            } else if state == .synReceived {
+                parent.synQueue -= 1
+            }
+            listener = nil
+        }
+        state = .closed
+        clearAllTimers()
+        stack.tcpConnectionClosed(self, free: orphaned || unaccepted)
+        stack.markReadinessChanged(id)
+    }
+}

@@ -1,0 +1,256 @@
+import Timing
+
+/// Kinds of per-connection timers. Each is a deadline value; the stack's wheel holds at
+/// most one entry per kind and re-files it lazily when the deadline moves later.
+enum TCPTimerKind: Int, CaseIterable {
+    /// RFC 6298 retransmission timer (also SYN and SYN-ACK retransmission).
+    case retransmit
+    /// Zero-window probes (RFC 9293 3.8.6.1).
+    case persist
+    /// Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2).
+    case delayedAck
+    /// Keep-alive probes (RFC 1122 4.2.3.6).
+    case keepalive
+    /// TIME-WAIT (2 MSL) and the orphaned FIN-WAIT-2 limit.
+    case lifetime
+}
+
+/// One TCP socket: a listener or a connection, with its transmission control block
+/// (RFC 9293 section 3.3.1). Owned by the stack's socket table.
+final class TCPConnection {
+    unowned let stack: NetworkStack
+    let id: SocketID
+    var state = TCPState.closed
+    var options: TCPSocketOptions
+
+    var localPort: UInt16 = 0
+    var remoteAddress = IPv4Address.any
+    var remotePort: UInt16 = 0
+    var boundExplicitly = false
+    /// The local port has been given back to the table (the connection is closed).
+    var portReleased = false
+
+    // Send sequence variables (RFC 9293 3.3.1).
+    var iss = SeqNum(0)
+    var sndUna = SeqNum(0)
+    var sndNxt = SeqNum(0)
+    /// One past the highest sequence number sent; SND.NXT moves back to SND.UNA when the
+    /// retransmission timer goes back to the first unacknowledged byte.
+    var sndMax = SeqNum(0)
+    var sndWnd = 0
+    var maxSndWnd = 0
+    var sndWl1 = SeqNum(0)
+    var sndWl2 = SeqNum(0)
+    /// Shift the peer applies to the windows it sends (RFC 7323 2.2).
+    var sndScale: UInt8 = 0
+
+    // Receive sequence variables.
+    var irs = SeqNum(0)
+    var rcvNxt = SeqNum(0)
+    /// Right edge of the window last advertised; never moved left (RFC 9293 3.8.6.2.2).
+    var rcvAdv = SeqNum(0)
+    /// Shift we apply to the windows we send.
+    var rcvScale: UInt8 = 0
+
+    var sendBuffer: ByteRing
+    /// Sequence number of the first byte held in `sendBuffer`.
+    var sendBufferSeq = SeqNum(0)
+    var receive: ReceiveQueue
+
+    /// MSS for data we send, after options that every segment carries (timestamps).
+    var mss = 536
+    /// The MSS we announced (bounded by our MTU).
+    var advertisedMSS = 536
+    var peerMSS = 536
+
+    var windowScaling = false
+    var sackPermitted = false
+    var timestamps = false
+    /// TS.Recent and when it was set (RFC 7323 4.3 and 5.5).
+    var tsRecent: UInt32 = 0
+    var tsRecentTime = Instant.zero
+    /// Offset added to our timestamp clock, random per connection (RFC 7323 5.4).
+    var tsOffset: UInt32 = 0
+
+    /// The application has shut down writing; a FIN follows the data.
+    var finQueued = false
+    /// Our FIN's sequence number, once the FIN has been sent.
+    var finSeq: SeqNum?
+    /// The peer's FIN has been received in sequence (RCV.NXT is past it).
+    var peerFinished = false
+    /// The sequence number of a FIN that arrived ahead of missing data.
+    var pendingPeerFin: SeqNum?
+    var readShutdown = false
+    /// The application closed the socket; the stack finishes the connection on its own.
+    var orphaned = false
+    /// An error waiting for the application (SO_ERROR), and the error that ended the connection.
+    var pendingError: SocketError?
+    var terminalError: SocketError?
+    /// Set when the connection was opened actively (connect), for error choice on RST.
+    var activeOpen = false
+
+    var rtt = RTTEstimator()
+    var backoff = 0
+    /// Retransmissions of the same data in a row (for the R2 limit, RFC 1122 4.2.3.5).
+    var consecutiveRetransmits = 0
+    /// When the first unanswered retransmission of the current data happened (user timeout).
+    var firstRetransmitTime: Instant?
+    /// Karn's timing of one segment when timestamps are off: its end and send time.
+    var timedSeq: SeqNum?
+    var timedAt = Instant.zero
+    /// Set when the segment being timed was retransmitted (Karn's rule, RFC 6298 3).
+    var cc: CongestionControl
+    var duplicateAcks = 0
+    var inRecovery = false
+    /// RFC 6582 "recover": SND.MAX when recovery started.
+    var recover = SeqNum(0)
+
+    /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
+    var ackNow = false
+    /// Bytes received since the last ACK we sent.
+    var unackedReceived = 0
+    /// When we last answered an unacceptable segment without data (rate limit).
+    var lastInvalidAckTime = Instant.zero
+    var keepaliveProbes = 0
+    var persistProbes = 0
+
+    // Listener state.
+    var backlog = 0
+    var acceptQueue: [SocketID] = []
+    var synQueue = 0
+    /// For a connection created by a listener: that listener, until accepted.
+    var listener: SocketID?
+
+    // Statistics (TCP_INFO).
+    var retransmits: UInt64 = 0
+    var bytesAcked: UInt64 = 0
+    var bytesReceived: UInt64 = 0
+    var segmentsIn: UInt64 = 0
+    var segmentsOut: UInt64 = 0
+
+    // Timers: a deadline per kind, and the wheel entry that will look at it.
+    var deadlines = [Instant?](repeating: nil, count: TCPTimerKind.allCases.count)
+    var timerHandles = [TimerHandle?](repeating: nil, count: TCPTimerKind.allCases.count)
+    var timerArmedAt = [Instant?](repeating: nil, count: TCPTimerKind.allCases.count)
+
+    init(stack: NetworkStack, id: SocketID, options: TCPSocketOptions) {
+        self.stack = stack
+        self.id = id
+        self.options = options
+        let configuration = stack.configuration.tcp
+        sendBuffer = ByteRing(capacity: options.sendBuffer ?? configuration.sendBuffer)
+        receive = ReceiveQueue(capacity: options.receiveBuffer ?? configuration.receiveBuffer)
+        cc = CongestionControlFactory.make(options.congestionControl, mss: 536) ?? Cubic(mss: 536)
+        rtt = RTTEstimator(minimum: configuration.minimumRTOMicroseconds)
+    }
+
+    var isListener: Bool { state == .listen }
+
+    /// Bytes sent and not yet acknowledged.
+    var flight: Int { sndUna.distance(to: sndNxt) }
+
+    /// Bytes the application has queued and the stack has not yet acknowledged.
+    var sendQueued: Int { sendBuffer.count }
+
+    /// Whether the application can write more.
+    var canSend: Bool {
+        switch state {
+        case .established, .closeWait: !finQueued && sendBuffer.free > 0
+        default: false
+        }
+    }
+
+    /// Readiness as poll(2) would report it for this socket.
+    var readiness: SocketReadiness {
+        if isListener { return acceptQueue.isEmpty ? [] : .readable }
+        var r: SocketReadiness = []
+        if receive.readable > 0 || peerFinished || readShutdown { r.insert(.readable) }
+        if peerFinished { r.insert(.readHangup) }
+        if pendingError != nil { r.insert(.error) }
+        switch state {
+        case .established, .closeWait:
+            // As Linux's sk_stream_is_writeable: free space of at least half what is queued.
+            if !finQueued && sendBuffer.free > 0 && sendBuffer.free * 2 >= sendBuffer.count {
+                r.insert(.writable)
+            }
+            if finQueued && peerFinished { r.insert(.hangup) }
+        case .closed:
+            // A connection that ended (reset, refused, timed out) is readable, writable and
+            // hung up, so that every waiter wakes and sees the error or EOF.
+            if activeOpen || terminalError != nil || remotePort != 0 {
+                r.formUnion([.readable, .writable, .hangup])
+            }
+        case .synSent, .synReceived, .listen:
+            break
+        default:
+            if finQueued && peerFinished { r.insert(.hangup) }
+        }
+        return r
+    }
+
+    // MARK: - Timers
+
+    func setTimer(_ kind: TCPTimerKind, at deadline: Instant) {
+        deadlines[kind.rawValue] = deadline
+        // Re-file in the wheel only if the entry there would fire too late (or is missing);
+        // a later deadline is found when the earlier entry fires.
+        if let armed = timerArmedAt[kind.rawValue], let handle = timerHandles[kind.rawValue],
+           stack.wheel.isArmed(handle), armed <= deadline {
+            return
+        }
+        if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
+        timerHandles[kind.rawValue] = stack.wheel.schedule(at: deadline, .tcp(id, kind))
+        timerArmedAt[kind.rawValue] = deadline
+    }
+
+    func clearTimer(_ kind: TCPTimerKind) {
+        deadlines[kind.rawValue] = nil
+    }
+
+    func clearAllTimers() {
+        for kind in TCPTimerKind.allCases {
+            deadlines[kind.rawValue] = nil
+            if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
+            timerHandles[kind.rawValue] = nil
+            timerArmedAt[kind.rawValue] = nil
+        }
+    }
+
+    func isTimerSet(_ kind: TCPTimerKind) -> Bool { deadlines[kind.rawValue] != nil }
+
+    /// The wheel entry for `kind` fired: returns true if its deadline has truly passed.
+    func timerEntryFired(_ kind: TCPTimerKind, now: Instant) -> Bool {
+        timerHandles[kind.rawValue] = nil
+        timerArmedAt[kind.rawValue] = nil
+        guard let deadline = deadlines[kind.rawValue] else { return false }
+        if deadline > now {
+            setTimer(kind, at: deadline)
+            return false
+        }
+        deadlines[kind.rawValue] = nil
+        return true
+    }
+
+    // MARK: - Helpers
+
+    /// Our timestamp clock: milliseconds (RFC 7323 5.4 allows 1 ms to 1 s per tick).
+    func timestampNow(_ now: Instant) -> UInt32 { UInt32(truncatingIfNeeded: now.milliseconds) &+ tsOffset }
+
+    var info: TCPInfo {
+        TCPInfo(
+            state: state, localAddress: stack.address, localPort: localPort, remoteAddress: remoteAddress,
+            remotePort: remotePort, rtt: UInt32(clamping: rtt.smoothed), rttVariance: UInt32(clamping: rtt.variance),
+            rto: UInt32(clamping: currentRTO), sendMSS: mss, receiveMSS: advertisedMSS, congestionWindow: cc.cwnd,
+            slowStartThreshold: cc.ssthresh, sendWindow: sndWnd, receiveWindow: rcvNxt.distance(to: rcvAdv),
+            unacked: flight, retransmits: retransmits, backoff: backoff, bytesAcked: bytesAcked,
+            bytesReceived: bytesReceived, segmentsIn: segmentsIn, segmentsOut: segmentsOut,
+            sendQueue: sendBuffer.count, receiveQueue: receive.readable, congestionControl: cc.name,
+            sack: sackPermitted, timestamps: timestamps,
+            windowScale: windowScaling ? (sndScale, rcvScale) : nil)
+    }
+
+    /// The RTO with exponential backoff (RFC 6298 5.5), microseconds.
+    var currentRTO: UInt64 {
+        min(rtt.rto << UInt64(min(backoff, 16)), RTTEstimator.maximumRTO)
+    }
+}

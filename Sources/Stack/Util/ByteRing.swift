@@ -1,0 +1,81 @@
+/// A fixed-capacity ring of bytes: the send buffer of a connection, and the storage of its
+/// receive buffer. One allocation per connection; no allocation per segment.
+public final class ByteRing {
+    public let capacity: Int
+    private let storage: UnsafeMutableRawBufferPointer
+    private let mask: Int
+    /// Index of the first byte.
+    private(set) var head = 0
+    /// Bytes held from `head`.
+    public private(set) var count = 0
+
+    /// Capacity is rounded up to a power of two.
+    public init(capacity requested: Int) {
+        var c = 1
+        while c < max(requested, 1) { c <<= 1 }
+        capacity = c
+        mask = c - 1
+        storage = .allocate(byteCount: c, alignment: 64)
+    }
+
+    deinit { storage.deallocate() }
+
+    public var free: Int { capacity - count }
+
+    /// Appends up to `free` bytes of `bytes`; returns how many.
+    @discardableResult
+    public func append(_ bytes: UnsafeRawBufferPointer) -> Int {
+        let n = min(bytes.count, free)
+        write(bytes.slice(0..<n), at: count)
+        count += n
+        return n
+    }
+
+    /// Writes bytes at `offset` from the head (which may lie past `count`, for out-of-order
+    /// data); the caller guarantees `offset + bytes.count <= capacity`.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
+        guard bytes.count > 0 else { return }
+        precondition(offset >= 0 && offset + bytes.count <= capacity)
+        let start = (head + offset) & mask
+        let first = min(bytes.count, capacity - start)
+        storage.copy(bytes.slice(0..<first), to: start)
+        if first < bytes.count { storage.copy(bytes.slice(first..<bytes.count), to: 0) }
+    }
+
+    /// Marks `n` more bytes after `count` as held (they were written with `write(_:at:)`).
+    public func commit(_ n: Int) {
+        precondition(count + n <= capacity)
+        count += n
+    }
+
+    /// Copies `length` bytes starting `offset` bytes from the head into `destination`.
+    public func copy(from offset: Int, length: Int, into destination: UnsafeMutableRawBufferPointer) {
+        precondition(offset >= 0 && length >= 0 && offset + length <= capacity && length <= destination.count)
+        guard length > 0 else { return }
+        let start = (head + offset) & mask
+        let first = min(length, capacity - start)
+        destination.copy(UnsafeRawBufferPointer(storage.slice(start..<start + first)), to: 0)
+        if first < length {
+            destination.copy(UnsafeRawBufferPointer(storage.slice(0..<length - first)), to: first)
+        }
+    }
+
+    /// The contiguous pieces (one or two) of `length` bytes at `offset` from the head.
+    @inline(__always)
+    public func regions(from offset: Int, length: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
+        let start = (head + offset) & mask
+        let first = min(length, capacity - start)
+        let a = UnsafeRawBufferPointer(storage.slice(start..<start + first))
+        let b = UnsafeRawBufferPointer(storage.slice(0..<length - first))
+        return (a, b)
+    }
+
+    /// Drops `n` bytes from the head.
+    public func consume(_ n: Int) {
+        precondition(n >= 0 && n <= count)
+        // The head is not reset when the ring empties: out-of-order data may be waiting at
+        // offsets past `count`.
+        head = (head + n) & mask
+        count -= n
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import Stack
+import Timing
+import XCTest
+
+/// Drives one direction of a transfer: the source writes a seeded byte stream, the sink
+/// reads and checks every byte.
+final class Transfer {
+    let sim: Simulation
+    let sender: NetworkStack
+    let receiver: NetworkStack
+    let senderSocket: SocketID
+    let receiverSocket: SocketID
+    let total: Int
+    private(set) var sent = 0
+    private(set) var received = 0
+    private(set) var mismatch: Int?
+    private var sourceRNG: SplitMix64
+    private var sinkRNG: SplitMix64
+    private var pending: [UInt8] = []
+    private var readBuffer = [UInt8](repeating: 0, count: 256 * 1024)
+    private(set) var eof = false
+    var closeWhenDone = true
+
+    init(sim: Simulation, sender: NetworkStack, senderSocket: SocketID, receiver: NetworkStack, receiverSocket: SocketID,
+         total: Int, seed: UInt64) {
+        self.sim = sim
+        self.sender = sender
+        self.receiver = receiver
+        self.senderSocket = senderSocket
+        self.receiverSocket = receiverSocket
+        self.total = total
+        sourceRNG = SplitMix64(state: seed)
+        sinkRNG = SplitMix64(state: seed)
+    }
+
+    private func nextChunk(_ rng: inout SplitMix64, count: Int) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(count + 8)
+        while out.count < count {
+            let v = rng.next()
+            withUnsafeBytes(of: v) { out.append(contentsOf: $0) }
+        }
+        return out
+    }
+
+    /// Writes and reads as much as the sockets allow.
+    func pump() {
+        while sent < total {
+            if pending.isEmpty { pending = nextChunk(&sourceRNG, count: min(64 * 1024, total - sent)) }
+            let want = min(pending.count, total - sent)
+            let n: Int
+            do {
+                n = try pending.withUnsafeBytes { try sender.tcpSend(senderSocket, UnsafeRawBufferPointer(rebasing: $0[0..<want]), now: sim.now) }
+            } catch { break }
+            sent += n
+            pending.removeFirst(n)
+        }
+        if sent == total && closeWhenDone {
+            try? sender.tcpShutdown(senderSocket, .write, now: sim.now)
+            closeWhenDone = false
+        }
+        while !eof {
+            let n: Int
+            do {
+                n = try readBuffer.withUnsafeMutableBytes { try receiver.tcpReceive(receiverSocket, into: $0, now: sim.now) }
+            } catch { break }
+            if n == 0 {
+                eof = true
+                break
+            }
+            var expected = [UInt8]()
+            expected.reserveCapacity(n)
+            // Regenerate the stream in 8-byte words, aligned to the received offset.
+            verify(readBuffer[0..<n])
+            _ = expected
+        }
+    }
+
+    private var sinkCarry: [UInt8] = []
+    private func verify(_ data: ArraySlice<UInt8>) {
+        var i = data.startIndex
+        while i < data.endIndex {
+            if sinkCarry.isEmpty { withUnsafeBytes(of: sinkRNG.next()) { sinkCarry = Array($0) } }
+            let take = min(sinkCarry.count, data.endIndex - i)
+            if mismatch == nil && !data[i..<i + take].elementsEqual(sinkCarry[0..<take]) { mismatch = received + (i - data.startIndex) }
+            sinkCarry.removeFirst(take)
+            i += take
+        }
+        received += data.count
+    }
+
+    var done: Bool { eof && received == total }
+}
+
+/// Scenarios shared by the simulation tests.
+enum Scenario {
+    /// Connects a client on `sim.b` to a listener on `sim.a`; returns (server side, client side).
+    static func connect(_ sim: Simulation, port: UInt16 = 5000, file: StaticString = #filePath, line: UInt = #line) throws -> (SocketID, SocketID) {
+        let listener = sim.a.tcpOpen()
+        try sim.a.tcpBind(listener, port: port)
+        try sim.a.tcpListen(listener, backlog: 16)
+        let client = sim.b.tcpOpen()
+        try sim.b.tcpConnect(client, to: Simulation.addressA, port: port, now: sim.now)
+        var server: SocketID?
+        let ok = sim.run(for: 130_000) {
+            if server == nil { server = try? sim.a.tcpAccept(listener) }
+            return server != nil && sim.b.tcpState(client) == .established
+        }
+        XCTAssertTrue(ok, "handshake (seed \(sim.seed))", file: file, line: line)
+        return (try XCTUnwrap(server, file: file, line: line), client)
+    }
+
+    static func runTransfer(seed: UInt64, faults: Faults, bytes: Int, bothWays: Bool = false, limit: UInt64 = 600_000,
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+        let sim = Simulation(seed: seed, faults: Faults())
+        sim.traceLimit = Int(ProcessInfo.processInfo.environment["TRACE"] ?? "60")!
+        // The handshake runs on a clean link (its behaviour under loss is tested apart);
+        // the faults apply to the transfer.
+        let (server, client) = try connect(sim)
+        sim.faults = faults
+        let up = Transfer(sim: sim, sender: sim.b, senderSocket: client, receiver: sim.a, receiverSocket: server,
+                          total: bytes, seed: seed ^ 0xAAAA)
+        let down = bothWays ? Transfer(sim: sim, sender: sim.a, senderSocket: server, receiver: sim.b, receiverSocket: client,
+                                       total: bytes, seed: seed ^ 0x5555) : nil
+        let ok = sim.run(for: limit) {
+            up.pump()
+            down?.pump()
+            return up.done && (down?.done ?? true)
+        }
+        XCTAssertNil(up.mismatch, "seed \(seed): corrupted byte at \(up.mismatch ?? -1)", file: file, line: line)
+        XCTAssertNil(down?.mismatch, "seed \(seed): corrupted byte at \(down?.mismatch ?? -1)", file: file, line: line)
+        if !ok {
+            let path = "/tmp/lvlip-trace-\(seed).txt"
+            try? sim.trace.joined(separator: "\n").write(toFile: path, atomically: false, encoding: .utf8)
+            print("trace of the last \(sim.trace.count) frames in \(path)")
+        }
+        XCTAssertTrue(ok, "seed \(seed): up \(up.received)/\(bytes) down \(down?.received ?? 0) at \(sim.now); client \(String(describing: sim.b.tcpInfo(client)))", file: file, line: line)
+    }
+}
+
+final class TCPSimulationTests: XCTestCase {
+    func testHandshakeNegotiatesOptions() throws {
+        let sim = Simulation()
+        let (server, client) = try Scenario.connect(sim)
+        let si = try XCTUnwrap(sim.a.tcpInfo(server))
+        let ci = try XCTUnwrap(sim.b.tcpInfo(client))
+        XCTAssertEqual(si.state, .established)
+        XCTAssertEqual(ci.state, .established)
+        XCTAssertTrue(si.sack && ci.sack)
+        XCTAssertTrue(si.timestamps && ci.timestamps)
+        XCTAssertNotNil(ci.windowScale)
+        XCTAssertEqual(ci.sendMSS, 1460 - 12, "MSS less the timestamp option")
+        XCTAssertEqual(ci.remotePort, 5000)
+        XCTAssertTrue(sim.b.tcpReadiness(client)!.contains(.writable))
+    }
+
+    func testLosslessTransfer() throws {
+        try Scenario.runTransfer(seed: 1, faults: Faults(), bytes: 4 << 20)
+    }
+
+    func testTransferBothWaysWithLoss() throws {
+        var f = Faults()
+        f.loss = 0.02
+        f.reorder = 0.02
+        f.duplicate = 0.01
+        try Scenario.runTransfer(seed: 2, faults: f, bytes: 1 << 20, bothWays: true)
+    }
+}
+
+final class TCPLossMatrixTests: XCTestCase {
+    func testManySeedsUnderHeavyFaults() throws {
+        for seed in UInt64(ProcessInfo.processInfo.environment["SEED"] ?? "100")!..<UInt64(ProcessInfo.processInfo.environment["SEED_END"] ?? "130")! {
+            var f = Faults()
+            f.loss = [0.0, 0.01, 0.05, 0.10, 0.20][Int(seed % 5)]
+            f.reorder = 0.03
+            f.duplicate = 0.02
+            f.corrupt = 0.01
+            try Scenario.runTransfer(seed: seed, faults: f, bytes: 512 * 1024, bothWays: true, limit: 3_600_000)
+        }
+    }
+}
