@@ -20,7 +20,9 @@ final class Simulation {
     var faults: Faults
     var rng: SplitMix64
     let seed: UInt64
-    private var inFlight: [(at: Instant, order: UInt64, toA: Bool, frame: [UInt8])] = []
+    /// Frames on the wire: per direction, one FIFO for the normal delay and one for the
+    /// reordering delay. Delays are constant per queue, so each queue is in time order.
+    private var queues = [FrameFIFO(), FrameFIFO(), FrameFIFO(), FrameFIFO()]
     private var order: UInt64 = 0
     var framesCorrupted = 0
     var framesDelivered = 0
@@ -63,9 +65,10 @@ final class Simulation {
                     framesCorrupted += 1
                 }
                 var delay = faults.delayMicroseconds
-                if chance(faults.reorder) { delay += faults.reorderDelayMicroseconds }
+                let reordered = chance(faults.reorder)
+                if reordered { delay += faults.reorderDelayMicroseconds }
                 order += 1
-                inFlight.append((now.adding(nanoseconds: delay * 1000), order, toA, f))
+                queues[(toA ? 0 : 2) + (reordered ? 1 : 0)].push(at: now.adding(nanoseconds: delay * 1000), order: order, frame: f)
             }
         }
         out.removeAll()
@@ -78,20 +81,26 @@ final class Simulation {
         collect(a, toA: false)
         collect(b, toA: true)
         var next: Instant?
-        if let first = inFlight.min(by: { ($0.at, $0.order) < ($1.at, $1.order) }) { next = first.at }
+        for q in queues { if let at = q.headTime, next == nil || at < next! { next = at } }
         for d in [a.nextDeadline, b.nextDeadline].compactMap({ $0 }) where next == nil || d < next! { next = d }
         guard let target = next else { return false }
         if target > now { now = target }
-        // Deliver every frame due now, in order.
-        let due = inFlight.filter { $0.at <= now }.sorted { ($0.at, $0.order) < ($1.at, $1.order) }
-        inFlight.removeAll { $0.at <= now }
-        for d in due {
+        // Deliver every frame due now, in sending order.
+        while true {
+            var best: Int?
+            for i in queues.indices {
+                guard let at = queues[i].headTime, at <= now else { continue }
+                if best == nil || (at, queues[i].headOrder!) < (queues[best!].headTime!, queues[best!].headOrder!) { best = i }
+            }
+            guard let i = best else { break }
+            let frame = queues[i].pop()
+            let toA = i < 2
             framesDelivered += 1
             if traceLimit > 0 {
-                trace.append("\(now) \(d.toA ? "b->a" : "a->b") \(Self.describe(d.frame))")
+                trace.append("\(now) \(toA ? "b->a" : "a->b") \(Self.describe(frame))")
                 if trace.count > traceLimit { trace.removeFirst(trace.count - traceLimit) }
             }
-            d.frame.withUnsafeBytes { (d.toA ? a : b).receive(frame: $0, now: now) }
+            frame.withUnsafeBytes { (toA ? a : b).receive(frame: $0, now: now) }
         }
         a.poll(now: now)
         b.poll(now: now)
@@ -124,5 +133,26 @@ final class Simulation {
             }
         }
         return true
+    }
+}
+
+/// A FIFO of frames with their delivery times.
+struct FrameFIFO {
+    private var items: [(at: Instant, order: UInt64, frame: [UInt8])] = []
+    private var head = 0
+
+    var headTime: Instant? { head < items.count ? items[head].at : nil }
+    var headOrder: UInt64? { head < items.count ? items[head].order : nil }
+
+    mutating func push(at: Instant, order: UInt64, frame: [UInt8]) { items.append((at, order, frame)) }
+
+    mutating func pop() -> [UInt8] {
+        let frame = items[head].frame
+        head += 1
+        if head > 4096 && head * 2 > items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return frame
     }
 }
