@@ -100,6 +100,7 @@ public struct Counters: Sendable {
     public var tcpWindowProbes: UInt64 = 0
     public var tcpKeepAliveProbes: UInt64 = 0
     public var tcpInvalidAcksLimited: UInt64 = 0
+    public var tcpSACKRecoveries: UInt64 = 0
 
     public init() {}
 
@@ -157,6 +158,7 @@ public struct Counters: Sendable {
         ("TcpExtTCPWinProbe", \.tcpWindowProbes),
         ("TcpExtTCPKeepAlive", \.tcpKeepAliveProbes),
         ("TcpExtTCPACKSkippedSeq", \.tcpInvalidAcksLimited),
+        ("TcpExtTCPSackRecovery", \.tcpSACKRecoveries),
     ]
 
     public subscript(name: String) -> UInt64? {

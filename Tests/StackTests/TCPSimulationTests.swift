@@ -95,14 +95,17 @@ enum Scenario {
         return (try XCTUnwrap(server, file: file, line: line), client)
     }
 
+    /// Runs a transfer; returns the virtual seconds it took.
+    @discardableResult
     static func runTransfer(seed: UInt64, faults: Faults, bytes: Int, bothWays: Bool = false, limit: UInt64 = 600_000,
-                            file: StaticString = #filePath, line: UInt = #line) throws {
+                            file: StaticString = #filePath, line: UInt = #line) throws -> Double {
         let sim = Simulation(seed: seed, faults: Faults())
         sim.traceLimit = Int(ProcessInfo.processInfo.environment["TRACE"] ?? "60")!
         // The handshake runs on a clean link (its behaviour under loss is tested apart);
         // the faults apply to the transfer.
         let (server, client) = try connect(sim)
         sim.faults = faults
+        let started = sim.now
         let up = Transfer(sim: sim, sender: sim.b, senderSocket: client, receiver: sim.a, receiverSocket: server,
                           total: bytes, seed: seed ^ 0xAAAA)
         let down = bothWays ? Transfer(sim: sim, sender: sim.a, senderSocket: server, receiver: sim.b, receiverSocket: client,
@@ -119,7 +122,14 @@ enum Scenario {
             try? sim.trace.joined(separator: "\n").write(toFile: path, atomically: false, encoding: .utf8)
             print("trace of the last \(sim.trace.count) frames in \(path)")
         }
-        XCTAssertTrue(ok, "seed \(seed): up \(up.received)/\(bytes) down \(down?.received ?? 0) at \(sim.now); client \(String(describing: sim.b.tcpInfo(client)))", file: file, line: line)
+        XCTAssertTrue(ok, "seed \(seed): up \(up.received)/\(bytes) down \(down?.received ?? 0) at \(sim.now); client \(String(describing: sim.b.tcpInfo(client))) server \(String(describing: sim.a.tcpInfo(server)))", file: file, line: line)
+        if ProcessInfo.processInfo.environment["LVLIP_SIM_STATS"] != nil {
+            for (name, stack) in [("a", sim.a), ("b", sim.b)] {
+                let c = stack.counters
+                print("  \(name): out \(c.tcpOutSegs) retrans \(c.tcpRetransSegs) RTOs \(c.tcpRTOs) fast \(c.tcpFastRetransmits) sack-recoveries \(c.tcpSACKRecoveries)")
+            }
+        }
+        return Double(sim.now.nanoseconds(since: started)) / 1e9
     }
 }
 
@@ -178,8 +188,9 @@ final class TCPHundredMegabyteTests: XCTestCase {
             f.corrupt = 0.001
         }
         let start = Date()
-        try Scenario.runTransfer(seed: seed, faults: f, bytes: megabytes << 20, bothWays: true, limit: 36_000_000)
-        print("100MB matrix: loss \(loss) seed \(seed): \(String(format: "%.1f", Date().timeIntervalSince(start))) s wall")
+        let virtual = try Scenario.runTransfer(seed: seed, faults: f, bytes: megabytes << 20, bothWays: true, limit: 36_000_000)
+        let goodput = Double(megabytes << 20) * 8 / virtual / 1e6
+        print("\(megabytes) MB each way at \(Int(loss * 100))% loss, seed \(seed): \(String(format: "%.1f", Date().timeIntervalSince(start))) s wall, \(String(format: "%.2f", virtual)) s virtual (\(String(format: "%.0f", goodput)) Mbit/s each way over a 100 us link)")
     }
 
     func testLoss0() throws { try matrix(loss: 0, seed: 1000) }

@@ -210,14 +210,24 @@ extension TCPConnection {
                 persistProbes = 0
             }
         }
+        var newSACK = false
+        if sackPermitted && !seg.options.sack.isEmpty {
+            newSACK = scoreboard.update(seg.options.sack, una: sndUna, max: sndMax)
+        }
         if ack > sndUna {
             let acked = sndUna.distance(to: ack)
             acknowledge(upTo: ack, now: now)
             newAckCongestion(acked: acked, ack: ack, now: now)
-        } else if ack == sndUna && seg.payload.isEmpty && !windowChanged && flight > 0
+        } else if ack == sndUna && seg.payload.isEmpty && (!windowChanged || newSACK) && flight > 0
                     && !seg.flags.contains(.fin) {
-            // RFC 5681 section 2: a duplicate ACK.
+            // RFC 5681 section 2 (and RFC 6675 section 2 with SACK): a duplicate ACK.
             duplicateAck(now: now)
+        }
+        if sackPermitted && !inRecovery, let lost = scoreboard.lossBoundary(mss: mss), lost > sndUna,
+           sndUna > recover || recover == iss {
+            // RFC 6675 section 5 (a): IsLost(HighACK + 1) starts recovery before three
+            // duplicate ACKs.
+            enterRecovery(now: now)
         }
 
         switch state {
@@ -257,6 +267,8 @@ extension TCPConnection {
         }
         sndUna = ack
         if sndNxt < sndUna { sndNxt = sndUna }
+        scoreboard.advance(una: ack)
+        if highRxt < sndUna { highRxt = sndUna }
         // RTT: Karn's algorithm (RFC 6298 section 3) on one timed segment at a time, never a
         // retransmitted one. The timestamp echo is not used for RTT: during loss recovery the
         // peer echoes the timestamp of the segment before a hole (RFC 7323 4.3), which would
@@ -286,12 +298,13 @@ extension TCPConnection {
                 inRecovery = false
                 duplicateAcks = 0
                 cc.onRecoveryEnd(flight: flight, mss: mss)
-            } else {
+            } else if !sackPermitted {
                 // Step 4: partial acknowledgment: retransmit the next hole, deflate the window
                 // by the amount acknowledged and add back one MSS.
                 retransmitFirstUnacked(now: now)
                 cc.setWindow(max(cc.cwnd - acked + mss, mss))
             }
+            // With SACK, output() sends what RFC 6675's NextSeg picks within cwnd - pipe.
             return
         }
         duplicateAcks = 0
@@ -302,19 +315,33 @@ extension TCPConnection {
         duplicateAcks += 1
         if inRecovery {
             // RFC 6582 3.2 step 4 / RFC 5681 3.2 step 4: inflate by one MSS per duplicate.
-            cc.setWindow(cc.cwnd + mss)
+            // With SACK the pipe estimate replaces inflation (RFC 6675).
+            if !sackPermitted { cc.setWindow(cc.cwnd + mss) }
             return
         }
-        guard duplicateAcks == 3 else { return }
+        guard duplicateAcks >= 3 else { return }
         // RFC 6582 3.2 step 2: only when the ACK covers more than "recover", so that one loss
         // event does not cause several reductions.
         guard sndUna > recover || recover == iss else { return }
+        enterRecovery(now: now)
+    }
+
+    /// Fast retransmit and the start of loss recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5).
+    private func enterRecovery(now: Instant) {
         stack.counters.tcpFastRetransmits &+= 1
         inRecovery = true
         recover = sndMax
-        cc.onLoss(flight: flight, mss: mss, now: now.nanoseconds / 1000)
-        retransmitFirstUnacked(now: now)
-        cc.setWindow(cc.ssthresh + 3 * mss)
+        highRxt = sndUna
+        if sackPermitted {
+            stack.counters.tcpSACKRecoveries &+= 1
+            cc.onLoss(flight: pipe, mss: mss, now: now.nanoseconds / 1000)
+            // RFC 6675 5 (4.2): the first retransmission goes regardless of cwnd - pipe.
+            if let (seq, length) = nextLostSegment() { retransmit(seq: seq, length: length, now: now) }
+        } else {
+            cc.onLoss(flight: flight, mss: mss, now: now.nanoseconds / 1000)
+            retransmitFirstUnacked(now: now)
+            cc.setWindow(cc.ssthresh + 3 * mss)
+        }
     }
 
     /// Processes data and FIN of an acceptable segment (RFC 9293 3.10.7.4 seventh, eighth).

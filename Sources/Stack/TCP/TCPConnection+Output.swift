@@ -17,6 +17,7 @@ extension TCPConnection {
         default:
             break
         }
+        if inRecovery && sackPermitted { sackRecoveryOutput(now: now) }
         while let (length, fin) = nextSegment() {
             let seq = sndNxt
             var flags: TCPFlags = .ack
@@ -49,6 +50,14 @@ extension TCPConnection {
     /// nil when nothing may be sent (RFC 9293 3.8.6.2.1 and RFC 1122 4.2.3.4: the usable
     /// window, Nagle, TCP_CORK and sender-side silly window avoidance).
     private func nextSegment() -> (Int, Bool)? {
+        // Going back after a timeout, SACKed data is not sent again (RFC 6675 5.1).
+        if sndNxt < sndMax {
+            while let end = scoreboard.sackedEnd(containing: sndNxt) { sndNxt = end }
+        }
+        if inRecovery && sackPermitted {
+            // In SACK recovery new data goes out only through sackRecoveryOutput.
+            return nil
+        }
         let dataOffset = sendBufferSeq.distance(to: sndNxt)
         let unsent = sendBuffer.count - dataOffset
         let finPosition = sendBufferSeq + sendBuffer.count
@@ -63,9 +72,13 @@ extension TCPConnection {
         let usable = window - flight
         guard usable > 0 else { return nil }
         let segmentSize = currentSegmentSize
-        let length = min(unsent, segmentSize, usable)
+        var length = min(unsent, segmentSize, usable)
+        if sndNxt < sndMax, let next = scoreboard.nextSackedStart(after: sndNxt) {
+            length = min(length, sndNxt.distance(to: next))
+        }
         let isLast = length == unsent
-        if length < segmentSize {
+        // Nagle, cork and SWS avoidance hold back new data only, never a retransmission.
+        if length < segmentSize && sndNxt >= sndMax {
             if options.cork && !finQueued { return nil }
             // Nagle: a small segment waits while data is unacknowledged, unless TCP_NODELAY.
             if !options.noDelay && flight > 0 && !(isLast && finQueued) { return nil }
@@ -187,6 +200,76 @@ extension TCPConnection {
         setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
     }
 
+    // MARK: - SACK loss recovery (RFC 6675)
+
+    /// RFC 6675 SetPipe: bytes believed in the network. UnSACKed bytes above the loss
+    /// boundary count once; lost bytes count only once retransmitted.
+    var pipe: Int {
+        let boundary = scoreboard.lossBoundary(mss: mss) ?? sndUna
+        let lostLimit = SeqNum.max(boundary, sndUna)
+        return scoreboard.unsackedBytes(from: lostLimit, to: sndMax)
+            + scoreboard.unsackedBytes(from: sndUna, to: SeqNum.min(highRxt, lostLimit))
+    }
+
+    /// RFC 6675 NextSeg rule 1: the first unSACKed, lost bytes above HighRxt.
+    func nextLostSegment() -> (SeqNum, Int)? {
+        guard let boundary = scoreboard.lossBoundary(mss: mss) else {
+            // Three duplicate ACKs without enough SACK information: the first segment.
+            guard highRxt == sndUna, sndUna < sndMax else { return nil }
+            let data = sendBufferSeq.distance(to: sendBufferSeq + sendBuffer.count) - sendBufferSeq.distance(to: sndUna)
+            if data <= 0 { return finSeq == sndUna ? (sndUna, 0) : nil }
+            return (sndUna, min(currentSegmentSize, data))
+        }
+        var seq = SeqNum.max(highRxt, sndUna)
+        while let end = scoreboard.sackedEnd(containing: seq) { seq = end }
+        guard seq < boundary else { return nil }
+        // The FIN occupies sequence space but is not data: it is resent alone.
+        let dataEnd = sendBufferSeq + sendBuffer.count
+        if seq >= dataEnd { return finSeq == seq ? (seq, 0) : nil }
+        var length = min(currentSegmentSize, seq.distance(to: boundary), seq.distance(to: dataEnd))
+        if let next = scoreboard.nextSackedStart(after: seq) { length = min(length, seq.distance(to: next)) }
+        return length > 0 ? (seq, length) : nil
+    }
+
+    /// Sends while cwnd - pipe allows: lost segments first, then new data (RFC 6675 5 (C)).
+    private func sackRecoveryOutput(now: Instant) {
+        while cc.cwnd - pipe >= currentSegmentSize {
+            if let (seq, length) = nextLostSegment() {
+                retransmit(seq: seq, length: length, now: now)
+                continue
+            }
+            // New data, within the peer's window.
+            let dataOffset = sendBufferSeq.distance(to: sndMax)
+            let unsent = sendBuffer.count - dataOffset
+            let length = min(unsent, currentSegmentSize, sndUna.distance(to: sndUna + sndWnd) - sndUna.distance(to: sndMax))
+            guard length > 0 else { return }
+            var flags: TCPFlags = .ack
+            if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
+            transmit(seq: sndMax, dataOffset: dataOffset, length: length, flags: flags, now: now)
+            sndMax = sndMax + length
+            sndNxt = sndMax
+            if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        }
+    }
+
+    /// Retransmits `length` bytes at `seq` (with FIN if they end at it) and moves HighRxt.
+    func retransmit(seq: SeqNum, length: Int, now: Instant) {
+        var flags: TCPFlags = .ack
+        let dataOffset = sendBufferSeq.distance(to: seq)
+        var sequenceLength = length
+        if let fin = finSeq, seq + length == fin, sndMax > fin {
+            flags.insert(.fin)
+            sequenceLength += 1
+        }
+        transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
+        retransmits &+= 1
+        stack.counters.tcpRetransSegs &+= 1
+        if let timed = timedSeq, timed > seq { timedSeq = nil }
+        let end = seq + sequenceLength
+        if highRxt < end { highRxt = end }
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+    }
+
     // MARK: - Timers
 
     func timerFired(_ kind: TCPTimerKind, now: Instant) {
@@ -241,6 +324,7 @@ extension TCPConnection {
         firstRetransmitTime = firstRetransmitTime ?? now
         timedSeq = nil
         sndNxt = sndUna
+        highRxt = sndUna
         setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
     }
 

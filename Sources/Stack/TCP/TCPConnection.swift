@@ -102,8 +102,11 @@ final class TCPConnection {
     var cc: CongestionControl
     var duplicateAcks = 0
     var inRecovery = false
-    /// RFC 6582 "recover": SND.MAX when recovery started.
+    /// RFC 6582 "recover" / RFC 6675 RecoveryPoint: SND.MAX when recovery started.
     var recover = SeqNum(0)
+    /// What the peer has SACKed, and RFC 6675's HighRxt.
+    var scoreboard = SACKScoreboard()
+    var highRxt = SeqNum(0)
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false
