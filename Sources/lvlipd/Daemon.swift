@@ -13,6 +13,9 @@ final class Daemon {
         var stack: StackConfiguration
         var socketPath: String
         var pcapPath: String?
+        var testListeners: [(TestApplications.ListenKind, UInt16)] = []
+        var testClients: [TestApplications.ClientSpec] = []
+        var faults: FaultInjector.Settings?
     }
 
     /// Counters of the daemon's own I/O, beside the stack's.
@@ -32,6 +35,8 @@ final class Daemon {
     private var ipc: IPCServer!
     private var io = IOCounters()
     private var stackTimer: TimerHandle?
+    private var tests: TestApplications?
+    private var faults: FaultInjector?
     private var stackTimerDeadline: Instant?
     private let frameBuffer: UnsafeMutableRawBufferPointer
     /// Frames read per wake-up before yielding to other descriptors.
@@ -49,6 +54,12 @@ final class Daemon {
         pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path) }
         stack = NetworkStack(configuration: options.stack, now: reactor.now)
         frameBuffer = .allocate(byteCount: 65536 + 64, alignment: 16)
+        faults = options.faults.map { FaultInjector(settings: $0) }
+        if !options.testListeners.isEmpty || !options.testClients.isEmpty {
+            let apps = TestApplications(stack: stack, logger: logger)
+            for (kind, port) in options.testListeners { try apps.listen(kind, port: port) }
+            tests = apps
+        }
         lvlip_ignore_sigpipe()
     }
 
@@ -77,6 +88,7 @@ final class Daemon {
         let config = options.stack
         logger.info("lvlipd serving \(config.interface) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath)")
         stack.start(now: reactor.now)
+        for client in options.testClients { tests?.connect(client, now: reactor.now) }
         afterWake()
         try reactor.run()
         ipc.shutdown()
@@ -99,7 +111,12 @@ final class Daemon {
             io.tapReads &+= 1
             let frame = UnsafeRawBufferPointer(frameBuffer.slice(0..<length))
             pcap?.record(frame)
-            stack.receive(frame: frame, now: reactor.now)
+            if let faults {
+                faults.receive(frame) { stack.receive(frame: $0, now: reactor.now) }
+            } else {
+                stack.receive(frame: frame, now: reactor.now)
+            }
+            tests?.readinessChanged(stack.takeReadinessChanges(), now: reactor.now)
             // Send what the frame produced before reading on: each frame costs one write
             // either way, and a reply should not wait for the read that finds the queue empty.
             if !stack.outbox.isEmpty { transmit() }
@@ -107,6 +124,7 @@ final class Daemon {
     }
 
     private func afterWake() {
+        if let tests { tests.readinessChanged(stack.takeReadinessChanges(), now: reactor.now) } else { _ = stack.takeReadinessChanges() }
         transmit()
         pcap?.flush()
         scheduleStackTimer()
@@ -115,18 +133,26 @@ final class Daemon {
     private func transmit() {
         let outbox = stack.outbox
         for i in 0..<outbox.count {
-            let frame = outbox[i]
-            pcap?.record(frame)
-            if let error = tap.write(frame) {
-                io.tapWriteErrors &+= 1
-                if io.tapWriteErrors == 1 || io.tapWriteErrors % 1000 == 0 {
-                    logger.warning("TAP write failed (\(io.tapWriteErrors) so far): \(SyscallError("write(\(tap.name))", errno: error))")
-                }
+            if let faults {
+                faults.transmit(outbox[i]) { write($0) }
             } else {
-                io.tapWrites &+= 1
+                write(outbox[i])
             }
         }
         outbox.removeAll()
+        faults?.flush(receive: { stack.receive(frame: $0, now: reactor.now) }, transmit: { write($0) })
+    }
+
+    private func write(_ frame: UnsafeRawBufferPointer) {
+        pcap?.record(frame)
+        if let error = tap.write(frame) {
+            io.tapWriteErrors &+= 1
+            if io.tapWriteErrors == 1 || io.tapWriteErrors % 1000 == 0 {
+                logger.warning("TAP write failed (\(io.tapWriteErrors) so far): \(SyscallError("write(\(tap.name))", errno: error))")
+            }
+        } else {
+            io.tapWrites &+= 1
+        }
     }
 
     /// Keeps one reactor timer at the stack's next deadline, moved only when it changes.
@@ -154,6 +180,10 @@ final class Daemon {
         text += "IpReasmPending \(reassembly.datagrams)\nIpReasmBytes \(reassembly.bytes)\n"
         text += "ArpEntries \(stack.neighborTable.count)\n"
         text += "ReactorWakeups \(reactor.wakeups)\n"
+        if let faults {
+            let f = faults.counters
+            text += "FaultDropped \(f.dropped)\nFaultDuplicated \(f.duplicated)\nFaultReordered \(f.reordered)\nFaultCorrupted \(f.corrupted)\n"
+        }
         return text
     }
 

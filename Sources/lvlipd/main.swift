@@ -38,6 +38,30 @@ struct LvlipdCommand: ParsableCommand {
     @Option(help: "One of trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: ArgumentHelp("SYN retransmissions before connect fails (default 6, as Linux).", visibility: .hidden))
+    var tcpSynRetries: Int?
+
+    @Option(help: ArgumentHelp("TIME-WAIT duration in milliseconds (default 60000).", visibility: .hidden))
+    var tcpTimeWaitMs: UInt64?
+
+    @Option(help: ArgumentHelp("Test mode: TCP echo server on PORT (repeatable).", visibility: .hidden))
+    var testEcho: [UInt16] = []
+
+    @Option(help: ArgumentHelp("Test mode: TCP pattern sink on PORT (see docs/testing.md).", visibility: .hidden))
+    var testSink: [UInt16] = []
+
+    @Option(help: ArgumentHelp("Test mode: TCP pattern source on PORT.", visibility: .hidden))
+    var testSource: [UInt16] = []
+
+    @Option(help: ArgumentHelp("Test mode: upload a pattern, IP:PORT:BYTES:SEED.", visibility: .hidden))
+    var testUpload: [String] = []
+
+    @Option(help: ArgumentHelp("Test mode: download a pattern, IP:PORT:BYTES:SEED.", visibility: .hidden))
+    var testDownload: [String] = []
+
+    @Option(help: ArgumentHelp("Fault injection on the link: DROP,DUPLICATE,REORDER,CORRUPT probabilities and SEED, e.g. 0.01,0.01,0.01,0,7.", visibility: .hidden))
+    var faults: String?
+
     func validate() throws {
         guard IPv4Interface(cidr: addr) != nil else {
             throw ValidationError("--addr '\(addr)' is not an IPv4 address with a prefix such as 10.0.0.4/24 (not the network or broadcast address)")
@@ -58,6 +82,28 @@ struct LvlipdCommand: ParsableCommand {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         guard !tap.isEmpty, tap.utf8.count < 16 else { throw ValidationError("--tap '\(tap)' must be 1 to 15 characters") }
+        for spec in testUpload + testDownload where Self.parseClient(spec, kind: .upload) == nil {
+            throw ValidationError("test client '\(spec)' is not IP:PORT:BYTES:SEED")
+        }
+        if let faults, Self.parseFaults(faults) == nil {
+            throw ValidationError("--faults '\(faults)' is not DROP,DUPLICATE,REORDER,CORRUPT,SEED with probabilities in 0...1")
+        }
+        if let tcpSynRetries, !(0...20).contains(tcpSynRetries) { throw ValidationError("--tcp-syn-retries must be 0...20") }
+    }
+
+    static func parseClient(_ spec: String, kind: TestApplications.ClientKind) -> TestApplications.ClientSpec? {
+        let parts = spec.split(separator: ":").map(String.init)
+        guard parts.count == 4, let ip = IPv4Address(parts[0]), let port = UInt16(parts[1]), port != 0,
+              let bytes = UInt64(parts[2]), let seed = UInt64(parts[3]) else { return nil }
+        return .init(kind: kind, address: ip, port: port, bytes: bytes, seed: seed)
+    }
+
+    static func parseFaults(_ text: String) -> FaultInjector.Settings? {
+        let parts = text.split(separator: ",").map(String.init)
+        guard parts.count == 5, let seed = UInt64(parts[4]) else { return nil }
+        let p = parts[0..<4].compactMap(Double.init)
+        guard p.count == 4, p.allSatisfy({ (0...1).contains($0) }) else { return nil }
+        return .init(drop: p[0], duplicate: p[1], reorder: p[2], corrupt: p[3], seed: seed)
     }
 
     func run() throws {
@@ -73,8 +119,15 @@ struct LvlipdCommand: ParsableCommand {
             mac: mac.flatMap(MACAddress.init) ?? MACAddress(derivedFrom: interface.address),
             interface: interface, gateway: gateway.flatMap(IPv4Address.init), mtu: mtu)
         stack.seed = UInt64.random(in: .min ... .max)
+        if let tcpSynRetries { stack.tcp.synRetries = tcpSynRetries }
+        if let tcpTimeWaitMs { stack.tcp.timeWaitMilliseconds = tcpTimeWaitMs }
+        var options = Daemon.Options(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap)
+        options.testListeners = testEcho.map { (.echo, $0) } + testSink.map { (.sink, $0) } + testSource.map { (.source, $0) }
+        options.testClients = testUpload.compactMap { Self.parseClient($0, kind: .upload) }
+            + testDownload.compactMap { Self.parseClient($0, kind: .download) }
+        options.faults = faults.flatMap(Self.parseFaults)
         do {
-            let daemon = try Daemon(options: .init(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap), logger: logger)
+            let daemon = try Daemon(options: options, logger: logger)
             try daemon.run()
         } catch {
             FileHandleStderr.write("lvlipd: error: \(error)\n")
