@@ -101,6 +101,8 @@ public struct Counters: Sendable {
     public var tcpKeepAliveProbes: UInt64 = 0
     public var tcpInvalidAcksLimited: UInt64 = 0
     public var tcpSACKRecoveries: UInt64 = 0
+    public var tcpRACKLost: UInt64 = 0
+    public var tcpLossProbes: UInt64 = 0
 
     public init() {}
 
@@ -159,6 +161,8 @@ public struct Counters: Sendable {
         ("TcpExtTCPKeepAlive", \.tcpKeepAliveProbes),
         ("TcpExtTCPACKSkippedSeq", \.tcpInvalidAcksLimited),
         ("TcpExtTCPSackRecovery", \.tcpSACKRecoveries),
+        ("TcpExtTCPRACKLossDetections", \.tcpRACKLost),
+        ("TcpExtTCPLossProbes", \.tcpLossProbes),
     ]
 
     public subscript(name: String) -> UInt64? {

@@ -15,7 +15,7 @@ from tcp_helpers import (KernelServer, download_from_stack_source, nft_loss, upl
 
 MB = 1 << 20
 BULK = int(os.environ.get("LVLIP_TCP_MB", "100")) * MB
-LOSSY = int(os.environ.get("LVLIP_TCP_LOSSY_MB", "20")) * MB
+LOSSY = int(os.environ.get("LVLIP_TCP_LOSSY_MB", "100")) * MB
 
 
 def test_kernel_client_to_stack_sink(start_daemon):

@@ -72,29 +72,12 @@ struct SACKScoreboard {
         ranges.first { $0.start > seq }?.start
     }
 
-    /// RFC 6675 IsLost: every unSACKed byte below the returned sequence number is deemed
-    /// lost, because DupThresh discontiguous ranges or more than (DupThresh - 1) * SMSS
-    /// bytes have been SACKed above it.
-    func lossBoundary(mss: Int, dupThresh: Int = 3) -> SeqNum? {
-        var bytes = 0
-        var count = 0
-        for r in ranges.reversed() {
-            bytes += r.start.distance(to: r.end)
-            count += 1
-            if bytes > (dupThresh - 1) * mss || count >= dupThresh { return r.start }
-        }
-        return nil
-    }
-
-    /// UnSACKed bytes in [from, to).
-    func unsackedBytes(from: SeqNum, to: SeqNum) -> Int {
-        guard from < to else { return 0 }
-        var total = from.distance(to: to)
+    /// Whether [start, end) lies inside one SACKed range.
+    func covers(_ start: SeqNum, _ end: SeqNum) -> Bool {
         for r in ranges {
-            let s = SeqNum.max(r.start, from)
-            let e = SeqNum.min(r.end, to)
-            if s < e { total -= s.distance(to: e) }
+            if start < r.start { return false }
+            if end <= r.end { return true }
         }
-        return total
+        return false
     }
 }

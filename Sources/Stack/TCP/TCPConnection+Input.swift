@@ -214,6 +214,7 @@ extension TCPConnection {
         if sackPermitted && !seg.options.sack.isEmpty {
             newSACK = scoreboard.update(seg.options.sack, una: sndUna, max: sndMax)
         }
+        if sackPermitted { rackOnAck(ack: ack > sndUna ? ack : sndUna, newSACK: newSACK, now: now) }
         if ack > sndUna {
             let acked = sndUna.distance(to: ack)
             acknowledge(upTo: ack, now: now)
@@ -223,11 +224,12 @@ extension TCPConnection {
             // RFC 5681 section 2 (and RFC 6675 section 2 with SACK): a duplicate ACK.
             duplicateAck(now: now)
         }
-        if sackPermitted && !inRecovery, let lost = scoreboard.lossBoundary(mss: mss), lost > sndUna,
-           sndUna > recover || recover == iss {
-            // RFC 6675 section 5 (a): IsLost(HighACK + 1) starts recovery before three
-            // duplicate ACKs.
-            enterRecovery(now: now)
+        if sackPermitted {
+            // RACK (RFC 8985): time-based loss detection on every ACK.
+            if rackDetectLoss(now: now) && !inRecovery && (sndUna > recover || recover == iss) {
+                enterRecovery(now: now)
+            }
+            armLossProbe(now: now)
         }
 
         switch state {
@@ -284,6 +286,7 @@ extension TCPConnection {
         // RFC 6298 5.2 and 5.3: stop the timer when all is acknowledged, else restart it.
         if sndUna == sndMax {
             clearTimer(.retransmit)
+            clearTimer(.lossProbe)
         } else {
             setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
         }
@@ -323,20 +326,23 @@ extension TCPConnection {
         // RFC 6582 3.2 step 2: only when the ACK covers more than "recover", so that one loss
         // event does not cause several reductions.
         guard sndUna > recover || recover == iss else { return }
+        // DupThresh still starts recovery when RACK's reordering window has not yet passed.
+        if sackPermitted { markFirstUnackedLost() }
         enterRecovery(now: now)
     }
 
     /// Fast retransmit and the start of loss recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5).
-    private func enterRecovery(now: Instant) {
+    func enterRecovery(now: Instant) {
         stack.counters.tcpFastRetransmits &+= 1
         inRecovery = true
         recover = sndMax
         highRxt = sndUna
         if sackPermitted {
             stack.counters.tcpSACKRecoveries &+= 1
-            cc.onLoss(flight: pipe, mss: mss, now: now.nanoseconds / 1000)
+            clearTimer(.lossProbe)
+            cc.onLoss(flight: rackPipe, mss: mss, now: now.nanoseconds / 1000)
             // RFC 6675 5 (4.2): the first retransmission goes regardless of cwnd - pipe.
-            if let (seq, length) = nextLostSegment() { retransmit(seq: seq, length: length, now: now) }
+            if let (seq, length) = rackNextLost() { retransmit(seq: seq, length: length, now: now) }
         } else {
             cc.onLoss(flight: flight, mss: mss, now: now.nanoseconds / 1000)
             retransmitFirstUnacked(now: now)

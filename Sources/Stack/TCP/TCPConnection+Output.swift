@@ -18,6 +18,7 @@ extension TCPConnection {
             break
         }
         if inRecovery && sackPermitted { sackRecoveryOutput(now: now) }
+        var sentData = false
         while let (length, fin) = nextSegment() {
             let seq = sndNxt
             var flags: TCPFlags = .ack
@@ -34,10 +35,13 @@ extension TCPConnection {
             }
             transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
             sndNxt = seq + length + (fin ? 1 : 0)
+            if sackPermitted { log.sent(start: seq, end: sndNxt, at: now) }
             if fin && finSeq == nil { finSeq = seq + length }
             if sndNxt > sndMax { sndMax = sndNxt }
             if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+            sentData = true
         }
+        if sentData { armLossProbe(now: now) }
         let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndNxt)
         if unsent > 0 && sndWnd == 0 && flight == 0 && !isTimerSet(.persist) {
             // RFC 9293 3.8.6.1: probe a zero window.
@@ -202,39 +206,10 @@ extension TCPConnection {
 
     // MARK: - SACK loss recovery (RFC 6675)
 
-    /// RFC 6675 SetPipe: bytes believed in the network. UnSACKed bytes above the loss
-    /// boundary count once; lost bytes count only once retransmitted.
-    var pipe: Int {
-        let boundary = scoreboard.lossBoundary(mss: mss) ?? sndUna
-        let lostLimit = SeqNum.max(boundary, sndUna)
-        return scoreboard.unsackedBytes(from: lostLimit, to: sndMax)
-            + scoreboard.unsackedBytes(from: sndUna, to: SeqNum.min(highRxt, lostLimit))
-    }
-
-    /// RFC 6675 NextSeg rule 1: the first unSACKed, lost bytes above HighRxt.
-    func nextLostSegment() -> (SeqNum, Int)? {
-        guard let boundary = scoreboard.lossBoundary(mss: mss) else {
-            // Three duplicate ACKs without enough SACK information: the first segment.
-            guard highRxt == sndUna, sndUna < sndMax else { return nil }
-            let data = sendBufferSeq.distance(to: sendBufferSeq + sendBuffer.count) - sendBufferSeq.distance(to: sndUna)
-            if data <= 0 { return finSeq == sndUna ? (sndUna, 0) : nil }
-            return (sndUna, min(currentSegmentSize, data))
-        }
-        var seq = SeqNum.max(highRxt, sndUna)
-        while let end = scoreboard.sackedEnd(containing: seq) { seq = end }
-        guard seq < boundary else { return nil }
-        // The FIN occupies sequence space but is not data: it is resent alone.
-        let dataEnd = sendBufferSeq + sendBuffer.count
-        if seq >= dataEnd { return finSeq == seq ? (seq, 0) : nil }
-        var length = min(currentSegmentSize, seq.distance(to: boundary), seq.distance(to: dataEnd))
-        if let next = scoreboard.nextSackedStart(after: seq) { length = min(length, seq.distance(to: next)) }
-        return length > 0 ? (seq, length) : nil
-    }
-
     /// Sends while cwnd - pipe allows: lost segments first, then new data (RFC 6675 5 (C)).
     private func sackRecoveryOutput(now: Instant) {
-        while cc.cwnd - pipe >= currentSegmentSize {
-            if let (seq, length) = nextLostSegment() {
+        while cc.cwnd - rackPipe >= currentSegmentSize {
+            if let (seq, length) = rackNextLost() {
                 retransmit(seq: seq, length: length, now: now)
                 continue
             }
@@ -246,6 +221,7 @@ extension TCPConnection {
             var flags: TCPFlags = .ack
             if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
             transmit(seq: sndMax, dataOffset: dataOffset, length: length, flags: flags, now: now)
+            log.sent(start: sndMax, end: sndMax + length, at: now)
             sndMax = sndMax + length
             sndNxt = sndMax
             if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
@@ -262,6 +238,7 @@ extension TCPConnection {
             sequenceLength += 1
         }
         transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
+        if sackPermitted { log.sent(start: seq, end: seq + sequenceLength, at: now) }
         retransmits &+= 1
         stack.counters.tcpRetransSegs &+= 1
         if let timed = timedSeq, timed > seq { timedSeq = nil }
@@ -281,6 +258,9 @@ extension TCPConnection {
             stack.counters.tcpDelayedAcks &+= 1
         case .keepalive: keepaliveTimeout(now: now)
         case .lifetime: close(reason: nil, now: now)
+        case .reorder:
+            if rackDetectLoss(now: now) && !inRecovery && (sndUna > recover || recover == iss) { enterRecovery(now: now) }
+        case .lossProbe: lossProbeTimeout(now: now)
         }
         if state != .closed { output(now: now) }
     }
@@ -325,6 +305,8 @@ extension TCPConnection {
         timedSeq = nil
         sndNxt = sndUna
         highRxt = sndUna
+        clearTimer(.lossProbe)
+        clearTimer(.reorder)
         setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
     }
 

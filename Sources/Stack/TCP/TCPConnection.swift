@@ -13,6 +13,10 @@ enum TCPTimerKind: Int, CaseIterable {
     case keepalive
     /// TIME-WAIT (2 MSL) and the orphaned FIN-WAIT-2 limit.
     case lifetime
+    /// RACK reordering window: re-run loss detection (RFC 8985 6.2 step 5).
+    case reorder
+    /// Tail loss probe (RFC 8985 section 7).
+    case lossProbe
 }
 
 /// One TCP socket: a listener or a connection, with its transmission control block
@@ -107,6 +111,13 @@ final class TCPConnection {
     /// What the peer has SACKed, and RFC 6675's HighRxt.
     var scoreboard = SACKScoreboard()
     var highRxt = SeqNum(0)
+    /// Send times and loss marks per segment (with SACK), and RACK's state (RFC 8985 6.1).
+    var log = TransmitLog()
+    var rackValid = false
+    var rackXmitTime = Instant.zero
+    var rackEndSeq = SeqNum(0)
+    var rackRTT: UInt64 = 0
+    var minRTT = UInt64.max
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false

@@ -1,0 +1,147 @@
+import Timing
+
+/// RACK-TLP loss detection (RFC 8985), used when the peer does SACK: a segment is lost when
+/// one sent after it has been delivered and a reordering window has passed; a tail loss
+/// probe turns a silent tail into SACK feedback instead of waiting for the RTO.
+extension TCPConnection {
+    /// Updates the log and RACK from an ACK: newly SACKed and newly acknowledged segments
+    /// are deliveries (RFC 8985 6.2 steps 1-2). Call before SND.UNA moves.
+    func rackOnAck(ack: SeqNum, newSACK: Bool, now: Instant) {
+        guard sackPermitted else { return }
+        for i in log.indices {
+            let s = log[i]
+            var delivered = false
+            if s.end <= ack {
+                delivered = !s.sacked
+            } else if s.start >= ack {
+                break
+            }
+            if !delivered, newSACK, !s.sacked, scoreboard.covers(s.start, s.end) {
+                log[i].sacked = true
+                log[i].lost = false
+                delivered = true
+            }
+            if delivered { rackDelivered(s, now: now) }
+        }
+        if newSACK {
+            // Entries past the cumulative ACK may be SACKed too.
+            for i in log.indices where log[i].start >= ack && !log[i].sacked && scoreboard.covers(log[i].start, log[i].end) {
+                log[i].sacked = true
+                log[i].lost = false
+                rackDelivered(log[i], now: now)
+            }
+        }
+        log.acknowledge(upTo: ack)
+    }
+
+    private func rackDelivered(_ s: SentSegment, now: Instant) {
+        let rtt = now.nanoseconds(since: s.sentAt) / 1000
+        // RFC 8985 6.2 step 2: an ACK faster than the minimum RTT after a retransmission most
+        // likely acknowledges the original: not a sample.
+        if s.retransmitted && rtt < minRTT { return }
+        minRTT = min(minRTT, max(rtt, 1))
+        if !rackValid || s.sentAt > rackXmitTime || (s.sentAt == rackXmitTime && s.end > rackEndSeq) {
+            rackValid = true
+            rackXmitTime = s.sentAt
+            rackEndSeq = s.end
+            rackRTT = rtt
+        }
+    }
+
+    /// RFC 8985 6.2 step 5: marks lost every segment sent before the most recently
+    /// delivered one whose reordering window has expired; arms the reorder timer for the
+    /// rest. Returns whether anything new was marked lost.
+    @discardableResult
+    func rackDetectLoss(now: Instant) -> Bool {
+        guard sackPermitted, rackValid else { return false }
+        // RFC 8985 6.2 step 4: a quarter of the minimum RTT, at most SRTT.
+        let reorderWindow = min(minRTT == .max ? 0 : minRTT / 4, rtt.hasSample ? rtt.smoothed : UInt64.max)
+        var marked = false
+        var wait: UInt64 = 0
+        for i in log.indices {
+            let s = log[i]
+            if s.sacked || s.lost { continue }
+            let sentBefore = s.sentAt < rackXmitTime || (s.sentAt == rackXmitTime && s.end <= rackEndSeq)
+            guard sentBefore && s.end != rackEndSeq else { continue }
+            let deadline = s.sentAt.adding(nanoseconds: (rackRTT + reorderWindow) * 1000)
+            if deadline <= now {
+                log[i].lost = true
+                marked = true
+            } else {
+                wait = max(wait, deadline.nanoseconds(since: now))
+            }
+        }
+        if wait > 0 { setTimer(.reorder, at: now.adding(nanoseconds: wait)) } else { clearTimer(.reorder) }
+        if marked { stack.counters.tcpRACKLost &+= 1 }
+        return marked
+    }
+
+    /// Bytes in flight per RFC 6675's pipe, from the log's marks: neither SACKed nor
+    /// deemed lost (a resent segment counts again).
+    var rackPipe: Int {
+        var bytes = 0
+        for i in log.indices where !log[i].sacked && !log[i].lost { bytes += log[i].length }
+        return bytes
+    }
+
+    /// The first lost segment to resend (data, or the FIN alone).
+    func rackNextLost() -> (SeqNum, Int)? {
+        let dataEnd = sendBufferSeq + sendBuffer.count
+        for i in log.indices where log[i].lost && !log[i].sacked {
+            let s = log[i]
+            if s.start >= dataEnd { return finSeq == s.start ? (s.start, 0) : nil }
+            return (s.start, min(s.length, currentSegmentSize, s.start.distance(to: dataEnd)))
+        }
+        return nil
+    }
+
+    /// Marks the first unacknowledged segment lost (three duplicate ACKs before RACK's window).
+    func markFirstUnackedLost() {
+        guard let i = log.indices.first, !log[i].sacked else { return }
+        log[i].lost = true
+    }
+
+    // MARK: - Tail loss probe (RFC 8985 section 7)
+
+    /// PTO = 2 SRTT (at least 2 ms), plus a delayed-ACK allowance when one segment is out,
+    /// never later than the RTO would fire.
+    func armLossProbe(now: Instant) {
+        guard sackPermitted, !inRecovery, flight > 0, rtt.hasSample, state.isSynchronized else {
+            clearTimer(.lossProbe)
+            return
+        }
+        var pto = max(2 * rtt.smoothed, 2000)
+        if flight <= mss { pto += 200_000 }
+        pto = min(pto, currentRTO)
+        setTimer(.lossProbe, at: now.adding(nanoseconds: pto * 1000))
+    }
+
+    func lossProbeTimeout(now: Instant) {
+        guard sackPermitted, !inRecovery, flight > 0, state.isSynchronized, state != .timeWait else { return }
+        stack.counters.tcpLossProbes &+= 1
+        // New data if the windows allow one segment, else the last segment again.
+        let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndMax)
+        if unsent > 0 && sndNxt == sndMax && sndWnd - flight > 0 {
+            let length = min(unsent, currentSegmentSize, sndWnd - flight)
+            let dataOffset = sendBufferSeq.distance(to: sndMax)
+            var flags: TCPFlags = .ack
+            if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
+            let seq = sndMax
+            transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
+            log.sent(start: seq, end: seq + length, at: now)
+            sndMax = seq + length
+            sndNxt = sndMax
+        } else if let lastIndex = log.indices.last {
+            // The last segment sent: its data (never past SND.MAX), or the FIN alone.
+            let last = log[lastIndex]
+            let dataEnd = SeqNum.min(sendBufferSeq + sendBuffer.count, sndMax)
+            if last.start >= dataEnd {
+                retransmit(seq: last.start, length: 0, now: now)
+            } else {
+                let start = SeqNum.max(last.start, dataEnd - currentSegmentSize)
+                retransmit(seq: start, length: start.distance(to: dataEnd), now: now)
+            }
+        }
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+    }
+}
