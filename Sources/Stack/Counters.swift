@@ -103,6 +103,8 @@ public struct Counters: Sendable {
     public var tcpSACKRecoveries: UInt64 = 0
     public var tcpRACKLost: UInt64 = 0
     public var tcpLossProbes: UInt64 = 0
+    public var tcpICMPErrors: UInt64 = 0
+    public var tcpICMPIgnored: UInt64 = 0
 
     public init() {}
 
@@ -163,6 +165,8 @@ public struct Counters: Sendable {
         ("TcpExtTCPSackRecovery", \.tcpSACKRecoveries),
         ("TcpExtTCPRACKLossDetections", \.tcpRACKLost),
         ("TcpExtTCPLossProbes", \.tcpLossProbes),
+        ("TcpExtICMPErrors", \.tcpICMPErrors),
+        ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
     ]
 
     public subscript(name: String) -> UInt64? {

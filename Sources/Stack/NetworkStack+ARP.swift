@@ -182,6 +182,9 @@ extension NetworkStack {
                 counters.arpResolutionFailures &+= 1
                 counters.arpPendingDrops &+= UInt64(neighbor.pending.count)
                 neighbors[ip] = nil
+                // Like an ICMP Host Unreachable from ourselves (RFC 1122 2.3.2.1): connections
+                // still opening through this neighbour fail with EHOSTUNREACH.
+                tcpNeighborUnreachable(ip, now: now)
                 return
             }
             neighbors[ip]!.state = .incomplete(requests: requests + 1)

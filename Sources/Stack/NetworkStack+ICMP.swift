@@ -37,10 +37,29 @@ extension NetworkStack {
             counters.icmpInEchoReps &+= 1
         case .destinationUnreachable:
             counters.icmpInDestUnreachs &+= 1
+            deliverICMPError(message, now: now)
         case .timeExceeded:
             counters.icmpInTimeExcds &+= 1
+            deliverICMPError(message, now: now)
         default:
             counters.icmpInOther &+= 1
+        }
+    }
+
+    /// Hands an ICMP error to the transport the quoted datagram belongs to (RFC 1122
+    /// 3.2.2.1 and 4.2.3.9). The quote must be a datagram we sent.
+    private func deliverICMPError(_ message: ICMPMessage, now: Instant) {
+        let quote = message.body
+        guard quote.count >= IPv4Packet.minimumHeaderLength + 8, quote[0] >> 4 == 4 else { return }
+        let headerLength = Int(quote[0] & 0x0F) * 4
+        guard headerLength >= 20, quote.count >= headerLength + 8,
+              IPv4Address(quote.be32(IPv4Packet.Field.source)) == address else { return }
+        let destination = IPv4Address(quote.be32(IPv4Packet.Field.destination))
+        let transport = quote.suffix(from: headerLength)
+        if quote[IPv4Packet.Field.proto] == IPProtocol.tcp.rawValue {
+            tcpICMPError(type: message.type, code: message.code, destination: destination,
+                         sourcePort: transport.be16(0), destinationPort: transport.be16(2),
+                         seq: SeqNum(transport.be32(4)), now: now)
         }
     }
 

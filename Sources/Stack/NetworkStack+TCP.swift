@@ -478,6 +478,55 @@ extension NetworkStack {
         child.output(now: now)
     }
 
+    // MARK: - Errors from below
+
+    /// An ICMP error about a segment we sent (RFC 1122 4.2.3.9, RFC 5927). The quoted
+    /// sequence number must lie in [SND.UNA, SND.MAX) or the message is ignored (blind
+    /// attacks). While opening, the error ends the connect (as Linux does); later it is a
+    /// soft error, reported if the connection then times out.
+    func tcpICMPError(type: ICMPType, code: UInt8, destination: IPv4Address, sourcePort: UInt16,
+                      destinationPort: UInt16, seq: SeqNum, now: Instant) {
+        let tuple = TCPFourTuple(remoteAddress: destination, remotePort: destinationPort, localPort: sourcePort)
+        guard let c = tcp.connections[tuple], seq >= c.sndUna, seq < c.sndMax || (c.sndMax == c.sndUna && seq == c.sndUna)
+        else {
+            counters.tcpICMPIgnored &+= 1
+            return
+        }
+        let error: SocketError
+        switch (type, code) {
+        case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
+        case (.destinationUnreachable, UnreachableCode.proto), (.destinationUnreachable, UnreachableCode.port):
+            error = .connectionRefused
+        case (.destinationUnreachable, UnreachableCode.fragmentationNeeded):
+            // Path MTU discovery is not implemented: segments are sized to the link MTU.
+            return
+        case (.destinationUnreachable, _): error = .hostUnreachable
+        default: error = .hostUnreachable  // Time Exceeded
+        }
+        counters.tcpICMPErrors &+= 1
+        if c.state == .synSent || c.state == .synReceived {
+            c.abort(error: error, sendReset: false, now: now)
+        } else {
+            c.softError = error
+        }
+    }
+
+    /// Address resolution for `nextHop` failed: connections opening through it end with
+    /// EHOSTUNREACH; established ones keep it as a soft error.
+    func tcpNeighborUnreachable(_ nextHop: IPv4Address, now: Instant) {
+        let affected = tcp.connections.values.filter { c in
+            if case .via(let hop)? = route(c.remoteAddress) { return hop == nextHop }
+            return false
+        }
+        for c in affected {
+            if c.state == .synSent {
+                c.abort(error: .hostUnreachable, sendReset: false, now: now)
+            } else {
+                c.softError = .hostUnreachable
+            }
+        }
+    }
+
     // MARK: - Output
 
     /// Writes one TCP segment of connection `c`; data comes from its send buffer.

@@ -71,3 +71,109 @@ def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, per
     stats = daemon.stats()
     assert stats["TcpRetransSegs"] > 0, "loss must cause retransmissions"
     assert stats["FaultReordered"] > 0 and stats["FaultDuplicated"] > 0
+
+
+def test_stack_connect_to_closed_kernel_port_is_refused(start_daemon):
+    daemon = start_daemon("--test-upload", f"{KERNEL_IP}:9:1000:1", "--log-level", "notice")
+    result = wait_result(daemon, "upload", timeout=10)[0]
+    assert result["status"] == "ERROR" and "connectionRefused (errno 111)" in result["detail"], result
+
+
+def test_stack_connect_to_absent_host_fails_with_host_unreachable(start_daemon):
+    """Nobody answers ARP for 10.0.0.99: after three requests the connect fails with
+    EHOSTUNREACH, as on Linux, in about 3 s."""
+    started = time.monotonic()
+    daemon = start_daemon("--test-upload", "10.0.0.99:80:1000:1", "--log-level", "notice")
+    result = wait_result(daemon, "upload", timeout=15)[0]
+    assert result["status"] == "ERROR" and "hostUnreachable (errno 113)" in result["detail"], result
+    assert time.monotonic() - started < 8
+    assert daemon.stats()["ArpResolutionFailures"] >= 1
+
+
+def test_stack_connect_to_silent_port_times_out(start_daemon):
+    """The kernel drops the SYNs (nftables): connect fails with ETIMEDOUT after the SYN
+    retries (shortened to 2 here: 1 + 2 + 4 s)."""
+    run(["nft", "add", "table", "inet", "lvlipsilent"], check=True)
+    try:
+        run(["nft", "add", "chain", "inet", "lvlipsilent", "in", "{ type filter hook input priority 0; }"], check=True)
+        run(["nft", "add", "rule", "inet", "lvlipsilent", "in", "tcp", "dport", "7777", "drop"], check=True)
+        started = time.monotonic()
+        daemon = start_daemon("--test-upload", f"{KERNEL_IP}:7777:1000:1", "--tcp-syn-retries", "2",
+                              "--log-level", "notice")
+        result = wait_result(daemon, "upload", timeout=20)[0]
+        elapsed = time.monotonic() - started
+    finally:
+        run(["nft", "delete", "table", "inet", "lvlipsilent"])
+    assert result["status"] == "ERROR" and "timedOut (errno 110)" in result["detail"], result
+    assert 6 < elapsed < 15, elapsed
+
+
+def test_thousand_simultaneous_connections(start_daemon):
+    """1,000 kernel clients connect at once to the stack's echo server, each echoes 100
+    bytes, all complete."""
+    import resource
+    import selectors
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+    daemon = start_daemon("--test-echo", "7", "--log-level", "warning")
+    count = 1000
+    selector = selectors.DefaultSelector()
+    state = {}
+    for i in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((STACK_IP, 7))
+        message = f"connection {i:04d} ".encode() * 6 + b"\n" * (100 - 16 * 6)
+        state[s] = {"message": message, "sent": False, "received": b""}
+        selector.register(s, selectors.EVENT_WRITE)
+    done = 0
+    deadline = time.monotonic() + 60
+    while done < count and time.monotonic() < deadline:
+        for key, events in selector.select(timeout=1):
+            s = key.fileobj
+            st = state[s]
+            if events & selectors.EVENT_WRITE and not st["sent"]:
+                error = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                assert error == 0, os.strerror(error)
+                s.sendall(st["message"])
+                st["sent"] = True
+                selector.modify(s, selectors.EVENT_READ)
+            elif events & selectors.EVENT_READ:
+                block = s.recv(4096)
+                st["received"] += block
+                if len(st["received"]) >= len(st["message"]):
+                    assert st["received"] == st["message"]
+                    selector.unregister(s)
+                    s.close()
+                    done += 1
+    assert done == count, f"only {done} of {count} connections completed"
+    stats = daemon.stats()
+    assert stats["TcpPassiveOpens"] >= count
+
+
+def test_zero_window_probing_and_recovery(start_daemon):
+    """A kernel client with a small receive buffer stops reading: the stack's window
+    probes keep the connection alive, and the transfer completes when it reads again."""
+    daemon = start_daemon("--test-source", "5004", "--log-level", "notice")
+    total = 8 * MB
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(30)
+    s.connect((STACK_IP, 5004))
+    import struct
+    s.sendall(struct.pack("<QQ", 21, total))
+    time.sleep(3)  # not reading: the window closes and the stack must probe
+    stats = daemon.wait_for(lambda st: st["TcpExtTCPWinProbe"] >= 2, timeout=10, what="zero-window probes")
+    from pattern import Pattern
+    pattern = Pattern(21)
+    received = 0
+    while True:
+        block = s.recv(1 << 20)
+        if not block:
+            break
+        assert pattern.check(block) is None
+        received += len(block)
+    s.close()
+    assert received == total
+    assert wait_result(daemon, "source")[0]["status"] == "OK"
+    assert stats["TcpExtTCPWinProbe"] >= 2

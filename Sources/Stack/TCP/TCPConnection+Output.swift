@@ -271,7 +271,7 @@ extension TCPConnection {
             let limit = state == .synSent ? stack.configuration.tcp.synRetries : stack.configuration.tcp.synAckRetries
             if consecutiveRetransmits >= limit || userTimeoutExpired(now: now) {
                 if state == .synSent {
-                    abort(error: pendingError ?? .timedOut, sendReset: false, now: now)
+                    abort(error: softError ?? .timedOut, sendReset: false, now: now)
                 } else {
                     abort(error: .timedOut, sendReset: false, now: now)
                 }
@@ -290,7 +290,7 @@ extension TCPConnection {
         guard sndUna != sndMax else { return }
         if consecutiveRetransmits >= stack.configuration.tcp.maxRetransmits || userTimeoutExpired(now: now) {
             stack.counters.tcpTimeouts &+= 1
-            abort(error: pendingError ?? .timedOut, sendReset: false, now: now)
+            abort(error: softError ?? .timedOut, sendReset: false, now: now)
             return
         }
         stack.counters.tcpRTOs &+= 1

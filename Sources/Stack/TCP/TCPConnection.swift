@@ -90,6 +90,9 @@ final class TCPConnection {
     /// An error waiting for the application (SO_ERROR), and the error that ended the connection.
     var pendingError: SocketError?
     var terminalError: SocketError?
+    /// An ICMP or ARP error seen while the connection lives on (RFC 1122 4.2.3.9): reported
+    /// instead of ETIMEDOUT if the connection later times out.
+    var softError: SocketError?
     /// Set when the connection was opened actively (connect), for error choice on RST.
     var activeOpen = false
 
