@@ -1,0 +1,349 @@
+import Stack
+import Timing
+import XCTest
+
+/// RFC behaviour as conversations: a segment in, the exact segment(s) out.
+final class TCPScriptedTests: XCTestCase {
+    func read(_ p: ScriptedPeer, _ s: SocketID) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        guard let n = try? buffer.withUnsafeMutableBytes({ try p.stack.tcpReceive(s, into: $0, now: p.now) }) else { return nil }
+        return Array(buffer[0..<n])
+    }
+
+    // RFC 9293 3.5, Figure 6 (server side) and 3.7.1 (MSS), RFC 7323, RFC 2018.
+    func testPassiveOpenAnswersSYNWithSYNACKAndOptions() throws {
+        let p = ScriptedPeer()
+        let listener = p.stack.tcpOpen()
+        try p.stack.tcpBind(listener, port: 80)
+        try p.stack.tcpListen(listener, backlog: 4)
+        p.send(.syn, seq: 5000, options: ScriptedPeer.synOptions(ts: (77, 0)), to: 80)
+        let synAck = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(synAck.flags, [.syn, .ack])
+        XCTAssertEqual(synAck.ack, 5001)
+        XCTAssertEqual(synAck.options.mss, 1460)
+        XCTAssertNotNil(synAck.options.windowScale)
+        XCTAssertTrue(synAck.options.sackPermitted)
+        XCTAssertEqual(synAck.options.timestamp?.echo, 77)
+        XCTAssertThrowsError(try p.stack.tcpAccept(listener), "not before the handshake completes")
+        p.send(.ack, seq: 5001, ack: synAck.seq &+ 1, options: { var o = TCPOptions(); o.timestamp = (78, synAck.options.timestamp!.value); return o }(), to: 80)
+        p.expectNothing()
+        let s = try p.stack.tcpAccept(listener)
+        let info = try XCTUnwrap(p.stack.tcpInfo(s))
+        XCTAssertEqual(info.state, .established)
+        XCTAssertEqual(info.sendMSS, 1460 - 12, "MSS less the timestamp option")
+        XCTAssertTrue(info.sack && info.timestamps)
+    }
+
+    // RFC 9293 3.10.7.1: CLOSED.
+    func testClosedPortAnswersWithReset() throws {
+        let p = ScriptedPeer()
+        p.send(.syn, seq: 100, to: 81)
+        let rst = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(rst.flags, [.rst, .ack])
+        XCTAssertEqual(rst.seq, 0)
+        XCTAssertEqual(rst.ack, 101)
+        p.send(.ack, seq: 100, ack: 4242, to: 81)
+        let rst2 = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(rst2.flags, .rst)
+        XCTAssertEqual(rst2.seq, 4242)
+        p.send(.rst, seq: 100, to: 81)
+        p.expectNothing("a RST is never answered")
+        p.send(.syn, seq: 100, to: 81, checksumOK: false)
+        p.expectNothing("a bad checksum is dropped")
+        XCTAssertEqual(p.stack.counters.tcpInCsumErrors, 1)
+    }
+
+    // RFC 9293 3.5 Figure 5 (client side).
+    func testActiveOpen() throws {
+        let p = ScriptedPeer()
+        let s = p.stack.tcpOpen()
+        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(syn.flags, .syn)
+        XCTAssertEqual(syn.options.mss, 1460)
+        XCTAssertTrue(syn.options.sackPermitted)
+        XCTAssertNotNil(syn.options.timestamp)
+        XCTAssertFalse(p.stack.tcpReadiness(s)!.contains(.writable))
+        p.port = syn.destinationPort
+        let local = syn.sourcePort
+        XCTAssertTrue((UInt16(32768)...UInt16(60999)).contains(local), "ephemeral range (RFC 6056)")
+        p.port = syn.destinationPort
+        // Reply from the peer's port to our ephemeral port.
+        let peer = ScriptedPeerPort(p, peerPort: syn.destinationPort)
+        peer.send([.syn, .ack], seq: 9000, ack: syn.seq &+ 1, options: ScriptedPeer.synOptions(mss: 1000, ws: nil, sack: false), to: local)
+        let ack = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(ack.flags, .ack)
+        XCTAssertEqual(ack.ack, 9001)
+        XCTAssertEqual(ack.seq, syn.seq &+ 1)
+        XCTAssertEqual(p.stack.tcpState(s), .established)
+        XCTAssertTrue(p.stack.tcpReadiness(s)!.contains(.writable))
+        let info = try XCTUnwrap(p.stack.tcpInfo(s))
+        XCTAssertEqual(info.sendMSS, 1000, "the peer's MSS bounds ours")
+        XCTAssertFalse(info.sack)
+        XCTAssertNil(info.windowScale, "window scaling needs both sides (RFC 7323 2.2)")
+    }
+
+    // RFC 9293 3.4: sequence numbers wrap; data straddling 2^32 is received in order.
+    func testReceiveAcrossSequenceWraparound() throws {
+        let p = ScriptedPeer()
+        let isn: UInt32 = 0xFFFF_FFF0
+        let (s, stackISN) = try p.establishPassive(peerISN: isn)
+        let data = (0..<40).map { UInt8($0) }
+        p.send([.ack, .psh], seq: isn &+ 1, ack: stackISN &+ 1, data: Array(data[0..<20]), to: 80)
+        p.send([.ack, .psh], seq: isn &+ 21, ack: stackISN &+ 1, data: Array(data[20..<40]), to: 80)
+        p.advance(40)
+        let ack = try XCTUnwrap(p.expectOne("the delayed ACK of both"))
+        XCTAssertEqual(ack.ack, isn &+ 41)
+        XCTAssertEqual(ack.ack, 0x19, "wrapped past zero")
+        XCTAssertEqual(read(p, s), data)
+    }
+
+    // RFC 5681 4.2: out-of-order data is ACKed at once, with SACK (RFC 2018).
+    func testOutOfOrderIsAckedImmediatelyWithSACK() throws {
+        let p = ScriptedPeer()
+        var o = TCPOptions()
+        o.mss = 1460
+        o.sackPermitted = true
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        p.send(.ack, seq: 1101, ack: stackISN &+ 1, data: [UInt8](repeating: 2, count: 100), to: 80)
+        let dup = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(dup.ack, 1001)
+        XCTAssertEqual(dup.options.sack.count, 1)
+        XCTAssertEqual(dup.options.sack[0].start.rawValue, 1101)
+        XCTAssertEqual(dup.options.sack[0].end.rawValue, 1201)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 1, data: [UInt8](repeating: 1, count: 100), to: 80)
+        let full = try XCTUnwrap(p.expectOne("filling the hole is ACKed at once"))
+        XCTAssertEqual(full.ack, 1201)
+        XCTAssertTrue(full.options.sack.isEmpty)
+        XCTAssertEqual(read(p, s), [UInt8](repeating: 1, count: 100) + [UInt8](repeating: 2, count: 100))
+    }
+
+    // RFC 1122 4.2.3.2 and RFC 5681 4.2: delayed ACK, at most 40 ms here, and at once for
+    // every second full-sized segment.
+    func testDelayedAck() throws {
+        let p = ScriptedPeer()
+        let (_, stackISN) = try p.establishPassive(peerISN: 1000)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 1, data: [1, 2, 3], to: 80)
+        p.expectNothing("a small segment waits")
+        p.advance(39)
+        p.expectNothing()
+        p.advance(1)
+        XCTAssertEqual(p.expectOne("the delayed ACK")?.ack, 1004)
+        let full = [UInt8](repeating: 9, count: 1460)
+        p.send(.ack, seq: 1004, ack: stackISN &+ 1, data: full, to: 80)
+        p.expectNothing("one full segment waits")
+        p.send(.ack, seq: 1004 + 1460, ack: stackISN &+ 1, data: full, to: 80)
+        XCTAssertEqual(p.expectOne("the second full segment is ACKed at once")?.ack, 1004 + 2920)
+    }
+
+    // RFC 5961 3.2: a RST in the window but not at RCV.NXT gets a challenge ACK; the
+    // exact one resets.
+    func testResetProtection() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        p.send(.rst, seq: 1500, to: 80)
+        let challenge = try XCTUnwrap(p.expectOne("challenge ACK"))
+        XCTAssertEqual(challenge.flags, .ack)
+        XCTAssertEqual(challenge.ack, 1001)
+        XCTAssertEqual(p.stack.tcpState(s), .established)
+        p.send(.rst, seq: 900_000, to: 80)
+        p.expectNothing("a RST outside the window is dropped silently")
+        p.send(.syn, seq: 1001, to: 80)
+        XCTAssertEqual(p.expectOne("a SYN in ESTABLISHED gets a challenge ACK (RFC 5961 4.2)")?.ack, 1001)
+        p.send(.rst, seq: 1001, to: 80)
+        p.expectNothing()
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+        var buffer = [UInt8](repeating: 0, count: 10)
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try p.stack.tcpReceive(s, into: $0, now: p.now) }) {
+            XCTAssertEqual($0 as? SocketError, .connectionReset)
+        }
+        _ = stackISN
+    }
+
+    // RFC 9293 3.6 / Figure 13: passive close. FIN -> ACK, CLOSE-WAIT, EOF; close -> FIN,
+    // LAST-ACK; ACK -> CLOSED.
+    func testPassiveClose() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        p.send([.fin, .ack], seq: 1001, ack: stackISN &+ 1, to: 80)
+        XCTAssertEqual(p.expectOne("ACK of FIN")?.ack, 1002)
+        XCTAssertEqual(p.stack.tcpState(s), .closeWait)
+        XCTAssertEqual(read(p, s), [], "end of stream")
+        p.stack.tcpClose(s, now: p.now)
+        let fin = try XCTUnwrap(p.expectOne("our FIN"))
+        XCTAssertEqual(fin.flags, [.fin, .ack])
+        XCTAssertEqual(fin.seq, stackISN &+ 1)
+        p.send(.ack, seq: 1002, ack: stackISN &+ 2, to: 80)
+        p.expectNothing()
+        XCTAssertEqual(p.stack.counters.tcpCurrEstab, 0)
+    }
+
+    // RFC 9293 Figure 13, active side, and TIME-WAIT (2 MSL, shortened to 1 s here).
+    func testActiveCloseThroughTimeWait() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        try p.stack.tcpShutdown(s, .write, now: p.now)
+        let fin = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(fin.flags, [.fin, .ack])
+        XCTAssertEqual(p.stack.tcpState(s), .finWait1)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 2, to: 80)
+        XCTAssertEqual(p.stack.tcpState(s), .finWait2)
+        p.send([.fin, .ack], seq: 1001, ack: stackISN &+ 2, to: 80)
+        XCTAssertEqual(p.expectOne()?.ack, 1002)
+        XCTAssertEqual(p.stack.tcpState(s), .timeWait)
+        // A retransmitted FIN in TIME-WAIT is acknowledged again.
+        p.send([.fin, .ack], seq: 1001, ack: stackISN &+ 2, to: 80)
+        XCTAssertEqual(p.expectOne()?.ack, 1002)
+        p.advance(999)
+        XCTAssertEqual(p.stack.tcpState(s), .timeWait)
+        p.advance(1)
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+    }
+
+    // RFC 9293 Figure 14: simultaneous close goes through CLOSING.
+    func testSimultaneousClose() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        try p.stack.tcpShutdown(s, .write, now: p.now)
+        _ = p.expectOne("our FIN")
+        p.send([.fin, .ack], seq: 1001, ack: stackISN &+ 1, to: 80)
+        XCTAssertEqual(p.expectOne("ACK of their FIN")?.ack, 1002)
+        XCTAssertEqual(p.stack.tcpState(s), .closing)
+        p.send(.ack, seq: 1002, ack: stackISN &+ 2, to: 80)
+        XCTAssertEqual(p.stack.tcpState(s), .timeWait)
+    }
+
+    // Half-close: after our FIN the peer may still send, and we receive it.
+    func testHalfClose() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        try p.stack.tcpShutdown(s, .write, now: p.now)
+        _ = p.expectOne()
+        p.send(.ack, seq: 1001, ack: stackISN &+ 2, to: 80)
+        p.send([.ack, .psh], seq: 1001, ack: stackISN &+ 2, data: [7, 7, 7], to: 80)
+        p.advance(40)
+        XCTAssertEqual(p.expectOne()?.ack, 1004)
+        XCTAssertEqual(read(p, s), [7, 7, 7])
+        XCTAssertEqual(p.stack.tcpState(s), .finWait2)
+    }
+
+    // RFC 6298: retransmission after the RTO, doubling each time (Karn: no sample from
+    // retransmitted data), and ETIMEDOUT after the limit.
+    func testRetransmissionBackoff() throws {
+        let p = ScriptedPeer { $0.tcp.maxRetransmits = 3 }
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        _ = try [UInt8](repeating: 5, count: 100).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        let first = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(first.seq, stackISN &+ 1)
+        let rto = UInt64(p.stack.tcpInfo(s)!.rto / 1000)
+        XCTAssertGreaterThanOrEqual(rto, 200)
+        var interval = rto
+        for attempt in 1...3 {
+            p.advance(interval - 1)
+            p.expectNothing("before RTO #\(attempt)")
+            p.advance(1)
+            let again = try XCTUnwrap(p.expectOne("retransmission #\(attempt)"))
+            XCTAssertEqual(again.seq, first.seq)
+            XCTAssertEqual(again.payload.count, 100)
+            interval *= 2
+        }
+        p.advance(interval)
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+        XCTAssertEqual(p.stack.tcpTakeError(s), .timedOut)
+    }
+
+    // RFC 9293 3.8.6.1: a zero window is probed; data flows when it opens.
+    func testZeroWindowProbe() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 1, window: 0, to: 80)
+        _ = try [UInt8](repeating: 1, count: 10).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        p.expectNothing("the window is closed")
+        p.advance(1000)
+        let probe = try XCTUnwrap(p.received().first, "a window probe")
+        XCTAssertEqual(probe.seq, stackISN, "SND.UNA - 1, no data")
+        XCTAssertTrue(probe.payload.isEmpty)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 1, window: 1000, to: 80)
+        let data = try XCTUnwrap(p.expectOne("data once the window opens"))
+        XCTAssertEqual(data.payload.count, 10)
+    }
+
+    // RFC 1122 4.2.3.4: Nagle holds a small segment while data is unacknowledged.
+    func testNagleAndNoDelay() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        _ = try [UInt8](repeating: 1, count: 10).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        XCTAssertEqual(p.expectOne()?.payload.count, 10)
+        _ = try [UInt8](repeating: 2, count: 10).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        p.expectNothing("Nagle: wait for the ACK")
+        p.send(.ack, seq: 1001, ack: stackISN &+ 11, to: 80)
+        XCTAssertEqual(p.expectOne()?.payload, [UInt8](repeating: 2, count: 10))
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        _ = try [UInt8](repeating: 3, count: 10).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        XCTAssertEqual(p.expectOne("TCP_NODELAY sends at once")?.payload.count, 10)
+    }
+
+    // RFC 9293 3.10.4 / RFC 2525: closing with unread data resets the connection.
+    func testCloseWithUnreadDataSendsReset() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        p.send([.ack, .psh], seq: 1001, ack: stackISN &+ 1, data: [1, 2, 3], to: 80)
+        p.stack.tcpClose(s, now: p.now)
+        let rst = try XCTUnwrap(p.received().last)
+        XCTAssertTrue(rst.flags.contains(.rst))
+        XCTAssertEqual(p.stack.counters.tcpAbortOnClose, 1)
+    }
+
+    // RFC 7323 5.3: PAWS drops a segment with an older timestamp, and ACKs it.
+    func testPAWSDropsOldTimestamps() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: ScriptedPeer.synOptions(ts: (1000, 0)))
+        var ts = TCPOptions()
+        ts.timestamp = (2000, 0)
+        p.send([.ack, .psh], seq: 1001, ack: stackISN &+ 1, options: ts, data: [1], to: 80)
+        ts.timestamp = (1500, 0)
+        p.send([.ack, .psh], seq: 1002, ack: stackISN &+ 1, options: ts, data: [2], to: 80)
+        XCTAssertEqual(p.stack.counters.tcpPAWSDrops, 1)
+        p.advance(40)
+        _ = p.received()
+        XCTAssertEqual(read(p, s), [1])
+    }
+
+    // RFC 9293 Figure 8: simultaneous open.
+    func testSimultaneousOpen() throws {
+        let p = ScriptedPeer()
+        let s = p.stack.tcpOpen()
+        try p.stack.tcpBind(s, port: 5555)
+        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        p.send(.syn, seq: 7000, options: ScriptedPeer.synOptions(ws: nil, sack: false), to: 5555)
+        let synAck = try XCTUnwrap(p.expectOne("SYN-ACK with our original ISN"))
+        XCTAssertEqual(synAck.flags, [.syn, .ack])
+        XCTAssertEqual(synAck.seq, syn.seq)
+        XCTAssertEqual(synAck.ack, 7001)
+        XCTAssertEqual(p.stack.tcpState(s), .synReceived)
+        p.send([.syn, .ack], seq: 7000, ack: syn.seq &+ 1, to: 5555)
+        // Our SYN-ACK crossed theirs: their SYN-ACK acknowledges our SYN.
+        _ = p.received()
+        p.send(.ack, seq: 7001, ack: syn.seq &+ 1, to: 5555)
+        XCTAssertEqual(p.stack.tcpState(s), .established)
+    }
+}
+
+/// Sends as the scripted peer from a given port.
+struct ScriptedPeerPort {
+    let p: ScriptedPeer
+    let peerPort: UInt16
+    init(_ p: ScriptedPeer, peerPort: UInt16) {
+        self.p = p
+        self.peerPort = peerPort
+    }
+
+    func send(_ flags: TCPFlags, seq: UInt32, ack: UInt32 = 0, window: UInt16 = 65535, options: TCPOptions? = nil,
+              data: [UInt8] = [], to stackPort: UInt16) {
+        let saved = p.port
+        p.port = peerPort
+        p.send(flags, seq: seq, ack: ack, window: window, options: options, data: data, to: stackPort)
+        p.port = saved
+    }
+}
