@@ -21,6 +21,10 @@ struct TCPTables {
     var nextEphemeral: UInt32 = 0
     /// Sockets whose readiness may have changed since the owner last looked.
     var readinessChanged: [SocketID] = []
+    /// The connection found by the last demultiplexing lookup.
+    var lastLookup: (tuple: TCPFourTuple, connection: TCPConnection)?
+    /// Connections that stopped sending because the outbox was full.
+    var blockedOnOutbox: [SocketID] = []
     var readinessFlagged: Set<SocketID> = []
     var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
 }
@@ -71,8 +75,29 @@ extension NetworkStack {
 
     func takeChallengeAckToken(now: Instant) -> Bool { tcp.challengeAckBucket.take(now: now) }
 
+    func outputBlocked(_ c: TCPConnection) {
+        if !tcp.blockedOnOutbox.contains(c.id) { tcp.blockedOnOutbox.append(c.id) }
+    }
+
+    /// Whether some connection is waiting for room in the outbox.
+    public var hasBlockedOutput: Bool { !tcp.blockedOnOutbox.isEmpty }
+
+    /// Call after draining the outbox: connections that stopped for lack of room send on.
+    public func resumeOutput(now: Instant) {
+        let blocked = tcp.blockedOnOutbox
+        tcp.blockedOnOutbox.removeAll(keepingCapacity: true)
+        for id in blocked {
+            guard !outbox.isFull else {
+                tcp.blockedOnOutbox.append(id)
+                continue
+            }
+            tcpSocket(id)?.output(now: now)
+        }
+    }
+
     /// Called by a connection entering CLOSED; `free` when nobody holds its ID any more.
     func tcpConnectionClosed(_ c: TCPConnection, free: Bool) {
+        if tcp.lastLookup?.connection === c { tcp.lastLookup = nil }
         let tuple = TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localPort: c.localPort)
         if tcp.connections[tuple] === c { tcp.connections[tuple] = nil }
         if tcp.listeners[c.localPort] === c { tcp.listeners[c.localPort] = nil }
@@ -400,7 +425,15 @@ extension NetworkStack {
         let seg = IncomingSegment(seq: segment.seq, ack: segment.ack, flags: flags, window: segment.window,
                                   options: segment.options, payload: segment.payload)
         let tuple = TCPFourTuple(remoteAddress: datagram.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
-        if let c = tcp.connections[tuple] {
+        // A one-entry cache in front of the table: bulk traffic hits the same connection.
+        let cached: TCPConnection?
+        if let last = tcp.lastLookup, last.tuple == tuple, last.connection.state != .closed {
+            cached = last.connection
+        } else {
+            cached = tcp.connections[tuple]
+            if let c = cached { tcp.lastLookup = (tuple, c) }
+        }
+        if let c = cached {
             if c.state == .timeWait && flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst),
                seg.seq > c.rcvNxt, let listener = tcp.listeners[tuple.localPort] {
                 // RFC 9293 3.10.7.4 note / RFC 6191: a new SYN beyond the old connection's
@@ -547,10 +580,22 @@ extension NetworkStack {
             }
             TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: self.address, destination: destination)
         }
-        // Fast path: the neighbour is known; build the frame in place in the outbox.
-        if case .via(let nextHop)? = route(destination), let neighbor = neighbors[nextHop], let mac = neighbor.mac,
-           neighbor.isUsable {
-            if case .stale = neighbor.state { _ = resolve(nextHop, now: now) }
+        // Fast path: the neighbour is known; build the frame in place in the outbox. The
+        // connection caches the neighbour's MAC until the neighbour table changes.
+        var knownMAC: MACAddress?
+        if c.neighborGeneration == neighborGeneration, let mac = c.neighborMAC {
+            knownMAC = mac
+        } else if case .via(let nextHop)? = route(destination), let neighbor = neighbors[nextHop], let mac = neighbor.mac,
+                  neighbor.isUsable {
+            if case .stale = neighbor.state {
+                _ = resolve(nextHop, now: now)
+            } else {
+                c.neighborMAC = mac
+                c.neighborGeneration = neighborGeneration
+            }
+            knownMAC = mac
+        }
+        if let mac = knownMAC {
             counters.ipOutRequests &+= 1
             let identification = nextIdentification
             nextIdentification &+= 1

@@ -12,7 +12,12 @@ public final class NetworkStack {
     public let outbox: FrameQueue
 
     var wheel: TimingWheel<StackTimer>
-    var neighbors: [IPv4Address: Neighbor] = [:]
+    /// Neighbour (ARP) table; `neighborGeneration` moves on every change of a MAC or state, so
+    /// caches of it (in connections) know when to look again.
+    var neighbors: [IPv4Address: Neighbor] = [:] {
+        didSet { neighborGeneration &+= 1 }
+    }
+    var neighborGeneration: UInt64 = 1
     var reassembly: [FragmentKey: PartialDatagram] = [:]
     var reassemblyMemory = 0
     var reassemblySequence: UInt64 = 0

@@ -130,7 +130,16 @@ final class Daemon {
         scheduleStackTimer()
     }
 
+    /// Writes the outbox to the TAP; connections that were held back by a full outbox then
+    /// send on, until none is waiting.
     private func transmit() {
+        repeat {
+            writeOutbox()
+            stack.resumeOutput(now: reactor.now)
+        } while !stack.outbox.isEmpty
+    }
+
+    private func writeOutbox() {
         let outbox = stack.outbox
         for i in 0..<outbox.count {
             if let faults {

@@ -72,6 +72,8 @@ final class Simulation {
             }
         }
         out.removeAll()
+        stack.resumeOutput(now: now)
+        if !out.isEmpty { collect(stack, toA: toA) }
     }
 
     /// Moves time forward to the next event (delivery or timer) and handles it.

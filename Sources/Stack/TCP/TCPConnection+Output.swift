@@ -20,6 +20,11 @@ extension TCPConnection {
         if inRecovery && sackPermitted { sackRecoveryOutput(now: now) }
         var sentData = false
         while let (length, fin) = nextSegment() {
+            // The link's queue for this wake-up is full: resume once the owner drains it.
+            guard !stack.outbox.isFull else {
+                stack.outputBlocked(self)
+                break
+            }
             let seq = sndNxt
             var flags: TCPFlags = .ack
             if fin { flags.insert(.fin) }
@@ -209,6 +214,10 @@ extension TCPConnection {
     /// Sends while cwnd - pipe allows: lost segments first, then new data (RFC 6675 5 (C)).
     private func sackRecoveryOutput(now: Instant) {
         while cc.cwnd - rackPipe >= currentSegmentSize {
+            guard !stack.outbox.isFull else {
+                stack.outputBlocked(self)
+                return
+            }
             if let (seq, length) = rackNextLost() {
                 retransmit(seq: seq, length: length, now: now)
                 continue

@@ -58,8 +58,12 @@ extension TCPConnection {
         let reorderWindow = min(minRTT == .max ? 0 : minRTT / 4, rtt.hasSample ? rtt.smoothed : UInt64.max)
         var marked = false
         var wait: UInt64 = 0
+        let timeOrdered = log.retransmittedCount == 0
         for i in log.indices {
             let s = log[i]
+            // Without retransmissions in the log, sequence order is send order: nothing
+            // past the delivered segment was sent before it.
+            if timeOrdered && s.start >= rackEndSeq { break }
             if s.sacked || s.lost { continue }
             let sentBefore = s.sentAt < rackXmitTime || (s.sentAt == rackXmitTime && s.end <= rackEndSeq)
             guard sentBefore && s.end != rackEndSeq else { continue }

@@ -22,11 +22,17 @@ enum TCPTimerKind: Int, CaseIterable {
 /// One TCP socket: a listener or a connection, with its transmission control block
 /// (RFC 9293 section 3.3.1). Owned by the stack's socket table.
 final class TCPConnection {
-    unowned let stack: NetworkStack
+    // unowned(unsafe): the stack owns its connections and outlives them; a checked unowned
+    // reference costs a retain per access on the per-segment path.
+    unowned(unsafe) let stack: NetworkStack
     let id: SocketID
     var state = TCPState.closed
     var options: TCPSocketOptions
 
+    /// The next hop's MAC as last resolved, valid while the stack's neighbour generation
+    /// is unchanged.
+    var neighborMAC: MACAddress?
+    var neighborGeneration: UInt64 = 0
     var localPort: UInt16 = 0
     var remoteAddress = IPv4Address.any
     var remotePort: UInt16 = 0

@@ -20,6 +20,9 @@ struct SentSegment {
 struct TransmitLog {
     private(set) var segments: [SentSegment] = []
     private var head = 0
+    /// Entries marked retransmitted: while zero, entries are in send-time order too, and
+    /// RACK can stop at the first one sent after the most recently delivered.
+    private(set) var retransmittedCount = 0
 
     var isEmpty: Bool { head == segments.count }
     var count: Int { segments.count - head }
@@ -33,6 +36,7 @@ struct TransmitLog {
     mutating func clear() {
         segments.removeAll(keepingCapacity: true)
         head = 0
+        retransmittedCount = 0
     }
 
     /// Records a transmission of [start, end): new data is appended; a retransmission
@@ -52,6 +56,7 @@ struct TransmitLog {
         var i = firstIndex(containing: start) ?? segments.count
         while i < segments.count && segments[i].start < end {
             segments[i].sentAt = now
+            if !segments[i].retransmitted { retransmittedCount += 1 }
             segments[i].retransmitted = true
             segments[i].lost = false
             i += 1
@@ -63,7 +68,10 @@ struct TransmitLog {
 
     /// Drops what SND.UNA has passed.
     mutating func acknowledge(upTo una: SeqNum) {
-        while head < segments.count && segments[head].end <= una { head += 1 }
+        while head < segments.count && segments[head].end <= una {
+            if segments[head].retransmitted { retransmittedCount -= 1 }
+            head += 1
+        }
         if head < segments.count && segments[head].start < una { segments[head].start = una }
         if head > 256 && head * 2 > segments.count {
             segments.removeFirst(head)
@@ -89,5 +97,6 @@ struct TransmitLog {
         right.start = seq
         segments[i].end = seq
         segments.insert(right, at: i + 1)
+        if right.retransmitted { retransmittedCount += 1 }
     }
 }
