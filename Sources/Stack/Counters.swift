@@ -104,6 +104,9 @@ public struct Counters: Sendable {
     public var tcpRACKLost: UInt64 = 0
     public var tcpLossProbes: UInt64 = 0
     public var tcpICMPErrors: UInt64 = 0
+    public var tcpSynCookiesSent: UInt64 = 0
+    public var tcpSynCookiesReceived: UInt64 = 0
+    public var tcpSynCookiesFailed: UInt64 = 0
     public var tcpICMPIgnored: UInt64 = 0
 
     public init() {}
@@ -166,6 +169,9 @@ public struct Counters: Sendable {
         ("TcpExtTCPRACKLossDetections", \.tcpRACKLost),
         ("TcpExtTCPLossProbes", \.tcpLossProbes),
         ("TcpExtICMPErrors", \.tcpICMPErrors),
+        ("TcpExtSyncookiesSent", \.tcpSynCookiesSent),
+        ("TcpExtSyncookiesRecv", \.tcpSynCookiesReceived),
+        ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
     ]
 

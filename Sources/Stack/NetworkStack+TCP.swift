@@ -472,6 +472,12 @@ extension NetworkStack {
     private func listenerArrives(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) {
         if seg.flags.contains(.rst) { return }
         if seg.flags.contains(.ack) {
+            // The ACK completing a handshake answered with a SYN cookie (RFC 4987 3.6).
+            if !seg.flags.contains(.syn), let sentAt = listener.lastSynCookie,
+               now.nanoseconds(since: sentAt) < 2 * SynCookie.period * 1_000_000_000,
+               acceptSynCookie(listener, seg, tuple: tuple, now: now) {
+                return
+            }
             sendReset(to: tuple, seq: seg.ack, ack: nil, now: now)
             return
         }
@@ -483,7 +489,9 @@ extension NetworkStack {
             return
         }
         guard listener.synQueue < max(configuration.tcp.maxSynBacklog, queueLimit) else {
-            counters.tcpListenDrops &+= 1
+            // The SYN queue is full (a flood, or a slow handshake storm): answer without
+            // keeping state, with a SYN cookie as the ISN (RFC 4987 3.6).
+            sendSynCookie(listener, seg, tuple: tuple, now: now)
             return
         }
         let child = allocateSocket(options: listener.options)
@@ -558,6 +566,88 @@ extension NetworkStack {
                 c.softError = .hostUnreachable
             }
         }
+    }
+
+    // MARK: - SYN cookies (RFC 4987 section 3.6)
+
+    private func sendSynCookie(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) {
+        let peerMSS = Int(seg.options.mss ?? 536)
+        let index = SynCookie.mssTable.lastIndex { $0 <= peerMSS } ?? 0
+        let counter = SynCookie.counter(now)
+        let cookie = SynCookie.make(hash: secretHash(0x6B63 &+ UInt16(counter & 0xFF), tuple.localPort, tuple.remoteAddress,
+                                                     tuple.remotePort) ^ UInt64(seg.seq.rawValue),
+                                    counter: counter, mssIndex: index)
+        listener.lastSynCookie = now
+        counters.tcpSynCookiesSent &+= 1
+        // A SYN-ACK with only MSS: window scaling, SACK and timestamps need state we do not keep.
+        var options = TCPOptions()
+        options.mss = UInt16(clamping: configuration.mtu - 40)
+        let length = TCPSegment.minimumHeaderLength + options.encodedLength
+        let buffer = scratch.slice(0..<length)
+        TCPSegment.writeHeader(into: buffer, sourcePort: tuple.localPort, destinationPort: tuple.remotePort,
+                               seq: SeqNum(cookie), ack: seg.seq + 1, flags: [.syn, .ack],
+                               window: UInt16(clamping: configuration.tcp.receiveBuffer), options: options)
+        TCPSegment.finishChecksum(buffer, source: address, destination: tuple.remoteAddress)
+        counters.tcpOutSegs &+= 1
+        sendIPv4(to: tuple.remoteAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
+    }
+
+    /// Checks the cookie in an ACK to a listener; on success makes the connection, already
+    /// ESTABLISHED, queues it for accept and processes the segment. False if invalid.
+    private func acceptSynCookie(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) -> Bool {
+        let cookie = (seg.ack - 1).rawValue
+        let clientISN = (seg.seq - 1).rawValue
+        let current = SynCookie.counter(now)
+        let valid = [current, current &- 1].contains { counter in
+            SynCookie.counterBits(of: cookie) == counter & SynCookie.counterMask
+                && SynCookie.make(hash: secretHash(0x6B63 &+ UInt16(counter & 0xFF), tuple.localPort, tuple.remoteAddress,
+                                                   tuple.remotePort) ^ UInt64(clientISN),
+                                  counter: counter, mssIndex: SynCookie.mssIndex(of: cookie)) == cookie
+        }
+        guard valid else {
+            counters.tcpSynCookiesFailed &+= 1
+            return false
+        }
+        guard listener.acceptQueue.count < max(listener.backlog, 1) else {
+            counters.tcpListenOverflows &+= 1
+            return true  // dropped; the peer retransmits
+        }
+        counters.tcpSynCookiesReceived &+= 1
+        counters.tcpPassiveOpens &+= 1
+        let child = allocateSocket(options: listener.options)
+        child.localPort = tuple.localPort
+        child.remoteAddress = tuple.remoteAddress
+        child.remotePort = tuple.remotePort
+        child.listener = listener.id
+        usePort(tuple.localPort)
+        tcp.connections[tuple] = child
+        startHandshake(child, now: now)
+        child.iss = SeqNum(cookie)
+        child.sndUna = child.iss + 1
+        child.sndNxt = child.iss + 1
+        child.sndMax = child.iss + 1
+        child.sendBufferSeq = child.iss + 1
+        child.recover = child.iss
+        child.irs = SeqNum(clientISN)
+        child.rcvNxt = seg.seq
+        child.rcvAdv = seg.seq
+        child.windowScaling = false
+        child.rcvScale = 0
+        child.sndScale = 0
+        child.sackPermitted = false
+        child.timestamps = false
+        child.peerMSS = SynCookie.mssTable[SynCookie.mssIndex(of: cookie)]
+        child.updateMSS()
+        child.sndWnd = Int(seg.window)
+        child.sndWl1 = seg.seq
+        child.sndWl2 = seg.ack
+        child.becomeEstablished(now: now)
+        listener.acceptQueue.append(child.id)
+        markReadinessChanged(listener.id)
+        child.segmentsIn = 1
+        child.processText(seg, now: now)
+        child.output(now: now)
+        return true
     }
 
     // MARK: - Output
@@ -690,4 +780,22 @@ extension TCPConnection {
         listener = nil
         abort(error: nil, sendReset: true, now: now)
     }
+}
+
+/// The layout of a SYN cookie ISN: 5 bits of a 64-second counter, 3 bits of MSS index,
+/// 24 bits of keyed hash over the connection's names, the counter and the client's ISN.
+enum SynCookie {
+    static let period: UInt64 = 64
+    static let counterMask: UInt32 = 0x1F
+    static let mssTable = [536, 1300, 1440, 1460, 4312, 8960]
+
+    static func counter(_ now: Instant) -> UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / 1_000_000_000 / period) }
+
+    static func make(hash: UInt64, counter: UInt32, mssIndex: Int) -> UInt32 {
+        (counter & counterMask) << 27 | UInt32(mssIndex & 7) << 24 | UInt32(truncatingIfNeeded: hash) & 0xFF_FFFF
+    }
+
+    static func counterBits(of cookie: UInt32) -> UInt32 { cookie >> 27 }
+
+    static func mssIndex(of cookie: UInt32) -> Int { min(Int(cookie >> 24 & 7), mssTable.count - 1) }
 }

@@ -309,6 +309,67 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(read(p, s), [1])
     }
 
+    // RFC 4987 3.6: when the SYN queue is full, SYN cookies answer without state, and the
+    // completing ACK creates the connection; a forged cookie is refused with RST.
+    func testSynCookiesWhenTheSynQueueOverflows() throws {
+        let p = ScriptedPeer { $0.tcp.maxSynBacklog = 1 }
+        let listener = p.stack.tcpOpen()
+        try p.stack.tcpBind(listener, port: 80)
+        try p.stack.tcpListen(listener, backlog: 1)
+        p.port = 41000
+        p.send(.syn, seq: 100, options: ScriptedPeer.synOptions(), to: 80)
+        XCTAssertEqual(p.expectOne("a normal SYN-ACK")?.flags, [.syn, .ack])
+        p.port = 41001
+        p.send(.syn, seq: 5000, options: ScriptedPeer.synOptions(mss: 1460), to: 80)
+        let cookie = try XCTUnwrap(p.expectOne("a SYN-ACK carrying a cookie"))
+        XCTAssertEqual(cookie.flags, [.syn, .ack])
+        XCTAssertEqual(cookie.ack, 5001)
+        XCTAssertNil(cookie.options.windowScale, "no state for window scaling")
+        XCTAssertEqual(p.stack.counters.tcpSynCookiesSent, 1)
+        // A forged cookie from another port.
+        p.port = 41002
+        p.send(.ack, seq: 7001, ack: cookie.seq &+ 1, to: 80)
+        XCTAssertEqual(p.expectOne("RST for a bad cookie")?.flags, .rst)
+        XCTAssertEqual(p.stack.counters.tcpSynCookiesFailed, 1)
+        // The real completion, with data.
+        p.port = 41001
+        p.send([.ack, .psh], seq: 5001, ack: cookie.seq &+ 1, data: [4, 2], to: 80)
+        p.advance(40)
+        XCTAssertEqual(p.expectOne("ACK of the data")?.ack, 5003)
+        let s = try p.stack.tcpAccept(listener)
+        XCTAssertEqual(p.stack.tcpState(s), .established)
+        XCTAssertEqual(read(p, s), [4, 2])
+        XCTAssertEqual(p.stack.tcpInfo(s)?.sendMSS, 1460)
+        XCTAssertEqual(p.stack.counters.tcpSynCookiesReceived, 1)
+    }
+
+    // RFC 1122 4.2.3.6: keep-alive probes after the idle time; no answer ends the connection.
+    func testKeepaliveProbesThenTimesOut() throws {
+        let p = ScriptedPeer()
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        try p.stack.tcpSetOptions(s, now: p.now) {
+            $0.keepAlive = true
+            $0.keepIdle = 10
+            $0.keepInterval = 2
+            $0.keepCount = 2
+        }
+        p.advance(9_999)
+        p.expectNothing("idle time not reached")
+        p.advance(1)
+        let probe = try XCTUnwrap(p.expectOne("first probe"))
+        XCTAssertEqual(probe.seq, stackISN, "SND.NXT - 1")
+        p.send(.ack, seq: 1001, ack: stackISN &+ 1, to: 80)
+        p.advance(9_999)
+        p.expectNothing("the answer restarted the idle time")
+        p.advance(1)
+        _ = p.expectOne("probe after idle")
+        p.advance(2000)
+        _ = p.expectOne("second probe")
+        p.advance(2000)
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+        XCTAssertEqual(p.stack.tcpTakeError(s), .timedOut)
+    }
+
     // RFC 9293 Figure 8: simultaneous open.
     func testSimultaneousOpen() throws {
         let p = ScriptedPeer()

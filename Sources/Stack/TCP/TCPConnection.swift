@@ -141,6 +141,8 @@ final class TCPConnection {
     var backlog = 0
     var acceptQueue: [SocketID] = []
     var synQueue = 0
+    /// When this listener last answered with a SYN cookie (cookies are checked for a while after).
+    var lastSynCookie: Instant?
     /// For a connection created by a listener: that listener, until accepted.
     var listener: SocketID?
 
