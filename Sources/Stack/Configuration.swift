@@ -60,9 +60,12 @@ public struct ReassemblyConfiguration: Sendable {
 }
 
 public struct TCPConfiguration: Sendable {
-    /// Default SO_SNDBUF and SO_RCVBUF (bytes; rounded up to a power of two).
+    /// Initial send and receive buffers (bytes; rounded up to a power of two). Unless the
+    /// application sets SO_SNDBUF/SO_RCVBUF, they grow up to `maximumBuffer` (autotuning).
     public var sendBuffer = 256 * 1024
     public var receiveBuffer = 256 * 1024
+    /// Autotuning limit (Linux: tcp_rmem max 6 MB, tcp_wmem max 4 MB).
+    public var maximumBuffer = 4 * 1024 * 1024
     /// Lower bound of the RTO (Linux: 200 ms; RFC 6298 says 1 s).
     public var minimumRTOMicroseconds: UInt64 = 200_000
     /// TIME-WAIT lasts 2 MSL (Linux: 60 s). Tests shorten it.

@@ -105,6 +105,8 @@ public struct Counters: Sendable {
     public var tcpLossProbes: UInt64 = 0
     public var tcpICMPErrors: UInt64 = 0
     public var tcpSynCookiesSent: UInt64 = 0
+    public var tcpReceiveBufferGrowths: UInt64 = 0
+    public var tcpSendBufferGrowths: UInt64 = 0
     public var tcpSynCookiesReceived: UInt64 = 0
     public var tcpSynCookiesFailed: UInt64 = 0
     public var tcpICMPIgnored: UInt64 = 0
@@ -170,6 +172,8 @@ public struct Counters: Sendable {
         ("TcpExtTCPLossProbes", \.tcpLossProbes),
         ("TcpExtICMPErrors", \.tcpICMPErrors),
         ("TcpExtSyncookiesSent", \.tcpSynCookiesSent),
+        ("TcpExtTCPRcvBufGrowths", \.tcpReceiveBufferGrowths),
+        ("TcpExtTCPSndBufGrowths", \.tcpSendBufferGrowths),
         ("TcpExtSyncookiesRecv", \.tcpSynCookiesReceived),
         ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),

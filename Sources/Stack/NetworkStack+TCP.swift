@@ -215,7 +215,10 @@ extension NetworkStack {
         s.recover = s.iss
         s.advertisedMSS = min(configuration.mtu - 40, s.options.maxSegment ?? Int.max)
         s.windowScaling = true
-        s.rcvScale = Self.windowShift(for: s.receive.ring.capacity)
+        // The shift must cover the largest window autotuning may offer (RFC 7323 2.2: it is
+        // fixed at the SYN).
+        s.rcvScale = Self.windowShift(for: s.options.receiveBuffer == nil
+                                        ? max(configuration.tcp.maximumBuffer, s.receive.ring.capacity) : s.receive.ring.capacity)
         s.sackPermitted = true
         s.timestamps = true
         s.tsOffset = UInt32(truncatingIfNeeded: secretHash(0x7473, s.localPort, s.remoteAddress, s.remotePort))
@@ -276,6 +279,7 @@ extension NetworkStack {
         guard !buffer.isEmpty else { return 0 }
         let n = s.receive.read(into: buffer, peek: peek)
         if !peek {
+            s.tuneReceiveBuffer(read: n, now: now)
             s.windowUpdateIfUseful(now: now)
             s.output(now: now)
         }

@@ -199,3 +199,38 @@ final class TCPHundredMegabyteTests: XCTestCase {
     func testLoss10() throws { try matrix(loss: 0.10, seed: 1010) }
     func testLoss20() throws { try matrix(loss: 0.20, seed: 1020) }
 }
+
+final class TCPAutotuningTests: XCTestCase {
+    /// On a 20 ms round trip a 256 KB window allows about 100 Mbit/s; receive and send
+    /// buffers grow (up to 4 MB) so that the transfer is no longer window-limited.
+    func testBuffersGrowOnALongPath() throws {
+        func run(autotune: Bool) throws -> (seconds: Double, window: Int) {
+            let sim = Simulation(seed: 77)
+            sim.faults.delayMicroseconds = 10_000
+            let listener = sim.a.tcpOpen(options: autotune ? TCPSocketOptions() : { var o = TCPSocketOptions(); o.receiveBuffer = 256 * 1024; return o }())
+            try sim.a.tcpBind(listener, port: 5000)
+            try sim.a.tcpListen(listener, backlog: 1)
+            var clientOptions = TCPSocketOptions()
+            if !autotune { clientOptions.sendBuffer = 256 * 1024 }
+            let client = sim.b.tcpOpen(options: clientOptions)
+            try sim.b.tcpConnect(client, to: Simulation.addressA, port: 5000, now: sim.now)
+            var server: SocketID?
+            XCTAssertTrue(sim.run(for: 10_000) {
+                server = server ?? (try? sim.a.tcpAccept(listener))
+                return server != nil && sim.b.tcpState(client) == .established
+            })
+            let transfer = Transfer(sim: sim, sender: sim.b, senderSocket: client, receiver: sim.a,
+                                    receiverSocket: try XCTUnwrap(server), total: 32 << 20, seed: 5)
+            let start = sim.now
+            XCTAssertTrue(sim.run(for: 600_000) { transfer.pump(); return transfer.done })
+            XCTAssertNil(transfer.mismatch)
+            return (Double(sim.now.nanoseconds(since: start)) / 1e9, sim.a.counters.tcpReceiveBufferGrowths > 0 ? 1 : 0)
+        }
+        let fixed = try run(autotune: false)
+        let tuned = try run(autotune: true)
+        print("32 MB over a 20 ms round trip: fixed 256 KB buffers \(fixed.seconds) s, autotuned \(tuned.seconds) s")
+        XCTAssertEqual(fixed.window, 0, "SO_RCVBUF set: no growth")
+        XCTAssertEqual(tuned.window, 1, "the receive buffer grew")
+        XCTAssertLessThan(tuned.seconds, fixed.seconds / 3, "fixed \(fixed.seconds) s, autotuned \(tuned.seconds) s")
+    }
+}

@@ -3,7 +3,7 @@
 /// straight to their place in the same ring and remembered as ranges, so out-of-order data
 /// costs no extra memory and can never exceed the window we advertised.
 struct ReceiveQueue {
-    let ring: ByteRing
+    private(set) var ring: ByteRing
     /// Out-of-order ranges beyond RCV.NXT, sorted and disjoint (merged when adjacent).
     private(set) var outOfOrder: [(start: SeqNum, end: SeqNum)] = []
     /// The range that received the latest out-of-order segment, reported first in SACK
@@ -97,6 +97,13 @@ struct ReceiveQueue {
             blocks.append(start: outOfOrder[i].start, end: outOfOrder[i].end)
         }
         return blocks
+    }
+
+    /// Enlarges the buffer (receive autotuning), keeping readable and out-of-order data.
+    mutating func grow(to capacity: Int, rcvNxt: SeqNum) {
+        guard capacity > ring.capacity else { return }
+        let extra = outOfOrder.last.map { rcvNxt.distance(to: $0.end) } ?? 0
+        ring = ring.grown(to: capacity, extra: max(extra, 0))
     }
 
     /// Copies up to `destination.count` readable bytes; consumes them unless peeking.

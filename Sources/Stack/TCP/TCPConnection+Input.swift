@@ -219,6 +219,7 @@ extension TCPConnection {
             let acked = sndUna.distance(to: ack)
             acknowledge(upTo: ack, now: now)
             newAckCongestion(acked: acked, ack: ack, now: now)
+            tuneSendBuffer()
         } else if ack == sndUna && seg.payload.isEmpty && (!windowChanged || newSACK) && flight > 0
                     && !seg.flags.contains(.fin) {
             // RFC 5681 section 2 (and RFC 6675 section 2 with SACK): a duplicate ACK.

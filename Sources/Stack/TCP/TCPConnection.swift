@@ -135,6 +135,9 @@ final class TCPConnection {
     /// When we last answered an unacceptable segment without data (rate limit).
     var lastInvalidAckTime = Instant.zero
     var keepaliveProbes = 0
+    /// Receive autotuning: bytes the application read since `tuneStart`.
+    var tuneRead = 0
+    var tuneStart = Instant.zero
     var persistProbes = 0
 
     // Listener state.
@@ -254,6 +257,35 @@ final class TCPConnection {
         }
         deadlines[kind.rawValue] = nil
         return true
+    }
+
+    // MARK: - Buffer autotuning
+
+    /// Dynamic right-sizing of the receive buffer (as Linux's tcp_rcv_space_adjust): if the
+    /// application read more than half the buffer within one round trip, the window may be
+    /// what limits the sender, so the buffer doubles, up to the configured maximum.
+    func tuneReceiveBuffer(read: Int, now: Instant) {
+        guard options.receiveBuffer == nil else { return }
+        tuneRead += read
+        let roundTrip = max(rtt.hasSample ? rtt.smoothed : 0, minRTT == .max ? 0 : minRTT, 1000)
+        guard now.nanoseconds(since: tuneStart) >= roundTrip * 1000 else { return }
+        let capacity = receive.ring.capacity
+        if tuneRead * 2 > capacity && capacity < stack.configuration.tcp.maximumBuffer {
+            receive.grow(to: capacity * 2, rcvNxt: rcvNxt)
+            stack.counters.tcpReceiveBufferGrowths &+= 1
+        }
+        tuneRead = 0
+        tuneStart = now
+    }
+
+    /// The send buffer grows while the congestion window could use more than half of it
+    /// (as Linux's tcp_sndbuf_expand), so that a large window is not starved by the buffer.
+    func tuneSendBuffer() {
+        guard options.sendBuffer == nil else { return }
+        let capacity = sendBuffer.capacity
+        guard capacity < stack.configuration.tcp.maximumBuffer, min(cc.cwnd, sndWnd) * 2 > capacity else { return }
+        sendBuffer = sendBuffer.grown(to: capacity * 2, extra: 0)
+        stack.counters.tcpSendBufferGrowths &+= 1
     }
 
     // MARK: - Helpers

@@ -70,6 +70,18 @@ public final class ByteRing {
         return (a, b)
     }
 
+    /// A larger ring holding the same bytes at the same offsets from the head, including
+    /// the `extra` bytes past `count` (out-of-order data).
+    public func grown(to capacity: Int, extra: Int) -> ByteRing {
+        let bigger = ByteRing(capacity: capacity)
+        let keep = min(count + extra, self.capacity)
+        let (a, b) = regions(from: 0, length: keep)
+        bigger.write(a, at: 0)
+        bigger.write(b, at: a.count)
+        bigger.count = count
+        return bigger
+    }
+
     /// Drops `n` bytes from the head.
     public func consume(_ n: Int) {
         precondition(n >= 0 && n <= count)
