@@ -498,16 +498,8 @@ extension NetworkStack {
             sendSynCookie(listener, seg, tuple: tuple, now: now)
             return
         }
-        let child = allocateSocket(options: listener.options)
-        child.localPort = tuple.localPort
-        child.remoteAddress = tuple.remoteAddress
-        child.remotePort = tuple.remotePort
-        child.listener = listener.id
-        usePort(tuple.localPort)
-        tcp.connections[tuple] = child
+        let child = makeChild(of: listener, tuple: tuple, now: now)
         listener.synQueue += 1
-        counters.tcpPassiveOpens &+= 1
-        startHandshake(child, now: now)
         child.irs = seg.seq
         child.rcvNxt = seg.seq + 1
         child.negotiateOptions(seg.options, synAck: false)
@@ -572,6 +564,20 @@ extension NetworkStack {
         }
     }
 
+    /// A connection born of a listener, registered under its names, handshake variables set.
+    private func makeChild(of listener: TCPConnection, tuple: TCPFourTuple, now: Instant) -> TCPConnection {
+        let child = allocateSocket(options: listener.options)
+        child.localPort = tuple.localPort
+        child.remoteAddress = tuple.remoteAddress
+        child.remotePort = tuple.remotePort
+        child.listener = listener.id
+        usePort(tuple.localPort)
+        tcp.connections[tuple] = child
+        counters.tcpPassiveOpens &+= 1
+        startHandshake(child, now: now)
+        return child
+    }
+
     // MARK: - SYN cookies (RFC 4987 section 3.6)
 
     private func sendSynCookie(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) {
@@ -617,15 +623,7 @@ extension NetworkStack {
             return true  // dropped; the peer retransmits
         }
         counters.tcpSynCookiesReceived &+= 1
-        counters.tcpPassiveOpens &+= 1
-        let child = allocateSocket(options: listener.options)
-        child.localPort = tuple.localPort
-        child.remoteAddress = tuple.remoteAddress
-        child.remotePort = tuple.remotePort
-        child.listener = listener.id
-        usePort(tuple.localPort)
-        tcp.connections[tuple] = child
-        startHandshake(child, now: now)
+        let child = makeChild(of: listener, tuple: tuple, now: now)
         child.iss = SeqNum(cookie)
         child.sndUna = child.iss + 1
         child.sndNxt = child.iss + 1

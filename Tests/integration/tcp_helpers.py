@@ -86,6 +86,16 @@ def download_from_stack_source(port, seed, total, timeout=120):
     return received, expected.hexdigest()
 
 
+def recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        block = sock.recv(n - len(data))
+        if not block:
+            raise AssertionError(f"EOF after {len(data)} of {n} header bytes")
+        data += block
+    return data
+
+
 class KernelServer:
     """A kernel TCP server on 10.0.0.5 in a thread: 'sink' checks an uploaded stream and
     answers a verdict; 'source' answers a (seed, length) request with the stream."""
@@ -110,25 +120,13 @@ class KernelServer:
             conn.settimeout(self.listener.gettimeout())
             with conn:
                 if self.kind == "sink":
-                    header = b""
-                    while len(header) < 8:
-                        block = conn.recv(8 - len(header))
-                        if not block:
-                            raise AssertionError("EOF before the seed")
-                        header += block
-                    seed = struct.unpack("<Q", header)[0]
+                    seed = struct.unpack("<Q", recv_exactly(conn, 8))[0]
                     received, mismatch, digest = receive_pattern(conn, seed)
                     verdict = f"OK {received}" if mismatch is None else f"MISMATCH {mismatch}"
                     conn.sendall((verdict + "\n").encode())
                     self.results.append((received, mismatch, digest))
                 else:
-                    header = b""
-                    while len(header) < 16:
-                        block = conn.recv(16 - len(header))
-                        if not block:
-                            raise AssertionError("EOF before the request")
-                        header += block
-                    seed, total = struct.unpack("<QQ", header)
+                    seed, total = struct.unpack("<QQ", recv_exactly(conn, 16))
                     self.results.append(send_pattern(conn, seed, total))
         except Exception as error:  # reported by join()
             self.error = error
