@@ -396,7 +396,14 @@ extension NetworkStack {
         let keepalive = s.options.keepAlive != o.keepAlive || s.options.keepIdle != o.keepIdle
         s.options = o
         if keepalive { s.armKeepalive(now: now) }
-        if uncork || nodelay { s.output(now: now) }
+        if uncork {
+            // Uncorking pushes what waits, past Nagle too (as Linux's TCP_NAGLE_PUSH).
+            s.corkExpired = true
+            s.output(now: now)
+            s.corkExpired = false
+        } else if nodelay {
+            s.output(now: now)
+        }
     }
 
     /// Names of the socket: local port, and the peer once connected.

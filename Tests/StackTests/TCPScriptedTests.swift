@@ -283,6 +283,24 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.expectOne("TCP_NODELAY sends at once")?.payload.count, 10)
     }
 
+    // TCP_CORK (Linux semantics): partial segments wait until uncorked, at most 200 ms.
+    func testCorkHoldsPartialSegmentsUpTo200ms() throws {
+        let p = ScriptedPeer()
+        let (s, _) = try p.establishPassive(peerISN: 1000)
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.cork = true }
+        _ = try [UInt8](repeating: 1, count: 100).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        p.expectNothing("corked")
+        p.advance(199)
+        p.expectNothing()
+        p.advance(1)
+        XCTAssertEqual(p.expectOne("the 200 ms ceiling")?.payload.count, 100)
+        _ = try [UInt8](repeating: 2, count: 3000).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        let full = p.received()
+        XCTAssertEqual(full.map(\.payload.count), [1460, 1460], "full segments go, the 80-byte rest waits")
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.cork = false }
+        XCTAssertEqual(p.expectOne("uncorking sends the rest")?.payload.count, 80)
+    }
+
     // RFC 9293 3.10.4 / RFC 2525: closing with unread data resets the connection.
     func testCloseWithUnreadDataSendsReset() throws {
         let p = ScriptedPeer()

@@ -47,6 +47,13 @@ extension TCPConnection {
             sentData = true
         }
         if sentData { armLossProbe(now: now) }
+        if corkHeld && !sentData && !isTimerSet(.cork) {
+            setTimer(.cork, at: now.adding(milliseconds: 200))
+        } else if sentData {
+            corkExpired = false
+            corkHeld = false
+            clearTimer(.cork)
+        }
         let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndNxt)
         if unsent > 0 && sndWnd == 0 && flight == 0 && !isTimerSet(.persist) {
             // RFC 9293 3.8.6.1: probe a zero window.
@@ -88,9 +95,13 @@ extension TCPConnection {
         let isLast = length == unsent
         // Nagle, cork and SWS avoidance hold back new data only, never a retransmission.
         if length < segmentSize && sndNxt >= sndMax {
-            if options.cork && !finQueued { return nil }
+            // TCP_CORK holds a partial segment, for at most 200 ms (as Linux).
+            if options.cork && !finQueued && !corkExpired {
+                corkHeld = true
+                return nil
+            }
             // Nagle: a small segment waits while data is unacknowledged, unless TCP_NODELAY.
-            if !options.noDelay && flight > 0 && !(isLast && finQueued) { return nil }
+            if !options.noDelay && flight > 0 && !(isLast && finQueued) && !corkExpired { return nil }
             // Sender SWS avoidance: a partial segment goes only if it is the last of the data
             // or at least half the largest window the peer offered.
             if !isLast && length < maxSndWnd / 2 { return nil }
@@ -270,6 +281,7 @@ extension TCPConnection {
         case .reorder:
             if rackDetectLoss(now: now) && !inRecovery && (sndUna > recover || recover == iss) { enterRecovery(now: now) }
         case .lossProbe: lossProbeTimeout(now: now)
+        case .cork: corkExpired = true
         }
         if state != .closed { output(now: now) }
     }

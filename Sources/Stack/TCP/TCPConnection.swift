@@ -17,6 +17,8 @@ enum TCPTimerKind: Int, CaseIterable {
     case reorder
     /// Tail loss probe (RFC 8985 section 7).
     case lossProbe
+    /// TCP_CORK's 200 ms ceiling on holding a partial segment.
+    case cork
 }
 
 /// One TCP socket: a listener or a connection, with its transmission control block
@@ -135,6 +137,9 @@ final class TCPConnection {
     /// When we last answered an unacceptable segment without data (rate limit).
     var lastInvalidAckTime = Instant.zero
     var keepaliveProbes = 0
+    /// TCP_CORK is holding a partial segment; its 200 ms ceiling has passed.
+    var corkHeld = false
+    var corkExpired = false
     /// Receive autotuning: bytes the application read since `tuneStart`.
     var tuneRead = 0
     var tuneStart = Instant.zero

@@ -132,7 +132,7 @@ public struct TCPInfo: Sendable {
 public struct TCPSocketOptions: Sendable {
     /// TCP_NODELAY: disable Nagle (RFC 1122 4.2.3.4).
     public var noDelay = false
-    /// TCP_CORK: hold partial segments until uncorked (or 200 ms).
+    /// TCP_CORK: hold partial segments until uncorked, at most 200 ms (as Linux).
     public var cork = false
     /// SO_KEEPALIVE and TCP_KEEPIDLE/KEEPINTVL/KEEPCNT (seconds, count).
     public var keepAlive = false
