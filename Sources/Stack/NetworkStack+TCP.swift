@@ -25,7 +25,6 @@ struct TCPTables {
     var lastLookup: (tuple: TCPFourTuple, connection: TCPConnection)?
     /// Connections that stopped sending because the outbox was full.
     var blockedOnOutbox: [SocketID] = []
-    var readinessFlagged: Set<SocketID> = []
     var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
 }
 
@@ -62,14 +61,17 @@ extension NetworkStack {
     }
 
     func markReadinessChanged(_ id: SocketID) {
-        if tcp.readinessFlagged.insert(id).inserted { tcp.readinessChanged.append(id) }
+        // A flag on the socket, not a set: this runs for every segment that changes readiness.
+        guard let s = tcpSocket(id), !s.readinessQueued else { return }
+        s.readinessQueued = true
+        tcp.readinessChanged.append(id)
     }
 
     /// Sockets whose readiness may have changed since the last call (for the IPC server).
     public func takeReadinessChanges() -> [SocketID] {
         let changed = tcp.readinessChanged
         tcp.readinessChanged.removeAll(keepingCapacity: true)
-        tcp.readinessFlagged.removeAll(keepingCapacity: true)
+        for id in changed { tcpSocket(id)?.readinessQueued = false }
         return changed
     }
 
@@ -669,7 +671,8 @@ extension NetworkStack {
         let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
         let segmentLength = headerLength + length
         let destination = c.remoteAddress
-        let writeSegment = { (buffer: UnsafeMutableRawBufferPointer) in
+        // A local function, not a closure value: nothing is allocated per segment.
+        func writeSegment(_ buffer: UnsafeMutableRawBufferPointer) {
             TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
                                    ack: ack, flags: flags, window: window, options: options)
             if length > 0 {
@@ -677,7 +680,7 @@ extension NetworkStack {
                 buffer.copy(a, to: headerLength)
                 buffer.copy(b, to: headerLength + a.count)
             }
-            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: self.address, destination: destination)
+            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: address, destination: destination)
         }
         // Fast path: the neighbour is known; build the frame in place in the outbox. The
         // connection caches the neighbour's MAC until the neighbour table changes.

@@ -137,6 +137,8 @@ final class TCPConnection {
     /// When we last answered an unacceptable segment without data (rate limit).
     var lastInvalidAckTime = Instant.zero
     var keepaliveProbes = 0
+    /// Listed in the stack's readiness changes, not yet taken by the owner.
+    var readinessQueued = false
     /// TCP_CORK is holding a partial segment; its 200 ms ceiling has passed.
     var corkHeld = false
     var corkExpired = false
