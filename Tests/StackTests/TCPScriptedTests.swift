@@ -388,6 +388,206 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.tcpTakeError(s), .timedOut)
     }
 
+    /// An active open from the stack to the scripted peer: returns (socket, our ISN, our port).
+    private func connected(_ p: ScriptedPeer, sack: Bool = false) throws -> (SocketID, UInt32, UInt16) {
+        let s = p.stack.tcpOpen()
+        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        var o = TCPOptions()
+        o.mss = 1460
+        o.sackPermitted = sack
+        p.send([.syn, .ack], seq: 50_000, ack: syn.seq &+ 1, options: o, to: syn.sourcePort)
+        _ = p.received()
+        XCTAssertEqual(p.stack.tcpState(s), .established)
+        return (s, syn.seq, syn.sourcePort)
+    }
+
+    private func icmpUnreachable(code: UInt8, about segment: Segment, seq: UInt32? = nil) -> [UInt8] {
+        // Quote our datagram's header and first 8 bytes (ports and sequence number).
+        var tcp = [UInt8](repeating: 0, count: 8)
+        tcp[0] = UInt8(segment.sourcePort >> 8); tcp[1] = UInt8(segment.sourcePort & 0xFF)
+        tcp[2] = UInt8(segment.destinationPort >> 8); tcp[3] = UInt8(segment.destinationPort & 0xFF)
+        let q = seq ?? segment.seq
+        tcp[4] = UInt8(q >> 24); tcp[5] = UInt8(q >> 16 & 0xFF); tcp[6] = UInt8(q >> 8 & 0xFF); tcp[7] = UInt8(q & 0xFF)
+        let quoted = Frames.ipv4(from: Frames.stackIP, to: Frames.peerIP, proto: 6, tcp)
+        return Frames.ethernet(type: 0x0800, Frames.ipv4(proto: 1, Frames.icmp(type: 3, code: code, rest: [0, 0, 0, 0], quoted)))
+    }
+
+    // RFC 1122 4.2.3.9 and RFC 5927: an ICMP error quoting our SYN ends the connect; one
+    // quoting a sequence number we never sent is ignored.
+    func testICMPErrorsDuringConnect() throws {
+        let p = ScriptedPeer()
+        let s = p.stack.tcpOpen()
+        try p.stack.tcpConnect(s, to: Frames.peerIP, port: 9, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        p.h.receive(icmpUnreachable(code: 3, about: syn, seq: syn.seq &+ 5000))
+        XCTAssertEqual(p.stack.tcpState(s), .synSent, "a quote outside SND.UNA..SND.MAX is ignored")
+        XCTAssertEqual(p.stack.counters.tcpICMPIgnored, 1)
+        p.h.receive(icmpUnreachable(code: 3, about: syn))
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+        XCTAssertEqual(p.stack.tcpTakeError(s), .connectionRefused)
+        let s2 = p.stack.tcpOpen()
+        try p.stack.tcpConnect(s2, to: Frames.peerIP, port: 9, now: p.now)
+        let syn2 = try XCTUnwrap(p.expectOne())
+        p.h.receive(icmpUnreachable(code: 1, about: syn2))
+        XCTAssertEqual(p.stack.tcpTakeError(s2), .hostUnreachable)
+    }
+
+    // TCP_CONGESTION selects the algorithm per socket; unknown names are refused.
+    func testCongestionControlSelection() throws {
+        let p = ScriptedPeer()
+        let (s, _) = try p.establishPassive(peerISN: 1000)
+        XCTAssertEqual(p.stack.tcpInfo(s)?.congestionControl, "cubic", "CUBIC is the default")
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.congestionControl = "reno" }
+        XCTAssertEqual(p.stack.tcpInfo(s)?.congestionControl, "reno")
+        XCTAssertThrowsError(try p.stack.tcpSetOptions(s, now: p.now) { $0.congestionControl = "bbr9" }) {
+            XCTAssertEqual($0 as? SocketError, .invalidArgument)
+        }
+    }
+
+    // TCP_USER_TIMEOUT (RFC 5482): unacknowledged data for longer than the timeout ends the
+    // connection, long before the retransmission limit.
+    func testUserTimeout() throws {
+        let p = ScriptedPeer()
+        let (s, _) = try p.establishPassive(peerISN: 1000)
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.userTimeout = 1500 }
+        _ = try [UInt8](repeating: 1, count: 10).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        for _ in 0..<40 { p.advance(100) }
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+        XCTAssertEqual(p.stack.tcpTakeError(s), .timedOut)
+        XCTAssertLessThan(p.stack.tcpInfo(s)?.retransmits ?? 99, 6)
+    }
+
+    // RFC 5681 3.2 / RFC 6582: three duplicate ACKs retransmit the first unacknowledged
+    // segment at once (a peer without SACK).
+    func testFastRetransmitOnThreeDuplicateAcks() throws {
+        let p = ScriptedPeer()
+        let (s, isn, port) = try connected(p)
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        _ = try [UInt8](repeating: 1, count: 5 * 1448).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        let sent = p.received()
+        XCTAssertEqual(sent.count, 5)
+        for _ in 0..<2 { p.send(.ack, seq: 50_001, ack: isn &+ 1, to: port) }
+        p.expectNothing("two duplicates are not enough")
+        p.send(.ack, seq: 50_001, ack: isn &+ 1, to: port)
+        let again = try XCTUnwrap(p.expectOne("fast retransmit"))
+        XCTAssertEqual(again.seq, isn &+ 1)
+        XCTAssertEqual(p.stack.counters.tcpFastRetransmits, 1)
+    }
+
+    // RFC 6675 / RFC 8985: SACK blocks above a hole make the hole be resent, not the
+    // SACKed data.
+    func testSACKRecoveryResendsOnlyTheHole() throws {
+        let p = ScriptedPeer()
+        let (s, isn, port) = try connected(p, sack: true)
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        _ = try [UInt8](repeating: 1, count: 6 * 1460).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        let sent = p.received()
+        XCTAssertEqual(sent.count, 6)
+        p.advance(1)
+        // Segment 2 is lost; 3..6 arrive and are SACKed.
+        var o = TCPOptions()
+        var blocks = SACKBlocks()
+        blocks.append(start: SeqNum(sent[2].seq), end: SeqNum(sent[5].seq &+ UInt32(sent[5].payload.count)))
+        o.sack = blocks
+        p.send(.ack, seq: 50_001, ack: sent[1].seq, options: o, to: port)
+        p.send(.ack, seq: 50_001, ack: sent[1].seq, options: o, to: port)
+        p.send(.ack, seq: 50_001, ack: sent[1].seq, options: o, to: port)
+        // RACK waits a quarter of the minimum RTT for reordering before declaring the loss.
+        p.advance(1)
+        let resent = p.received().filter { !$0.payload.isEmpty }
+        XCTAssertEqual(resent.map(\.seq), [sent[1].seq], "only the hole")
+        XCTAssertEqual(p.stack.counters.tcpSACKRecoveries, 1)
+        _ = isn
+    }
+
+    // RFC 1122 4.2.3.3: when the application reads from a full buffer, a window update is
+    // sent, and not before a useful amount is free.
+    func testWindowUpdateAfterRead() throws {
+        let p = ScriptedPeer()
+        let listener = p.stack.tcpOpen(options: { var o = TCPSocketOptions(); o.receiveBuffer = 8192; return o }())
+        try p.stack.tcpBind(listener, port: 80)
+        try p.stack.tcpListen(listener, backlog: 1)
+        var o = TCPOptions()
+        o.mss = 1460
+        p.send(.syn, seq: 1000, options: o, to: 80)
+        let synAck = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(synAck.window, 8192)
+        p.send(.ack, seq: 1001, ack: synAck.seq &+ 1, to: 80)
+        let s = try p.stack.tcpAccept(listener)
+        var seq: UInt32 = 1001
+        for _ in 0..<5 {
+            p.send(.ack, seq: seq, ack: synAck.seq &+ 1, data: [UInt8](repeating: 3, count: 1460), to: 80)
+            seq &+= 1460
+        }
+        p.send(.ack, seq: seq, ack: synAck.seq &+ 1, data: [UInt8](repeating: 3, count: 892), to: 80)
+        seq &+= 892
+        p.advance(40)
+        let acks = p.received()
+        XCTAssertEqual(acks.last?.ack, seq)
+        XCTAssertEqual(acks.last?.window, 0, "the buffer is full")
+        var small = [UInt8](repeating: 0, count: 100)
+        _ = try small.withUnsafeMutableBytes { try p.stack.tcpReceive(s, into: $0, now: p.now) }
+        p.expectNothing("100 bytes free is not worth a window update (SWS avoidance)")
+        var rest = [UInt8](repeating: 0, count: 8192)
+        _ = try rest.withUnsafeMutableBytes { try p.stack.tcpReceive(s, into: $0, now: p.now) }
+        let update = try XCTUnwrap(p.expectOne("window update"))
+        XCTAssertEqual(update.window, 8192)
+    }
+
+    // RFC 5961 section 7: challenge ACKs are rate limited.
+    func testChallengeAckRateLimit() throws {
+        let p = ScriptedPeer { $0.tcp.challengeAcksPerSecond = 2 }
+        let (_, _) = try p.establishPassive(peerISN: 1000)
+        for i in 0..<5 { p.send(.rst, seq: 1100 + UInt32(i), to: 80) }
+        XCTAssertEqual(p.received().count, 2)
+        XCTAssertEqual(p.stack.counters.tcpChallengeAcks, 5)
+    }
+
+    // RFC 6528: the ISN is a keyed function of the names plus a clock: seeded stacks agree,
+    // different names differ.
+    func testInitialSequenceNumbersAreKeyedAndSeedable() throws {
+        func isn(seed: UInt64, port: UInt16) throws -> UInt32 {
+            let p = ScriptedPeer { $0.seed = seed }
+            let s = p.stack.tcpOpen()
+            try p.stack.tcpBind(s, port: 7000)
+            try p.stack.tcpConnect(s, to: Frames.peerIP, port: port, now: p.now)
+            return try XCTUnwrap(p.expectOne()).seq
+        }
+        XCTAssertEqual(try isn(seed: 1, port: 80), try isn(seed: 1, port: 80))
+        XCTAssertNotEqual(try isn(seed: 1, port: 80), try isn(seed: 2, port: 80))
+        XCTAssertNotEqual(try isn(seed: 1, port: 80), try isn(seed: 1, port: 81))
+    }
+
+    // A full accept queue drops the handshake's last ACK (the peer retransmits) and new
+    // SYNs, as Linux does.
+    func testAcceptQueueFullDropsTheFinalAck() throws {
+        let p = ScriptedPeer()
+        let listener = p.stack.tcpOpen()
+        try p.stack.tcpBind(listener, port: 80)
+        try p.stack.tcpListen(listener, backlog: 1)
+        var synAcks: [Segment] = []
+        for (i, port) in [UInt16(41000), 41001].enumerated() {
+            p.port = port
+            p.send(.syn, seq: 100 * UInt32(i + 1), to: 80)
+            synAcks.append(try XCTUnwrap(p.expectOne()))
+        }
+        for (i, port) in [UInt16(41000), 41001].enumerated() {
+            p.port = port
+            p.send(.ack, seq: 100 * UInt32(i + 1) + 1, ack: synAcks[i].seq &+ 1, to: 80)
+        }
+        XCTAssertEqual(p.stack.counters.tcpListenOverflows, 1, "the second final ACK is dropped")
+        p.port = 41002
+        p.send(.syn, seq: 900, to: 80)
+        p.expectNothing("a SYN while the accept queue is full is dropped")
+        _ = try p.stack.tcpAccept(listener)
+        XCTAssertThrowsError(try p.stack.tcpAccept(listener))
+        // Once there is room, the retransmitted final ACK completes the second connection.
+        p.port = 41001
+        p.send(.ack, seq: 201, ack: synAcks[1].seq &+ 1, to: 80)
+        XCTAssertNoThrow(try p.stack.tcpAccept(listener))
+    }
+
     // RFC 9293 Figure 8: simultaneous open.
     func testSimultaneousOpen() throws {
         let p = ScriptedPeer()
