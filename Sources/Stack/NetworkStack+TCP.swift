@@ -393,6 +393,13 @@ extension NetworkStack {
             cc.setWindow(s.cc.cwnd)
             s.cc = cc
         }
+        if (o.receiveBuffer != s.options.receiveBuffer || o.sendBuffer != s.options.sendBuffer) && s.state == .closed
+            && s.remotePort == 0 {
+            // SO_RCVBUF/SO_SNDBUF before connect or listen size the rings (and the window
+            // scale chosen at the SYN); later they only stop autotuning, as the rings keep data.
+            s.receive = ReceiveQueue(capacity: o.receiveBuffer ?? configuration.tcp.receiveBuffer)
+            s.sendBuffer = ByteRing(capacity: o.sendBuffer ?? configuration.tcp.sendBuffer)
+        }
         let uncork = s.options.cork && !o.cork
         let nodelay = !s.options.noDelay && o.noDelay
         let keepalive = s.options.keepAlive != o.keepAlive || s.options.keepIdle != o.keepIdle

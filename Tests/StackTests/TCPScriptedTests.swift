@@ -535,6 +535,17 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(update.window, 8192)
     }
 
+    // SO_RCVBUF set before listen sizes the buffer (and the window offered in the SYN-ACK).
+    func testReceiveBufferSetBeforeListen() throws {
+        let p = ScriptedPeer()
+        let listener = p.stack.tcpOpen()
+        try p.stack.tcpSetOptions(listener, now: p.now) { $0.receiveBuffer = 4096 }
+        try p.stack.tcpBind(listener, port: 80)
+        try p.stack.tcpListen(listener, backlog: 1)
+        p.send(.syn, seq: 1, to: 80)
+        XCTAssertEqual(p.expectOne()?.window, 4096)
+    }
+
     // RFC 5961 section 7: challenge ACKs are rate limited.
     func testChallengeAckRateLimit() throws {
         let p = ScriptedPeer { $0.tcp.challengeAcksPerSecond = 2 }

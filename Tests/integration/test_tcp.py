@@ -54,10 +54,11 @@ def test_stack_client_from_kernel_source(start_daemon):
 @pytest.mark.parametrize("percent", [1, 5])
 def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, percent):
     """nftables drops `percent`% of frames each way; lvlipd's injector reorders and
-    duplicates 1% each way. Both directions at once, byte-exact."""
+    duplicates 1% and corrupts 0.1% each way (the checksums must catch every corruption).
+    Both directions at once, byte-exact."""
     server = KernelServer("sink")
     daemon = start_daemon("--test-source", "5003", "--test-upload", f"{KERNEL_IP}:{server.port}:{LOSSY}:15",
-                          "--faults", "0,0.01,0.01,0,99", "--log-level", "notice")
+                          "--faults", "0,0.01,0.01,0.001,99", "--log-level", "notice")
     with nft_loss(percent):
         result = {}
         download = threading.Thread(target=lambda: result.update(d=download_from_stack_source(5003, 16, LOSSY, timeout=300)))
@@ -70,7 +71,7 @@ def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, per
     assert wait_result(daemon, "upload", timeout=60)[0]["status"] == "OK"
     stats = daemon.stats()
     assert stats["TcpRetransSegs"] > 0, "loss must cause retransmissions"
-    assert stats["FaultReordered"] > 0 and stats["FaultDuplicated"] > 0
+    assert stats["FaultReordered"] > 0 and stats["FaultDuplicated"] > 0 and stats["FaultCorrupted"] > 0
 
 
 def test_stack_connect_to_closed_kernel_port_is_refused(start_daemon):

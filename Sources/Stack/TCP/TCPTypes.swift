@@ -141,7 +141,8 @@ public struct TCPSocketOptions: Sendable {
     public var keepCount = 9
     /// TCP_USER_TIMEOUT in milliseconds; 0 means the retransmission limit applies.
     public var userTimeout: UInt64 = 0
-    /// SO_SNDBUF / SO_RCVBUF in bytes; nil means autotuned.
+    /// SO_SNDBUF / SO_RCVBUF in bytes; nil means autotuned. They size the buffers when set
+    /// before connect or listen; afterwards they only stop autotuning.
     public var sendBuffer: Int?
     public var receiveBuffer: Int?
     /// SO_LINGER with a zero timeout: close aborts with RST.
