@@ -40,6 +40,8 @@ public enum IPCMessageType {
     public static let error = UInt16(LVLIP_MSG_ERROR.rawValue)
     public static let stats = UInt16(LVLIP_MSG_STATS.rawValue)
     public static let statsReply = UInt16(LVLIP_MSG_STATS_REPLY.rawValue)
+    public static let sockets = UInt16(LVLIP_MSG_SOCKETS.rawValue)
+    public static let socketsReply = UInt16(LVLIP_MSG_SOCKETS_REPLY.rawValue)
 }
 
 /// The body of HELLO and HELLO_REPLY: magic, version, reserved zero, pid.

@@ -37,7 +37,8 @@ public final class IPCServer {
     private let configuration: Configuration
     private let reactor: Reactor
     private let logger: Logger
-    private let statsProvider: () -> String
+    /// Queries answered with text: request type -> (reply type, text).
+    private let queries: [UInt16: (reply: UInt16, text: () -> String)]
     private var listenFD: Int32 = -1
     private var clients: [Int32: Client] = [:]
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
@@ -58,11 +59,14 @@ public final class IPCServer {
         }
     }
 
-    public init(configuration: Configuration, reactor: Reactor, logger: Logger, statsProvider: @escaping () -> String) {
+    /// `stats` answers STATS (counters), `sockets` answers SOCKETS (one line per socket).
+    public init(configuration: Configuration, reactor: Reactor, logger: Logger, stats: @escaping () -> String,
+                sockets: @escaping () -> String) {
         self.configuration = configuration
         self.reactor = reactor
         self.logger = logger
-        self.statsProvider = statsProvider
+        queries = [IPCMessageType.stats: (IPCMessageType.statsReply, stats),
+                   IPCMessageType.sockets: (IPCMessageType.socketsReply, sockets)]
     }
 
     deinit { readBuffer.deallocate() }
@@ -229,17 +233,15 @@ public final class IPCServer {
             send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag, body: IPCHello(pid: getpid()).encoded))
             return clients[client.fd] === client
         }
-        switch header.type {
-        case IPCMessageType.stats:
-            guard body.isEmpty else {
-                close(client.fd, reason: "STATS with a \(body.count)-byte body")
-                return false
-            }
-            send(client, IPCFrame.encode(type: IPCMessageType.statsReply, tag: header.tag, body: Array(statsProvider().utf8)))
-        default:
+        guard let query = queries[header.type] else {
             close(client.fd, reason: "unknown message type \(header.type)")
             return false
         }
+        guard body.isEmpty else {
+            close(client.fd, reason: "query type \(header.type) with a \(body.count)-byte body")
+            return false
+        }
+        send(client, IPCFrame.encode(type: query.reply, tag: header.tag, body: Array(query.text().utf8)))
         return clients[client.fd] === client
     }
 

@@ -7,7 +7,7 @@ struct Lvlipctl: ParsableCommand {
         commandName: "lvlipctl",
         abstract: "Inspect a running lvlipd.",
         version: "0.1.0",
-        subcommands: [Stat.self])
+        subcommands: [Stat.self, SS.self])
 }
 
 struct SocketOption: ParsableArguments {
@@ -58,6 +58,64 @@ struct Stat: ParsableCommand {
             }
         } catch let failure as IPCClient.Failure {
             throw ValidationErrorless(failure.description)
+        }
+    }
+}
+
+struct SS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ss",
+        abstract: "List the stack's sockets, like ss -tani: state, queues, addresses and TCP internals.")
+
+    @OptionGroup var socketOption: SocketOption
+
+    @Flag(name: .shortAndLong, help: "Only listening sockets.")
+    var listening = false
+
+    func run() throws {
+        let text: String
+        do {
+            var client = try IPCClient(path: socketOption.path)
+            defer { client.close() }
+            text = String(decoding: try client.request(type: IPCMessageType.sockets, expecting: IPCMessageType.socketsReply),
+                          as: UTF8.self)
+        } catch let failure as IPCClient.Failure {
+            throw ValidationErrorless(failure.description)
+        }
+        let states = ["ESTABLISHED": "ESTAB", "SYN-SENT": "SYN-SENT", "SYN-RECEIVED": "SYN-RECV", "FIN-WAIT-1": "FIN-WAIT-1",
+                      "FIN-WAIT-2": "FIN-WAIT-2", "CLOSE-WAIT": "CLOSE-WAIT", "CLOSING": "CLOSING", "LAST-ACK": "LAST-ACK",
+                      "TIME-WAIT": "TIME-WAIT", "LISTEN": "LISTEN", "CLOSED": "UNCONN"]
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+        print(pad("State", 11) + pad("Recv-Q", 7) + pad("Send-Q", 7) + pad("Local Address:Port", 22) + "Peer Address:Port")
+        for line in text.split(separator: "\n") {
+            var f: [String: String] = [:]
+            for field in line.split(separator: " ") {
+                let kv = field.split(separator: "=", maxSplits: 1)
+                if kv.count == 2 { f[String(kv[0])] = String(kv[1]) }
+            }
+            let state = f["state"] ?? "?"
+            if listening && state != "LISTEN" { continue }
+            print(pad(states[state] ?? state, 11) + pad(f["recvq"] ?? "0", 7) + pad(f["sendq"] ?? "0", 7)
+                  + pad(f["local"] ?? "?", 22) + (f["peer"] ?? "?"))
+            guard state != "LISTEN", let rtt = f["rtt_us"].flatMap(Double.init) else { continue }
+            func ms(_ key: String) -> String {
+                guard let v = f[key].flatMap(Double.init) else { return "?" }
+                return String((v / 1000 * 1000).rounded() / 1000)
+            }
+            let mss = Int(f["mss"] ?? "") ?? 1
+            let cwnd = (Int(f["cwnd"] ?? "") ?? 0) / max(mss, 1)
+            var details = "\t \(f["cc"] ?? "?")"
+            if let ws = f["wscale"] { details += " wscale:\(ws)" }
+            details += " rto:\(ms("rto_us")) rtt:\(String((rtt / 1000 * 1000).rounded() / 1000))/\(ms("rttvar_us"))"
+            details += " mss:\(f["mss"] ?? "?") rcvmss:\(f["rcvmss"] ?? "?") cwnd:\(cwnd)"
+            if let ss = Int(f["ssthresh"] ?? ""), ss >= 0 { details += " ssthresh:\(ss / max(mss, 1))" }
+            details += " bytes_acked:\(f["bytes_acked"] ?? "0") bytes_received:\(f["bytes_received"] ?? "0")"
+            details += " segs_out:\(f["segs_out"] ?? "0") segs_in:\(f["segs_in"] ?? "0")"
+            details += " unacked:\(f["unacked"] ?? "0") retrans:\(f["retrans"] ?? "0") backoff:\(f["backoff"] ?? "0")"
+            if f["sack"] == "1" { details += " sack" }
+            if f["ts"] == "1" { details += " ts" }
+            details += " owner:\(f["owner"] ?? "-")"
+            print(details)
         }
     }
 }

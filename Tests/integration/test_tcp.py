@@ -178,3 +178,26 @@ def test_zero_window_probing_and_recovery(start_daemon):
     assert received == total
     assert wait_result(daemon, "source")[0]["status"] == "OK"
     assert stats["TcpExtTCPWinProbe"] >= 2
+
+
+def test_lvlipctl_ss_lists_listeners_and_connections(start_daemon):
+    from harness import bin_dir
+    daemon = start_daemon("--test-echo", "7", "--log-level", "warning")
+    with socket.create_connection((STACK_IP, 7), timeout=10) as s:
+        s.sendall(b"x" * 50000)
+        got = 0
+        while got < 50000:
+            got += len(s.recv(65536))
+        local_port = s.getsockname()[1]
+        out = run([bin_dir() / "lvlipctl", "ss", "--socket", daemon.socket], timeout=10)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["State", "Recv-Q", "Send-Q"]
+    assert any(l.split()[0] == "LISTEN" and l.split()[3] == f"{STACK_IP}:7" for l in lines), out.stdout
+    estab = [l for l in lines if l.startswith("ESTAB") and f"{KERNEL_IP}:{local_port}" in l]
+    assert estab, out.stdout
+    details = lines[lines.index(estab[0]) + 1]
+    for field in ("cubic", "rto:", "rtt:", "cwnd:", "bytes_received:50000", "sack", "ts"):
+        assert field in details, details
+    listening = run([bin_dir() / "lvlipctl", "ss", "-l", "--socket", daemon.socket], timeout=10).stdout
+    assert "ESTAB" not in listening and "LISTEN" in listening

@@ -21,7 +21,9 @@ enum lvlip_msg_type {
     LVLIP_MSG_HELLO_REPLY = 2,   // daemon -> client: uint32 magic, uint16 version, uint16 0, int32 daemon pid
     LVLIP_MSG_ERROR = 3,         // daemon -> client: int32 errno, UTF-8 reason
     LVLIP_MSG_STATS = 16,        // client -> daemon: empty body
-    LVLIP_MSG_STATS_REPLY = 17,  // daemon -> client: UTF-8 lines "Group.Name value\n"
+    LVLIP_MSG_STATS_REPLY = 17,  // daemon -> client: UTF-8 lines "Name value\n"
+    LVLIP_MSG_SOCKETS = 18,      // client -> daemon: empty body
+    LVLIP_MSG_SOCKETS_REPLY = 19,  // daemon -> client: UTF-8 lines, one per socket, "key=value" fields
 };
 
 #endif

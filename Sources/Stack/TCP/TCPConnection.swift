@@ -309,7 +309,7 @@ final class TCPConnection {
             unacked: flight, retransmits: retransmits, backoff: backoff, bytesAcked: bytesAcked,
             bytesReceived: bytesReceived, segmentsIn: segmentsIn, segmentsOut: segmentsOut,
             sendQueue: sendBuffer.count, receiveQueue: receive.readable, congestionControl: cc.name,
-            sack: sackPermitted, timestamps: timestamps,
+            acceptQueue: acceptQueue.count, backlog: backlog, sack: sackPermitted, timestamps: timestamps,
             windowScale: windowScaling ? (sndScale, rcvScale) : nil)
     }
 

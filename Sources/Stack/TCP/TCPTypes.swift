@@ -123,6 +123,9 @@ public struct TCPInfo: Sendable {
     public var sendQueue: Int
     public var receiveQueue: Int
     public var congestionControl: String
+    /// For a listener: connections waiting to be accepted, and the backlog.
+    public var acceptQueue: Int
+    public var backlog: Int
     public var sack: Bool
     public var timestamps: Bool
     public var windowScale: (send: UInt8, receive: UInt8)?
