@@ -227,9 +227,12 @@ extension TCPConnection {
         }
         if sackPermitted {
             // RACK (RFC 8985): time-based loss detection on every ACK.
-            if rackDetectLoss(now: now) && !inRecovery && (sndUna > recover || recover == iss) {
-                enterRecovery(now: now)
-            }
+            rackDetectLoss(now: now)
+            // With SACK the loss is known, not guessed from duplicates: RFC 6582's guard
+            // against a second reduction per window (ACK beyond "recover") is not needed, and
+            // an ACK ending exactly at the last recovery point must not leave marked losses
+            // to the RTO. Recovery itself lasts a window, so cwnd falls once per window.
+            if !inRecovery && rackHasLost { enterRecovery(now: now) }
             armLossProbe(now: now)
         }
 

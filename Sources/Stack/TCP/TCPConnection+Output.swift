@@ -279,7 +279,8 @@ extension TCPConnection {
         case .keepalive: keepaliveTimeout(now: now)
         case .lifetime: close(reason: nil, now: now)
         case .reorder:
-            if rackDetectLoss(now: now) && !inRecovery && (sndUna > recover || recover == iss) { enterRecovery(now: now) }
+            rackDetectLoss(now: now)
+            if !inRecovery && rackHasLost { enterRecovery(now: now) }
         case .lossProbe: lossProbeTimeout(now: now)
         case .cork: corkExpired = true
         }

@@ -88,6 +88,13 @@ extension TCPConnection {
         return bytes
     }
 
+    /// Whether some segment is marked lost and not yet resent.
+    var rackHasLost: Bool {
+        guard sackPermitted else { return false }
+        for i in log.indices where log[i].lost && !log[i].sacked { return true }
+        return false
+    }
+
     /// The first lost segment to resend (data, or the FIN alone).
     func rackNextLost() -> (SeqNum, Int)? {
         let dataEnd = sendBufferSeq + sendBuffer.count
