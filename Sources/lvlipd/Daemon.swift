@@ -111,12 +111,17 @@ final class Daemon {
             io.tapReads &+= 1
             let frame = UnsafeRawBufferPointer(frameBuffer.slice(0..<length))
             pcap?.record(frame)
+            // The clock is read per frame (a vDSO call, tens of ns), not once per wake-up: a
+            // reply to what we wrote can arrive within the same wake-up (the kernel handles
+            // our TAP write synchronously), and RTT samples of zero would make RACK's
+            // reordering window vanish.
+            let now = Syscall.monotonicNow()
             if let faults {
-                faults.receive(frame) { stack.receive(frame: $0, now: reactor.now) }
+                faults.receive(frame) { stack.receive(frame: $0, now: now) }
             } else {
-                stack.receive(frame: frame, now: reactor.now)
+                stack.receive(frame: frame, now: now)
             }
-            tests?.readinessChanged(stack.takeReadinessChanges(), now: reactor.now)
+            tests?.readinessChanged(stack.takeReadinessChanges(), now: now)
             // Send what the frame produced before reading on: each frame costs one write
             // either way, and a reply should not wait for the read that finds the queue empty.
             if !stack.outbox.isEmpty { transmit() }

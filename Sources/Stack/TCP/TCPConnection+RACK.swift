@@ -40,6 +40,13 @@ extension TCPConnection {
         // likely acknowledges the original: not a sample.
         if s.retransmitted && rtt < minRTT { return }
         minRTT = min(minRTT, max(rtt, 1))
+        // RFC 8985 6.2 step 3: an original transmission delivered below the highest delivered
+        // sequence number means the path reorders.
+        if rackFackValid && s.end < rackFack && !s.retransmitted { reorderingSeen = true }
+        if !rackFackValid || s.end > rackFack {
+            rackFack = s.end
+            rackFackValid = true
+        }
         if !rackValid || s.sentAt > rackXmitTime || (s.sentAt == rackXmitTime && s.end > rackEndSeq) {
             rackValid = true
             rackXmitTime = s.sentAt
@@ -54,8 +61,13 @@ extension TCPConnection {
     @discardableResult
     func rackDetectLoss(now: Instant) -> Bool {
         guard sackPermitted, rackValid else { return false }
-        // RFC 8985 6.2 step 4: a quarter of the minimum RTT, at most SRTT.
-        let reorderWindow = min(minRTT == .max ? 0 : minRTT / 4, rtt.hasSample ? rtt.smoothed : UInt64.max)
+        // RFC 8985 6.2 step 4: no window while no reordering has been seen and the loss is
+        // already evident (recovery, DupThresh duplicates, or more than DupThresh segments
+        // SACKed); otherwise a quarter of the minimum RTT, at most SRTT. (A window shorter
+        // than the wheel's 1 ms tick would otherwise stall every detection for a tick.)
+        let evident = inRecovery || duplicateAcks >= 3 || scoreboard.sackedBytes > 3 * mss
+        let reorderWindow = !reorderingSeen && evident ? 0
+            : min(minRTT == .max ? 0 : minRTT / 4, rtt.hasSample ? rtt.smoothed : UInt64.max)
         var marked = false
         var wait: UInt64 = 0
         let timeOrdered = log.retransmittedCount == 0

@@ -129,6 +129,10 @@ final class TCPConnection {
     var rackEndSeq = SeqNum(0)
     var rackRTT: UInt64 = 0
     var minRTT = UInt64.max
+    /// RACK.fack (highest delivered end) and RACK.reordering_seen (RFC 8985 6.1).
+    var rackFack = SeqNum(0)
+    var rackFackValid = false
+    var reorderingSeen = false
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false
