@@ -204,19 +204,12 @@ extension TCPConnection {
     func retransmitFirstUnacked(now: Instant) {
         let outstanding = sndUna.distance(to: sndMax)
         guard outstanding > 0 else { return }
-        let dataOffset = sendBufferSeq.distance(to: sndUna)
-        let dataLeft = sendBuffer.count - dataOffset
+        let dataLeft = sendBuffer.count - sendBufferSeq.distance(to: sndUna)
         let length = min(currentSegmentSize, max(dataLeft, 0), outstanding)
-        var flags: TCPFlags = .ack
-        let carriesFin = finSeq != nil && sndUna + length == finSeq! && outstanding == length + 1
-        if carriesFin { flags.insert(.fin) }
-        if length == 0 && !carriesFin { return }
-        transmit(seq: sndUna, dataOffset: dataOffset, length: length, flags: flags, now: now)
-        retransmits &+= 1
-        stack.counters.tcpRetransSegs &+= 1
-        if let timed = timedSeq, timed > sndUna { timedSeq = nil }
-        let end = sndUna + length + (carriesFin ? 1 : 0)
-        if sndNxt < end { sndNxt = end }
+        if length == 0 && finSeq != sndUna { return }
+        retransmit(seq: sndUna, length: length, now: now)
+        if sndNxt < highRxt { sndNxt = highRxt }
+        // RFC 6582 3.2 step 4: the retransmission restarts the timer.
         setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
     }
 
@@ -234,18 +227,25 @@ extension TCPConnection {
                 continue
             }
             // New data, within the peer's window.
-            let dataOffset = sendBufferSeq.distance(to: sndMax)
-            let unsent = sendBuffer.count - dataOffset
-            let length = min(unsent, currentSegmentSize, sndUna.distance(to: sndUna + sndWnd) - sndUna.distance(to: sndMax))
-            guard length > 0 else { return }
-            var flags: TCPFlags = .ack
-            if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
-            transmit(seq: sndMax, dataOffset: dataOffset, length: length, flags: flags, now: now)
-            log.sent(start: sndMax, end: sndMax + length, at: now)
-            sndMax = sndMax + length
-            sndNxt = sndMax
-            if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+            guard sendNewSegment(window: sndWnd - sndUna.distance(to: sndMax), now: now) else { return }
         }
+    }
+
+    /// Sends one segment of unsent data at SND.MAX, at most `window` bytes (recovery and
+    /// loss probes, which bypass the normal output rules). False when nothing could go.
+    @discardableResult
+    func sendNewSegment(window: Int, now: Instant) -> Bool {
+        let dataOffset = sendBufferSeq.distance(to: sndMax)
+        let length = min(sendBuffer.count - dataOffset, currentSegmentSize, window)
+        guard length > 0 else { return false }
+        var flags: TCPFlags = .ack
+        if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
+        transmit(seq: sndMax, dataOffset: dataOffset, length: length, flags: flags, now: now)
+        log.sent(start: sndMax, end: sndMax + length, at: now)
+        sndMax = sndMax + length
+        sndNxt = sndMax
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        return true
     }
 
     /// Retransmits `length` bytes at `seq` (with FIN if they end at it) and moves HighRxt.

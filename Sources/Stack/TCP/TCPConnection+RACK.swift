@@ -143,17 +143,8 @@ extension TCPConnection {
         guard sackPermitted, !inRecovery, flight > 0, state.isSynchronized, state != .timeWait else { return }
         stack.counters.tcpLossProbes &+= 1
         // New data if the windows allow one segment, else the last segment again.
-        let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndMax)
-        if unsent > 0 && sndNxt == sndMax && sndWnd - flight > 0 {
-            let length = min(unsent, currentSegmentSize, sndWnd - flight)
-            let dataOffset = sendBufferSeq.distance(to: sndMax)
-            var flags: TCPFlags = .ack
-            if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
-            let seq = sndMax
-            transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
-            log.sent(start: seq, end: seq + length, at: now)
-            sndMax = seq + length
-            sndNxt = sndMax
+        if sndNxt == sndMax && sendNewSegment(window: sndWnd - flight, now: now) {
+            // New data went out as the probe.
         } else if let lastIndex = log.indices.last {
             // The last segment sent: its data (never past SND.MAX), or the FIN alone.
             let last = log[lastIndex]
