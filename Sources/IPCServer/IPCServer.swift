@@ -48,7 +48,11 @@ public final class IPCServer {
         let pid: Int32
         let uid: UInt32
         var input: [UInt8] = []
-        var output: [UInt8] = []
+        /// Replies not yet written, each with the descriptor to attach to its first byte.
+        var output: [(bytes: [UInt8], sent: Int, fd: Int32)] = []
+        var outputBytes = 0
+        /// Descriptors received and not yet claimed by a message flagged LVLIP_FLAG_FD.
+        var fds: [Int32] = []
         var greeted = false
         var wantsWrite = false
 
@@ -59,12 +63,19 @@ public final class IPCServer {
         }
     }
 
-    /// `stats` answers STATS (counters), `sockets` answers SOCKETS (one line per socket).
+    private let service: SocketService?
+    /// Replies a client has not read beyond this close it: it is not reading.
+    private static let maxOutput = 4 << 20
+    private static let maxPendingFDs = 8
+
+    /// `stats` answers STATS (counters), `sockets` answers SOCKETS (one line per socket);
+    /// `service` answers the socket operations of the shim.
     public init(configuration: Configuration, reactor: Reactor, logger: Logger, stats: @escaping () -> String,
-                sockets: @escaping () -> String) {
+                sockets: @escaping () -> String, service: SocketService? = nil) {
         self.configuration = configuration
         self.reactor = reactor
         self.logger = logger
+        self.service = service
         queries = [IPCMessageType.stats: (IPCMessageType.statsReply, stats),
                    IPCMessageType.sockets: (IPCMessageType.socketsReply, sockets)]
     }
@@ -168,11 +179,25 @@ public final class IPCServer {
     private func read(_ client: Client) {
         while true {
             let n: Int?
+            var received = [Int32](repeating: -1, count: 4)
+            var receivedCount: Int32 = 0
             do {
-                n = try Syscall.nonBlocking("read") { Glibc.read(client.fd, readBuffer.baseAddress, readBuffer.count) }
+                n = try Syscall.nonBlocking("recvmsg") {
+                    lvlip_recv_with_fds(client.fd, readBuffer.baseAddress, readBuffer.count, &received, 4, &receivedCount)
+                }
             } catch {
                 close(client.fd, reason: "\(error)")
                 return
+            }
+            if receivedCount != 0 {
+                let lost = receivedCount < 0
+                let count = lost ? Int(-receivedCount - 1) : Int(receivedCount)
+                client.fds.append(contentsOf: received.prefix(count))
+                if lost || client.fds.count > Self.maxPendingFDs {
+                    close(client.fd, reason: lost ? "descriptors lost in transit (too many in one message)"
+                                                   : "more than \(Self.maxPendingFDs) unclaimed descriptors")
+                    return
+                }
             }
             guard let count = n else { break }
             if count == 0 {
@@ -198,14 +223,22 @@ public final class IPCServer {
                 close(client.fd, reason: "message body of \(header.length) bytes exceeds \(IPCHeader.maxBody)")
                 return
             }
-            guard header.flags == 0 else {
-                close(client.fd, reason: "message flags \(header.flags) are not 0")
+            guard header.flags & ~UInt16(LVLIP_FLAG_FD) == 0 else {
+                close(client.fd, reason: "unknown message flags \(header.flags)")
                 return
             }
             let total = IPCHeader.size + Int(header.length)
             guard client.input.count - consumed >= total else { return }
+            var fd: Int32 = -1
+            if header.flags & UInt16(LVLIP_FLAG_FD) != 0 {
+                guard !client.fds.isEmpty else {
+                    close(client.fd, reason: "message type \(header.type) flagged with a descriptor that did not come")
+                    return
+                }
+                fd = client.fds.removeFirst()
+            }
             let ok = client.input.withUnsafeBytes { bytes in
-                dispatch(client, header: header, body: bytes.slice(consumed + IPCHeader.size..<consumed + total))
+                dispatch(client, header: header, body: bytes.slice(consumed + IPCHeader.size..<consumed + total), fd: fd)
             }
             guard ok else { return }
             consumed += total
@@ -213,7 +246,12 @@ public final class IPCServer {
     }
 
     /// Handles one message; false when the client was closed.
-    private func dispatch(_ client: Client, header: IPCHeader, body: UnsafeRawBufferPointer) -> Bool {
+    private func dispatch(_ client: Client, header: IPCHeader, body: UnsafeRawBufferPointer, fd: Int32) -> Bool {
+        if fd >= 0 && !(client.greeted && SocketService.handles(header.type)) {
+            Syscall.close(fd)
+            close(client.fd, reason: "message type \(header.type) cannot carry a descriptor")
+            return false
+        }
         guard client.greeted else {
             guard header.type == IPCMessageType.hello, let hello = IPCHello(body) else {
                 close(client.fd, reason: "first message is not a valid HELLO (type \(header.type))")
@@ -231,6 +269,18 @@ public final class IPCServer {
             }
             client.greeted = true
             send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag, body: IPCHello(pid: getpid()).encoded))
+            return clients[client.fd] === client
+        }
+        if SocketService.handles(header.type), let service {
+            guard let reply = service.handle(type: header.type, body: body, fd: fd, pid: client.pid, uid: client.uid) else {
+                close(client.fd, reason: "malformed message type \(header.type) (\(body.count)-byte body)")
+                return false
+            }
+            var bytes: [UInt8] = []
+            IPCHeader(length: UInt32(reply.body.count), type: header.type + 1,
+                      flags: reply.fd >= 0 ? UInt16(LVLIP_FLAG_FD) : 0, tag: header.tag).append(to: &bytes)
+            bytes.append(contentsOf: reply.body)
+            send(client, bytes, fd: reply.fd)
             return clients[client.fd] === client
         }
         guard let query = queries[header.type] else {
@@ -252,24 +302,38 @@ public final class IPCServer {
         return body
     }
 
-    private func send(_ client: Client, _ bytes: [UInt8]) {
-        client.output.append(contentsOf: bytes)
+    private func send(_ client: Client, _ bytes: [UInt8], fd: Int32 = -1) {
+        client.output.append((bytes, 0, fd))
+        client.outputBytes += bytes.count
+        guard client.outputBytes <= Self.maxOutput else {
+            close(client.fd, reason: "not reading its replies (\(client.outputBytes) bytes waiting)")
+            return
+        }
         flush(client)
     }
 
     private func flush(_ client: Client) {
-        while !client.output.isEmpty {
+        while let first = client.output.first {
             let n: Int?
             do {
-                n = try client.output.withUnsafeBytes { b in
-                    try Syscall.nonBlocking("write") { Glibc.write(client.fd, b.baseAddress, b.count) }
+                n = try first.bytes.withUnsafeBytes { b in
+                    try Syscall.nonBlocking("sendmsg") {
+                        lvlip_send_with_fd(client.fd, b.baseAddress! + first.sent, b.count - first.sent, first.fd)
+                    }
                 }
             } catch {
                 close(client.fd, reason: "\(error)")
                 return
             }
             guard let written = n else { break }
-            client.output.removeFirst(written)
+            if first.fd >= 0 {
+                // The descriptor went with the first byte; the daemon's copy is done.
+                Syscall.close(first.fd)
+                client.output[0].fd = -1
+            }
+            client.output[0].sent += written
+            client.outputBytes -= written
+            if client.output[0].sent == first.bytes.count { client.output.removeFirst() }
         }
         let want = !client.output.isEmpty
         if want != client.wantsWrite {
@@ -286,6 +350,10 @@ public final class IPCServer {
         guard let client = clients.removeValue(forKey: fd) else { return }
         reactor.unregister(fd: fd)
         Syscall.close(fd)
+        for received in client.fds { Syscall.close(received) }
+        for pending in client.output where pending.fd >= 0 { Syscall.close(pending.fd) }
+        client.fds.removeAll()
+        client.output.removeAll()
         if let reason {
             logger.warning("IPC client pid \(client.pid) closed: \(reason)")
         } else {

@@ -288,6 +288,37 @@ extension NetworkStack {
         return n
     }
 
+    /// Bytes send(2) would take now: 0 unless the connection can carry more data.
+    public func tcpSendSpace(_ id: SocketID) -> Int {
+        guard let s = tcpSocket(id), !s.orphaned, s.canSend, s.pendingError == nil else { return 0 }
+        return s.sendBuffer.free
+    }
+
+    /// Bytes queued for sending and not yet acknowledged (SIOCOUTQ).
+    public func tcpSendQueued(_ id: SocketID) -> Int { tcpSocket(id)?.sendQueued ?? 0 }
+
+    /// Up to `limit` readable bytes where they lie (one or two regions), so that a caller can
+    /// write them out without copying them first; `tcpConsume` then drops what was taken.
+    public func tcpReadableRegions(_ id: SocketID, limit: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
+        guard let s = tcpSocket(id), !s.orphaned else { return (UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return s.receive.ring.regions(from: 0, length: min(limit, s.receive.readable))
+    }
+
+    /// Drops `count` readable bytes as a read of them would (window updates included).
+    public func tcpConsume(_ id: SocketID, _ count: Int, now: Instant) {
+        guard count > 0, let s = tcpSocket(id), !s.orphaned else { return }
+        s.receive.consume(count)
+        s.tuneReceiveBuffer(read: count, now: now)
+        s.windowUpdateIfUseful(now: now)
+        s.output(now: now)
+    }
+
+    /// Whether the peer's FIN has arrived (reads end once the readable bytes are taken).
+    public func tcpPeerFinished(_ id: SocketID) -> Bool { tcpSocket(id)?.peerFinished ?? false }
+
+    /// The error that ended the connection (reset, refused, timed out), if it ended so.
+    public func tcpTerminalError(_ id: SocketID) -> SocketError? { tcpSocket(id)?.terminalError }
+
     /// Bytes waiting to be read (FIONREAD).
     public func tcpReadable(_ id: SocketID) -> Int { tcpSocket(id)?.receive.readable ?? 0 }
 

@@ -16,6 +16,8 @@ final class Daemon {
         var testListeners: [(TestApplications.ListenKind, UInt16)] = []
         var testClients: [TestApplications.ClientSpec] = []
         var faults: FaultInjector.Settings?
+        var group: gid_t?
+        var limits = SocketService.Limits()
     }
 
     /// Counters of the daemon's own I/O, beside the stack's.
@@ -33,6 +35,7 @@ final class Daemon {
     private let stack: NetworkStack
     private let pcap: PcapWriter?
     private var ipc: IPCServer!
+    private var service: SocketService!
     private var io = IOCounters()
     private var stackTimer: TimerHandle?
     private var tests: TestApplications?
@@ -61,6 +64,28 @@ final class Daemon {
             tests = apps
         }
         lvlip_ignore_sigpipe()
+        Self.raiseDescriptorLimit()
+    }
+
+    /// Every stack socket costs the daemon one descriptor: take what the hard limit allows.
+    private static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if getuid() == 0 {
+            // Root may raise the hard limit up to fs.nr_open.
+            var nrOpen: rlim_t = 1 << 20
+            if let file = fopen("/proc/sys/fs/nr_open", "r") {
+                var value: UInt = 0
+                if withVaList([withUnsafeMutablePointer(to: &value) { $0 }], { vfscanf(file, "%lu", $0) }) == 1 {
+                    nrOpen = rlim_t(value)
+                }
+                fclose(file)
+            }
+            var raised = rlimit(rlim_cur: nrOpen, rlim_max: max(nrOpen, limit.rlim_max))
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return }
+        }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     deinit { frameBuffer.deallocate() }
@@ -78,8 +103,12 @@ final class Daemon {
         try reactor.register(fd: tap.fd, events: .readable) { [unowned self] _ in readFrames() }
         reactor.addAfterWakeHook { [unowned self] in afterWake() }
 
-        ipc = IPCServer(configuration: .init(path: options.socketPath), reactor: reactor, logger: logger,
-                        stats: { [unowned self] in statsText() }, sockets: { [unowned self] in socketsText() })
+        service = SocketService(stack: stack, reactor: reactor, logger: logger, limits: options.limits)
+        var ipcConfiguration = IPCServer.Configuration(path: options.socketPath)
+        ipcConfiguration.group = options.group
+        ipc = IPCServer(configuration: ipcConfiguration, reactor: reactor, logger: logger,
+                        stats: { [unowned self] in statsText() }, sockets: { [unowned self] in socketsText() },
+                        service: service)
         do {
             try ipc.start()
         } catch {
@@ -91,6 +120,7 @@ final class Daemon {
         for client in options.testClients { tests?.connect(client, now: reactor.now) }
         afterWake()
         try reactor.run()
+        service.shutdown()
         ipc.shutdown()
         afterWake()
         pcap?.flush()
@@ -121,16 +151,27 @@ final class Daemon {
             } else {
                 stack.receive(frame: frame, now: now)
             }
-            tests?.readinessChanged(stack.takeReadinessChanges(), now: now)
+            dispatchReadiness(now: now)
             // Send what the frame produced before reading on: each frame costs one write
             // either way, and a reply should not wait for the read that finds the queue empty.
             if !stack.outbox.isEmpty { transmit() }
         }
     }
 
+    /// Gives the stack's readiness changes to their owners; what they do may change more.
+    private func dispatchReadiness(now: Instant) {
+        for _ in 0..<8 {
+            let changes = stack.takeReadinessChanges()
+            if changes.isEmpty { return }
+            tests?.readinessChanged(changes, now: now)
+            service?.readinessChanged(changes)
+        }
+    }
+
     private func afterWake() {
-        if let tests { tests.readinessChanged(stack.takeReadinessChanges(), now: reactor.now) } else { _ = stack.takeReadinessChanges() }
+        dispatchReadiness(now: reactor.now)
         transmit()
+        dispatchReadiness(now: reactor.now)
         pcap?.flush()
         scheduleStackTimer()
     }
@@ -194,6 +235,14 @@ final class Daemon {
         text += "IpReasmPending \(reassembly.datagrams)\nIpReasmBytes \(reassembly.bytes)\n"
         text += "ArpEntries \(stack.neighborTable.count)\n"
         text += "ReactorWakeups \(reactor.wakeups)\n"
+        if let service {
+            let c = service.counters
+            text += "IpcSocketsOpen \(service.socketCount)\nIpcSocketsCreated \(c.socketsCreated)\n"
+            text += "IpcSocketsAccepted \(c.socketsAccepted)\nIpcSocketsClosedByApp \(c.socketsClosedByApp)\n"
+            text += "IpcAppBytesIn \(c.appBytesIn)\nIpcAppBytesOut \(c.appBytesOut)\n"
+            text += "IpcAppBytesDiscarded \(c.appBytesDiscarded)\nIpcLimitRefusals \(c.limitRefusals)\n"
+            text += "IpcAcceptHandoffWaits \(c.handoffWaits)\n"
+        }
         if let faults {
             let f = faults.counters
             text += "FaultDropped \(f.dropped)\nFaultDuplicated \(f.duplicated)\nFaultReordered \(f.reordered)\nFaultCorrupted \(f.corrupted)\n"
@@ -221,8 +270,7 @@ final class Daemon {
                 text += " sack=\(i.sack ? 1 : 0) ts=\(i.timestamps ? 1 : 0)"
                 if let ws = i.windowScale { text += " wscale=\(ws.send),\(ws.receive)" }
             }
-            // Sockets belong to lvlipd's own test applications until the IPC socket API exists.
-            text += " owner=lvlipd\n"
+            text += " owner=\(service?.owner(of: id) ?? "lvlipd")\n"
         }
         return text
     }

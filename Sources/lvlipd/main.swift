@@ -32,6 +32,15 @@ struct LvlipdCommand: ParsableCommand {
     @Option(help: "Path of the IPC socket.")
     var socket: String = "/run/lvlip/lvlipd.sock"
 
+    @Option(help: "Group that may use the IPC socket (mode 0660); default: the daemon's group.")
+    var group: String?
+
+    @Option(help: "Sockets one user may hold at once.")
+    var maxSocketsPerUser: Int = 65536
+
+    @Option(help: "Megabytes the daemon may buffer for one user's sockets.")
+    var maxBufferedMbPerUser: Int = 1024
+
     @Option(help: "Write every frame received and sent to this pcap file.")
     var pcap: String?
 
@@ -88,6 +97,9 @@ struct LvlipdCommand: ParsableCommand {
         if let faults, Self.parseFaults(faults) == nil {
             throw ValidationError("--faults '\(faults)' is not DROP,DUPLICATE,REORDER,CORRUPT,SEED with probabilities in 0...1")
         }
+        if let group, getgrnam(group) == nil { throw ValidationError("--group '\(group)' is not a group on this system") }
+        guard maxSocketsPerUser >= 1 else { throw ValidationError("--max-sockets-per-user must be at least 1") }
+        guard (1...1 << 20).contains(maxBufferedMbPerUser) else { throw ValidationError("--max-buffered-mb-per-user must be 1...1048576") }
         if let tcpSynRetries, !(0...20).contains(tcpSynRetries) { throw ValidationError("--tcp-syn-retries must be 0...20") }
     }
 
@@ -126,6 +138,9 @@ struct LvlipdCommand: ParsableCommand {
         options.testClients = testUpload.compactMap { Self.parseClient($0, kind: .upload) }
             + testDownload.compactMap { Self.parseClient($0, kind: .download) }
         options.faults = faults.flatMap(Self.parseFaults)
+        options.group = group.flatMap { getgrnam($0)?.pointee.gr_gid }
+        options.limits.socketsPerUser = maxSocketsPerUser
+        options.limits.bufferedBytesPerUser = maxBufferedMbPerUser << 20
         do {
             let daemon = try Daemon(options: options, logger: logger)
             try daemon.run()

@@ -59,4 +59,31 @@ int lvlip_accept(int fd);
 // SO_PEERCRED of a connected AF_UNIX socket.
 int lvlip_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 
+// The socket service (docs/ipc.md): a connected AF_UNIX stream pair, close-on-exec; the
+// daemon's end is non-blocking, the application's end blocking (the shim sets its flags).
+int lvlip_stream_pair(int *app_end, int *daemon_end);
+// Binds a socket to `name` in the abstract namespace (no file).
+int lvlip_bind_abstract(int fd, const char *name);
+// sendmsg of one buffer with one descriptor attached (fd < 0: none); non-blocking, no SIGPIPE.
+ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd);
+// Non-blocking recvmsg; received descriptors (close-on-exec) land in fds, their count in
+// *nfds (negative, -(count + 1), when the kernel dropped some for lack of room).
+ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds);
+// Non-blocking, SIGPIPE-free write of up to two buffers.
+ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t blen);
+int lvlip_set_int_option(int fd, int level, int name, int value);
+// The inode of a socket descriptor, 0 if it is not a socket.
+uint64_t lvlip_socket_inode(int fd);
+int lvlip_shutdown_write(int fd);
+
+// Figures for Linux's struct tcp_info (TCP_INFO), filled in C so the layout is the kernel's.
+struct lvlip_tcp_info_source {
+    uint8_t state, ca_state, retransmits, backoff, options, snd_wscale, rcv_wscale, reserved;
+    uint32_t rto_us, snd_mss, rcv_mss, unacked, pmtu, rtt_us, rttvar_us, snd_ssthresh, snd_cwnd;
+    uint32_t total_retrans, segs_out, segs_in, notsent_bytes, snd_wnd, rcv_wnd;
+    uint64_t bytes_acked, bytes_received;
+};
+size_t lvlip_tcp_info_size(void);
+size_t lvlip_fill_tcp_info(void *out, size_t room, const struct lvlip_tcp_info_source *src);
+
 #endif

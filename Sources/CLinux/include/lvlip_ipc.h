@@ -1,12 +1,13 @@
 // The lvlip IPC wire format, shared by the Swift daemon and the C shim so they cannot drift.
-// Documented in docs/ipc.md. All integers are little-endian (the peers share one host).
+// Documented in docs/ipc.md. All integers are little-endian (the peers share one host); the
+// structs below have no padding (every field sits at a multiple of its size).
 #ifndef LVLIP_IPC_H
 #define LVLIP_IPC_H
 
 #include <stdint.h>
 
 #define LVLIP_IPC_MAGIC 0x504c564cu /* "LVLP" read as little-endian bytes */
-#define LVLIP_IPC_VERSION 1u
+#define LVLIP_IPC_VERSION 2u
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
@@ -14,8 +15,11 @@
 // Every message: a 12-byte header followed by `length` bytes of body.
 //   uint32 length   body bytes after the header
 //   uint16 type     enum lvlip_msg_type
-//   uint16 flags    must be 0 in version 1
+//   uint16 flags    LVLIP_FLAG_* below; other bits must be 0
 //   uint32 tag      chosen by the client, echoed in the reply
+// One file descriptor travels with the message (SCM_RIGHTS on its first byte).
+#define LVLIP_FLAG_FD 0x0001u
+
 enum lvlip_msg_type {
     LVLIP_MSG_HELLO = 1,         // client -> daemon: uint32 magic, uint16 version, uint16 0, int32 pid
     LVLIP_MSG_HELLO_REPLY = 2,   // daemon -> client: uint32 magic, uint16 version, uint16 0, int32 daemon pid
@@ -24,6 +28,119 @@ enum lvlip_msg_type {
     LVLIP_MSG_STATS_REPLY = 17,  // daemon -> client: UTF-8 lines "Name value\n"
     LVLIP_MSG_SOCKETS = 18,      // client -> daemon: empty body
     LVLIP_MSG_SOCKETS_REPLY = 19,  // daemon -> client: UTF-8 lines, one per socket, "key=value" fields
+
+    // Socket operations. Each request is answered by the type + 1, whose body starts with
+    // int32 result: 0, or a negative errno.
+    LVLIP_MSG_SOCKET = 32,       // struct lvlip_socket_req -> struct lvlip_socket_rep + fd
+    LVLIP_MSG_IDENTIFY = 34,     // empty body + fd -> struct lvlip_socket_rep
+    LVLIP_MSG_BIND = 36,         // struct lvlip_addr_req -> struct lvlip_result
+    LVLIP_MSG_LISTEN = 38,       // struct lvlip_int_req -> struct lvlip_result
+    LVLIP_MSG_CONNECT = 40,      // struct lvlip_addr_req [+ fd] -> struct lvlip_name_rep
+    LVLIP_MSG_SHUTDOWN = 42,     // struct lvlip_int_req -> struct lvlip_result
+    LVLIP_MSG_NAME = 44,         // struct lvlip_int_req (0 local, 1 peer) -> struct lvlip_name_rep
+    LVLIP_MSG_SETOPT = 46,       // struct lvlip_opt_req + value -> struct lvlip_result
+    LVLIP_MSG_GETOPT = 48,       // struct lvlip_opt_req -> struct lvlip_opt_rep + value
+    LVLIP_MSG_STATUS = 50,       // struct lvlip_int_req (enum lvlip_status_kind) -> struct lvlip_result
+};
+
+// A stack socket as the daemon knows it: slot, generation and an unguessable token. The
+// token is handed only to whoever holds the socket's descriptor (SOCKET, accept, IDENTIFY).
+struct lvlip_ref {
+    uint32_t index;
+    uint32_t generation;
+    uint64_t token;
+};
+
+// An IPv4 socket address; `kind` says how an AF_INET6 caller spelled it.
+enum lvlip_addr_kind {
+    LVLIP_ADDR_V4 = 0,           // AF_INET, or AF_INET6 with ::ffff:a.b.c.d
+    LVLIP_ADDR_V6_ANY = 1,       // AF_INET6 ::
+    LVLIP_ADDR_V6_OTHER = 2,     // AF_INET6 address the stack cannot reach
+};
+
+struct lvlip_addr {
+    uint32_t addr;               // host byte order
+    uint16_t port;               // host byte order
+    uint16_t kind;               // enum lvlip_addr_kind
+};
+
+struct lvlip_result {
+    int32_t result;
+    uint32_t reserved;
+};
+
+struct lvlip_socket_req {
+    int32_t family;              // AF_INET or AF_INET6
+    int32_t type;                // SOCK_STREAM (flags such as SOCK_NONBLOCK are applied by the shim)
+    int32_t protocol;            // 0 or IPPROTO_TCP
+    uint32_t reserved;
+};
+
+struct lvlip_socket_rep {
+    int32_t result;
+    int32_t family;
+    int32_t type;
+    uint32_t state;              // enum lvlip_socket_state
+    struct lvlip_ref ref;
+};
+
+enum lvlip_socket_state {
+    LVLIP_STATE_UNCONNECTED = 0,
+    LVLIP_STATE_CONNECTING = 1,
+    LVLIP_STATE_CONNECTED = 2,
+    LVLIP_STATE_LISTENING = 3,
+    LVLIP_STATE_CLOSED = 4,
+};
+
+struct lvlip_int_req {
+    struct lvlip_ref ref;
+    int32_t value;
+    uint32_t reserved;
+};
+
+// BIND and CONNECT. For CONNECT, `filler` is the number of bytes the shim wrote into the
+// socket so that it is not writable before the handshake completes (docs/ipc.md); the fd
+// that travels with the request is the application's end, for the daemon to re-size.
+struct lvlip_addr_req {
+    struct lvlip_ref ref;
+    struct lvlip_addr addr;
+    uint32_t filler;
+    uint32_t reserved;
+};
+
+struct lvlip_name_rep {
+    int32_t result;
+    uint32_t reserved;
+    struct lvlip_addr addr;
+};
+
+struct lvlip_opt_req {
+    struct lvlip_ref ref;
+    int32_t level;
+    int32_t name;
+    uint32_t length;             // SETOPT: value bytes that follow; GETOPT: room the caller has
+    uint32_t reserved;
+};
+
+struct lvlip_opt_rep {
+    int32_t result;
+    uint32_t length;             // value bytes that follow
+};
+
+enum lvlip_status_kind {
+    LVLIP_STATUS_READ_END = 0,   // a read found end of stream: 0 for a clean end, or the error
+    LVLIP_STATUS_WRITE_END = 1,  // a write found the stream closed: the error, or -EPIPE
+};
+
+// What a listening socket's descriptor carries, one per accepted connection, each with the
+// connection's descriptor attached (SCM_RIGHTS).
+#define LVLIP_ACCEPT_MAGIC 0x41434350u /* "PCCA" */
+struct lvlip_accept_record {
+    uint32_t magic;
+    uint32_t size;               // sizeof(struct lvlip_accept_record)
+    struct lvlip_ref ref;
+    struct lvlip_addr local;
+    struct lvlip_addr peer;
 };
 
 #endif

@@ -106,6 +106,9 @@ struct ReceiveQueue {
         ring = ring.grown(to: capacity, extra: max(extra, 0))
     }
 
+    /// Drops `n` readable bytes (they were taken in place).
+    mutating func consume(_ n: Int) { ring.consume(n) }
+
     /// Copies up to `destination.count` readable bytes; consumes them unless peeking.
     mutating func read(into destination: UnsafeMutableRawBufferPointer, peek: Bool) -> Int {
         let n = min(destination.count, ring.count)

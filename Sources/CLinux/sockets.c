@@ -1,0 +1,160 @@
+// AF_UNIX plumbing for the socket service: socket pairs, descriptor passing, and Linux's
+// struct tcp_info filled from the stack's figures.
+#include "CLinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int lvlip_stream_pair(int *app_end, int *daemon_end) {
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) return -1;
+    int flags = fcntl(fds[1], F_GETFL);
+    if (flags < 0 || fcntl(fds[1], F_SETFL, flags | O_NONBLOCK) < 0) {
+        int saved = errno;
+        close(fds[0]);
+        close(fds[1]);
+        errno = saved;
+        return -1;
+    }
+    *app_end = fds[0];
+    *daemon_end = fds[1];
+    return 0;
+}
+
+int lvlip_bind_abstract(int fd, const char *name) {
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    size_t len = strlen(name);
+    if (len + 1 > sizeof addr.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(addr.sun_path + 1, name, len);  // sun_path[0] == 0: the abstract namespace
+    return bind(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len));
+}
+
+ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd) {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    union {
+        char space[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.space;
+        msg.msg_controllen = sizeof control.space;
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+    }
+    ssize_t n;
+    do {
+        n = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    union {
+        char space[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof control.space};
+    *nfds = 0;
+    ssize_t n;
+    do {
+        n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int received;
+            memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
+            if (*nfds < max_fds) {
+                fds[(*nfds)++] = received;
+            } else {
+                close(received);  // more than the caller can hold: never leak them
+            }
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) *nfds = -(*nfds) - 1;  // tell the caller fds were lost
+    return n;
+}
+
+ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t blen) {
+    struct iovec iov[2] = {{.iov_base = (void *)a, .iov_len = alen}, {.iov_base = (void *)b, .iov_len = blen}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = blen > 0 ? 2 : 1};
+    ssize_t n;
+    do {
+        n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int lvlip_set_int_option(int fd, int level, int name, int value) {
+    return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+uint64_t lvlip_socket_inode(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return 0;
+    return (uint64_t)st.st_ino;
+}
+
+int lvlip_shutdown_write(int fd) { return shutdown(fd, SHUT_WR); }
+
+size_t lvlip_tcp_info_size(void) { return sizeof(struct tcp_info); }
+
+size_t lvlip_fill_tcp_info(void *out, size_t room, const struct lvlip_tcp_info_source *src) {
+    struct tcp_info info;
+    memset(&info, 0, sizeof info);
+    info.tcpi_state = src->state;
+    info.tcpi_ca_state = src->ca_state;
+    info.tcpi_retransmits = src->retransmits;
+    info.tcpi_backoff = src->backoff;
+    info.tcpi_options = src->options;
+    info.tcpi_snd_wscale = src->snd_wscale & 0xf;
+    info.tcpi_rcv_wscale = src->rcv_wscale & 0xf;
+    info.tcpi_rto = src->rto_us;
+    info.tcpi_ato = 40000;
+    info.tcpi_snd_mss = src->snd_mss;
+    info.tcpi_rcv_mss = src->rcv_mss;
+    info.tcpi_unacked = src->unacked;
+    info.tcpi_pmtu = src->pmtu;
+    info.tcpi_rcv_ssthresh = src->rcv_wnd;
+    info.tcpi_rtt = src->rtt_us;
+    info.tcpi_rttvar = src->rttvar_us;
+    info.tcpi_snd_ssthresh = src->snd_ssthresh;
+    info.tcpi_snd_cwnd = src->snd_cwnd;
+    info.tcpi_advmss = src->snd_mss;
+    info.tcpi_reordering = 3;
+    info.tcpi_rcv_space = src->rcv_wnd;
+    info.tcpi_total_retrans = src->total_retrans;
+    info.tcpi_bytes_acked = src->bytes_acked;
+    info.tcpi_bytes_received = src->bytes_received;
+    info.tcpi_segs_out = src->segs_out;
+    info.tcpi_segs_in = src->segs_in;
+    info.tcpi_notsent_bytes = src->notsent_bytes;
+    info.tcpi_snd_wnd = src->snd_wnd;
+    // tcpi_rcv_wnd (Linux 6.2) is newer than this system's header: left out.
+    size_t n = room < sizeof info ? room : sizeof info;
+    memcpy(out, &info, n);
+    return n;
+}

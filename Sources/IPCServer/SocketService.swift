@@ -1,0 +1,1175 @@
+import CLinux
+import Glibc
+import Logging
+import Reactor
+import Stack
+import Timing
+
+/// The stack's sockets, served to applications through the LD_PRELOAD shim (docs/ipc.md,
+/// "Socket service").
+///
+/// Every stack socket is one AF_UNIX stream pair. The application holds one end as its
+/// socket descriptor; the daemon holds the other (`Socket.fd`). Payload flows through the
+/// pair as plain bytes in both directions, so reads, writes, poll, select and epoll in the
+/// application are the kernel's own, and fork, dup and exec share the socket as they share
+/// any descriptor. The daemon decides readiness by what it puts in the pair:
+/// - received data is written into it as the application's buffer has room (the TCP window
+///   closes while it has none);
+/// - the peer's FIN becomes shutdown(SHUT_WR) of the daemon's end: EOF after the data;
+/// - a connection that ends in error closes the daemon's end: EOF or ECONNRESET for
+///   reads, EPIPE for writes, POLLHUP;
+/// - while a connect is in progress the application's end holds "filler" bytes the shim
+///   wrote with a tiny send buffer, so it is not writable; the daemon consumes them when the
+///   handshake completes, which makes the end writable (POLLOUT, EPOLLOUT) at that moment;
+/// - a listening socket's pair carries one `lvlip_accept_record` per connection with the
+///   connection's own descriptor attached, so accept readiness is plain POLLIN.
+/// The application closing its last descriptor shows as end of stream on the daemon's end.
+/// Linux socket option numbers (asm-generic/socket.h, netinet/in.h, linux/tcp.h): Glibc
+/// does not export all of them to Swift.
+enum K {
+    static let SOL_SOCKET: Int32 = 1
+    static let SO_DEBUG: Int32 = 1
+    static let SO_REUSEADDR: Int32 = 2
+    static let SO_TYPE: Int32 = 3
+    static let SO_ERROR: Int32 = 4
+    static let SO_DONTROUTE: Int32 = 5
+    static let SO_BROADCAST: Int32 = 6
+    static let SO_SNDBUF: Int32 = 7
+    static let SO_RCVBUF: Int32 = 8
+    static let SO_KEEPALIVE: Int32 = 9
+    static let SO_OOBINLINE: Int32 = 10
+    static let SO_PRIORITY: Int32 = 12
+    static let SO_LINGER: Int32 = 13
+    static let SO_REUSEPORT: Int32 = 15
+    static let SO_PASSCRED: Int32 = 16
+    static let SO_PEERCRED: Int32 = 17
+    static let SO_RCVLOWAT: Int32 = 18
+    static let SO_TIMESTAMP: Int32 = 29
+    static let SO_ACCEPTCONN: Int32 = 30
+    static let SO_SNDBUFFORCE: Int32 = 32
+    static let SO_RCVBUFFORCE: Int32 = 33
+    static let SO_MARK: Int32 = 36
+    static let SO_PROTOCOL: Int32 = 38
+    static let SO_DOMAIN: Int32 = 39
+    static let SO_BUSY_POLL: Int32 = 46
+    static let SO_INCOMING_CPU: Int32 = 49
+    static let IPPROTO_IP: Int32 = 0
+    static let IPPROTO_TCP: Int32 = 6
+    static let IPPROTO_IPV6: Int32 = 41
+    static let IP_TOS: Int32 = 1
+    static let IP_TTL: Int32 = 2
+    static let IPV6_V6ONLY: Int32 = 26
+    static let IPV6_TCLASS: Int32 = 67
+    static let TCP_NODELAY: Int32 = 1
+    static let TCP_MAXSEG: Int32 = 2
+    static let TCP_CORK: Int32 = 3
+    static let TCP_KEEPIDLE: Int32 = 4
+    static let TCP_KEEPINTVL: Int32 = 5
+    static let TCP_KEEPCNT: Int32 = 6
+    static let TCP_SYNCNT: Int32 = 7
+    static let TCP_LINGER2: Int32 = 8
+    static let TCP_DEFER_ACCEPT: Int32 = 9
+    static let TCP_WINDOW_CLAMP: Int32 = 10
+    static let TCP_INFO: Int32 = 11
+    static let TCP_QUICKACK: Int32 = 12
+    static let TCP_CONGESTION: Int32 = 13
+    static let TCP_USER_TIMEOUT: Int32 = 18
+    static let TCP_FASTOPEN: Int32 = 23
+    static let TCP_NOTSENT_LOWAT: Int32 = 25
+    static let TCP_FASTOPEN_CONNECT: Int32 = 30
+}
+
+public final class SocketService {
+    public struct Limits {
+        /// Sockets one user may hold at once.
+        public var socketsPerUser = 65536
+        /// Bytes the daemon may buffer for one user's sockets (send queues and data read
+        /// from applications); beyond it the daemon stops reading their writes.
+        public var bufferedBytesPerUser = 1 << 30
+        public init() {}
+    }
+
+    enum Phase: String {
+        case unconnected, connecting, connected, listening, closed
+    }
+
+    final class User {
+        let uid: UInt32
+        var sockets = 0
+        var buffered = 0
+        init(uid: UInt32) { self.uid = uid }
+    }
+
+    final class Socket {
+        let slot: Int32
+        let generation: UInt32
+        let token: UInt64
+        let family: Int32
+        let user: User
+        let ownerPid: Int32
+        var stackID: SocketID?
+        /// The daemon's end of the pair; -1 once closed.
+        var fd: Int32
+        var inode: UInt64 = 0
+        var phase = Phase.unconnected
+        var interest: IOEvents = []
+        /// Filler bytes still in the pair from the shim's connect.
+        var filler = 0
+        /// The application's end during a connect, to restore its send buffer.
+        var appFD: Int32 = -1
+        var connectReported = false
+        var v6only = false
+        /// Bound to [::] with K.IPV6_V6ONLY: the stack cannot serve it, it holds no IPv4 port.
+        var phantomPort: UInt16?
+        var boundAddress: UInt32 = 0
+        var reuseAddress = false
+        var finPending = false
+        var writeShut = false
+        var readShut = false
+        var eofSent = false
+        var appClosed = false
+        /// Application bytes read after the application closed, waiting for send space.
+        var overflow: [UInt8] = []
+        /// Accepted connections waiting for room in a listener's pair.
+        var handoff: [(socket: Socket, appFD: Int32)] = []
+        /// The error to report once the daemon's end is closed (K.SO_ERROR, reads).
+        var pendingError: Int32 = 0
+        var finalState = TCPState.closed
+        var localName = (address: UInt32(0), port: UInt16(0))
+        var peerName = (address: UInt32(0), port: UInt16(0))
+        var buffered = 0
+        var closedAt: Instant?
+        /// Options kept only to be read back (K.SO_PRIORITY, K.IP_TOS, K.TCP_QUICKACK...).
+        var stored: [Int64: [UInt8]] = [:]
+
+        init(slot: Int32, generation: UInt32, token: UInt64, family: Int32, user: User, ownerPid: Int32, fd: Int32) {
+            self.slot = slot
+            self.generation = generation
+            self.token = token
+            self.family = family
+            self.user = user
+            self.ownerPid = ownerPid
+            self.fd = fd
+        }
+
+        var ref: (index: UInt32, generation: UInt32, token: UInt64) { (UInt32(slot), generation, token) }
+    }
+
+    /// A reply to a request: body, and a descriptor to attach (closed once sent).
+    public struct Reply {
+        public var body: [UInt8]
+        public var fd: Int32 = -1
+    }
+
+    /// Counters shown by `lvlipctl stat`.
+    public struct Counters {
+        public var socketsCreated: UInt64 = 0
+        public var socketsAccepted: UInt64 = 0
+        public var socketsClosedByApp: UInt64 = 0
+        public var appBytesIn: UInt64 = 0
+        public var appBytesOut: UInt64 = 0
+        public var appBytesDiscarded: UInt64 = 0
+        public var limitRefusals: UInt64 = 0
+        public var handoffWaits: UInt64 = 0
+    }
+
+    private let stack: NetworkStack
+    private let reactor: Reactor
+    private let logger: Logger
+    private let limits: Limits
+    private var slots: [Socket?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int32] = []
+    private var byStack: [SocketID: Socket] = [:]
+    private var byInode: [UInt64: Socket] = [:]
+    private var users: [UInt32: User] = [:]
+    private var tombstones: [Socket] = []
+    /// Tokens are SipHash-2-4 of a counter under a random key: unguessable without the key.
+    private let tokenKey: (UInt64, UInt64)
+    private var tokenCounter: UInt64 = 0
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
+    public private(set) var counters = Counters()
+    private let daemonPid = getpid()
+
+    /// Send buffer of the daemon's end: how much received data may wait in the application's end.
+    static let pushBuffer: Int32 = 1 << 20
+    /// Send buffer of the application's end: how much it may write ahead of the stack.
+    static let appBuffer: Int32 = 512 * 1024
+    /// How long the daemon remembers a socket whose connection ended, for K.SO_ERROR and
+    /// getpeername, after closing its end of the pair (the application may still hold its end).
+    static let tombstoneSeconds: UInt64 = 120
+    static let maxTombstones = 8192
+
+    public init(stack: NetworkStack, reactor: Reactor, logger: Logger, limits: Limits = Limits()) {
+        self.stack = stack
+        self.reactor = reactor
+        self.logger = logger
+        self.limits = limits
+        var key: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &key) { buffer in
+            let fd = Glibc.open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+            if fd >= 0 {
+                _ = Glibc.read(fd, buffer.baseAddress, buffer.count)
+                Glibc.close(fd)
+            }
+        }
+        key.0 ^= lvlip_monotonic_ns()
+        tokenKey = key
+    }
+
+    deinit { scratch.deallocate() }
+
+    public var socketCount: Int { byStack.count }
+
+    /// The owner of a stack socket, for `lvlipctl ss`.
+    public func owner(of id: SocketID) -> String? {
+        guard let s = byStack[id] else { return nil }
+        return "pid=\(s.ownerPid),uid=\(s.user.uid)"
+    }
+
+    // MARK: - Requests
+
+    /// Answers one socket request. `fd` is the descriptor that came with it (or -1); the
+    /// service closes it or keeps it.
+    public func handle(type: UInt16, body: UnsafeRawBufferPointer, fd: Int32, pid: Int32, uid: UInt32) -> Reply? {
+        var keepFD = false
+        defer { if fd >= 0 && !keepFD { Syscall.close(fd) } }
+        switch Int(type) {
+        case Int(LVLIP_MSG_SOCKET.rawValue):
+            guard body.count == MemoryLayout<lvlip_socket_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_socket_req.self)
+            return open(req, pid: pid, uid: uid)
+        case Int(LVLIP_MSG_IDENTIFY.rawValue):
+            guard body.isEmpty, fd >= 0 else { return nil }
+            return identify(fd)
+        case Int(LVLIP_MSG_BIND.rawValue):
+            guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_addr_req.self)
+            guard let s = lookup(req.ref) else { return result(-EBADF) }
+            return result(bind(s, req.addr, uid: uid))
+        case Int(LVLIP_MSG_LISTEN.rawValue):
+            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let s = lookup(req.ref) else { return result(-EBADF) }
+            return result(listen(s, backlog: Int(req.value)))
+        case Int(LVLIP_MSG_CONNECT.rawValue):
+            guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_addr_req.self)
+            guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
+            let r = connect(s, req.addr, filler: Int(req.filler), appFD: fd)
+            keepFD = r.keptFD
+            return nameReply(r.result, s.phase == .unconnected ? nil : (s.localName.address, s.localName.port))
+        case Int(LVLIP_MSG_SHUTDOWN.rawValue):
+            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let s = lookup(req.ref) else { return result(-EBADF) }
+            return result(shutdown(s, how: req.value))
+        case Int(LVLIP_MSG_NAME.rawValue):
+            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
+            return name(s, peer: req.value != 0)
+        case Int(LVLIP_MSG_SETOPT.rawValue):
+            let header = MemoryLayout<lvlip_opt_req>.size
+            guard body.count >= header else { return nil }
+            let req = body.loadUnaligned(as: lvlip_opt_req.self)
+            guard Int(req.length) == body.count - header, req.length <= 1024 else { return nil }
+            guard let s = lookup(req.ref) else { return result(-EBADF) }
+            return result(setOption(s, level: req.level, name: req.name,
+                                    value: UnsafeRawBufferPointer(rebasing: body[header...]), uid: uid))
+        case Int(LVLIP_MSG_GETOPT.rawValue):
+            guard body.count == MemoryLayout<lvlip_opt_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_opt_req.self)
+            guard let s = lookup(req.ref) else { return optReply(-EBADF, []) }
+            let (code, value) = getOption(s, level: req.level, name: req.name, room: Int(min(req.length, 1024)))
+            return optReply(code, value)
+        case Int(LVLIP_MSG_STATUS.rawValue):
+            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
+            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let s = lookup(req.ref) else { return result(-EBADF) }
+            return result(status(s, kind: req.value))
+        default:
+            return nil
+        }
+    }
+
+    /// Whether `type` is a socket request (the IPC server routes those here).
+    public static func handles(_ type: UInt16) -> Bool {
+        type >= UInt16(LVLIP_MSG_SOCKET.rawValue) && type <= UInt16(LVLIP_MSG_STATUS.rawValue) && type % 2 == 0
+    }
+
+    private func lookup(_ ref: lvlip_ref) -> Socket? {
+        let i = Int(ref.index)
+        guard i < slots.count, let s = slots[i], s.generation == ref.generation, s.token == ref.token else { return nil }
+        return s
+    }
+
+    private func result(_ code: Int32) -> Reply {
+        var r = lvlip_result(result: code, reserved: 0)
+        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+    }
+
+    private func nameReply(_ code: Int32, _ name: (UInt32, UInt16)?, kind: UInt16 = UInt16(LVLIP_ADDR_V4.rawValue)) -> Reply {
+        var r = lvlip_name_rep()
+        r.result = code
+        if let name { r.addr = lvlip_addr(addr: name.0, port: name.1, kind: kind) }
+        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+    }
+
+    private func optReply(_ code: Int32, _ value: [UInt8]) -> Reply {
+        var r = lvlip_opt_rep(result: code, length: UInt32(value.count))
+        var body = withUnsafeBytes(of: &r) { Array($0) }
+        body.append(contentsOf: value)
+        return Reply(body: body)
+    }
+
+    private func socketReply(_ s: Socket, fd: Int32 = -1) -> Reply {
+        var r = lvlip_socket_rep()
+        r.result = 0
+        r.family = s.family
+        r.type = 1  // SOCK_STREAM
+        r.state = stateCode(s)
+        r.ref = lvlip_ref(index: UInt32(s.slot), generation: s.generation, token: s.token)
+        return Reply(body: withUnsafeBytes(of: &r) { Array($0) }, fd: fd)
+    }
+
+    private func stateCode(_ s: Socket) -> UInt32 {
+        switch s.phase {
+        case .unconnected: LVLIP_STATE_UNCONNECTED.rawValue
+        case .connecting: LVLIP_STATE_CONNECTING.rawValue
+        case .connected: LVLIP_STATE_CONNECTED.rawValue
+        case .listening: LVLIP_STATE_LISTENING.rawValue
+        case .closed: LVLIP_STATE_CLOSED.rawValue
+        }
+    }
+
+    // MARK: - Socket lifetime
+
+    private func open(_ req: lvlip_socket_req, pid: Int32, uid: UInt32) -> Reply {
+        guard req.family == AF_INET || req.family == AF_INET6 else { return failedSocket(-EAFNOSUPPORT) }
+        guard req.type == 1 else { return failedSocket(-ESOCKTNOSUPPORT) }
+        guard req.protocol == 0 || req.protocol == 6 else { return failedSocket(-EPROTONOSUPPORT) }
+        let user = self.user(uid)
+        guard user.sockets < limits.socketsPerUser else {
+            counters.limitRefusals &+= 1
+            logger.warning("uid \(uid) (pid \(pid)) reached its limit of \(limits.socketsPerUser) sockets")
+            return failedSocket(-EMFILE)
+        }
+        guard let (s, appFD) = makeSocket(family: req.family, user: user, pid: pid, stackID: stack.tcpOpen()) else {
+            return failedSocket(-errno)
+        }
+        counters.socketsCreated &+= 1
+        setInterest(s, .readHangup)
+        return socketReply(s, fd: appFD)
+    }
+
+    private func failedSocket(_ code: Int32) -> Reply {
+        var r = lvlip_socket_rep()
+        r.result = code
+        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+    }
+
+    private func user(_ uid: UInt32) -> User {
+        if let u = users[uid] { return u }
+        let u = User(uid: uid)
+        users[uid] = u
+        return u
+    }
+
+    /// A new pair and record for a stack socket; the application's end is returned.
+    private func makeSocket(family: Int32, user: User, pid: Int32, stackID: SocketID) -> (Socket, Int32)? {
+        var appFD: Int32 = -1
+        var daemonFD: Int32 = -1
+        guard lvlip_stream_pair(&appFD, &daemonFD) == 0 else {
+            let e = errno
+            logger.warning("socketpair failed: \(String(cString: strerror(e)))")
+            stack.tcpAbort(stackID, now: reactor.now)
+            errno = e
+            return nil
+        }
+        let index: Int32
+        if let free = freeSlots.popLast() {
+            index = free
+        } else {
+            index = Int32(slots.count)
+            slots.append(nil)
+            generations.append(0)
+        }
+        tokenCounter &+= 1
+        var hash = SipHash24(key0: tokenKey.0, key1: tokenKey.1)
+        hash.add(tokenCounter)
+        let s = Socket(slot: index, generation: generations[Int(index)], token: hash.finalize(), family: family, user: user,
+                       ownerPid: pid, fd: daemonFD)
+        slots[Int(index)] = s
+        s.stackID = stackID
+        s.inode = lvlip_socket_inode(appFD)
+        byStack[stackID] = s
+        byInode[s.inode] = s
+        user.sockets += 1
+        // The name marks the pair as a stack socket for a shim that meets it after exec.
+        _ = lvlip_bind_abstract(daemonFD, "lvlip-\(daemonPid)-\(index)-\(s.generation)")
+        _ = lvlip_set_int_option(daemonFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.pushBuffer)
+        _ = lvlip_set_int_option(appFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.appBuffer)
+        do {
+            try reactor.register(fd: daemonFD, events: []) { [unowned self, unowned s] events in
+                dataEvent(s, events)
+            }
+        } catch {
+            logger.warning("cannot watch a socket pair: \(error)")
+            Syscall.close(appFD)
+            release(s, appClosed: true)
+            return nil
+        }
+        return (s, appFD)
+    }
+
+    private func identify(_ fd: Int32) -> Reply {
+        let inode = lvlip_socket_inode(fd)
+        guard inode != 0, let s = byInode[inode], slots[Int(s.slot)] === s else { return failedSocket(-ENOTSOCK) }
+        return socketReply(s)
+    }
+
+    private func setInterest(_ s: Socket, _ events: IOEvents) {
+        guard s.fd >= 0, events != s.interest else { return }
+        s.interest = events
+        do {
+            try reactor.modify(fd: s.fd, events: events)
+        } catch {
+            logger.warning("epoll_ctl on a socket pair: \(error)")
+        }
+    }
+
+    /// The application closed its last descriptor of the socket (`reset`: with data unread).
+    private func applicationClosed(_ s: Socket, reset: Bool) {
+        counters.socketsClosedByApp &+= 1
+        s.appClosed = true
+        if !reset && s.phase == .connected && !s.writeShut {
+            // What it wrote before closing is still sent, then FIN.
+            drainAfterClose(s)
+        }
+        closeDaemonEnd(s)
+        for pending in s.handoff { Syscall.close(pending.appFD) }
+        s.handoff.removeAll()
+        if let id = s.stackID {
+            if reset || (stack.tcpOptions(id)?.lingerZero ?? false) {
+                stack.tcpAbort(id, now: reactor.now)
+                s.stackID = nil
+            } else if s.overflow.isEmpty {
+                stack.tcpClose(id, now: reactor.now)
+                s.stackID = nil
+            }
+        }
+        if s.stackID == nil { release(s, appClosed: true) }
+    }
+
+    /// Reads what the application wrote before it closed: into the stack while it has room,
+    /// the rest (at most the application's send buffer) into `overflow`.
+    private func drainAfterClose(_ s: Socket) {
+        while s.fd >= 0 {
+            let n = Glibc.read(s.fd, scratch.baseAddress, scratch.count)
+            if n <= 0 { break }
+            counters.appBytesIn &+= UInt64(n)
+            var data = UnsafeRawBufferPointer(scratch.slice(0..<n))
+            if s.overflow.isEmpty, let id = s.stackID {
+                let taken = (try? stack.tcpSend(id, data, now: reactor.now)) ?? 0
+                data = UnsafeRawBufferPointer(rebasing: data[taken...])
+            }
+            s.overflow.append(contentsOf: data)
+        }
+    }
+
+    private func closeDaemonEnd(_ s: Socket) {
+        guard s.fd >= 0 else { return }
+        reactor.unregister(fd: s.fd)
+        Syscall.close(s.fd)
+        s.fd = -1
+        s.interest = []
+        if s.appFD >= 0 {
+            Syscall.close(s.appFD)
+            s.appFD = -1
+        }
+    }
+
+    /// Forgets the record (its slot may be reused).
+    private func release(_ s: Socket, appClosed: Bool) {
+        closeDaemonEnd(s)
+        if let id = s.stackID {
+            stack.tcpClose(id, now: reactor.now)
+            s.stackID = nil
+        }
+        guard slots[Int(s.slot)] === s else { return }
+        slots[Int(s.slot)] = nil
+        generations[Int(s.slot)] &+= 1
+        freeSlots.append(s.slot)
+        if byInode[s.inode] === s { byInode[s.inode] = nil }
+        for (key, value) in byStack where value === s { byStack[key] = nil }
+        charge(s, 0)
+        s.user.sockets -= 1
+        if s.user.sockets == 0 && s.user.buffered == 0 { users[s.user.uid] = nil }
+    }
+
+    /// The connection is over and its data delivered: close the daemon's end so that the
+    /// application sees EOF (or ECONNRESET) and EPIPE, and remember the error for a while.
+    private func terminate(_ s: Socket, error: Int32) {
+        if let id = s.stackID {
+            s.finalState = stack.tcpState(id) ?? .closed
+            if let e = stack.tcpTakeError(id) { s.pendingError = e.errno }
+            if error != 0 { s.pendingError = error }
+            byStack[id] = nil
+            stack.tcpClose(id, now: reactor.now)
+            s.stackID = nil
+        } else if error != 0 {
+            s.pendingError = error
+        }
+        s.phase = .closed
+        closeDaemonEnd(s)
+        charge(s, 0)
+        s.closedAt = reactor.now
+        tombstones.append(s)
+        expireTombstones()
+    }
+
+    private func expireTombstones() {
+        let now = reactor.now
+        var drop = 0
+        while drop < tombstones.count {
+            let t = tombstones[drop]
+            let old = t.closedAt.map { now.nanoseconds(since: $0) > Self.tombstoneSeconds * 1_000_000_000 } ?? true
+            guard old || tombstones.count - drop > Self.maxTombstones else { break }
+            drop += 1
+            release(t, appClosed: false)
+        }
+        if drop > 0 { tombstones.removeFirst(drop) }
+    }
+
+    /// Keeps the user's count of buffered bytes in step with the socket's.
+    private func charge(_ s: Socket, _ bytes: Int) {
+        s.user.buffered += bytes - s.buffered
+        s.buffered = bytes
+    }
+
+    private func chargeBuffers(_ s: Socket) {
+        guard let id = s.stackID else { return charge(s, s.overflow.count) }
+        charge(s, stack.tcpSendQueued(id) + stack.tcpReadable(id) + s.overflow.count)
+    }
+
+    // MARK: - Operations
+
+    private func bind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
+        guard let id = s.stackID, s.phase == .unconnected, s.phantomPort == nil,
+              stack.tcpNames(id)?.localPort == 0 else { return -EINVAL }
+        if addr.port != 0 && addr.port < 1024 && uid != 0 { return -EACCES }
+        switch Int(addr.kind) {
+        case Int(LVLIP_ADDR_V6_OTHER.rawValue):
+            return -EADDRNOTAVAIL
+        case Int(LVLIP_ADDR_V6_ANY.rawValue):
+            if s.v6only {
+                // IPv6 only: the stack has no IPv6, so this socket can never be reached; it
+                // keeps its name and takes no IPv4 port (nginx binds [::]:80 beside 0.0.0.0:80).
+                s.phantomPort = addr.port
+                s.localName = (0, addr.port)
+                return 0
+            }
+        default:
+            if s.family == AF_INET6 && s.v6only { return -EINVAL }
+            guard addr.addr == 0 || addr.addr == stack.configuration.interface.address.value else { return -EADDRNOTAVAIL }
+        }
+        do {
+            try stack.tcpBind(id, port: addr.port, reuseAddress: s.reuseAddress)
+        } catch {
+            return -error.errno
+        }
+        s.boundAddress = addr.kind == UInt16(LVLIP_ADDR_V4.rawValue) ? addr.addr : 0
+        s.localName = (s.boundAddress, stack.tcpNames(id)?.localPort ?? addr.port)
+        return 0
+    }
+
+    private func listen(_ s: Socket, backlog: Int) -> Int32 {
+        if s.phantomPort != nil {
+            s.phase = .listening
+            return 0
+        }
+        guard let id = s.stackID, s.phase == .unconnected || s.phase == .listening else { return -EINVAL }
+        do {
+            try stack.tcpListen(id, backlog: backlog < 0 ? 4096 : backlog)
+        } catch {
+            return -error.errno
+        }
+        s.phase = .listening
+        s.localName = (s.boundAddress, stack.tcpNames(id)?.localPort ?? 0)
+        update(s)
+        return 0
+    }
+
+    private func connect(_ s: Socket, _ addr: lvlip_addr, filler: Int, appFD: Int32) -> (result: Int32, keptFD: Bool) {
+        switch s.phase {
+        case .connecting:
+            return (-EALREADY, false)
+        case .connected:
+            if !s.connectReported {
+                s.connectReported = true
+                return (0, false)
+            }
+            return (-EISCONN, false)
+        case .listening:
+            return (-EISCONN, false)
+        case .closed:
+            let e = s.pendingError
+            s.pendingError = 0
+            return (e != 0 ? -e : -ECONNABORTED, false)
+        case .unconnected:
+            break
+        }
+        let code = startConnect(s, addr)
+        guard code == -EINPROGRESS else {
+            // Failed at once: take the filler back so the end is writable again.
+            discardFiller(s, filler)
+            restoreSendBuffer(appFD)
+            return (code, false)
+        }
+        s.phase = .connecting
+        s.filler = filler
+        s.appFD = appFD
+        return (code, appFD >= 0)
+    }
+
+    private func startConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
+        guard let id = s.stackID, s.phantomPort == nil else { return -ENETUNREACH }
+        guard addr.kind == UInt16(LVLIP_ADDR_V4.rawValue), !(s.family == AF_INET6 && s.v6only) else { return -ENETUNREACH }
+        let address = IPv4Address(addr.addr)
+        if address.isLoopback { return -ENETUNREACH }
+        if addr.port == 0 { return -ECONNREFUSED }
+        do {
+            try stack.tcpConnect(id, to: address, port: addr.port, now: reactor.now)
+        } catch {
+            return -error.errno
+        }
+        s.localName = (stack.configuration.interface.address.value, stack.tcpNames(id)?.localPort ?? 0)
+        s.peerName = (addr.addr, addr.port)
+        return -EINPROGRESS
+    }
+
+    private func discardFiller(_ s: Socket, _ count: Int) {
+        var left = count
+        while left > 0, s.fd >= 0 {
+            let n = Glibc.read(s.fd, scratch.baseAddress, min(left, scratch.count))
+            if n <= 0 { break }
+            left -= n
+        }
+    }
+
+    private func restoreSendBuffer(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        _ = lvlip_set_int_option(fd, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.appBuffer)
+    }
+
+    private func shutdown(_ s: Socket, how: Int32) -> Int32 {
+        guard how >= 0 && how <= 2 else { return -EINVAL }
+        guard s.phase == .connected, let id = s.stackID else {
+            return s.phase == .closed && s.peerName.port != 0 ? 0 : -ENOTCONN
+        }
+        if how == 0 || how == 2 {
+            s.readShut = true
+            try? stack.tcpShutdown(id, .read, now: reactor.now)
+        }
+        if (how == 1 || how == 2) && !s.writeShut {
+            s.finPending = true
+            readFromApp(s)
+        }
+        update(s)
+        return 0
+    }
+
+    private func name(_ s: Socket, peer: Bool) -> Reply {
+        if peer {
+            guard s.phase == .connected || (s.phase == .closed && s.finalState != .closed) else { return nameReply(-ENOTCONN, nil) }
+            return nameReply(0, (s.peerName.address, s.peerName.port))
+        }
+        if s.phantomPort != nil {
+            return nameReply(0, (0, s.localName.port), kind: UInt16(LVLIP_ADDR_V6_ANY.rawValue))
+        }
+        return nameReply(0, (s.localName.address, s.localName.port))
+    }
+
+    private func status(_ s: Socket, kind: Int32) -> Int32 {
+        var error = s.pendingError
+        s.pendingError = 0
+        if error == 0, let id = s.stackID, let e = stack.tcpTakeError(id) { error = e.errno }
+        if kind == Int32(LVLIP_STATUS_READ_END.rawValue) { return error == 0 ? 0 : -error }
+        return error == 0 ? -EPIPE : -error
+    }
+
+    // MARK: - Data
+
+    private func dataEvent(_ s: Socket, _ events: IOEvents) {
+        guard s.fd >= 0 else { return }
+        if events.contains(.error) {
+            // The application closed with data we gave it unread: as close(2) with unread
+            // data, the connection is reset.
+            applicationClosed(s, reset: true)
+            return
+        }
+        switch s.phase {
+        case .connected:
+            if events.contains(.writable) { pushToApp(s) }
+            if s.fd >= 0 && (events.contains(.readable) || events.contains(.readHangup) || events.contains(.hangup)) {
+                readFromApp(s)
+            }
+        default:
+            if events.contains(.writable) && s.phase == .listening { handOff(s) }
+            if events.contains(.readHangup) || events.contains(.hangup) {
+                // Nothing else shuts the application's end: it closed its last descriptor.
+                applicationClosed(s, reset: false)
+            } else if events.contains(.readable) {
+                discardInput(s)
+            }
+        }
+        if s.fd >= 0 { refreshInterest(s) }
+    }
+
+    /// Bytes written to a socket that carries no stream (unconnected, listening) go nowhere.
+    private func discardInput(_ s: Socket) {
+        guard s.phase != .connecting else { return }
+        while s.fd >= 0 {
+            let n = Glibc.read(s.fd, scratch.baseAddress, scratch.count)
+            if n == 0 { return applicationClosed(s, reset: false) }
+            if n < 0 { return }
+            counters.appBytesDiscarded &+= UInt64(n)
+        }
+    }
+
+    /// Moves what the application wrote into the connection, as far as its send buffer allows.
+    private func readFromApp(_ s: Socket) {
+        while s.fd >= 0 {
+            var room = scratch.count
+            if !s.writeShut {
+                guard let id = s.stackID else { break }
+                room = min(room, stack.tcpSendSpace(id))
+                if s.user.buffered >= limits.bufferedBytesPerUser { room = 0 }
+                if room == 0 {
+                    // Without room, a FIN can still go once nothing more waits in the pair.
+                    if s.finPending && Self.pendingBytes(s.fd) == 0 { sendFin(s) }
+                    break
+                }
+            }
+            let n = Glibc.read(s.fd, scratch.baseAddress, room)
+            if n == 0 {
+                applicationClosed(s, reset: false)
+                return
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR {
+                    if s.finPending { sendFin(s) }
+                } else {
+                    applicationClosed(s, reset: errno == ECONNRESET)
+                    return
+                }
+                break
+            }
+            counters.appBytesIn &+= UInt64(n)
+            if s.writeShut || s.stackID == nil {
+                counters.appBytesDiscarded &+= UInt64(n)
+                continue
+            }
+            let data = UnsafeRawBufferPointer(scratch.slice(0..<n))
+            let taken = (try? stack.tcpSend(s.stackID!, data, now: reactor.now)) ?? 0
+            if taken < n { s.overflow.append(contentsOf: data[taken...]) }
+        }
+        chargeBuffers(s)
+    }
+
+    private static func pendingBytes(_ fd: Int32) -> Int32 {
+        var count: Int32 = 0
+        return ioctl(fd, UInt(FIONREAD), &count) == 0 ? count : 1
+    }
+
+    private func sendFin(_ s: Socket) {
+        s.finPending = false
+        s.writeShut = true
+        if let id = s.stackID { try? stack.tcpShutdown(id, .write, now: reactor.now) }
+    }
+
+    /// Writes received data into the application's end as far as it has room; then EOF or
+    /// the end of the connection.
+    private func pushToApp(_ s: Socket) {
+        guard let id = s.stackID else { return }
+        while s.fd >= 0 && !s.readShut {
+            let (a, b) = stack.tcpReadableRegions(id, limit: Int(Self.pushBuffer))
+            if a.isEmpty { break }
+            let n = lvlip_writev2(s.fd, a.baseAddress, a.count, b.baseAddress, b.count)
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR { break }
+                // EPIPE: the application is gone; its hang-up event follows.
+                return
+            }
+            counters.appBytesOut &+= UInt64(n)
+            stack.tcpConsume(id, n, now: reactor.now)
+        }
+        let drained = stack.tcpReadable(id) == 0 || s.readShut
+        if drained && !s.eofSent && (stack.tcpPeerFinished(id) || s.readShut) {
+            s.eofSent = true
+            _ = lvlip_shutdown_write(s.fd)
+        }
+        if drained, let error = stack.tcpTerminalError(id) {
+            terminate(s, error: error.errno)
+        } else if drained, stack.tcpState(id) == .closed, s.writeShut || s.eofSent {
+            // Both directions finished: keep the pair (the application may still ask for
+            // names and K.TCP_INFO) until it closes.
+        }
+    }
+
+    /// Hands accepted connections to the application through the listener's pair.
+    private func handOff(_ listener: Socket) {
+        guard let listenID = listener.stackID else { return }
+        while listener.fd >= 0 {
+            if listener.handoff.isEmpty {
+                guard let child = try? stack.tcpAccept(listenID) else { break }
+                guard listener.user.sockets < limits.socketsPerUser else {
+                    counters.limitRefusals &+= 1
+                    stack.tcpAbort(child, now: reactor.now)
+                    continue
+                }
+                guard let (s, appFD) = makeSocket(family: listener.family, user: listener.user,
+                                                  pid: listener.ownerPid, stackID: child) else { break }
+                counters.socketsAccepted &+= 1
+                s.phase = .connected
+                s.connectReported = true
+                if let names = stack.tcpNames(child) {
+                    s.localName = (stack.configuration.interface.address.value, names.localPort)
+                    s.peerName = (names.remote.value, names.remotePort)
+                }
+                listener.handoff.append((s, appFD))
+                refreshInterest(s)
+                update(s)
+            }
+            let (s, appFD) = listener.handoff[0]
+            var record = lvlip_accept_record()
+            record.magic = LVLIP_ACCEPT_MAGIC
+            record.size = UInt32(MemoryLayout<lvlip_accept_record>.size)
+            record.ref = lvlip_ref(index: UInt32(s.slot), generation: s.generation, token: s.token)
+            record.local = lvlip_addr(addr: s.localName.address, port: s.localName.port, kind: 0)
+            record.peer = lvlip_addr(addr: s.peerName.address, port: s.peerName.port, kind: 0)
+            let sent = withUnsafeBytes(of: &record) { lvlip_send_with_fd(listener.fd, $0.baseAddress, $0.count, appFD) }
+            if sent < 0 {
+                if errno == EAGAIN { counters.handoffWaits &+= 1 }
+                break
+            }
+            Syscall.close(appFD)
+            listener.handoff.removeFirst()
+        }
+    }
+
+    /// What the daemon's end should wait for, from the socket's phase and buffers.
+    private func refreshInterest(_ s: Socket) {
+        guard s.fd >= 0 else { return }
+        var events: IOEvents = []
+        switch s.phase {
+        case .unconnected:
+            events = [.readable, .readHangup]
+        case .connecting:
+            events = .readHangup
+        case .listening:
+            events = .readHangup
+            if !s.handoff.isEmpty { events.insert(.writable) }
+        case .connected:
+            if let id = s.stackID {
+                let room = s.writeShut || (stack.tcpSendSpace(id) > 0 && s.user.buffered < limits.bufferedBytesPerUser)
+                // Without room, the end's hang-up (level-triggered) would fire on and on.
+                if room { events.formUnion([.readable, .readHangup]) }
+                if stack.tcpReadable(id) > 0 && !s.readShut { events.insert(.writable) }
+            }
+        case .closed:
+            events = []
+        }
+        setInterest(s, events)
+    }
+
+    /// Readiness changes from the stack (`NetworkStack.takeReadinessChanges`).
+    public func readinessChanged(_ ids: [SocketID]) {
+        for id in ids {
+            guard let s = byStack[id] else { continue }
+            update(s)
+        }
+    }
+
+    private func update(_ s: Socket) {
+        guard let id = s.stackID else { return }
+        if s.appClosed {
+            // Orphan draining what the application wrote before it closed.
+            if !s.overflow.isEmpty {
+                let taken = s.overflow.withUnsafeBytes { (try? stack.tcpSend(id, $0, now: reactor.now)) ?? 0 }
+                s.overflow.removeFirst(taken)
+                if stack.tcpTerminalError(id) != nil { s.overflow.removeAll() }
+            }
+            if s.overflow.isEmpty {
+                byStack[id] = nil
+                stack.tcpClose(id, now: reactor.now)
+                s.stackID = nil
+                release(s, appClosed: true)
+            }
+            return
+        }
+        switch s.phase {
+        case .connecting:
+            if let error = stack.tcpTerminalError(id) {
+                terminate(s, error: error.errno)
+                return
+            }
+            switch stack.tcpState(id) {
+            case .established?, .closeWait?, .finWait1?, .finWait2?, .closing?, .lastAck?, .timeWait?:
+                established(s)
+            case .closed?:
+                terminate(s, error: stack.tcpTakeError(id)?.errno ?? ECONNREFUSED)
+                return
+            default:
+                break
+            }
+        case .connected:
+            pushToApp(s)
+            if s.fd >= 0 && s.interest.contains(.readable) == false { readFromApp(s) }
+        case .listening:
+            handOff(s)
+        default:
+            break
+        }
+        if s.fd >= 0 {
+            chargeBuffers(s)
+            refreshInterest(s)
+        }
+    }
+
+    private func established(_ s: Socket) {
+        discardFiller(s, s.filler)
+        s.filler = 0
+        restoreSendBuffer(s.appFD)
+        if s.appFD >= 0 {
+            Syscall.close(s.appFD)
+            s.appFD = -1
+        }
+        s.phase = .connected
+        if let id = s.stackID, let names = stack.tcpNames(id) {
+            s.localName = (stack.configuration.interface.address.value, names.localPort)
+        }
+        pushToApp(s)
+    }
+
+    // MARK: - Options
+
+    private func setOption(_ s: Socket, level: Int32, name: Int32, value: UnsafeRawBufferPointer, uid: UInt32) -> Int32 {
+        let int: Int32? = value.count >= 4 ? value.loadUnaligned(as: Int32.self) : nil
+        let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
+        func needInt() -> Int32? { int }
+        func apply(_ change: (inout TCPSocketOptions) -> Void) -> Int32 {
+            guard let id = s.stackID else { return 0 }
+            do {
+                try stack.tcpSetOptions(id, now: reactor.now, change)
+                return 0
+            } catch {
+                return -error.errno
+            }
+        }
+        switch (level, name) {
+        case (K.SOL_SOCKET, K.SO_REUSEADDR):
+            guard let v = int else { return -EINVAL }
+            s.reuseAddress = v != 0
+        case (K.SOL_SOCKET, K.SO_KEEPALIVE):
+            guard let v = int else { return -EINVAL }
+            return apply { $0.keepAlive = v != 0 }
+        case (K.SOL_SOCKET, K.SO_SNDBUF), (K.SOL_SOCKET, K.SO_SNDBUFFORCE):
+            guard let v = int else { return -EINVAL }
+            if name == K.SO_SNDBUFFORCE && uid != 0 { return -EPERM }
+            return apply { $0.sendBuffer = max(4608, min(Int(v), 4 << 20) * 2) }
+        case (K.SOL_SOCKET, K.SO_RCVBUF), (K.SOL_SOCKET, K.SO_RCVBUFFORCE):
+            guard let v = int else { return -EINVAL }
+            if name == K.SO_RCVBUFFORCE && uid != 0 { return -EPERM }
+            return apply { $0.receiveBuffer = max(2304, min(Int(v), 4 << 20) * 2) }
+        case (K.SOL_SOCKET, K.SO_LINGER):
+            guard value.count >= 8 else { return -EINVAL }
+            let on = value.loadUnaligned(fromByteOffset: 0, as: Int32.self)
+            let seconds = value.loadUnaligned(fromByteOffset: 4, as: Int32.self)
+            s.stored[key] = Array(value.prefix(8))
+            return apply { $0.lingerZero = on != 0 && seconds == 0 }
+        case (K.SOL_SOCKET, K.SO_MARK):
+            guard int != nil else { return -EINVAL }
+            guard uid == 0 else { return -EPERM }
+            s.stored[key] = Array(value.prefix(4))
+        case (K.SOL_SOCKET, K.SO_TYPE), (K.SOL_SOCKET, K.SO_ERROR), (K.SOL_SOCKET, K.SO_DOMAIN), (K.SOL_SOCKET, K.SO_PROTOCOL),
+             (K.SOL_SOCKET, K.SO_ACCEPTCONN), (K.SOL_SOCKET, K.SO_PEERCRED):
+            return -ENOPROTOOPT
+        case (K.SOL_SOCKET, K.SO_DEBUG), (K.SOL_SOCKET, K.SO_DONTROUTE), (K.SOL_SOCKET, K.SO_BROADCAST), (K.SOL_SOCKET, K.SO_OOBINLINE),
+             (K.SOL_SOCKET, K.SO_PRIORITY), (K.SOL_SOCKET, K.SO_REUSEPORT), (K.SOL_SOCKET, K.SO_RCVLOWAT), (K.SOL_SOCKET, K.SO_TIMESTAMP),
+             (K.SOL_SOCKET, K.SO_BUSY_POLL), (K.SOL_SOCKET, K.SO_INCOMING_CPU), (K.SOL_SOCKET, K.SO_PASSCRED):
+            guard int != nil else { return -EINVAL }
+            s.stored[key] = Array(value.prefix(4))
+        case (K.IPPROTO_TCP, K.TCP_NODELAY):
+            guard let v = int else { return -EINVAL }
+            return apply { $0.noDelay = v != 0 }
+        case (K.IPPROTO_TCP, K.TCP_CORK):
+            guard let v = int else { return -EINVAL }
+            return apply { $0.cork = v != 0 }
+        case (K.IPPROTO_TCP, K.TCP_KEEPIDLE):
+            guard let v = int, v >= 1, v <= 32767 else { return -EINVAL }
+            return apply { $0.keepIdle = UInt64(v) }
+        case (K.IPPROTO_TCP, K.TCP_KEEPINTVL):
+            guard let v = int, v >= 1, v <= 32767 else { return -EINVAL }
+            return apply { $0.keepInterval = UInt64(v) }
+        case (K.IPPROTO_TCP, K.TCP_KEEPCNT):
+            guard let v = int, v >= 1, v <= 127 else { return -EINVAL }
+            return apply { $0.keepCount = Int(v) }
+        case (K.IPPROTO_TCP, K.TCP_USER_TIMEOUT):
+            guard let v = int, v >= 0 else { return -EINVAL }
+            return apply { $0.userTimeout = UInt64(v) }
+        case (K.IPPROTO_TCP, K.TCP_MAXSEG):
+            guard let v = int else { return -EINVAL }
+            guard v == 0 || (v >= 88 && v <= 65535) else { return -EINVAL }
+            return apply { $0.maxSegment = v == 0 ? nil : Int(v) }
+        case (K.IPPROTO_TCP, K.TCP_CONGESTION):
+            let text = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)
+            guard !text.isEmpty else { return -EINVAL }
+            let r = apply { $0.congestionControl = text }
+            return r == -EINVAL ? -ENOENT : r
+        case (K.IPPROTO_TCP, K.TCP_INFO):
+            return -ENOPROTOOPT
+        case (K.IPPROTO_TCP, K.TCP_SYNCNT), (K.IPPROTO_TCP, K.TCP_LINGER2), (K.IPPROTO_TCP, K.TCP_DEFER_ACCEPT),
+             (K.IPPROTO_TCP, K.TCP_WINDOW_CLAMP), (K.IPPROTO_TCP, K.TCP_QUICKACK), (K.IPPROTO_TCP, K.TCP_FASTOPEN),
+             (K.IPPROTO_TCP, K.TCP_NOTSENT_LOWAT), (K.IPPROTO_TCP, K.TCP_FASTOPEN_CONNECT):
+            guard int != nil else { return -EINVAL }
+            s.stored[key] = Array(value.prefix(4))
+        case (K.IPPROTO_IP, K.IP_TOS), (K.IPPROTO_IP, K.IP_TTL):
+            guard int != nil else { return -EINVAL }
+            s.stored[key] = Array(value.prefix(4))
+        case (K.IPPROTO_IPV6, K.IPV6_V6ONLY):
+            guard s.family == AF_INET6 else { return -ENOPROTOOPT }
+            guard let v = int else { return -EINVAL }
+            guard s.phase == .unconnected, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
+            s.v6only = v != 0
+        case (K.IPPROTO_IPV6, K.IPV6_TCLASS):
+            guard s.family == AF_INET6 else { return -ENOPROTOOPT }
+            guard int != nil else { return -EINVAL }
+            s.stored[key] = Array(value.prefix(4))
+        default:
+            return -ENOPROTOOPT
+        }
+        return 0
+    }
+
+    private func getOption(_ s: Socket, level: Int32, name: Int32, room: Int) -> (Int32, [UInt8]) {
+        func int(_ v: Int32) -> (Int32, [UInt8]) { (0, withUnsafeBytes(of: v) { Array($0.prefix(room)) }) }
+        func bool(_ v: Bool) -> (Int32, [UInt8]) { int(v ? 1 : 0) }
+        let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
+        let options = s.stackID.flatMap { stack.tcpOptions($0) } ?? TCPSocketOptions()
+        switch (level, name) {
+        case (K.SOL_SOCKET, K.SO_TYPE): return int(1)
+        case (K.SOL_SOCKET, K.SO_DOMAIN): return int(s.family)
+        case (K.SOL_SOCKET, K.SO_PROTOCOL): return int(6)
+        case (K.SOL_SOCKET, K.SO_ACCEPTCONN): return bool(s.phase == .listening)
+        case (K.SOL_SOCKET, K.SO_ERROR):
+            var error = s.pendingError
+            s.pendingError = 0
+            if error == 0, let id = s.stackID, let e = stack.tcpTakeError(id) { error = e.errno }
+            return int(error)
+        case (K.SOL_SOCKET, K.SO_REUSEADDR): return bool(s.reuseAddress)
+        case (K.SOL_SOCKET, K.SO_KEEPALIVE): return bool(options.keepAlive)
+        case (K.SOL_SOCKET, K.SO_SNDBUF):
+            return int(Int32(clamping: options.sendBuffer ?? stack.configuration.tcp.sendBuffer))
+        case (K.SOL_SOCKET, K.SO_RCVBUF):
+            return int(Int32(clamping: options.receiveBuffer ?? stack.configuration.tcp.receiveBuffer))
+        case (K.SOL_SOCKET, K.SO_LINGER):
+            return (0, Array((s.stored[key] ?? [UInt8](repeating: 0, count: 8)).prefix(room)))
+        case (K.IPPROTO_TCP, K.TCP_NODELAY): return bool(options.noDelay)
+        case (K.IPPROTO_TCP, K.TCP_CORK): return bool(options.cork)
+        case (K.IPPROTO_TCP, K.TCP_KEEPIDLE): return int(Int32(clamping: options.keepIdle))
+        case (K.IPPROTO_TCP, K.TCP_KEEPINTVL): return int(Int32(clamping: options.keepInterval))
+        case (K.IPPROTO_TCP, K.TCP_KEEPCNT): return int(Int32(clamping: options.keepCount))
+        case (K.IPPROTO_TCP, K.TCP_USER_TIMEOUT): return int(Int32(clamping: options.userTimeout))
+        case (K.IPPROTO_TCP, K.TCP_MAXSEG):
+            if let id = s.stackID, let info = stack.tcpInfo(id), info.state != .closed, info.state != .listen {
+                return int(Int32(clamping: info.sendMSS))
+            }
+            return int(Int32(clamping: options.maxSegment ?? 536))
+        case (K.IPPROTO_TCP, K.TCP_CONGESTION):
+            var bytes = Array(options.congestionControl.utf8)
+            bytes.append(contentsOf: [UInt8](repeating: 0, count: max(0, 16 - bytes.count)))
+            return (0, Array(bytes.prefix(room)))
+        case (K.IPPROTO_TCP, K.TCP_INFO):
+            return (0, tcpInfo(s, room: room))
+        case (K.IPPROTO_IPV6, K.IPV6_V6ONLY):
+            guard s.family == AF_INET6 else { return (-ENOPROTOOPT, []) }
+            return bool(s.v6only)
+        case (K.IPPROTO_IP, K.IP_TTL):
+            return (0, Array((s.stored[key] ?? withUnsafeBytes(of: Int32(64)) { Array($0) }).prefix(room)))
+        default:
+            if let stored = s.stored[key] { return (0, Array(stored.prefix(room))) }
+            switch (level, name) {
+            case (K.SOL_SOCKET, _), (K.IPPROTO_TCP, K.TCP_SYNCNT), (K.IPPROTO_TCP, K.TCP_LINGER2), (K.IPPROTO_TCP, K.TCP_DEFER_ACCEPT),
+                 (K.IPPROTO_TCP, K.TCP_WINDOW_CLAMP), (K.IPPROTO_TCP, K.TCP_QUICKACK), (K.IPPROTO_TCP, K.TCP_FASTOPEN),
+                 (K.IPPROTO_TCP, K.TCP_NOTSENT_LOWAT), (K.IPPROTO_IP, K.IP_TOS), (K.IPPROTO_IPV6, K.IPV6_TCLASS):
+                if level == K.SOL_SOCKET && ![K.SO_DEBUG, K.SO_DONTROUTE, K.SO_BROADCAST, K.SO_OOBINLINE, K.SO_PRIORITY, K.SO_REUSEPORT,
+                                            K.SO_RCVLOWAT, K.SO_TIMESTAMP, K.SO_BUSY_POLL, K.SO_INCOMING_CPU, K.SO_PASSCRED,
+                                            K.SO_MARK].contains(name) {
+                    return (-ENOPROTOOPT, [])
+                }
+                return int(name == K.SO_RCVLOWAT && level == K.SOL_SOCKET ? 1 : 0)
+            default:
+                return (-ENOPROTOOPT, [])
+            }
+        }
+    }
+
+    private func tcpInfo(_ s: Socket, room: Int) -> [UInt8] {
+        var src = lvlip_tcp_info_source()
+        if let id = s.stackID, let i = stack.tcpInfo(id) {
+            src.state = Self.linuxState(i.state)
+            src.retransmits = UInt8(clamping: i.backoff)
+            src.backoff = UInt8(clamping: i.backoff)
+            src.options = (i.timestamps ? 1 : 0) | (i.sack ? 2 : 0) | (i.windowScale != nil ? 4 : 0)
+            src.snd_wscale = i.windowScale?.send ?? 0
+            src.rcv_wscale = i.windowScale?.receive ?? 0
+            src.rto_us = i.rto
+            src.snd_mss = UInt32(clamping: i.sendMSS)
+            src.rcv_mss = UInt32(clamping: i.receiveMSS)
+            let mss = max(i.sendMSS, 1)
+            src.unacked = UInt32(clamping: (i.unacked + mss - 1) / mss)
+            src.pmtu = UInt32(stack.configuration.mtu)
+            src.rtt_us = i.rtt
+            src.rttvar_us = i.rttVariance
+            src.snd_ssthresh = i.slowStartThreshold >= Int(Int32.max) ? 0x7fff_ffff : UInt32(clamping: i.slowStartThreshold / mss)
+            src.snd_cwnd = UInt32(clamping: i.congestionWindow / mss)
+            src.total_retrans = UInt32(truncatingIfNeeded: i.retransmits)
+            src.segs_out = UInt32(truncatingIfNeeded: i.segmentsOut)
+            src.segs_in = UInt32(truncatingIfNeeded: i.segmentsIn)
+            src.notsent_bytes = UInt32(clamping: max(0, i.sendQueue - i.unacked))
+            src.snd_wnd = UInt32(clamping: i.sendWindow)
+            src.rcv_wnd = UInt32(clamping: i.receiveWindow)
+            src.bytes_acked = i.bytesAcked
+            src.bytes_received = i.bytesReceived
+        } else {
+            src.state = Self.linuxState(s.phase == .closed ? s.finalState : .closed)
+        }
+        var out = [UInt8](repeating: 0, count: room)
+        let n = out.withUnsafeMutableBytes { lvlip_fill_tcp_info($0.baseAddress, room, &src) }
+        return Array(out.prefix(n))
+    }
+
+    /// Linux's TCP state numbers (include/net/tcp_states.h).
+    static func linuxState(_ state: TCPState) -> UInt8 {
+        switch state {
+        case .established: 1
+        case .synSent: 2
+        case .synReceived: 3
+        case .finWait1: 4
+        case .finWait2: 5
+        case .timeWait: 6
+        case .closed: 7
+        case .closeWait: 8
+        case .lastAck: 9
+        case .listen: 10
+        case .closing: 11
+        }
+    }
+
+    /// Closes every pair (daemon shutdown): applications see their sockets end.
+    public func shutdown() {
+        for case let s? in slots { closeDaemonEnd(s) }
+    }
+}
