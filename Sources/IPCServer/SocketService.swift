@@ -602,6 +602,12 @@ public final class SocketService {
     }
 
     private func connect(_ s: Socket, _ addr: lvlip_addr, filler: Int, appFD: Int32) -> (result: Int32, keptFD: Bool) {
+        if s.phase != .unconnected && filler > 0 {
+            // The shim thought the socket unconnected: take its filler back, and give the end
+            // its buffer again unless an earlier connect's filler still holds it.
+            discardFiller(s, filler)
+            if s.phase != .connecting { restoreSendBuffer(appFD) }
+        }
         switch s.phase {
         case .connecting:
             return (-EALREADY, false)

@@ -24,7 +24,7 @@ def pytest_configure(config):
                     "`unshare --net --pid --fork --kill-child --mount-proc` (see scripts/test)", returncode=2)
     if not os.environ.get("LVLIP_BIN"):
         pytest.exit("set LVLIP_BIN to the directory holding lvlipd and lvlipctl (see scripts/test)", returncode=2)
-    for tool in ("lvlipd", "lvlipctl"):
+    for tool in ("lvlipd", "lvlipctl", "liblvlip.so"):
         if not (harness.bin_dir() / tool).is_file():
             pytest.exit(f"{tool} not found in LVLIP_BIN={harness.bin_dir()}", returncode=2)
     harness.run(["ip", "link", "set", "lo", "up"], check=True)

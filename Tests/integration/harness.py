@@ -37,6 +37,14 @@ def bin_dir() -> Path:
     return Path(value)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shim_path() -> Path:
+    """The LD_PRELOAD shim built by scripts/build, beside lvlipd."""
+    return bin_dir() / "liblvlip.so"
+
+
 def require_tool(name):
     if shutil.which(name) is None:
         pytest.skip(f"{name} is not installed")
@@ -159,6 +167,18 @@ class Daemon:
                 raise AssertionError(f"lvlipd (pid {self.pid}) ignored SIGTERM for {timeout} s")
         self._stderr.close()
         return self.returncode
+
+    def lvlip_env(self, base=None) -> dict:
+        """Environment that runs a program with its TCP sockets on this daemon (what
+        `scripts/lvlip` sets up): LD_PRELOAD of the shim and LVLIP_SOCKET."""
+        env = dict(os.environ if base is None else base)
+        env["LD_PRELOAD"] = str(shim_path())
+        env["LVLIP_SOCKET"] = self.socket
+        return env
+
+    def lvlip(self, *args) -> list:
+        """argv running args through scripts/lvlip against this daemon (pass env=lvlip_env())."""
+        return [str(REPO / "scripts" / "lvlip"), *[str(a) for a in args]]
 
     def kill(self):
         """SIGKILL, as a crash would; the fixture then expects no clean exit."""

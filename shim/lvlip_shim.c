@@ -1,0 +1,981 @@
+// liblvlip.so: the LD_PRELOAD shim that gives a program's TCP sockets to lvlipd.
+//
+// A stack socket is a real descriptor: one end of an AF_UNIX stream pair whose other end
+// lvlipd holds (docs/ipc.md, "Socket service"). Payload is plain bytes in the pair, so
+// read/write/poll/select/epoll, fork, dup and exec work on it through the kernel; this file
+// only turns the socket calls (socket, connect, bind, listen, accept, names, options,
+// shutdown) into requests on a per-process control connection, and keeps the kernel's errno
+// where a pair would answer differently (end of stream after a reset, EPIPE, SIGPIPE).
+// Descriptors that are not stack sockets go to libc untouched.
+//
+// Needs only libc: built with `cc -shared -fPIC` (scripts/build).
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lvlip_ipc.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define DEFAULT_SOCKET "/run/lvlip/lvlipd.sock"
+#define MARKER "lvlip-"
+
+// MARK: - The real functions
+
+#define REAL(name, ret, ...)                                                  \
+    static ret (*real_##name)(__VA_ARGS__);                                   \
+    static ret (*get_##name(void))(__VA_ARGS__) {                             \
+        if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name);              \
+        return real_##name;                                                   \
+    }
+
+REAL(socket, int, int, int, int)
+REAL(connect, int, int, const struct sockaddr *, socklen_t)
+REAL(bind, int, int, const struct sockaddr *, socklen_t)
+REAL(listen, int, int, int)
+REAL(accept, int, int, struct sockaddr *, socklen_t *)
+REAL(accept4, int, int, struct sockaddr *, socklen_t *, int)
+REAL(shutdown, int, int, int)
+REAL(close, int, int)
+REAL(close_range, int, unsigned int, unsigned int, int)
+REAL(dup2, int, int, int)
+REAL(dup3, int, int, int, int)
+REAL(getsockname, int, int, struct sockaddr *, socklen_t *)
+REAL(getpeername, int, int, struct sockaddr *, socklen_t *)
+REAL(setsockopt, int, int, int, int, const void *, socklen_t)
+REAL(getsockopt, int, int, int, int, void *, socklen_t *)
+REAL(read, ssize_t, int, void *, size_t)
+REAL(readv, ssize_t, int, const struct iovec *, int)
+REAL(recv, ssize_t, int, void *, size_t, int)
+REAL(recvfrom, ssize_t, int, void *, size_t, int, struct sockaddr *, socklen_t *)
+REAL(recvmsg, ssize_t, int, struct msghdr *, int)
+REAL(write, ssize_t, int, const void *, size_t)
+REAL(writev, ssize_t, int, const struct iovec *, int)
+REAL(send, ssize_t, int, const void *, size_t, int)
+REAL(sendto, ssize_t, int, const void *, size_t, int, const struct sockaddr *, socklen_t)
+REAL(sendmsg, ssize_t, int, const struct msghdr *, int)
+REAL(sendfile, ssize_t, int, int, off_t *, size_t)
+REAL(sendfile64, ssize_t, int, int, off64_t *, size_t)
+
+// MARK: - Descriptor table
+
+enum { FD_UNKNOWN = 0, FD_OTHER = 1, FD_STACK = 2 };
+enum {
+    F_STARTED = 1,      // connect started, or accepted: writes go to the stream
+    F_LISTENING = 2,
+    F_WR_SHUT = 4,
+    F_RD_SHUT = 8,
+};
+
+struct entry {
+    uint8_t kind;
+    uint8_t flags;
+    uint16_t family;
+    uint32_t reserved;
+    uint64_t inode;
+    struct lvlip_ref ref;
+};
+
+#define PAGE_BITS 10
+#define PAGE_SIZE_ENTRIES (1u << PAGE_BITS)
+#define PAGES 4096  // 4M descriptors
+static _Atomic(struct entry *) pages[PAGES];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct entry *slot(int fd, int create) {
+    if (fd < 0) return NULL;
+    unsigned page = (unsigned)fd >> PAGE_BITS;
+    if (page >= PAGES) return NULL;
+    struct entry *p = atomic_load_explicit(&pages[page], memory_order_acquire);
+    if (!p) {
+        if (!create) return NULL;
+        pthread_mutex_lock(&table_lock);
+        p = atomic_load_explicit(&pages[page], memory_order_relaxed);
+        if (!p) {
+            p = calloc(PAGE_SIZE_ENTRIES, sizeof *p);
+            atomic_store_explicit(&pages[page], p, memory_order_release);
+        }
+        pthread_mutex_unlock(&table_lock);
+        if (!p) return NULL;
+    }
+    return &p[(unsigned)fd & (PAGE_SIZE_ENTRIES - 1)];
+}
+
+static void forget(int fd) {
+    struct entry *e = slot(fd, 0);
+    if (e) memset(e, 0, sizeof *e);
+}
+
+static uint64_t inode_of(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return 0;
+    return (uint64_t)st.st_ino;
+}
+
+// MARK: - Control connection
+
+static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+static int ctl_fd = -1;
+static uint64_t ctl_inode;
+static uint32_t ctl_tag;
+static int warned;
+
+static const char *socket_path(void) {
+    const char *p = getenv("LVLIP_SOCKET");
+    return p && *p ? p : DEFAULT_SOCKET;
+}
+
+static void warn_unreachable(const char *why, int err) {
+    if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED)) return;
+    char line[512];
+    int n = snprintf(line, sizeof line, "lvlip: cannot reach lvlipd at %s: %s%s\n", socket_path(), why,
+                     err ? strerror(err) : "");
+    if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static int write_all(int fd, const void *buf, size_t len, int pass_fd) {
+    const char *p = buf;
+    int first = 1;
+    while (len > 0) {
+        struct iovec iov = {.iov_base = (void *)p, .iov_len = len};
+        union {
+            char space[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (first && pass_fd >= 0) {
+            memset(&control, 0, sizeof control);
+            msg.msg_control = control.space;
+            msg.msg_controllen = sizeof control.space;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
+        }
+        ssize_t n = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        first = 0;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+// Reads exactly len bytes; a descriptor that comes with them lands in *got_fd.
+static int read_all(int fd, void *buf, size_t len, int *got_fd, int cloexec) {
+    char *p = buf;
+    while (len > 0) {
+        struct iovec iov = {.iov_base = p, .iov_len = len};
+        union {
+            char space[CMSG_SPACE(sizeof(int) * 4)];
+            struct cmsghdr align;
+        } control;
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                             .msg_controllen = sizeof control.space};
+        ssize_t n = get_recvmsg()(fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < count; i++) {
+                int received;
+                memcpy(&received, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof received);
+                if (got_fd && *got_fd < 0) {
+                    *got_fd = received;
+                } else {
+                    get_close()(received);
+                }
+            }
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void ctl_drop(void) {
+    if (ctl_fd >= 0) get_close()(ctl_fd);
+    ctl_fd = -1;
+}
+
+// Connects and says HELLO; the descriptor is kept high, out of the way of dup2 targets.
+static int ctl_open(void) {
+    const char *path = socket_path();
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path) {
+        warn_unreachable("path too long", 0);
+        return -1;
+    }
+    strcpy(addr.sun_path, path);
+    int fd = get_socket()(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (get_connect()(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        int e = errno;
+        get_close()(fd);
+        warn_unreachable("", e);
+        return -1;
+    }
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 768);
+    if (high >= 0) {
+        get_close()(fd);
+        fd = high;
+    }
+    struct {
+        uint32_t length;
+        uint16_t type, flags;
+        uint32_t tag;
+        uint32_t magic;
+        uint16_t version, zero;
+        int32_t pid;
+    } hello = {12, LVLIP_MSG_HELLO, 0, 0, LVLIP_IPC_MAGIC, LVLIP_IPC_VERSION, 0, (int32_t)getpid()};
+    typeof(hello) reply;
+    if (write_all(fd, &hello, sizeof hello, -1) < 0 || read_all(fd, &reply, 12, NULL, 1) < 0) {
+        int e = errno;
+        get_close()(fd);
+        warn_unreachable("handshake failed: ", e);
+        return -1;
+    }
+    if (reply.type != LVLIP_MSG_HELLO_REPLY || reply.length != 12 || read_all(fd, &reply.magic, 12, NULL, 1) < 0 ||
+        reply.version != LVLIP_IPC_VERSION) {
+        get_close()(fd);
+        warn_unreachable("the daemon speaks another protocol version", 0);
+        return -1;
+    }
+    ctl_fd = fd;
+    ctl_inode = inode_of(fd);
+    return 0;
+}
+
+// One request and its reply. Returns the reply's body length, or -1 with errno ENETDOWN
+// when lvlipd cannot be reached. A descriptor in the reply lands in *reply_fd.
+static ssize_t request(uint16_t type, const void *body, uint32_t length, const void *extra, uint32_t extra_length,
+                       int pass_fd, void *reply, size_t room, int *reply_fd, int cloexec) {
+    pthread_mutex_lock(&ctl_lock);
+    // The program may have closed our descriptor behind our back (closefrom, a loop of
+    // close calls): a different file under the number means it is gone.
+    if (ctl_fd >= 0 && inode_of(ctl_fd) != ctl_inode) ctl_fd = -1;
+    if (ctl_fd < 0 && ctl_open() < 0) {
+        pthread_mutex_unlock(&ctl_lock);
+        errno = ENETDOWN;
+        return -1;
+    }
+    struct {
+        uint32_t length;
+        uint16_t type, flags;
+        uint32_t tag;
+    } header = {length + extra_length, type, pass_fd >= 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
+    char out[sizeof header + 256];
+    ssize_t result = -1;
+    if (length + extra_length <= 256) {
+        memcpy(out, &header, sizeof header);
+        memcpy(out + sizeof header, body, length);
+        if (extra_length) memcpy(out + sizeof header + length, extra, extra_length);
+        if (write_all(ctl_fd, out, sizeof header + length + extra_length, pass_fd) < 0) goto broken;
+    } else {
+        if (write_all(ctl_fd, &header, sizeof header, pass_fd) < 0 || write_all(ctl_fd, body, length, -1) < 0 ||
+            write_all(ctl_fd, extra, extra_length, -1) < 0)
+            goto broken;
+    }
+    typeof(header) in;
+    int fd = -1;
+    if (read_all(ctl_fd, &in, sizeof in, &fd, cloexec) < 0) goto broken;
+    if (in.type != type + 1 || in.tag != header.tag || in.length > room) {
+        if (fd >= 0) get_close()(fd);
+        goto broken;
+    }
+    if (read_all(ctl_fd, reply, in.length, &fd, cloexec) < 0) {
+        if (fd >= 0) get_close()(fd);
+        goto broken;
+    }
+    if (reply_fd) {
+        *reply_fd = fd;
+    } else if (fd >= 0) {
+        get_close()(fd);
+    }
+    result = in.length;
+    pthread_mutex_unlock(&ctl_lock);
+    return result;
+broken:
+    ctl_drop();
+    warn_unreachable("the connection broke: ", errno);
+    pthread_mutex_unlock(&ctl_lock);
+    errno = ENETDOWN;
+    return -1;
+}
+
+static void after_fork_child(void) {
+    // The child shares the parent's control connection: it must open its own.
+    pthread_mutex_init(&ctl_lock, NULL);
+    pthread_mutex_init(&table_lock, NULL);
+    ctl_drop();
+}
+
+__attribute__((constructor)) static void shim_init(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+
+// MARK: - Which descriptors are stack sockets
+
+// Fills the entry of a descriptor the table does not know (inherited across exec, passed
+// with SCM_RIGHTS): a stack socket's peer is lvlipd's end, named "lvlip-..." in the
+// abstract namespace.
+static struct entry *identify(int fd, uint64_t inode) {
+    struct entry *e = slot(fd, 1);
+    if (!e) return NULL;
+    struct sockaddr_un peer;
+    socklen_t len = sizeof peer;
+    if (inode == 0 || get_getpeername()(fd, (struct sockaddr *)&peer, &len) < 0 || peer.sun_family != AF_UNIX ||
+        len < offsetof(struct sockaddr_un, sun_path) + 1 + strlen(MARKER) || peer.sun_path[0] != 0 ||
+        memcmp(peer.sun_path + 1, MARKER, strlen(MARKER)) != 0) {
+        e->kind = FD_OTHER;
+        e->inode = inode;
+        return NULL;
+    }
+    struct lvlip_socket_rep rep;
+    ssize_t n = request(LVLIP_MSG_IDENTIFY, NULL, 0, NULL, 0, fd, &rep, sizeof rep, NULL, 1);
+    if (n != (ssize_t)sizeof rep || rep.result < 0) {
+        e->kind = FD_OTHER;
+        e->inode = inode;
+        return NULL;
+    }
+    e->kind = FD_STACK;
+    e->family = (uint16_t)rep.family;
+    e->inode = inode;
+    e->ref = rep.ref;
+    e->flags = 0;
+    if (rep.state == LVLIP_STATE_CONNECTING || rep.state == LVLIP_STATE_CONNECTED || rep.state == LVLIP_STATE_CLOSED)
+        e->flags |= F_STARTED;
+    if (rep.state == LVLIP_STATE_LISTENING) e->flags |= F_LISTENING;
+    return e;
+}
+
+// For socket calls: the descriptor's entry if it is a stack socket, checked against the
+// file now under the number.
+static struct entry *stack_socket(int fd) {
+    uint64_t inode = inode_of(fd);
+    if (inode == 0) return NULL;
+    struct entry *e = slot(fd, 0);
+    if (e && e->kind != FD_UNKNOWN && e->inode == inode) return e->kind == FD_STACK ? e : NULL;
+    return identify(fd, inode);
+}
+
+// For the data path: the table alone (no system call) — FD_STACK or not.
+static inline struct entry *known_stack(int fd) {
+    struct entry *e = slot(fd, 0);
+    return e && e->kind == FD_STACK ? e : NULL;
+}
+
+// MARK: - Addresses
+
+// Reads a caller's address into the wire form, checking the family against the socket's.
+static int parse_address(const struct entry *e, const struct sockaddr *sa, socklen_t len, struct lvlip_addr *out) {
+    memset(out, 0, sizeof *out);
+    if (!sa || len < sizeof(sa_family_t)) return -EINVAL;
+    if (sa->sa_family == AF_INET) {
+        if (len < sizeof(struct sockaddr_in)) return -EINVAL;
+        if (e->family == AF_INET6) return -EAFNOSUPPORT;
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        out->addr = ntohl(in->sin_addr.s_addr);
+        out->port = ntohs(in->sin_port);
+        out->kind = LVLIP_ADDR_V4;
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        if (e->family != AF_INET6) return -EAFNOSUPPORT;
+        if (len < sizeof(struct sockaddr_in6)) return -EINVAL;
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        out->port = ntohs(in6->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            memcpy(&out->addr, &in6->sin6_addr.s6_addr[12], 4);
+            out->addr = ntohl(out->addr);
+            out->kind = LVLIP_ADDR_V4;
+        } else if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr)) {
+            out->kind = LVLIP_ADDR_V6_ANY;
+        } else {
+            out->kind = LVLIP_ADDR_V6_OTHER;
+        }
+        return 0;
+    }
+    return -EAFNOSUPPORT;
+}
+
+// Writes an address in the socket's family (IPv4 peers of AF_INET6 sockets as ::ffff:a.b.c.d).
+static void format_address(const struct entry *e, const struct lvlip_addr *a, struct sockaddr *sa, socklen_t *len) {
+    if (!sa || !len) return;
+    union {
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } u;
+    memset(&u, 0, sizeof u);
+    socklen_t full;
+    if (e->family == AF_INET6) {
+        u.in6.sin6_family = AF_INET6;
+        u.in6.sin6_port = htons(a->port);
+        if (a->kind != LVLIP_ADDR_V6_ANY) {
+            u.in6.sin6_addr.s6_addr[10] = 0xff;
+            u.in6.sin6_addr.s6_addr[11] = 0xff;
+            uint32_t v4 = htonl(a->addr);
+            memcpy(&u.in6.sin6_addr.s6_addr[12], &v4, 4);
+        }
+        full = sizeof u.in6;
+    } else {
+        u.in.sin_family = AF_INET;
+        u.in.sin_port = htons(a->port);
+        u.in.sin_addr.s_addr = htonl(a->addr);
+        full = sizeof u.in;
+    }
+    memcpy(sa, &u, *len < full ? *len : full);
+    *len = full;
+}
+
+static int fail(int err) {
+    errno = err;
+    return -1;
+}
+
+static int simple(uint16_t type, const struct entry *e, int32_t value) {
+    struct lvlip_int_req req = {.ref = e->ref, .value = value};
+    struct lvlip_result rep;
+    ssize_t n = request(type, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
+    if (n != (ssize_t)sizeof rep) return -ENETDOWN;
+    return rep.result;
+}
+
+// MARK: - Socket calls
+
+EXPORT int socket(int domain, int type, int protocol) {
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (!((domain == AF_INET || domain == AF_INET6) && base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)))
+        return get_socket()(domain, type, protocol);
+    struct lvlip_socket_req req = {.family = domain, .type = base, .protocol = protocol};
+    struct lvlip_socket_rep rep;
+    int fd = -1;
+    ssize_t n = request(LVLIP_MSG_SOCKET, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, &fd, type & SOCK_CLOEXEC);
+    if (n < 0) return -1;
+    if (n != (ssize_t)sizeof rep || rep.result < 0 || fd < 0) {
+        if (fd >= 0) get_close()(fd);
+        return fail(n != (ssize_t)sizeof rep ? EPROTO : (rep.result < 0 ? -rep.result : EPROTO));
+    }
+    if (type & SOCK_NONBLOCK) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct entry *e = slot(fd, 1);
+    if (e) {
+        memset(e, 0, sizeof *e);
+        e->kind = FD_STACK;
+        e->family = (uint16_t)domain;
+        e->inode = inode_of(fd);
+        e->ref = rep.ref;
+    }
+    return fd;
+}
+
+EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return get_bind()(fd, addr, len);
+    struct lvlip_addr_req req = {.ref = e->ref};
+    int r = parse_address(e, addr, len, &req.addr);
+    if (r < 0) return fail(-r);
+    struct lvlip_result rep;
+    if (request(LVLIP_MSG_BIND, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+        return fail(ENETDOWN);
+    return rep.result < 0 ? fail(-rep.result) : 0;
+}
+
+EXPORT int listen(int fd, int backlog) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return get_listen()(fd, backlog);
+    int r = simple(LVLIP_MSG_LISTEN, e, backlog);
+    if (r < 0) return fail(-r);
+    e->flags |= F_LISTENING;
+    return 0;
+}
+
+// Makes the application's end unwritable until the handshake completes: a tiny send buffer
+// holding a little unread data. The daemon reads the filler and restores the buffer then.
+static uint32_t add_filler(int fd) {
+    static const char filler[2048];
+    int small = 1;
+    get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    uint32_t total = 0;
+    for (int i = 0; i < 8; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) == 0) break;
+        ssize_t n = get_send()(fd, filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n <= 0) break;
+        total += (uint32_t)n;
+    }
+    return total;
+}
+
+static int wait_writable(int fd) {
+    struct timeval tv = {0, 0};
+    socklen_t len = sizeof tv;
+    int timeout = -1;
+    if (get_getsockopt()(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0 && (tv.tv_sec || tv.tv_usec))
+        timeout = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r = poll(&p, 1, timeout);
+    if (r < 0) return -errno;  // EINTR: the connect goes on, as in the kernel
+    if (r == 0) return -EINPROGRESS;
+    return 0;
+}
+
+static int connect_request(struct entry *e, int fd, const struct lvlip_addr *addr, uint32_t filler) {
+    struct lvlip_addr_req req = {.ref = e->ref, .filler = filler};
+    if (addr) req.addr = *addr;
+    struct lvlip_name_rep rep;
+    if (request(LVLIP_MSG_CONNECT, &req, sizeof req, NULL, 0, filler ? fd : -1, &rep, sizeof rep, NULL, 1) !=
+        (ssize_t)sizeof rep)
+        return -ENETDOWN;
+    return rep.result;
+}
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return get_connect()(fd, addr, len);
+    struct lvlip_addr wire;
+    int r = parse_address(e, addr, len, &wire);
+    if (r < 0) return fail(-r);
+    uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd);
+    r = connect_request(e, fd, &wire, filler);
+    if (r == -EINPROGRESS) {
+        e->flags |= F_STARTED;
+        if (fcntl(fd, F_GETFL) & O_NONBLOCK) return fail(EINPROGRESS);
+        r = wait_writable(fd);
+        if (r < 0) return fail(-r);
+        r = connect_request(e, fd, &wire, 0);
+    }
+    if (r == 0) e->flags |= F_STARTED;
+    return r < 0 ? fail(-r) : 0;
+}
+
+static int take_connection(int fd, struct entry *listener, struct sockaddr *addr, socklen_t *len, int flags) {
+    if (!(listener->flags & F_LISTENING)) return fail(EINVAL);
+    struct lvlip_accept_record record;
+    struct iovec iov = {.iov_base = &record, .iov_len = sizeof record};
+    union {
+        char space[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof control.space};
+    ssize_t n = get_recvmsg()(fd, &msg, (flags & SOCK_CLOEXEC) ? MSG_CMSG_CLOEXEC : 0);
+    if (n < 0) return -1;
+    int conn = -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&conn, CMSG_DATA(c), sizeof conn);
+    if (n == 0) return fail(EINVAL);  // lvlipd closed the listener (it stopped)
+    if (n != (ssize_t)sizeof record || conn < 0 || record.magic != LVLIP_ACCEPT_MAGIC) {
+        if (conn >= 0) get_close()(conn);
+        return fail(ECONNABORTED);
+    }
+    if (flags & SOCK_NONBLOCK) fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
+    struct entry *e = slot(conn, 1);
+    if (e) {
+        memset(e, 0, sizeof *e);
+        e->kind = FD_STACK;
+        e->family = listener->family;
+        e->inode = inode_of(conn);
+        e->ref = record.ref;
+        e->flags = F_STARTED;
+        format_address(e, &record.peer, addr, len);
+    }
+    return conn;
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return get_accept4()(fd, addr, len, flags);
+    if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return fail(EINVAL);
+    return take_connection(fd, e, addr, len, flags);
+}
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return get_accept()(fd, addr, len);
+    return take_connection(fd, e, addr, len, 0);
+}
+
+EXPORT int shutdown(int fd, int how) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return get_shutdown()(fd, how);
+    int r = simple(LVLIP_MSG_SHUTDOWN, e, how);
+    if (r < 0) return fail(-r);
+    if (how == SHUT_WR || how == SHUT_RDWR) e->flags |= F_WR_SHUT;
+    if (how == SHUT_RD || how == SHUT_RDWR) e->flags |= F_RD_SHUT;
+    return 0;
+}
+
+static int get_name(int fd, struct sockaddr *addr, socklen_t *len, int peer) {
+    struct entry *e = stack_socket(fd);
+    if (!e) return peer ? get_getpeername()(fd, addr, len) : get_getsockname()(fd, addr, len);
+    if (!addr || !len) return fail(EFAULT);
+    if ((int)*len < 0) return fail(EINVAL);
+    struct lvlip_int_req req = {.ref = e->ref, .value = peer};
+    struct lvlip_name_rep rep;
+    if (request(LVLIP_MSG_NAME, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+        return fail(ENETDOWN);
+    if (rep.result < 0) return fail(-rep.result);
+    format_address(e, &rep.addr, addr, len);
+    return 0;
+}
+
+EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return get_name(fd, addr, len, 0); }
+EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return get_name(fd, addr, len, 1); }
+
+// Timeouts are the pair's own: blocking reads and writes happen on it.
+static int native_option(int level, int name) {
+    return level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO
+#ifdef SO_RCVTIMEO_NEW
+                                   || name == SO_RCVTIMEO_NEW || name == SO_SNDTIMEO_NEW
+#endif
+                                  );
+}
+
+EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len) {
+    struct entry *e = stack_socket(fd);
+    if (!e || native_option(level, name)) return get_setsockopt()(fd, level, name, value, len);
+    if ((int)len < 0 || len > 1024) return fail(EINVAL);
+    if (len > 0 && !value) return fail(EFAULT);
+    struct lvlip_opt_req req = {.ref = e->ref, .level = level, .name = name, .length = len};
+    struct lvlip_result rep;
+    if (request(LVLIP_MSG_SETOPT, &req, sizeof req, value, len, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+        return fail(ENETDOWN);
+    return rep.result < 0 ? fail(-rep.result) : 0;
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len) {
+    struct entry *e = stack_socket(fd);
+    if (!e || native_option(level, name)) return get_getsockopt()(fd, level, name, value, len);
+    if (!len || (!value && *len > 0)) return fail(EFAULT);
+    if ((int)*len < 0) return fail(EINVAL);
+    struct lvlip_opt_req req = {.ref = e->ref, .level = level, .name = name, .length = *len > 1024 ? 1024 : *len};
+    struct {
+        struct lvlip_opt_rep head;
+        char value[1024];
+    } rep;
+    ssize_t n = request(LVLIP_MSG_GETOPT, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
+    if (n < (ssize_t)sizeof rep.head) return fail(ENETDOWN);
+    if (rep.head.result < 0) return fail(-rep.head.result);
+    uint32_t got = rep.head.length;
+    if (got > (uint32_t)n - sizeof rep.head) got = (uint32_t)n - sizeof rep.head;
+    if (got > *len) got = *len;
+    memcpy(value, rep.value, got);
+    *len = got;
+    return 0;
+}
+
+// MARK: - Data path: the pair's own calls, with the kernel's errors at the ends
+
+// A read found end of stream (or the pair's ECONNRESET): what the socket's own error is.
+static ssize_t read_ended(int fd, ssize_t result, int err) {
+    struct entry *e = known_stack(fd);
+    if (!e) {
+        struct entry *t = slot(fd, 0);
+        if (t && t->kind == FD_OTHER) {
+            errno = err;
+            return result;
+        }
+        e = stack_socket(fd);
+        if (!e) {
+            errno = err;
+            return result;
+        }
+    }
+    if (e->flags & F_RD_SHUT) return 0;
+    int r = simple(LVLIP_MSG_STATUS, e, LVLIP_STATUS_READ_END);
+    if (r == -EBADF) r = 0;                      // forgotten long ago: a plain end
+    if (r == -ENETDOWN) r = -ECONNRESET;         // lvlipd is gone: the connection with it
+    if (r < 0) return fail(-r);
+    if (result < 0 && err == ECONNRESET) return 0;
+    errno = err;
+    return result;
+}
+
+static inline int read_needs_check(ssize_t r, size_t asked) {
+    return (r == 0 && asked > 0) || (r < 0 && errno == ECONNRESET);
+}
+
+// A write found the stream closed: the socket's error, SIGPIPE as the kernel sends it.
+static ssize_t write_ended(int fd, int flags) {
+    struct entry *e = known_stack(fd);
+    if (!e) e = stack_socket(fd);
+    int r = e ? simple(LVLIP_MSG_STATUS, e, LVLIP_STATUS_WRITE_END) : -EPIPE;
+    if (r == -EBADF || r == -ENETDOWN || r >= 0) r = -EPIPE;
+    if (r == -EPIPE && !(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
+    return fail(-r);
+}
+
+// Whether a write may go to the stream, or fails as the kernel's would.
+static inline int write_refused(struct entry *e, int flags) {
+    if (!(e->flags & F_STARTED) || (e->flags & F_WR_SHUT)) {
+        if (!(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
+        return 1;
+    }
+    return 0;
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t n) {
+    ssize_t r = get_read()(fd, buf, n);
+    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    return r;
+}
+
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t room) {
+    if (n > room) abort();
+    return read(fd, buf, n);
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) {
+    ssize_t r = get_readv()(fd, iov, count);
+    if (__builtin_expect(r <= 0, 0)) {
+        size_t asked = 0;
+        for (int i = 0; i < count && iov; i++) asked += iov[i].iov_len;
+        if (read_needs_check(r, asked)) return read_ended(fd, r, errno);
+    }
+    return r;
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
+    ssize_t r = get_recv()(fd, buf, n, flags);
+    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    return r;
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t room, int flags) {
+    if (n > room) abort();
+    return recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *len) {
+    if (addr && len) {
+        // A stream socket reports no source address (the pair's would name lvlipd's end).
+        struct entry *e = known_stack(fd);
+        if (!e) {
+            struct entry *t = slot(fd, 0);
+            if (!t || t->kind == FD_UNKNOWN) e = stack_socket(fd);
+        }
+        if (e) {
+            ssize_t r = get_recvfrom()(fd, buf, n, flags, NULL, NULL);
+            if (read_needs_check(r, n)) r = read_ended(fd, r, errno);
+            if (r >= 0) *len = 0;
+            return r;
+        }
+    }
+    ssize_t r = get_recvfrom()(fd, buf, n, flags, addr, len);
+    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    return r;
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t room, int flags, struct sockaddr *addr,
+                              socklen_t *len) {
+    if (n > room) abort();
+    return recvfrom(fd, buf, n, flags, addr, len);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
+    struct entry *e = msg && msg->msg_name ? stack_socket(fd) : known_stack(fd);
+    void *name = NULL;
+    if (e && msg) {
+        name = msg->msg_name;
+        msg->msg_name = NULL;
+    }
+    ssize_t r = get_recvmsg()(fd, msg, flags);
+    int err = errno;
+    if (e && msg) {
+        msg->msg_name = name;
+        msg->msg_namelen = 0;
+    }
+    errno = err;
+    if (__builtin_expect(r <= 0, 0) && msg) {
+        size_t asked = 0;
+        for (size_t i = 0; i < msg->msg_iovlen && msg->msg_iov; i++) asked += msg->msg_iov[i].iov_len;
+        if (read_needs_check(r, asked)) return read_ended(fd, r, errno);
+    }
+    return r;
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n) {
+    struct entry *e = known_stack(fd);
+    if (!e) {
+        ssize_t r = get_write()(fd, buf, n);
+        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
+        return r;
+    }
+    if (write_refused(e, 0)) return fail(EPIPE);
+    ssize_t r = get_send()(fd, buf, n, MSG_NOSIGNAL);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, 0);
+    return r;
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int count) {
+    struct entry *e = known_stack(fd);
+    if (!e) {
+        ssize_t r = get_writev()(fd, iov, count);
+        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
+        return r;
+    }
+    if (write_refused(e, 0)) return fail(EPIPE);
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = count < 0 ? 0 : (size_t)count};
+    if (count < 0) return fail(EINVAL);
+    ssize_t r = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, 0);
+    return r;
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
+    struct entry *e = known_stack(fd);
+    if (!e) {
+        ssize_t r = get_send()(fd, buf, n, flags);
+        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
+        return r;
+    }
+    if (write_refused(e, flags)) return fail(EPIPE);
+    ssize_t r = get_send()(fd, buf, n, flags | MSG_NOSIGNAL);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, flags);
+    return r;
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t len) {
+    struct entry *e = known_stack(fd);
+    if (!e && addr) e = stack_socket(fd);
+    if (!e) {
+        ssize_t r = get_sendto()(fd, buf, n, flags, addr, len);
+        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
+        return r;
+    }
+    // A connected stream socket ignores the address, as Linux's TCP does.
+    return send(fd, buf, n, flags);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+    struct entry *e = known_stack(fd);
+    if (!e && msg && msg->msg_name) e = stack_socket(fd);
+    if (!e) {
+        ssize_t r = get_sendmsg()(fd, msg, flags);
+        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
+        return r;
+    }
+    if (write_refused(e, flags)) return fail(EPIPE);
+    struct msghdr copy = *msg;
+    copy.msg_name = NULL;
+    copy.msg_namelen = 0;
+    ssize_t r = get_sendmsg()(fd, &copy, flags | MSG_NOSIGNAL);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, flags);
+    return r;
+}
+
+EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
+    struct entry *e = known_stack(out);
+    if (e && write_refused(e, 0)) return fail(EPIPE);
+    ssize_t r = get_sendfile()(out, in, offset, count);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
+    return r;
+}
+
+EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count) {
+    struct entry *e = known_stack(out);
+    if (e && write_refused(e, 0)) return fail(EPIPE);
+    ssize_t r = get_sendfile64()(out, in, offset, count);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
+    return r;
+}
+
+// MARK: - Descriptor bookkeeping
+
+// Our control connection must not be closed or replaced by the program's own calls.
+static void protect_control(int fd) {
+    pthread_mutex_lock(&ctl_lock);
+    if (fd == ctl_fd) {
+        int moved = fcntl(ctl_fd, F_DUPFD_CLOEXEC, fd + 1);
+        if (moved >= 0) {
+            get_close()(ctl_fd);
+            ctl_fd = moved;
+        } else {
+            ctl_drop();
+        }
+    }
+    pthread_mutex_unlock(&ctl_lock);
+}
+
+EXPORT int close(int fd) {
+    if (fd >= 0 && fd == ctl_fd) {
+        // Not the program's descriptor: it never opened it (closefrom-style loops).
+        return fail(EBADF);
+    }
+    forget(fd);
+    return get_close()(fd);
+}
+
+EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) {
+        if (ctl_fd >= 0 && (unsigned)ctl_fd >= first && (unsigned)ctl_fd <= last) {
+            pthread_mutex_lock(&ctl_lock);
+            ctl_drop();
+            pthread_mutex_unlock(&ctl_lock);
+        }
+        for (unsigned page = first >> PAGE_BITS; page < PAGES && page <= (last >> PAGE_BITS); page++) {
+            struct entry *p = atomic_load_explicit(&pages[page], memory_order_acquire);
+            if (!p) continue;
+            for (unsigned i = 0; i < PAGE_SIZE_ENTRIES; i++) {
+                unsigned fd = (page << PAGE_BITS) | i;
+                if (fd >= first && fd <= last) memset(&p[i], 0, sizeof p[i]);
+            }
+        }
+    }
+    return get_close_range()(first, last, flags);
+}
+
+static void copy_entry(int from, int to) {
+    struct entry *src = slot(from, 0);
+    struct entry *dst = slot(to, 1);
+    if (!dst) return;
+    if (src && src->kind == FD_STACK) {
+        *dst = *src;
+    } else {
+        memset(dst, 0, sizeof *dst);
+    }
+}
+
+EXPORT int dup2(int old, int new) {
+    if (old == new) return get_dup2()(old, new);
+    protect_control(new);
+    int r = get_dup2()(old, new);
+    if (r >= 0) copy_entry(old, r);
+    return r;
+}
+
+EXPORT int dup3(int old, int new, int flags) {
+    if (old != new) protect_control(new);
+    int r = get_dup3()(old, new, flags);
+    if (r >= 0) copy_entry(old, r);
+    return r;
+}
