@@ -97,6 +97,8 @@ public final class SocketService {
         let uid: UInt32
         var sockets = 0
         var buffered = 0
+        /// Sockets not reading their application's writes because the user is over its limit.
+        var paused: [Socket] = []
         init(uid: UInt32) { self.uid = uid }
     }
 
@@ -108,6 +110,9 @@ public final class SocketService {
         let user: User
         let ownerPid: Int32
         var stackID: SocketID?
+        /// The key under which `byStack` holds the socket.
+        var stackKey: SocketID?
+        var paused = false
         /// The daemon's end of the pair; -1 once closed.
         var fd: Int32
         var inode: UInt64 = 0
@@ -224,7 +229,17 @@ public final class SocketService {
     /// The owner of a stack socket, for `lvlipctl ss`.
     public func owner(of id: SocketID) -> String? {
         guard let s = byStack[id] else { return nil }
-        return "pid=\(s.ownerPid),uid=\(s.user.uid)"
+        return "\(Self.command(of: s.ownerPid)),pid=\(s.ownerPid),uid=\(s.user.uid)"
+    }
+
+    /// The process name of `pid` (what ss -p shows), "?" once it has exited.
+    static func command(of pid: Int32) -> String {
+        guard let file = fopen("/proc/\(pid)/comm", "r") else { return "?" }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "?" }
+        let name = String(cString: buffer).filter { $0 != "\n" && $0 != " " && $0 != "," && $0 != "=" }
+        return name.isEmpty ? "?" : name
     }
 
     // MARK: - Requests
@@ -402,6 +417,7 @@ public final class SocketService {
                        ownerPid: pid, fd: daemonFD)
         slots[Int(index)] = s
         s.stackID = stackID
+        s.stackKey = stackID
         s.inode = lvlip_socket_inode(appFD)
         byStack[stackID] = s
         byInode[s.inode] = s
@@ -502,8 +518,9 @@ public final class SocketService {
         generations[Int(s.slot)] &+= 1
         freeSlots.append(s.slot)
         if byInode[s.inode] === s { byInode[s.inode] = nil }
-        for (key, value) in byStack where value === s { byStack[key] = nil }
+        if let key = s.stackKey, byStack[key] === s { byStack[key] = nil }
         charge(s, 0)
+        if s.paused, let i = s.user.paused.firstIndex(where: { $0 === s }) { s.user.paused.remove(at: i) }
         s.user.sockets -= 1
         if s.user.sockets == 0 && s.user.buffered == 0 { users[s.user.uid] = nil }
     }
@@ -544,8 +561,17 @@ public final class SocketService {
 
     /// Keeps the user's count of buffered bytes in step with the socket's.
     private func charge(_ s: Socket, _ bytes: Int) {
-        s.user.buffered += bytes - s.buffered
+        let user = s.user
+        user.buffered += bytes - s.buffered
         s.buffered = bytes
+        if user.buffered < limits.bufferedBytesPerUser && !user.paused.isEmpty {
+            let waiting = user.paused
+            user.paused.removeAll()
+            for p in waiting {
+                p.paused = false
+                refreshInterest(p)
+            }
+        }
     }
 
     private func chargeBuffers(_ s: Socket) {
@@ -717,6 +743,12 @@ public final class SocketService {
         }
         switch s.phase {
         case .connected:
+            if events.contains(.hangup) {
+                // Both directions of the daemon's end shut: only the application's last close
+                // does that (the daemon shuts only its writing side).
+                applicationClosed(s, reset: false)
+                return
+            }
             if events.contains(.writable) { pushToApp(s) }
             if s.fd >= 0 && (events.contains(.readable) || events.contains(.readHangup) || events.contains(.hangup)) {
                 readFromApp(s)
@@ -879,7 +911,13 @@ public final class SocketService {
             if !s.handoff.isEmpty { events.insert(.writable) }
         case .connected:
             if let id = s.stackID {
-                let room = s.writeShut || (stack.tcpSendSpace(id) > 0 && s.user.buffered < limits.bufferedBytesPerUser)
+                let space = stack.tcpSendSpace(id) > 0
+                let overLimit = s.user.buffered >= limits.bufferedBytesPerUser
+                if space && overLimit && !s.paused && !s.writeShut {
+                    s.paused = true
+                    s.user.paused.append(s)
+                }
+                let room = s.writeShut || (space && !overLimit)
                 // Without room, the end's hang-up (level-triggered) would fire on and on.
                 if room { events.formUnion([.readable, .readHangup]) }
                 if stack.tcpReadable(id) > 0 && !s.readShut { events.insert(.writable) }
@@ -1176,6 +1214,11 @@ public final class SocketService {
 
     /// Closes every pair (daemon shutdown): applications see their sockets end.
     public func shutdown() {
-        for case let s? in slots { closeDaemonEnd(s) }
+        for case let s? in slots {
+            closeDaemonEnd(s)
+            // The peers learn that the connections are gone (the stack goes with lvlipd).
+            if let id = s.stackID { stack.tcpAbort(id, now: reactor.now) }
+            s.stackID = nil
+        }
     }
 }

@@ -86,7 +86,8 @@ struct SS: ParsableCommand {
                       "FIN-WAIT-2": "FIN-WAIT-2", "CLOSE-WAIT": "CLOSE-WAIT", "CLOSING": "CLOSING", "LAST-ACK": "LAST-ACK",
                       "TIME-WAIT": "TIME-WAIT", "LISTEN": "LISTEN", "CLOSED": "UNCONN"]
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-        print(pad("State", 11) + pad("Recv-Q", 7) + pad("Send-Q", 7) + pad("Local Address:Port", 22) + "Peer Address:Port")
+        print(pad("State", 11) + pad("Recv-Q", 7) + pad("Send-Q", 7) + pad("Local Address:Port", 22) + pad("Peer Address:Port", 22)
+              + "Process")
         for line in text.split(separator: "\n") {
             var f: [String: String] = [:]
             for field in line.split(separator: " ") {
@@ -95,8 +96,14 @@ struct SS: ParsableCommand {
             }
             let state = f["state"] ?? "?"
             if listening && state != "LISTEN" { continue }
+            // The owning process as ss -p shows it: users:(("curl",pid=123,uid=0)).
+            var users = ""
+            if let owner = f["owner"], owner != "-" {
+                let parts = owner.split(separator: ",", maxSplits: 1).map(String.init)
+                users = parts.count == 2 ? "users:((\"\(parts[0])\",\(parts[1])))" : "users:((\"\(owner)\"))"
+            }
             print(pad(states[state] ?? state, 11) + pad(f["recvq"] ?? "0", 7) + pad(f["sendq"] ?? "0", 7)
-                  + pad(f["local"] ?? "?", 22) + (f["peer"] ?? "?"))
+                  + pad(f["local"] ?? "?", 22) + pad(f["peer"] ?? "?", 22) + users)
             guard state != "LISTEN", let rtt = f["rtt_us"].flatMap(Double.init) else { continue }
             func ms(_ key: String) -> String {
                 guard let v = f[key].flatMap(Double.init) else { return "?" }
@@ -114,7 +121,6 @@ struct SS: ParsableCommand {
             details += " unacked:\(f["unacked"] ?? "0") retrans:\(f["retrans"] ?? "0") backoff:\(f["backoff"] ?? "0")"
             if f["sack"] == "1" { details += " sack" }
             if f["ts"] == "1" { details += " ts" }
-            details += " owner:\(f["owner"] ?? "-")"
             print(details)
         }
     }

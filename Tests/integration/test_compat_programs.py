@@ -1,0 +1,706 @@
+"""Real programs over lvlip: unchanged binaries run with the LD_PRELOAD shim (their TCP
+sockets served by lvlipd) against kernel peers on the other side of tap0, byte for byte.
+
+"stack client" tests run the program under lvlip against a kernel server on 10.0.0.5 (or
+0.0.0.0, started after the daemon: 10.0.0.5 is added to tap0 when it starts); "stack server"
+tests run the server under lvlip on 10.0.0.4 with kernel clients. Every process is bounded in
+time and killed (its own process group, by pid) at teardown. A missing tool is a failure:
+scripts/install-deps installs them all.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import KERNEL_IP, STACK_IP, bin_dir
+
+MB = 1 << 20
+PY = sys.executable
+
+# Ports, distinct across the file.
+P_URLLIB = 8001
+P_URLLIB_TIMEOUT = 8002
+P_WGET_CURL = 8003
+P_REFUSED = 8009
+P_NC_UP = 8101
+P_NC_DOWN = 8102
+P_NC_BOTH_STACK_CONNECTOR = 8103
+P_NC_BOTH_STACK_LISTENER = 8104
+P_HTTP_STACK = 8201
+P_ASYNCIO_STACK_SERVER = 8301
+P_ASYNCIO_KERNEL_SERVER = 8302
+P_SOCAT_UP = 8401
+P_SOCAT_DOWN = 8402
+P_SOCAT_ECHO = 8403
+P_REDIS_KERNEL = 6380
+P_REDIS_KERNEL_THREADS = 6381
+P_REDIS_KERNEL_BIG = 6382
+P_REDIS_STACK = 6390
+P_IPERF = {"": 5211, "-R": 5212, "-Z": 5213}
+P_IPERF_STACK = 5214
+P_NGINX = 8081
+
+
+def need(*tools):
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed (scripts/install-deps installs it)")
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def assert_same_file(got, expected):
+    got, expected = Path(got), Path(expected)
+    assert got.exists(), f"{got} was not written"
+    size, want = got.stat().st_size, expected.stat().st_size
+    assert (size, sha256(got)) == (want, sha256(expected)), \
+        f"{got}: {size} bytes, expected the {want} bytes of {expected.name}"
+
+
+def tail(path, limit=3000) -> str:
+    try:
+        text = Path(path).read_bytes().decode(errors="replace")
+    except OSError:
+        return "(none)"
+    return text[-limit:]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Random files shared by the tests of this module (10 MB, 3 MB, 2 MB, 1 MB...)."""
+    path = tmp_path_factory.mktemp("compatdata")
+    files = {}
+    for name, size in (("big", 10 * MB), ("three", 3 * MB), ("reply", 3 * MB + 12345), ("two", 2 * MB),
+                       ("one0", MB), ("one1", MB + 1), ("one2", MB + 777), ("small", 100 * 1024)):
+        files[name] = path / f"{name}.bin"
+        with open(files[name], "wb") as f:
+            f.write(os.urandom(size))
+    files["dir"] = path
+    return files
+
+
+class Processes:
+    """Background processes of one test, each in its own process group; logs in workdir."""
+
+    def __init__(self, workdir: Path, daemon):
+        self.workdir = workdir
+        self.daemon = daemon
+        self.started = []
+
+    def start(self, name, args, stack=False, stdin=None, stdout=None, cwd=None):
+        """Starts args (under lvlip when stack). stdin: None (/dev/null), a path or
+        subprocess.PIPE; stdout goes to the path given, or to workdir/NAME.out; stderr to
+        workdir/NAME.err."""
+        out_path = self.workdir / f"{name}.out"
+        err_path = self.workdir / f"{name}.err"
+        stdin_file = open(stdin, "rb") if isinstance(stdin, (str, Path)) else stdin
+        stdout_file = open(stdout if stdout is not None else out_path, "wb")
+        stderr_file = open(err_path, "wb")
+        try:
+            proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL if stdin is None else stdin_file,
+                                    stdout=stdout_file, stderr=stderr_file,
+                                    env=self.daemon.lvlip_env() if stack else None, cwd=cwd, start_new_session=True)
+        finally:
+            if isinstance(stdin, (str, Path)):
+                stdin_file.close()
+            stdout_file.close()
+            stderr_file.close()
+        proc.name = name
+        proc.out_path = Path(stdout) if stdout is not None else out_path
+        proc.err_path = err_path
+        self.started.append(proc)
+        return proc
+
+    def describe(self, proc) -> str:
+        return (f"{proc.name} (pid {proc.pid}, {' '.join(map(str, proc.args))}) exit {proc.poll()}\n"
+                f"  stderr: {tail(proc.err_path)}")
+
+    def finish(self, proc, timeout, expect=0) -> int:
+        """Waits for proc; fails if it outlives timeout or exits other than expect."""
+        try:
+            status = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            pytest.fail(f"{proc.name} did not finish within {timeout} s: {self.describe(proc)}\n"
+                        f"lvlipctl ss:\n{stack_ss(self.daemon)}")
+        if expect is not None:
+            assert status == expect, f"{self.describe(proc)}\n  stdout: {tail(proc.out_path)}"
+        return status
+
+    def stop(self, proc, sig=signal.SIGTERM, timeout=10) -> int:
+        """Sends sig to proc alone and waits (SIGKILL to its group after timeout)."""
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            pytest.fail(f"{proc.name} ignored {signal.Signals(sig).name} for {timeout} s: {self.describe(proc)}")
+
+    @staticmethod
+    def kill(proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group we created for it (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def cleanup(self, failed):
+        if failed:
+            print(f"--- lvlipctl ss ---\n{stack_ss(self.daemon)}")
+            for proc in self.started:
+                print(f"--- {self.describe(proc)}")
+        for proc in reversed(self.started):
+            if proc.stdin:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+            self.kill(proc)
+
+
+@pytest.fixture
+def procs(daemon, workdir, request):
+    """Depends on daemon so that its processes are killed before the daemon stops."""
+    processes = Processes(workdir, daemon)
+    yield processes
+    report = getattr(request.node, "rep_call", None)
+    processes.cleanup(report is not None and report.failed)
+
+
+def bounded(args, timeout, stack=None, stdin=None, text=True, cwd=None):
+    """Runs args to completion (under lvlip with stack=daemon); the CompletedProcess."""
+    kwargs = {"stdin": open(stdin, "rb")} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    try:
+        return subprocess.run([str(a) for a in args], capture_output=True, text=text, timeout=timeout,
+                              env=stack.lvlip_env() if stack else None, cwd=cwd, **kwargs)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout} s; "
+                    f"stderr: {error.stderr!r}" + (f"\nlvlipctl ss:\n{stack_ss(stack)}" if stack else ""))
+    finally:
+        if stdin is not None:
+            kwargs["stdin"].close()
+
+
+def ok(result, what=""):
+    assert result.returncode == 0, \
+        f"{what or ' '.join(map(str, result.args))} exited {result.returncode}\nstdout: {str(result.stdout)[-2000:]}\n" \
+        f"stderr: {str(result.stderr)[-3000:]}"
+    return result
+
+
+def assert_on_stack(daemon, active=0, passive=0):
+    """The connections really went through lvlipd (not the kernel's own sockets)."""
+    stats = daemon.stats()
+    assert stats["TcpActiveOpens"] >= active and stats["TcpPassiveOpens"] >= passive, \
+        f"expected >= {active} active and >= {passive} passive opens on the stack: {stats}"
+
+
+def stack_ss(daemon, listening=False) -> str:
+    args = [bin_dir() / "lvlipctl", "ss", "--socket", daemon.socket] + (["--listening"] if listening else [])
+    try:
+        result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return "(lvlipctl ss timed out)"
+    return result.stdout + result.stderr
+
+
+def kernel_ss(*options) -> str:
+    """The kernel's TCP sockets (ss -Htn, or -Hltn with "-l")."""
+    return subprocess.run(["ss", "-Htn", *options], capture_output=True, text=True, timeout=10).stdout
+
+
+def _listening(lines, port):
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == "LISTEN" and fields[3].endswith(f":{port}"):
+            return True
+    return False
+
+
+def wait_until(predicate, timeout, what, proc=None, procs=None):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited: {procs.describe(proc) if procs else proc.returncode}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}"
+                        + (f": {procs.describe(proc)}" if procs and proc else ""))
+        time.sleep(0.05)
+
+
+def wait_kernel_listener(port, proc, procs, timeout=10):
+    wait_until(lambda: _listening(kernel_ss("-l").splitlines(), port),
+               timeout, f"a kernel listener on port {port}", proc, procs)
+
+
+def wait_stack_listener(daemon, port, proc, procs, timeout=10):
+    wait_until(lambda: _listening(stack_ss(daemon, listening=True).splitlines()[1:], port),
+               timeout, f"a stack listener on port {port}", proc, procs)
+
+
+def kernel_http_server(procs, data, port):
+    server = procs.start("http-server", [PY, "-m", "http.server", port, "--bind", "0.0.0.0",
+                                         "--directory", data["dir"]])
+    wait_kernel_listener(port, server, procs)
+    return server
+
+
+# MARK: - 1. python3 urllib (stack client)
+
+
+URLLIB_CLIENT = """
+import hashlib, sys, urllib.request
+url, timeout, out = sys.argv[1], sys.argv[2], sys.argv[3]
+kwargs = {} if timeout == "none" else {"timeout": float(timeout)}
+with urllib.request.urlopen(url, **kwargs) as response:
+    body = response.read()
+with open(out, "wb") as f:
+    f.write(body)
+print(len(body), hashlib.sha256(body).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("timeout,port", [("none", P_URLLIB), ("5", P_URLLIB_TIMEOUT)],
+                         ids=["blocking", "timeout5"])
+def test_python_urllib_downloads_from_kernel_http_server(daemon, procs, data, workdir, timeout, port):
+    """urlopen without a timeout (blocking connect) and with timeout=5 (FIONBIO, a
+    non-blocking connect, poll, SO_ERROR)."""
+    kernel_http_server(procs, data, port)
+    out = workdir / "urllib.bin"
+    result = ok(bounded([PY, "-c", URLLIB_CLIENT, f"http://{KERNEL_IP}:{port}/big.bin", timeout, out],
+                        timeout=60, stack=daemon))
+    assert result.stdout.split() == [str(data["big"].stat().st_size), sha256(data["big"])]
+    assert_same_file(out, data["big"])
+    assert_on_stack(daemon, active=1)
+
+
+# MARK: - 2. wget, curl (stack client)
+
+
+def test_wget_and_curl_download_from_kernel_http_server(daemon, procs, data, workdir):
+    need("wget", "curl")
+    kernel_http_server(procs, data, P_WGET_CURL)
+    url = f"http://{KERNEL_IP}:{P_WGET_CURL}/big.bin"
+    ok(bounded(["wget", "-q", "--tries=1", "--timeout=30", "-O", workdir / "wget.bin", url], timeout=60, stack=daemon))
+    assert_same_file(workdir / "wget.bin", data["big"])
+    ok(bounded(["curl", "-sS", "--max-time", "30", "-o", workdir / "curl.bin", url], timeout=60, stack=daemon))
+    assert_same_file(workdir / "curl.bin", data["big"])
+    assert_on_stack(daemon, active=2)
+
+
+def test_curl_to_closed_kernel_port_is_refused_at_once(daemon):
+    need("curl")
+    started = time.monotonic()
+    result = bounded(["curl", "-v", "--max-time", "10", f"http://{KERNEL_IP}:{P_REFUSED}/"], timeout=20, stack=daemon)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 7, f"curl exited {result.returncode}: {result.stderr}"
+    assert "Connection refused" in result.stderr, result.stderr
+    assert elapsed < 2, f"refusal took {elapsed:.2f} s"
+    assert_on_stack(daemon, active=1)
+
+
+# MARK: - 3. netcat-openbsd with half-close
+
+
+def test_nc_half_close_upload_from_stack_client(daemon, procs, data, workdir):
+    need("nc")
+    server = procs.start("nc-listen", ["nc", "-l", KERNEL_IP, P_NC_UP], stdout=workdir / "nc-up.bin")
+    wait_kernel_listener(P_NC_UP, server, procs)
+    client = procs.start("nc-client", ["nc", "-N", KERNEL_IP, P_NC_UP], stack=True, stdin=data["three"])
+    procs.finish(client, 30)
+    procs.finish(server, 30)
+    assert_same_file(workdir / "nc-up.bin", data["three"])
+    assert_on_stack(daemon, active=1)
+
+
+def test_nc_half_close_upload_to_stack_server(daemon, procs, data, workdir):
+    need("nc")
+    server = procs.start("nc-listen", ["nc", "-l", STACK_IP, P_NC_DOWN], stack=True, stdout=workdir / "nc-down.bin")
+    wait_stack_listener(daemon, P_NC_DOWN, server, procs)
+    client = procs.start("nc-client", ["nc", "-N", STACK_IP, P_NC_DOWN], stdin=data["three"])
+    procs.finish(client, 30)
+    procs.finish(server, 30)
+    assert_same_file(workdir / "nc-down.bin", data["three"])
+    assert_on_stack(daemon, passive=1)
+
+
+def _close_wait(lines, port):
+    """A connection whose peer is port, in CLOSE-WAIT (ss -tn and lvlipctl ss columns)."""
+    return any(len(f) >= 5 and f[0] == "CLOSE-WAIT" and f[4].endswith(f":{port}") for f in map(str.split, lines))
+
+
+@pytest.mark.parametrize("stack_side", ["listener", "connector"])
+def test_nc_half_close_keeps_the_other_direction_open(daemon, procs, data, workdir, stack_side):
+    """`nc -l -N` sends 3 MB and shuts down its write side. Only once the connecting
+    `nc -N` has all of it and its socket is in CLOSE-WAIT (the FIN arrived) does it get a
+    different 3 MB file on stdin: it must reach the half-closed listener whole, and both
+    exit 0. (The reply goes from the connector: openbsd nc -l quits as soon as its network
+    input ends, so it cannot be the side that answers after a FIN.)"""
+    need("nc")
+    on_stack = stack_side == "listener"
+    port = P_NC_BOTH_STACK_LISTENER if on_stack else P_NC_BOTH_STACK_CONNECTOR
+    listen_ip = STACK_IP if on_stack else KERNEL_IP
+    listener = procs.start("nc-listen", ["nc", "-N", "-l", listen_ip, port], stack=on_stack, stdin=data["three"],
+                           stdout=workdir / "to-listener.bin")
+    if on_stack:
+        wait_stack_listener(daemon, port, listener, procs)
+    else:
+        wait_kernel_listener(port, listener, procs)
+    connector = procs.start("nc-connect", ["nc", "-N", listen_ip, port], stack=not on_stack, stdin=subprocess.PIPE,
+                            stdout=workdir / "to-connector.bin")
+    size = data["three"].stat().st_size
+    wait_until(lambda: (workdir / "to-connector.bin").stat().st_size >= size, 30, "the listener's file to arrive",
+               connector, procs)
+
+    def connector_in_close_wait():
+        lines = stack_ss(daemon).splitlines()[1:] if not on_stack else kernel_ss().splitlines()
+        return _close_wait(lines, port)
+
+    wait_until(connector_in_close_wait, 10, "the connector's socket to reach CLOSE-WAIT (the listener's FIN)",
+               connector, procs)
+    assert listener.poll() is None, f"the listener exited before the reply: {procs.describe(listener)}"
+    assert (workdir / "to-listener.bin").stat().st_size == 0
+
+    def reply():
+        try:
+            connector.stdin.write(data["reply"].read_bytes())
+            connector.stdin.close()
+        except OSError:
+            pass  # the connector died: finish() says how
+
+    writer = threading.Thread(target=reply, daemon=True)
+    writer.start()
+    procs.finish(connector, 30)
+    procs.finish(listener, 30)
+    writer.join(5)
+    assert_same_file(workdir / "to-connector.bin", data["three"])
+    assert_same_file(workdir / "to-listener.bin", data["reply"])
+    assert_on_stack(daemon, active=0 if on_stack else 1, passive=1 if on_stack else 0)
+
+
+# MARK: - 4. python3 http.server (stack server)
+
+
+def test_two_concurrent_curls_from_stack_http_server(daemon, procs, data, workdir):
+    need("curl")
+    server = procs.start("http-server", [PY, "-m", "http.server", P_HTTP_STACK, "--bind", STACK_IP,
+                                         "--directory", data["dir"]], stack=True)
+    wait_stack_listener(daemon, P_HTTP_STACK, server, procs)
+    url = f"http://{STACK_IP}:{P_HTTP_STACK}/big.bin"
+    curls = [procs.start(f"curl{i}", ["curl", "-sS", "--max-time", "60", "-o", workdir / f"curl{i}.bin", url])
+             for i in range(2)]
+    for curl in curls:
+        procs.finish(curl, 70)
+    for i in range(2):
+        assert_same_file(workdir / f"curl{i}.bin", data["big"])
+    assert server.poll() is None, procs.describe(server)
+    assert_on_stack(daemon, passive=2)
+
+
+# MARK: - 5. asyncio echo (level-triggered epoll: asyncio's default selector)
+
+
+ASYNCIO_SERVER = """
+import asyncio, sys
+
+async def main(host, port):
+    done = asyncio.Event()
+    async def handle(reader, writer):
+        total = 0
+        while True:
+            block = await reader.read(1 << 16)
+            if not block:
+                break
+            writer.write(block)
+            await writer.drain()
+            total += len(block)
+        writer.write_eof()
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        print("echoed", total, flush=True)
+        done.set()
+    server = await asyncio.start_server(handle, host, port)
+    print("listening", flush=True)
+    await asyncio.wait_for(done.wait(), 60)
+    server.close()
+    await server.wait_closed()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+ASYNCIO_CLIENT = """
+import asyncio, hashlib, sys
+
+async def main(host, port, path):
+    data = open(path, "rb").read()
+    reader, writer = await asyncio.open_connection(host, port)
+    async def send():
+        for i in range(0, len(data), 50000):
+            writer.write(data[i:i + 50000])
+            await writer.drain()
+        writer.write_eof()
+    async def receive():
+        chunks = []
+        while True:
+            block = await reader.read(1 << 16)
+            if not block:
+                return b"".join(chunks)
+            chunks.append(block)
+    _, echoed = await asyncio.wait_for(asyncio.gather(send(), receive()), 60)
+    writer.close()
+    await writer.wait_closed()
+    print(len(echoed), hashlib.sha256(echoed).hexdigest())
+    sys.exit(0 if echoed == data else 1)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("stack_side", ["server", "client"])
+def test_asyncio_echo(daemon, procs, data, workdir, stack_side):
+    server_ip = STACK_IP if stack_side == "server" else KERNEL_IP
+    port = P_ASYNCIO_STACK_SERVER if stack_side == "server" else P_ASYNCIO_KERNEL_SERVER
+    server = procs.start("asyncio-server", [PY, "-c", ASYNCIO_SERVER, server_ip, port], stack=stack_side == "server")
+    wait_until(lambda: b"listening" in server.out_path.read_bytes(), 10, "the asyncio server", server, procs)
+    client = procs.start("asyncio-client", [PY, "-c", ASYNCIO_CLIENT, server_ip, port, data["two"]],
+                         stack=stack_side == "client")
+    procs.finish(client, 60)
+    procs.finish(server, 10)
+    size = data["two"].stat().st_size
+    assert client.out_path.read_text().split() == [str(size), sha256(data["two"])]
+    assert server.out_path.read_text().split() == ["listening", "echoed", str(size)]
+    assert_on_stack(daemon, active=0 if stack_side == "server" else 1, passive=1 if stack_side == "server" else 0)
+
+
+# MARK: - 6. socat
+
+
+def test_socat_file_transfer_both_ways(daemon, procs, data, workdir):
+    need("socat")
+    # stack client -> kernel server
+    out = workdir / "socat-up.bin"
+    server = procs.start("socat-listen-kernel", ["socat", "-u", f"TCP-LISTEN:{P_SOCAT_UP},bind={KERNEL_IP},reuseaddr",
+                                                 f"CREATE:{out}"])
+    wait_kernel_listener(P_SOCAT_UP, server, procs)
+    client = procs.start("socat-send-stack", ["socat", "-u", f"FILE:{data['three']}", f"TCP:{KERNEL_IP}:{P_SOCAT_UP}"],
+                         stack=True)
+    procs.finish(client, 30)
+    procs.finish(server, 30)
+    assert_same_file(out, data["three"])
+    assert_on_stack(daemon, active=1)
+    # kernel client -> stack server
+    out = workdir / "socat-down.bin"
+    server = procs.start("socat-listen-stack", ["socat", "-u", f"TCP-LISTEN:{P_SOCAT_DOWN},bind={STACK_IP},reuseaddr",
+                                                f"CREATE:{out}"], stack=True)
+    wait_stack_listener(daemon, P_SOCAT_DOWN, server, procs)
+    client = procs.start("socat-send-kernel", ["socat", "-u", f"FILE:{data['three']}", f"TCP:{STACK_IP}:{P_SOCAT_DOWN}"])
+    procs.finish(client, 30)
+    procs.finish(server, 30)
+    assert_same_file(out, data["three"])
+    assert_on_stack(daemon, active=1, passive=1)
+
+
+def test_socat_forking_echo_server_on_stack_three_concurrent_clients(daemon, procs, data, workdir):
+    need("socat")
+    server = procs.start("socat-echo", ["socat", "-t", "30", f"TCP-LISTEN:{P_SOCAT_ECHO},bind={STACK_IP},fork,reuseaddr",
+                                        "EXEC:cat"], stack=True)
+    wait_stack_listener(daemon, P_SOCAT_ECHO, server, procs)
+    names = ["one0", "one1", "one2"]
+    clients = [procs.start(f"socat-client{i}", ["socat", "-t", "30", "-", f"TCP:{STACK_IP}:{P_SOCAT_ECHO}"],
+                           stdin=data[name], stdout=workdir / f"echo{i}.bin") for i, name in enumerate(names)]
+    for client in clients:
+        procs.finish(client, 40)
+    for i, name in enumerate(names):
+        assert_same_file(workdir / f"echo{i}.bin", data[name])
+    assert server.poll() is None, procs.describe(server)
+    assert_on_stack(daemon, passive=3)
+
+
+# MARK: - 7. redis
+
+
+def redis_config(workdir, port, bind) -> Path:
+    conf = workdir / f"redis-{port}.conf"
+    conf.write_text(f"port {port}\nbind {bind}\nprotected-mode no\nsave \"\"\nappendonly no\ndaemonize no\n"
+                    f"dir {workdir}\nlogfile \"\"\n")
+    return conf
+
+
+def start_redis(procs, workdir, port, bind, stack):
+    server = procs.start(f"redis-server-{port}", ["redis-server", redis_config(workdir, port, bind)], stack=stack)
+    host = STACK_IP if stack else KERNEL_IP
+
+    def answers():
+        try:
+            result = subprocess.run(["redis-cli", "-h", host, "-p", str(port), "ping"], capture_output=True, text=True,
+                                    timeout=5, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return False
+        return result.stdout.strip() == "PONG"
+
+    wait_until(answers, 15, f"redis-server on {host}:{port}", server, procs)
+    return server
+
+
+def assert_benchmark(result):
+    ok(result)
+    assert "requests per second" in result.stdout, result.stdout[-2000:]
+
+
+def test_redis_stack_clients_ping_and_benchmark_kernel_server(daemon, procs, workdir):
+    need("redis-server", "redis-cli", "redis-benchmark")
+    start_redis(procs, workdir, P_REDIS_KERNEL, KERNEL_IP, stack=False)
+    result = ok(bounded(["redis-cli", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL, "ping"], timeout=15, stack=daemon))
+    assert result.stdout.strip() == "PONG"
+    assert_benchmark(bounded(["redis-benchmark", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL, "-n", "2000", "-q"],
+                             timeout=60, stack=daemon))
+    assert_on_stack(daemon, active=51)  # redis-cli, then redis-benchmark's 50 clients
+
+
+def test_redis_benchmark_threads_on_stack_against_kernel_server(daemon, procs, workdir):
+    need("redis-server", "redis-benchmark")
+    start_redis(procs, workdir, P_REDIS_KERNEL_THREADS, KERNEL_IP, stack=False)
+    assert_benchmark(bounded(["redis-benchmark", "--threads", "2", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL_THREADS,
+                              "-n", "2000", "-q"], timeout=60, stack=daemon))
+    assert_on_stack(daemon, active=50)
+
+
+def test_redis_cli_set_and_get_200k_value_from_stack(daemon, procs, workdir):
+    need("redis-server", "redis-cli")
+    start_redis(procs, workdir, P_REDIS_KERNEL_BIG, "0.0.0.0", stack=False)
+    value = workdir / "value.txt"
+    value.write_bytes(os.urandom(100 * 1024).hex().encode())  # 200 KB, no newline
+    cli = ["redis-cli", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL_BIG]
+    result = ok(bounded([*cli, "-x", "set", "k"], timeout=15, stack=daemon, stdin=value))
+    assert result.stdout.strip() == "OK", result.stdout
+    result = ok(bounded([*cli, "--raw", "get", "k"], timeout=15, stack=daemon, text=False))
+    assert result.stdout == value.read_bytes() + b"\n", f"got {len(result.stdout)} bytes"
+    result = ok(bounded([*cli, "strlen", "k"], timeout=15, stack=daemon))
+    assert result.stdout.strip() == str(200 * 1024)
+    assert_on_stack(daemon, active=3)
+
+
+def test_redis_server_on_stack_kernel_benchmark(daemon, procs, workdir):
+    need("redis-server", "redis-cli", "redis-benchmark")
+    server = start_redis(procs, workdir, P_REDIS_STACK, "* -::*", stack=True)
+    assert_benchmark(bounded(["redis-benchmark", "-h", STACK_IP, "-p", P_REDIS_STACK, "-n", "2000", "-q"], timeout=60))
+    assert_on_stack(daemon, passive=51)
+    assert procs.stop(server, signal.SIGTERM, timeout=10) == 0, procs.describe(server)
+
+
+# MARK: - 8. iperf3
+
+
+def iperf_bitrates(text):
+    report = json.loads(text)
+    assert "error" not in report, report["error"]
+    end = report["end"]
+    return end["sum_sent"]["bits_per_second"], end["sum_received"]["bits_per_second"]
+
+
+@pytest.mark.parametrize("mode", ["", "-R", "-Z"], ids=["upload", "reverse", "sendfile"])
+def test_iperf3_client_on_stack(daemon, procs, mode):
+    need("iperf3")
+    port = P_IPERF[mode]
+    server = procs.start("iperf3-server", ["iperf3", "-s", "-B", KERNEL_IP, "-p", port, "-1"])
+    wait_kernel_listener(port, server, procs)
+    result = ok(bounded(["iperf3", "-c", KERNEL_IP, "-p", port, "-t", "5", "-J", *([mode] if mode else [])],
+                        timeout=40, stack=daemon))
+    sent, received = iperf_bitrates(result.stdout)
+    assert sent > 0 and received > 0, (sent, received)
+    procs.finish(server, 15)
+    assert_on_stack(daemon, active=2)  # the control connection and the data stream
+
+
+def test_iperf3_server_on_stack_dual_stack_listener(daemon, procs):
+    need("iperf3")
+    server = procs.start("iperf3-server", ["iperf3", "-s", "-1", "-p", P_IPERF_STACK], stack=True)
+    wait_stack_listener(daemon, P_IPERF_STACK, server, procs)
+    result = ok(bounded(["iperf3", "-c", STACK_IP, "-p", P_IPERF_STACK, "-t", "5", "-J"], timeout=40))
+    sent, received = iperf_bitrates(result.stdout)
+    assert sent > 0 and received > 0, (sent, received)
+    procs.finish(server, 15)
+    assert_on_stack(daemon, passive=2)
+
+
+# MARK: - 9. nginx (master and two workers on the stack)
+
+
+NGINX_CONF = """
+worker_processes 2;
+daemon off;
+master_process on;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log notice;
+events {{ use epoll; worker_connections 256; }}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 30;
+    access_log off;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen {ip}:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+def test_nginx_on_stack_concurrent_downloads_and_keepalive(daemon, procs, data, workdir):
+    need("nginx", "curl")
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=workdir, ip=STACK_IP, port=P_NGINX, root=data["dir"]))
+    nginx = procs.start("nginx", ["nginx", "-p", workdir, "-c", conf, "-e", workdir / "nginx-error.log"], stack=True)
+    try:
+        wait_stack_listener(daemon, P_NGINX, nginx, procs)
+        base = f"http://{STACK_IP}:{P_NGINX}"
+        curls = [procs.start(f"curl{i}", ["curl", "-sS", "--max-time", "60", "-o", workdir / f"nginx{i}.bin",
+                                          f"{base}/big.bin"]) for i in range(10)]
+        for curl in curls:
+            procs.finish(curl, 70)
+        for i in range(10):
+            assert_same_file(workdir / f"nginx{i}.bin", data["big"])
+        # Keep-alive: three transfers, one connection.
+        result = ok(bounded(["curl", "-sS", "-v", "--max-time", "30", f"{base}/small.bin", f"{base}/three.bin",
+                             f"{base}/one1.bin", "-o", workdir / "ka0.bin", "-o", workdir / "ka1.bin",
+                             "-o", workdir / "ka2.bin", "-w", "%{num_connects}\\n"], timeout=40))
+        assert sum(int(n) for n in result.stdout.split()) == 1, f"{result.stdout}\n{result.stderr}"
+        assert result.stderr.count("Re-using existing connection") == 2, result.stderr
+        for i, name in enumerate(["small", "three", "one1"]):
+            assert_same_file(workdir / f"ka{i}.bin", data[name])
+        assert nginx.poll() is None, procs.describe(nginx)
+        assert_on_stack(daemon, passive=11)
+    finally:
+        print(f"--- nginx error log ---\n{tail(workdir / 'nginx-error.log', 5000)}")
+    status = procs.stop(nginx, signal.SIGQUIT, timeout=15)
+    assert status == 0, procs.describe(nginx)
+    log = (workdir / "nginx-error.log").read_text(errors="replace")
+    for level in ("[alert]", "[crit]", "[emerg]"):
+        assert level not in log, log
