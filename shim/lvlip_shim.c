@@ -140,9 +140,19 @@ static uint64_t ctl_inode;
 static uint32_t ctl_tag;
 static int warned;
 
-static const char *socket_path(void) {
+// Read once at load: programs clear their environment (nginx workers keep only TZ) and
+// still open their control connection after fork.
+static char socket_path_copy[4096];
+
+static void load_socket_path(void) {
     const char *p = getenv("LVLIP_SOCKET");
-    return p && *p ? p : DEFAULT_SOCKET;
+    if (!p || !*p) p = DEFAULT_SOCKET;
+    snprintf(socket_path_copy, sizeof socket_path_copy, "%s", p);
+}
+
+static const char *socket_path(void) {
+    if (!socket_path_copy[0]) load_socket_path();
+    return socket_path_copy;
 }
 
 static void warn_unreachable(const char *why, int err) {
@@ -341,7 +351,10 @@ static void after_fork_child(void) {
     ctl_drop();
 }
 
-__attribute__((constructor)) static void shim_init(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+__attribute__((constructor)) static void shim_init(void) {
+    load_socket_path();
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
 
 // MARK: - Which descriptors are stack sockets
 

@@ -1,0 +1,448 @@
+"""The socket semantics the shim must get right (../shared/DESIGN.md, "The shim"), each checked
+with a Python program under lvlip against the kernel on 10.0.0.5, and where it matters the same
+program against the kernel alone, so that lvlip must answer as Linux does.
+
+Each scenario is a small script run as `python3 -c SCRIPT` under the shim; it prints one JSON
+object that the test compares."""
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import harness
+
+KERNEL = harness.KERNEL_IP
+STACK = harness.STACK_IP
+
+
+def run_script(daemon, script, *args, timeout=30, lvlip=True):
+    env = daemon.lvlip_env() if lvlip else dict(os.environ)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *[str(a) for a in args]], env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"script failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON output:\n{result.stdout}\n{result.stderr}"
+    return json.loads(lines[-1])
+
+
+class KernelServer:
+    """A kernel TCP server on 10.0.0.5 running `handler(conn)` per connection in a thread."""
+
+    def __init__(self, port, handler, backlog=16):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.listen(backlog)
+        self.handler = handler
+        self.results = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            self.results.append(self.handler(conn))
+        except Exception as error:  # recorded for the test to see
+            self.results.append(error)
+        finally:
+            conn.close()
+
+    def close(self):
+        # shutdown wakes the thread blocked in accept, which otherwise keeps the port bound.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+
+
+def echo(conn):
+    total = 0
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            conn.shutdown(socket.SHUT_WR)
+            return total
+        total += len(data)
+        conn.sendall(data)
+
+
+@pytest.fixture
+def echo_server(daemon):
+    server = KernelServer(7001, echo)
+    yield server
+    server.close()
+
+
+CONNECT_STYLES = """
+import errno, json, select, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+out = {}
+
+def err(e):
+    return errno.errorcode.get(e, str(e))
+
+# 1. POLLOUT + getsockopt(SO_ERROR)
+s = socket.socket(); s.setblocking(False)
+r = s.connect_ex((host, port))
+p = select.poll(); p.register(s, select.POLLOUT)
+events = p.poll(5000)
+out["poll"] = [err(r), sorted(k for k, v in [("OUT", select.POLLOUT), ("ERR", select.POLLERR), ("HUP", select.POLLHUP)] if events and events[0][1] & v), err(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))]
+s.close()
+
+# 2. a second connect() after POLLOUT
+s = socket.socket(); s.setblocking(False)
+s.connect_ex((host, port))
+select.select([], [s], [], 5)
+out["second"] = err(s.connect_ex((host, port)))
+out["third"] = err(s.connect_ex((host, port)))
+s.close()
+
+# 3. EPOLLOUT then send
+s = socket.socket(); s.setblocking(False)
+s.connect_ex((host, port))
+ep = select.epoll(); ep.register(s.fileno(), select.EPOLLOUT)
+ep.poll(5)
+try:
+    s.send(b"x"); out["send"] = "ok"
+except OSError as e:
+    out["send"] = err(e.errno)
+s.close()
+
+# 4. plain blocking connect
+s = socket.socket(); s.settimeout(None)
+try:
+    s.connect((host, port)); out["blocking"] = "ok"
+except OSError as e:
+    out["blocking"] = err(e.errno)
+s.close()
+
+# 5. connect with a timeout (non-blocking connect through FIONBIO + poll + SO_ERROR)
+try:
+    socket.create_connection((host, port), timeout=3).close(); out["timeout"] = "ok"
+except OSError as e:
+    out["timeout"] = err(e.errno) if e.errno else type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_connect_styles_succeed(daemon, echo_server):
+    got = run_script(daemon, CONNECT_STYLES, KERNEL, 7001)
+    ref = run_script(daemon, CONNECT_STYLES, KERNEL, 7001, lvlip=False)
+    assert ref == {"poll": ["EINPROGRESS", ["OUT"], "0"], "second": "0", "third": "EISCONN", "send": "ok",
+                   "blocking": "ok", "timeout": "ok"}, ref
+    assert got == ref, got
+
+
+def test_connect_styles_refused_as_the_kernel(daemon):
+    # Port 7999 is closed on 10.0.0.5: every style must surface ECONNREFUSED.
+    got = run_script(daemon, CONNECT_STYLES, KERNEL, 7999)
+    # The kernel itself, connecting to its own closed port, as the reference.
+    ref = run_script(daemon, CONNECT_STYLES, KERNEL, 7999, lvlip=False)
+    assert got["poll"][0] == "EINPROGRESS" and got["poll"][2] == "ECONNREFUSED", got
+    assert "OUT" in got["poll"][1] and "ERR" in got["poll"][1] and "HUP" in got["poll"][1], got
+    assert got["poll"] == ref["poll"], (got, ref)
+    assert got["second"] == ref["second"] == "ECONNREFUSED", (got, ref)
+    assert got["send"] == ref["send"] == "ECONNREFUSED", (got, ref)
+    assert got["blocking"] == ref["blocking"] == "ECONNREFUSED", (got, ref)
+    assert got["timeout"] == "ECONNREFUSED", got
+
+
+def test_connect_timeout_to_silent_host_is_honoured(daemon):
+    # 10.0.0.9 does not exist: no ARP answer. A 1 s timeout must end the attempt in ~1 s.
+    script = """
+    import json, socket, time
+    start = time.monotonic()
+    try:
+        socket.create_connection(("10.0.0.9", 80), timeout=1); r = "connected"
+    except socket.timeout:
+        r = "timeout"
+    except OSError as e:
+        r = e.strerror
+    print(json.dumps({"result": r, "elapsed": time.monotonic() - start}))
+    """
+    got = run_script(daemon, script)
+    assert got["result"] == "timeout" and 0.8 < got["elapsed"] < 2.5, got
+
+
+ENDS = """
+import errno, json, signal, socket, sys, time
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out = {}
+s = socket.create_connection((host, port), timeout=10)
+if mode == "half-close":
+    s.sendall(b"hello world")
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        block = s.recv(4096)
+        if not block:
+            break
+        data += block
+    out["echo"] = data.decode()
+    try:
+        s.send(b"more"); out["after-shutdown"] = "sent"
+    except OSError as e:
+        out["after-shutdown"] = errno.errorcode[e.errno]
+elif mode == "reset":
+    s.sendall(b"x")
+    time.sleep(0.5)  # the server resets the connection
+    try:
+        out["recv1"] = len(s.recv(10))
+    except OSError as e:
+        out["recv1"] = errno.errorcode[e.errno]
+    try:
+        out["recv2"] = len(s.recv(10))
+    except OSError as e:
+        out["recv2"] = errno.errorcode[e.errno]
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        s.send(b"y"); s.send(b"y"); out["send"] = "sent"
+    except OSError as e:
+        out["send"] = errno.errorcode[e.errno]
+elif mode == "sigpipe":
+    # Peer closed and reset: writes must fail with EPIPE and SIGPIPE (default action kills).
+    s.sendall(b"x")
+    time.sleep(0.5)
+    got = []
+    signal.signal(signal.SIGPIPE, lambda *a: got.append("SIGPIPE"))
+    for _ in range(3):
+        try:
+            s.send(b"y" * 1000)
+        except OSError as e:
+            got.append(errno.errorcode[e.errno])
+    out["sequence"] = got
+print(json.dumps(out))
+"""
+
+
+def reset_after_one_byte(conn):
+    conn.recv(1)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return "reset"
+
+
+@pytest.mark.parametrize("lvlip", [True, False], ids=["lvlip", "kernel"])
+def test_half_close_keeps_the_other_direction(daemon, echo_server, lvlip):
+    got = run_script(daemon, ENDS, KERNEL, 7001, "half-close", lvlip=lvlip)
+    assert got == {"echo": "hello world", "after-shutdown": "EPIPE"}, got
+
+
+@pytest.mark.parametrize("lvlip", [True, False], ids=["lvlip", "kernel"])
+def test_reset_gives_econnreset_then_eof_then_epipe(daemon, lvlip):
+    server = KernelServer(7002, reset_after_one_byte)
+    try:
+        got = run_script(daemon, ENDS, KERNEL, 7002, "reset", lvlip=lvlip)
+    finally:
+        server.close()
+    assert got == {"recv1": "ECONNRESET", "recv2": 0, "send": "EPIPE"}, got
+
+
+@pytest.mark.parametrize("lvlip", [True, False], ids=["lvlip", "kernel"])
+def test_write_after_reset_raises_sigpipe(daemon, lvlip):
+    server = KernelServer(7003, reset_after_one_byte)
+    try:
+        got = run_script(daemon, ENDS, KERNEL, 7003, "sigpipe", lvlip=lvlip)
+    finally:
+        server.close()
+    # The order in which Python runs the handler and raises the error is its own business.
+    assert got["sequence"][0] == "ECONNRESET" and sorted(got["sequence"][1:]) == ["EPIPE", "EPIPE", "SIGPIPE", "SIGPIPE"], got
+
+
+def test_peek_waitall_fionread_and_names(daemon, echo_server):
+    script = """
+    import array, fcntl, json, socket, sys, termios, time
+    s = socket.socket(socket.AF_INET6)
+    s.connect(("::ffff:10.0.0.5", 7001))
+    s.sendall(b"abcdefgh")
+    time.sleep(0.3)
+    n = array.array("i", [0]); fcntl.ioctl(s, termios.FIONREAD, n)
+    out = {"fionread": n[0], "peek": s.recv(4, socket.MSG_PEEK).decode(), "waitall": s.recv(8, socket.MSG_WAITALL).decode()}
+    out["peer"] = s.getpeername()[:2]
+    out["local"] = s.getsockname()[0]
+    s.setblocking(False)
+    try:
+        s.recv(10); out["dontwait"] = "data"
+    except BlockingIOError:
+        out["dontwait"] = "EAGAIN"
+    out["nodelay"] = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)]
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out["nodelay"].append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    out["type"] = [s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE), s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)]
+    try:
+        s.setsockopt(socket.SOL_SOCKET, 9999, 1); out["unknown"] = "accepted"
+    except OSError as e:
+        out["unknown"] = e.errno
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    out["tcpi_state"] = info[0]
+    out["tcpi_snd_mss"] = int.from_bytes(info[16:20], "little")
+    out["cc"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\\0").decode()
+    print(json.dumps(out))
+    """
+    got = run_script(daemon, script)
+    assert got["fionread"] == 8 and got["peek"] == "abcd" and got["waitall"] == "abcdefgh", got
+    assert got["peer"] == ["::ffff:10.0.0.5", 7001] and got["local"] == "::ffff:10.0.0.4", got
+    assert got["dontwait"] == "EAGAIN" and got["nodelay"] == [0, 1], got
+    assert got["type"] == [socket.SOCK_STREAM, socket.AF_INET6], got
+    assert got["unknown"] == 92, got  # ENOPROTOOPT, as Linux
+    assert got["tcpi_state"] == 1 and got["tcpi_snd_mss"] == 1448, got  # ESTABLISHED
+    assert got["cc"] == "cubic", got
+
+
+def test_dual_stack_listener_accepts_ipv4_as_mapped(daemon):
+    script = """
+    import json, socket, subprocess, sys
+    l = socket.socket(socket.AF_INET6)
+    l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("::", 7010)); l.listen(5)
+    # A V6ONLY socket on the same port takes no IPv4 port (nginx, redis bind both).
+    v6 = socket.socket(socket.AF_INET6)
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    v6.bind(("::", 7011)); v6.listen(5)
+    v4 = socket.socket(); v4.bind(("0.0.0.0", 7011)); v4.listen(5)
+    print("ready", flush=True)
+    c, addr = l.accept()
+    out = {"addr": addr[0], "local": c.getsockname()[0], "data": c.recv(100).decode(), "v6name": v6.getsockname()[:2]}
+    print(json.dumps(out))
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=daemon.lvlip_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        with socket.create_connection((STACK, 7010), timeout=5) as c:
+            c.sendall(b"mapped")
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got == {"addr": "::ffff:10.0.0.5", "local": "::ffff:10.0.0.4", "data": "mapped", "v6name": ["::", 7011]}, got
+
+
+def test_fork_shares_sockets_and_exec_keeps_them(daemon, echo_server):
+    # The parent connects, forks; the child writes through the inherited socket and execs
+    # `cat`-like python reading the socket as stdin; the parent closes its copy at once.
+    script = """
+    import json, os, socket, sys
+    s = socket.create_connection(("10.0.0.5", 7001), timeout=10)
+    pid = os.fork()
+    if pid == 0:
+        s.sendall(b"from child ")
+        s.shutdown(socket.SHUT_WR)
+        os.dup2(s.fileno(), 0)
+        os.execv(sys.executable, [sys.executable, "-c", "import sys; d = sys.stdin.buffer.read(); sys.stdout.write(d.decode()); sys.stdout.flush()"])
+    s.close()
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"status": status}))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=daemon.lvlip_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("from child "), result.stdout
+    assert json.loads(result.stdout[len("from child "):]) == {"status": 0}
+
+
+def test_threads_share_a_socket_and_block_independently(daemon, echo_server):
+    script = """
+    import json, socket, threading, time
+    s = socket.create_connection(("10.0.0.5", 7001), timeout=10)
+    got = []
+    def reader():
+        while len(b"".join(got)) < 200000:
+            got.append(s.recv(65536))
+    t = threading.Thread(target=reader); t.start()
+    time.sleep(0.2)  # the reader blocks in recv; a control request from this thread must not wait for it
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(20):
+        s.sendall(bytes([i]) * 10000)
+    t.join(10)
+    print(json.dumps({"bytes": len(b"".join(got)), "alive": t.is_alive()}))
+    """
+    got = run_script(daemon, script)
+    assert got == {"bytes": 200000, "alive": False}, got
+
+
+def test_mixed_select_with_a_pipe(daemon, echo_server):
+    script = """
+    import json, os, select, socket, time
+    s = socket.create_connection(("10.0.0.5", 7001), timeout=10)
+    r, w = os.pipe()
+    os.write(w, b"p")
+    ready1 = select.select([s, r], [], [], 2)[0]
+    s.sendall(b"ping")
+    time.sleep(0.3)
+    ready2 = select.select([s, r], [], [], 2)[0]
+    print(json.dumps({"first": [x == r for x in ready1], "second": sorted(x == s for x in ready2)}))
+    """
+    got = run_script(daemon, script)
+    assert got == {"first": [True], "second": [False, True]}, got
+
+
+def test_daemon_not_running_fails_fast_with_a_message(daemon, workdir):
+    env = daemon.lvlip_env()
+    env["LVLIP_SOCKET"] = str(workdir / "nobody-here.sock")
+    script = "import socket\ntry:\n    socket.socket()\nexcept OSError as e:\n    print('errno', e.errno)\n"
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=10)
+    assert time.monotonic() - start < 5
+    assert "errno 100" in result.stdout, result  # ENETDOWN
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lvlip:")]
+    assert len(lines) == 1 and "nobody-here.sock" in lines[0], result.stderr
+
+
+def test_ipc_socket_mode_and_group(start_daemon):
+    import grp
+    # A group that exists on Debian; the test does not change the system's groups.
+    group = next(g for g in ("nogroup", "daemon", "users") if g in {e.gr_name for e in grp.getgrall()})
+    d = start_daemon("--group", group)
+    info = os.stat(d.socket)
+    assert stat.S_IMODE(info.st_mode) == 0o660
+    assert info.st_gid == grp.getgrnam(group).gr_gid
+
+
+def test_unix_and_udp_sockets_pass_through(daemon):
+    # Sockets the stack does not serve go to the kernel untouched: a UDP socket to the kernel
+    # side and an AF_UNIX pair work as without the shim.
+    script = """
+    import json, socket
+    a, b = socket.socketpair()
+    a.sendall(b"unix"); u = b.recv(10).decode()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.sendto(b"udp", rx.getsockname())
+    print(json.dumps({"unix": u, "udp": rx.recv(10).decode()}))
+    """
+    got = run_script(daemon, script)
+    assert got == {"unix": "unix", "udp": "udp"}, got
+
+
+def test_lvlipctl_ss_shows_the_owner(daemon, echo_server):
+    script = """
+    import json, os, socket, subprocess, sys
+    s = socket.create_connection(("10.0.0.5", 7001), timeout=10)
+    s.sendall(b"x"); s.recv(1)
+    env = dict(os.environ); env.pop("LD_PRELOAD")
+    ss = subprocess.run([sys.argv[1], "ss", "--socket", sys.argv[2]], capture_output=True, text=True, env=env).stdout
+    print(json.dumps({"pid": os.getpid(), "ss": ss}))
+    """
+    got = run_script(daemon, script, harness.bin_dir() / "lvlipctl", daemon.socket)
+    lines = [line for line in got["ss"].splitlines() if "10.0.0.5:7001" in line]
+    assert len(lines) == 1 and lines[0].startswith("ESTAB"), got["ss"]
+    assert f'users:(("python3",pid={got["pid"]},uid=0))' in lines[0], got["ss"]
