@@ -446,3 +446,48 @@ def test_lvlipctl_ss_shows_the_owner(daemon, echo_server):
     lines = [line for line in got["ss"].splitlines() if "10.0.0.5:7001" in line]
     assert len(lines) == 1 and lines[0].startswith("ESTAB"), got["ss"]
     assert f'users:(("python3",pid={got["pid"]},uid=0))' in lines[0], got["ss"]
+
+
+def record_end(conn):
+    """Reads until the connection ends; returns how: 'fin' or 'rst'."""
+    conn.settimeout(10)
+    try:
+        while conn.recv(65536):
+            pass
+        return "fin"
+    except ConnectionResetError:
+        return "rst"
+
+
+CLOSE_WAYS = """
+import socket, struct, sys, time
+mode = sys.argv[1]
+s = socket.create_connection(("10.0.0.5", 7020), timeout=10)
+s.sendall(b"data")
+if mode == "linger0":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+elif mode == "unread":
+    time.sleep(0.5)  # the server's bytes arrive and stay unread
+s.close()
+print("{}")
+"""
+
+
+@pytest.mark.parametrize("mode,expected", [("plain", "fin"), ("linger0", "rst"), ("unread", "rst")])
+def test_close_ends_the_connection_as_the_kernel(daemon, mode, expected):
+    def handler(conn):
+        if mode == "unread":
+            conn.sendall(b"unread bytes")
+        return record_end(conn)
+
+    server = KernelServer(7020, handler)
+    try:
+        run_script(daemon, CLOSE_WAYS, mode)
+        deadline = time.monotonic() + 10
+        while not server.results and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.close()
+    assert server.results == [expected], server.results
+    # Nothing left behind in lvlipd but (for a FIN) the orphan finishing its close.
+    daemon.wait_for(lambda s: s["IpcSocketsOpen"] == 0, what="the socket record to be released")
