@@ -10,6 +10,8 @@ public struct StackConfiguration: Sendable {
     public var arp = ARPConfiguration()
     public var reassembly = ReassemblyConfiguration()
     public var tcp = TCPConfiguration()
+    /// A UDP socket's receive buffer (Linux: net.core.rmem_default).
+    public var udpReceiveBuffer = 212_992
     /// ICMP error rate limit (Linux: icmp_msgs_per_sec 1000, icmp_msgs_burst 50).
     public var icmpErrorsPerSecond: UInt64 = 1000
     public var icmpErrorBurst: UInt64 = 50

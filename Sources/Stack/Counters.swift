@@ -111,6 +111,15 @@ public struct Counters: Sendable {
     public var tcpSynCookiesFailed: UInt64 = 0
     public var tcpICMPIgnored: UInt64 = 0
 
+    // UDP (RFC 4113 / Linux /proc/net/snmp names)
+    public var udpInDatagrams: UInt64 = 0
+    public var udpNoPorts: UInt64 = 0
+    public var udpInErrors: UInt64 = 0
+    public var udpOutDatagrams: UInt64 = 0
+    public var udpRcvbufErrors: UInt64 = 0
+    public var udpSndbufErrors: UInt64 = 0
+    public var udpInCsumErrors: UInt64 = 0
+
     public init() {}
 
     /// Every counter with its display name, in a stable order.
@@ -177,6 +186,13 @@ public struct Counters: Sendable {
         ("TcpExtSyncookiesRecv", \.tcpSynCookiesReceived),
         ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
+        ("UdpInDatagrams", \.udpInDatagrams),
+        ("UdpNoPorts", \.udpNoPorts),
+        ("UdpInErrors", \.udpInErrors),
+        ("UdpOutDatagrams", \.udpOutDatagrams),
+        ("UdpRcvbufErrors", \.udpRcvbufErrors),
+        ("UdpSndbufErrors", \.udpSndbufErrors),
+        ("UdpInCsumErrors", \.udpInCsumErrors),
     ]
 
     public subscript(name: String) -> UInt64? {

@@ -60,6 +60,9 @@ extension NetworkStack {
             tcpICMPError(type: message.type, code: message.code, destination: destination,
                          sourcePort: transport.be16(0), destinationPort: transport.be16(2),
                          seq: SeqNum(transport.be32(4)), now: now)
+        } else if quote[IPv4Packet.Field.proto] == IPProtocol.udp.rawValue {
+            udpICMPError(type: message.type, code: message.code, destination: destination,
+                         sourcePort: transport.be16(0), destinationPort: transport.be16(2))
         }
     }
 

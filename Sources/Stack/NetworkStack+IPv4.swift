@@ -62,6 +62,9 @@ extension NetworkStack {
         case .tcp:
             counters.ipInDelivers &+= 1
             receiveTCP(datagram, now: now)
+        case .udp:
+            counters.ipInDelivers &+= 1
+            receiveUDP(datagram, now: now)
         default:
             // No transport bound to this protocol: RFC 1122 3.2.2.1 asks for Protocol Unreachable.
             counters.ipInUnknownProtos &+= 1

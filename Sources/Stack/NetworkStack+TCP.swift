@@ -71,7 +71,9 @@ extension NetworkStack {
     public func takeReadinessChanges() -> [SocketID] {
         let changed = tcp.readinessChanged
         tcp.readinessChanged.removeAll(keepingCapacity: true)
-        for id in changed { tcpSocket(id)?.readinessQueued = false }
+        for id in changed {
+            if Self.isUDP(id) { clearUDPReadiness(id) } else { tcpSocket(id)?.readinessQueued = false }
+        }
         return changed
     }
 

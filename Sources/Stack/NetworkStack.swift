@@ -23,6 +23,7 @@ public final class NetworkStack {
     var reassemblySequence: UInt64 = 0
     var icmpErrorBucket: TokenBucket
     var tcp = TCPTables()
+    var udp = UDPTables()
     var nextIdentification: UInt16
     /// Scratch space for building one IP payload (up to the IPv4 maximum).
     let scratch: UnsafeMutableRawBufferPointer

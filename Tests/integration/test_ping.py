@@ -1,5 +1,5 @@
 """ICMP echo through the kernel's own ping: fast, large (fragmented both ways), small MTU,
-broadcast, Protocol Unreachable for UDP (not served yet) and RST for a closed TCP port."""
+broadcast, Protocol and Port Unreachable, and RST for a closed TCP port."""
 
 import errno
 import socket
@@ -92,18 +92,30 @@ def test_broadcast_ping_is_ignored(daemon):
     assert received == 1
 
 
-def test_udp_gets_protocol_unreachable(daemon):
+def test_unknown_protocol_gets_protocol_unreachable(daemon):
+    """RFC 1122 3.2.2.1: a datagram for a protocol the stack does not serve (253, reserved for
+    experiments) is answered with ICMP Protocol Unreachable."""
+    before = daemon.stats()
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, 253) as raw:
+        raw.sendto(b"hello", (STACK_IP, 0))
+    after = daemon.wait_for(lambda s: delta(before, s, "IcmpOutDestUnreachs") >= 1, what="the unreachable")
+    assert delta(before, after, "IpInUnknownProtos") == 1
+    assert delta(before, after, "IcmpOutDestUnreachs") == 1
+
+
+def test_udp_to_closed_port_is_refused(daemon):
+    """RFC 1122 4.1.3.1: a datagram to a port nobody holds gets Port Unreachable, which a
+    connected kernel socket reports as ECONNREFUSED."""
     before = daemon.stats()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.settimeout(3)
         udp.connect((STACK_IP, 9))
         udp.send(b"hello")
-        # The kernel reports ICMP Protocol Unreachable as ENOPROTOOPT (icmp_err_convert).
         with pytest.raises(OSError) as raised:
             udp.recv(100)
-        assert raised.value.errno == errno.ENOPROTOOPT, raised.value
+        assert raised.value.errno == errno.ECONNREFUSED, raised.value
     after = daemon.stats()
-    assert delta(before, after, "IpInUnknownProtos") == 1
+    assert delta(before, after, "UdpNoPorts") == 1
     assert delta(before, after, "IcmpOutDestUnreachs") == 1
 
 

@@ -52,6 +52,9 @@ public enum SocketError: Error, Equatable, Sendable {
     case noBufferSpace
     case notSupported
     case protocolOption
+    case destinationRequired
+    case messageTooLong
+    case permissionDenied
 
     /// The Linux errno value.
     public var errno: Int32 {
@@ -75,6 +78,9 @@ public enum SocketError: Error, Equatable, Sendable {
         case .noBufferSpace: 105
         case .notSupported: 95  // EOPNOTSUPP
         case .protocolOption: 92  // ENOPROTOOPT
+        case .destinationRequired: 89  // EDESTADDRREQ
+        case .messageTooLong: 90  // EMSGSIZE
+        case .permissionDenied: 13  // EACCES
         }
     }
 }

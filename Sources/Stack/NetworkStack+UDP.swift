@@ -1,0 +1,381 @@
+import Timing
+
+/// A received datagram waiting for its application.
+public struct UDPDatagram: Sendable {
+    public var source: IPv4Address
+    public var sourcePort: UInt16
+    public var payload: [UInt8]
+}
+
+/// One UDP socket (RFC 768; host requirements RFC 1122 4.1).
+final class UDPSocket {
+    let id: SocketID
+    var localPort: UInt16 = 0
+    /// The local address bound, nil for any.
+    var boundAddress: IPv4Address?
+    var remote: (address: IPv4Address, port: UInt16)?
+    var reuseAddress = false
+    var reusePort = false
+    var broadcast = false
+    /// Bytes of payload plus a per-datagram overhead, bounded by `receiveBuffer` (SO_RCVBUF).
+    var queue: [UDPDatagram] = []
+    var queueHead = 0
+    var queuedBytes = 0
+    var receiveBuffer: Int
+    var pendingError: SocketError?
+    var readinessQueued = false
+    /// When the socket was bound, for choosing among sockets sharing a port (SO_REUSEADDR).
+    var bindOrder: UInt64 = 0
+
+    init(id: SocketID, receiveBuffer: Int) {
+        self.id = id
+        self.receiveBuffer = receiveBuffer
+    }
+
+    var queuedCount: Int { queue.count - queueHead }
+}
+
+/// The stack's UDP state.
+struct UDPTables {
+    var sockets: [UDPSocket?] = []
+    var generations: [UInt32] = []
+    var freeSlots: [Int32] = []
+    /// Sockets by local port.
+    var byPort: [UInt16: [UDPSocket]] = [:]
+    var nextEphemeral: UInt32 = 0
+    var bindCounter: UInt64 = 0
+}
+
+extension NetworkStack {
+    /// UDP socket IDs carry this bit in their index, so one readiness list serves TCP and UDP.
+    public static let udpIndexBit: Int32 = 0x4000_0000
+    /// The largest UDP payload over IPv4 (65535 - 20 - 8).
+    public static let udpMaximumPayload = 65507
+    /// Bytes charged per queued datagram beyond its payload (as Linux charges skb truesize).
+    static let udpDatagramOverhead = 256
+
+    public static func isUDP(_ id: SocketID) -> Bool { id.index & udpIndexBit != 0 }
+
+    func udpSocket(_ id: SocketID) -> UDPSocket? {
+        guard Self.isUDP(id) else { return nil }
+        let i = Int(id.index & ~Self.udpIndexBit)
+        guard i < udp.sockets.count, udp.generations[i] == id.generation else { return nil }
+        return udp.sockets[i]
+    }
+
+    private func markUDPReadiness(_ s: UDPSocket) {
+        guard !s.readinessQueued else { return }
+        s.readinessQueued = true
+        tcp.readinessChanged.append(s.id)
+    }
+
+    // MARK: - Socket API
+
+    /// socket(AF_INET, SOCK_DGRAM).
+    public func udpOpen() -> SocketID {
+        let index: Int32
+        if let free = udp.freeSlots.popLast() {
+            index = free
+        } else {
+            index = Int32(udp.sockets.count)
+            udp.sockets.append(nil)
+            udp.generations.append(0)
+        }
+        let id = SocketID(index: index | Self.udpIndexBit, generation: udp.generations[Int(index)])
+        udp.sockets[Int(index)] = UDPSocket(id: id, receiveBuffer: configuration.udpReceiveBuffer)
+        return id
+    }
+
+    /// bind(2). A port is shared only when every holder set SO_REUSEADDR, or every holder set
+    /// SO_REUSEPORT (Linux's rules, without the per-user check).
+    public func udpBind(_ id: SocketID, address: IPv4Address?, port: UInt16) throws(SocketError) {
+        guard let s = udpSocket(id) else { throw .badSocket }
+        guard s.localPort == 0 else { throw .invalidArgument }
+        if let address, address != self.address, !address.isUnspecified, address != configuration.interface.subnetBroadcast,
+           !address.isLimitedBroadcast {
+            throw .addressNotAvailable
+        }
+        let bound = address.flatMap { $0.isUnspecified ? nil : $0 }
+        var chosen = port
+        if chosen == 0 {
+            guard let p = udpEphemeralPort() else { throw .addressInUse }
+            chosen = p
+        } else if let holders = udp.byPort[chosen] {
+            for other in holders where other.boundAddress == nil || bound == nil || other.boundAddress == bound {
+                let shared = (s.reuseAddress && other.reuseAddress) || (s.reusePort && other.reusePort)
+                guard shared else { throw .addressInUse }
+            }
+        }
+        s.localPort = chosen
+        s.boundAddress = bound
+        udp.bindCounter &+= 1
+        s.bindOrder = udp.bindCounter
+        udp.byPort[chosen, default: []].append(s)
+    }
+
+    private func udpEphemeralPort() -> UInt16? {
+        let range = configuration.tcp.ephemeralPorts
+        let count = UInt32(range.upperBound - range.lowerBound) + 1
+        let offset = UInt32(truncatingIfNeeded: secretHash(0x7564, 0, nil, 0))
+        for i in 0..<count {
+            let port = UInt16(UInt32(range.lowerBound) + (offset &+ udp.nextEphemeral &+ i) % count)
+            if udp.byPort[port] == nil {
+                udp.nextEphemeral &+= i + 1
+                return port
+            }
+        }
+        return nil
+    }
+
+    /// connect(2): fixes the peer (and binds an ephemeral port if needed). `nil` dissolves
+    /// the association (connect with AF_UNSPEC).
+    public func udpConnect(_ id: SocketID, to peer: (address: IPv4Address, port: UInt16)?) throws(SocketError) {
+        guard let s = udpSocket(id) else { throw .badSocket }
+        guard let peer else {
+            s.remote = nil
+            return
+        }
+        guard peer.port != 0 else { throw .connectionRefused }
+        guard route(peer.address) != nil, !peer.address.isLoopback, !peer.address.isUnspecified else {
+            throw .networkUnreachable
+        }
+        if peer.address.isLimitedBroadcast || peer.address == configuration.interface.subnetBroadcast {
+            guard s.broadcast else { throw .permissionDenied }
+        }
+        if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
+        s.remote = peer
+        s.pendingError = nil
+    }
+
+    /// sendto(2): one datagram to `destination`, or to the connected peer. Returns the payload
+    /// length. Datagrams larger than the MTU are fragmented.
+    @discardableResult
+    public func udpSend(_ id: SocketID, to destination: (address: IPv4Address, port: UInt16)?,
+                        _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) -> Int {
+        guard let s = udpSocket(id) else { throw .badSocket }
+        if let error = s.pendingError, s.remote != nil {
+            s.pendingError = nil
+            throw error
+        }
+        guard let to = destination ?? s.remote else { throw .destinationRequired }
+        guard payload.count <= Self.udpMaximumPayload else { throw .messageTooLong }
+        guard to.port != 0 else { throw .invalidArgument }
+        let broadcast = to.address.isLimitedBroadcast || to.address == configuration.interface.subnetBroadcast
+        if broadcast && !s.broadcast { throw .permissionDenied }
+        guard !to.address.isLoopback, !to.address.isUnspecified, !to.address.isMulticast, route(to.address) != nil else {
+            throw .networkUnreachable
+        }
+        if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
+        let length = 8 + payload.count
+        scratch.setBE16(s.localPort, 0)
+        scratch.setBE16(to.port, 2)
+        scratch.setBE16(UInt16(length), 4)
+        scratch.setBE16(0, 6)
+        scratch.copy(payload, to: 8)
+        let datagram = UnsafeRawBufferPointer(scratch.slice(0..<length))
+        var sum = InternetChecksum.partialSum(datagram, Self.udpPseudoHeaderSum(source: address, destination: to.address, length: length))
+        sum = UInt64(InternetChecksum.finish(sum))
+        // RFC 768: a computed checksum of zero is sent as all ones (zero means "none").
+        let checksum = UInt16(truncatingIfNeeded: sum)
+        scratch.setBE16(checksum == 0 ? 0xFFFF : checksum, 6)
+        guard sendIPv4(to: to.address, proto: .udp, payload: datagram, now: now) else {
+            counters.udpSndbufErrors &+= 1
+            throw .networkUnreachable
+        }
+        counters.udpOutDatagrams &+= 1
+        return payload.count
+    }
+
+    /// The next datagram, removed from the queue (or only looked at, when peeking).
+    public func udpReceive(_ id: SocketID, peek: Bool = false) -> UDPDatagram? {
+        guard let s = udpSocket(id), s.queueHead < s.queue.count else { return nil }
+        let datagram = s.queue[s.queueHead]
+        guard !peek else { return datagram }
+        s.queueHead += 1
+        s.queuedBytes -= datagram.payload.count + Self.udpDatagramOverhead
+        if s.queueHead == s.queue.count {
+            s.queue.removeAll(keepingCapacity: true)
+            s.queueHead = 0
+        } else if s.queueHead > 64 && s.queueHead * 2 > s.queue.count {
+            s.queue.removeFirst(s.queueHead)
+            s.queueHead = 0
+        }
+        return datagram
+    }
+
+    public func udpQueued(_ id: SocketID) -> Int { udpSocket(id)?.queuedCount ?? 0 }
+
+    /// SO_ERROR: the pending error (an ICMP error about a datagram of a connected socket).
+    public func udpTakeError(_ id: SocketID) -> SocketError? {
+        guard let s = udpSocket(id) else { return nil }
+        defer { s.pendingError = nil }
+        return s.pendingError
+    }
+
+    public func udpHasError(_ id: SocketID) -> Bool { udpSocket(id)?.pendingError != nil }
+
+    /// The socket's names: local address (nil: any) and port, and the peer if connected.
+    public func udpNames(_ id: SocketID) -> (local: IPv4Address?, localPort: UInt16, remote: (address: IPv4Address, port: UInt16)?)? {
+        guard let s = udpSocket(id) else { return nil }
+        return (s.boundAddress ?? (s.remote != nil ? address : nil), s.localPort, s.remote)
+    }
+
+    /// SO_REUSEADDR, SO_REUSEPORT, SO_BROADCAST, SO_RCVBUF.
+    public func udpSetOptions(_ id: SocketID, reuseAddress: Bool? = nil, reusePort: Bool? = nil, broadcast: Bool? = nil,
+                              receiveBuffer: Int? = nil) {
+        guard let s = udpSocket(id) else { return }
+        if let reuseAddress { s.reuseAddress = reuseAddress }
+        if let reusePort { s.reusePort = reusePort }
+        if let broadcast { s.broadcast = broadcast }
+        if let receiveBuffer { s.receiveBuffer = receiveBuffer }
+    }
+
+    public func udpOptions(_ id: SocketID) -> (reuseAddress: Bool, reusePort: Bool, broadcast: Bool, receiveBuffer: Int)? {
+        guard let s = udpSocket(id) else { return nil }
+        return (s.reuseAddress, s.reusePort, s.broadcast, s.receiveBuffer)
+    }
+
+    /// close(2).
+    public func udpClose(_ id: SocketID) {
+        guard let s = udpSocket(id) else { return }
+        if s.localPort != 0, var holders = udp.byPort[s.localPort] {
+            holders.removeAll { $0 === s }
+            udp.byPort[s.localPort] = holders.isEmpty ? nil : holders
+        }
+        let i = Int(id.index & ~Self.udpIndexBit)
+        udp.sockets[i] = nil
+        udp.generations[i] &+= 1
+        udp.freeSlots.append(Int32(i))
+    }
+
+    /// Every live UDP socket, for display.
+    public var udpSocketIDs: [SocketID] { udp.sockets.compactMap { $0?.id } }
+
+    // MARK: - Input
+
+    static func udpPseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int) -> UInt64 {
+        var sum: UInt64 = 0
+        sum = InternetChecksum.adding(UInt16(source.value >> 16), to: sum)
+        sum = InternetChecksum.adding(UInt16(source.value & 0xFFFF), to: sum)
+        sum = InternetChecksum.adding(UInt16(destination.value >> 16), to: sum)
+        sum = InternetChecksum.adding(UInt16(destination.value & 0xFFFF), to: sum)
+        sum = InternetChecksum.adding(UInt16(IPProtocol.udp.rawValue), to: sum)
+        sum = InternetChecksum.adding(UInt16(length), to: sum)
+        return sum
+    }
+
+    func receiveUDP(_ datagram: IPv4Datagram, now: Instant) {
+        let bytes = datagram.payload
+        // RFC 768: the length covers header and data; the IP payload may be longer (padding)
+        // but never shorter.
+        guard bytes.count >= 8 else {
+            counters.udpInErrors &+= 1
+            return
+        }
+        let length = Int(bytes.be16(4))
+        guard length >= 8, length <= bytes.count else {
+            counters.udpInErrors &+= 1
+            return
+        }
+        let udpBytes = bytes.slice(0..<length)
+        // A zero checksum means the sender computed none (RFC 768), which IPv4 allows.
+        if bytes.be16(6) != 0 {
+            let sum = InternetChecksum.partialSum(
+                udpBytes, Self.udpPseudoHeaderSum(source: datagram.source, destination: datagram.destination, length: length))
+            guard InternetChecksum.finish(sum) == 0 else {
+                counters.udpInCsumErrors &+= 1
+                counters.udpInErrors &+= 1
+                return
+            }
+        }
+        let sourcePort = bytes.be16(0)
+        let destinationPort = bytes.be16(2)
+        let payload = udpBytes.suffix(from: 8)
+        let holders = udp.byPort[destinationPort] ?? []
+        if datagram.broadcast {
+            // Broadcasts go to every socket on the port bound to any or to the broadcast address.
+            var delivered = false
+            for s in holders where s.boundAddress == nil || s.boundAddress == datagram.destination {
+                if let remote = s.remote, remote.address != datagram.source || remote.port != sourcePort { continue }
+                enqueue(s, source: datagram.source, port: sourcePort, payload: payload)
+                delivered = true
+            }
+            if !delivered { counters.udpNoPorts &+= 1 }
+            return
+        }
+        guard let s = udpLookup(holders, datagram: datagram, sourcePort: sourcePort) else {
+            counters.udpNoPorts &+= 1
+            sendICMPError(type: .destinationUnreachable, code: UnreachableCode.port, about: datagram, now: now)
+            return
+        }
+        enqueue(s, source: datagram.source, port: sourcePort, payload: payload)
+    }
+
+    /// The socket a unicast datagram is for: a connected one matching the peer first, then one
+    /// bound to our address, then one bound to any; among equals the reuseport group hashes
+    /// by peer, otherwise the most recently bound wins (as Linux).
+    private func udpLookup(_ holders: [UDPSocket], datagram: IPv4Datagram, sourcePort: UInt16) -> UDPSocket? {
+        var best: UDPSocket?
+        var bestScore = -1
+        var group: [UDPSocket] = []
+        for s in holders {
+            var score = 0
+            if let remote = s.remote {
+                guard remote.address == datagram.source, remote.port == sourcePort else { continue }
+                score += 4
+            }
+            if let bound = s.boundAddress {
+                guard bound == datagram.destination else { continue }
+                score += 2
+            }
+            if score > bestScore || (score == bestScore && s.bindOrder > (best?.bindOrder ?? 0)) {
+                if score > bestScore { group.removeAll() }
+                best = s
+                bestScore = score
+            }
+            if score == bestScore && s.reusePort { group.append(s) }
+        }
+        if group.count > 1, let chosen = best, chosen.reusePort {
+            let h = secretHash(0x7270, sourcePort, datagram.source, 0)
+            return group[Int(h % UInt64(group.count))]
+        }
+        return best
+    }
+
+    private func enqueue(_ s: UDPSocket, source: IPv4Address, port: UInt16, payload: UnsafeRawBufferPointer) {
+        let cost = payload.count + Self.udpDatagramOverhead
+        guard s.queuedBytes + cost <= s.receiveBuffer else {
+            // A full receive buffer drops the datagram (Linux: RcvbufErrors and InErrors).
+            counters.udpRcvbufErrors &+= 1
+            counters.udpInErrors &+= 1
+            return
+        }
+        s.queue.append(UDPDatagram(source: source, sourcePort: port, payload: Array(payload)))
+        s.queuedBytes += cost
+        counters.udpInDatagrams &+= 1
+        markUDPReadiness(s)
+    }
+
+    /// An ICMP error about a datagram we sent: connected sockets learn it as their error
+    /// (ECONNREFUSED for port unreachable), as Linux without IP_RECVERR.
+    func udpICMPError(type: ICMPType, code: UInt8, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16) {
+        guard let holders = udp.byPort[sourcePort] else { return }
+        let error: SocketError
+        switch (type, code) {
+        case (.destinationUnreachable, UnreachableCode.port), (.destinationUnreachable, UnreachableCode.proto):
+            error = .connectionRefused
+        case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
+        case (.destinationUnreachable, UnreachableCode.fragmentationNeeded): error = .messageTooLong
+        case (.destinationUnreachable, _): error = .hostUnreachable
+        default: error = .hostUnreachable
+        }
+        for s in holders {
+            guard let remote = s.remote, remote.address == destination, remote.port == destinationPort else { continue }
+            s.pendingError = error
+            markUDPReadiness(s)
+        }
+    }
+
+    /// Clears the readiness flag of a UDP socket taken from the readiness list.
+    func clearUDPReadiness(_ id: SocketID) { udpSocket(id)?.readinessQueued = false }
+}
