@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -76,6 +77,9 @@ REAL(sendto, ssize_t, int, const void *, size_t, int, const struct sockaddr *, s
 REAL(sendmsg, ssize_t, int, const struct msghdr *, int)
 REAL(sendfile, ssize_t, int, int, off_t *, size_t)
 REAL(sendfile64, ssize_t, int, int, off64_t *, size_t)
+REAL(recvmmsg, int, int, struct mmsghdr *, unsigned int, int, struct timespec *)
+REAL(sendmmsg, int, int, struct mmsghdr *, unsigned int, int)
+REAL(ioctl, int, int, unsigned long, void *)
 
 // MARK: - Descriptor table
 
@@ -85,6 +89,7 @@ enum {
     F_LISTENING = 2,
     F_WR_SHUT = 4,
     F_RD_SHUT = 8,
+    F_DGRAM = 16,       // a UDP socket: SOCK_SEQPACKET pair, a header before each datagram
 };
 
 struct entry {
@@ -388,6 +393,10 @@ static struct entry *identify(int fd, uint64_t inode) {
     if (rep.state == LVLIP_STATE_CONNECTING || rep.state == LVLIP_STATE_CONNECTED || rep.state == LVLIP_STATE_CLOSED)
         e->flags |= F_STARTED;
     if (rep.state == LVLIP_STATE_LISTENING) e->flags |= F_LISTENING;
+    if (rep.type == SOCK_DGRAM) {
+        e->flags |= F_DGRAM;
+        if (rep.state != LVLIP_STATE_CONNECTED) e->flags &= ~F_STARTED;
+    }
     return e;
 }
 
@@ -401,11 +410,25 @@ static struct entry *stack_socket(int fd) {
     return identify(fd, inode);
 }
 
-// For the data path: the table alone (no system call) — FD_STACK or not.
+// For the data path: the table, and for a descriptor it has not seen (inherited across exec,
+// received with SCM_RIGHTS) one look at what it is, remembered until it is closed.
 static inline struct entry *known_stack(int fd) {
     struct entry *e = slot(fd, 0);
-    return e && e->kind == FD_STACK ? e : NULL;
+    if (__builtin_expect(e && e->kind != FD_UNKNOWN, 1)) return e->kind == FD_STACK ? e : NULL;
+    if (fd < 0) return NULL;
+    uint64_t inode = inode_of(fd);
+    if (inode == 0) {
+        e = slot(fd, 1);
+        if (e) {
+            e->kind = FD_OTHER;
+            e->inode = 0;
+        }
+        return NULL;
+    }
+    return identify(fd, inode);
 }
+
+static inline int is_dgram(const struct entry *e) { return e && (e->flags & F_DGRAM); }
 
 // MARK: - Addresses
 
@@ -453,7 +476,8 @@ static void format_address(const struct entry *e, const struct lvlip_addr *a, st
     if (e->family == AF_INET6) {
         u.in6.sin6_family = AF_INET6;
         u.in6.sin6_port = htons(a->port);
-        if (a->kind != LVLIP_ADDR_V6_ANY) {
+        // Any address: "::" for an AF_INET6 socket (bound to [::], or not bound).
+        if (a->kind != LVLIP_ADDR_V6_ANY && a->addr != 0) {
             u.in6.sin6_addr.s6_addr[10] = 0xff;
             u.in6.sin6_addr.s6_addr[11] = 0xff;
             uint32_t v4 = htonl(a->addr);
@@ -487,8 +511,9 @@ static int simple(uint16_t type, const struct entry *e, int32_t value) {
 
 EXPORT int socket(int domain, int type, int protocol) {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (!((domain == AF_INET || domain == AF_INET6) && base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)))
-        return get_socket()(domain, type, protocol);
+    int stream = base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
+    int dgram = base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP);
+    if (!((domain == AF_INET || domain == AF_INET6) && (stream || dgram))) return get_socket()(domain, type, protocol);
     struct lvlip_socket_req req = {.family = domain, .type = base, .protocol = protocol};
     struct lvlip_socket_rep rep;
     int fd = -1;
@@ -506,6 +531,7 @@ EXPORT int socket(int domain, int type, int protocol) {
         e->family = (uint16_t)domain;
         e->inode = inode_of(fd);
         e->ref = rep.ref;
+        if (dgram) e->flags = F_DGRAM;
     }
     return fd;
 }
@@ -574,6 +600,23 @@ static int connect_request(struct entry *e, int fd, const struct lvlip_addr *add
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     struct entry *e = stack_socket(fd);
     if (!e) return get_connect()(fd, addr, len);
+    if (is_dgram(e)) {
+        // A datagram socket only records (or with AF_UNSPEC forgets) its peer.
+        struct lvlip_addr wire = {.kind = LVLIP_ADDR_UNSPEC};
+        if (!addr || len < sizeof(sa_family_t)) return fail(EINVAL);
+        if (addr->sa_family != AF_UNSPEC) {
+            int r = parse_address(e, addr, len, &wire);
+            if (r < 0) return fail(-r);
+        }
+        int r = connect_request(e, fd, &wire, 0);
+        if (r < 0) return fail(-r);
+        if (wire.kind == LVLIP_ADDR_UNSPEC) {
+            e->flags &= ~F_STARTED;
+        } else {
+            e->flags |= F_STARTED;
+        }
+        return 0;
+    }
     struct lvlip_addr wire;
     int r = parse_address(e, addr, len, &wire);
     if (r < 0) return fail(-r);
@@ -591,6 +634,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
 }
 
 static int take_connection(int fd, struct entry *listener, struct sockaddr *addr, socklen_t *len, int flags) {
+    if (is_dgram(listener)) return fail(EOPNOTSUPP);
     if (!(listener->flags & F_LISTENING)) return fail(EINVAL);
     struct lvlip_accept_record record;
     struct iovec iov = {.iov_base = &record, .iov_len = sizeof record};
@@ -756,9 +800,121 @@ static inline int write_refused(struct entry *e, int flags) {
     return 0;
 }
 
+
+// MARK: - Datagram sockets: one header + payload message per datagram on a SOCK_SEQPACKET pair
+
+#define DGRAM_HEADER ((ssize_t)sizeof(struct lvlip_dgram_header))
+#define MAX_UDP_PAYLOAD 65507
+
+// An error lvlipd queued for a connected socket (an ICMP error about what it sent): taken by
+// the next send, as the kernel's sk_err.
+static int take_queued_error(int fd) {
+    struct lvlip_dgram_header h;
+    ssize_t n = get_recv()(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+    if (n != DGRAM_HEADER || !(h.flags & LVLIP_DGRAM_ERROR)) return 0;
+    (void)get_recv()(fd, &h, sizeof h, MSG_DONTWAIT);
+    return h.error > 0 ? h.error : EIO;
+}
+
+static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size_t count, int flags,
+                          const struct sockaddr *to, socklen_t tolen) {
+    if (e->flags & F_WR_SHUT) {
+        if (!(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
+        return fail(EPIPE);
+    }
+    if (count > 1023) return fail(EMSGSIZE);
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) total += iov[i].iov_len;
+    if (total > MAX_UDP_PAYLOAD) return fail(EMSGSIZE);
+    struct lvlip_dgram_header h = {0};
+    if (to) {
+        struct lvlip_addr wire;
+        int r = parse_address(e, to, tolen, &wire);
+        if (r < 0) return fail(-r);
+        if (wire.kind != LVLIP_ADDR_V4) return fail(ENETUNREACH);
+        if (wire.port == 0) return fail(EINVAL);
+        h.addr = wire.addr;
+        h.port = wire.port;
+    } else if (!(e->flags & F_STARTED)) {
+        return fail(EDESTADDRREQ);
+    }
+    if (e->flags & F_STARTED) {
+        int err = take_queued_error(fd);
+        if (err) return fail(err);
+    }
+    struct iovec parts[1024];
+    parts[0].iov_base = &h;
+    parts[0].iov_len = sizeof h;
+    for (size_t i = 0; i < count; i++) parts[i + 1] = iov[i];
+    struct msghdr msg = {.msg_iov = parts, .msg_iovlen = count + 1};
+    ssize_t n = get_sendmsg()(fd, &msg, MSG_NOSIGNAL | (flags & MSG_DONTWAIT));
+    if (n < 0) {
+        if (errno == EPIPE) return write_ended(fd, flags);
+        return -1;
+    }
+    return n >= DGRAM_HEADER ? n - DGRAM_HEADER : 0;
+}
+
+static ssize_t dgram_recv(int fd, struct entry *e, const struct iovec *iov, size_t count, int flags,
+                          struct sockaddr *from, socklen_t *fromlen, int *msg_flags) {
+    if (count > 1023) return fail(EMSGSIZE);
+    for (;;) {
+        struct lvlip_dgram_header h;
+        struct iovec parts[1024];
+        parts[0].iov_base = &h;
+        parts[0].iov_len = sizeof h;
+        for (size_t i = 0; i < count; i++) parts[i + 1] = iov[i];
+        struct msghdr msg = {.msg_iov = parts, .msg_iovlen = count + 1};
+        ssize_t n = get_recvmsg()(fd, &msg, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC));
+        if (n < 0) return -1;
+        if (n == 0) {
+            if (msg_flags) *msg_flags = 0;
+            return 0;  // shut down for reading (or lvlipd is gone)
+        }
+        if (n < DGRAM_HEADER) continue;  // cannot happen: lvlipd writes whole headers
+        if (h.flags & LVLIP_DGRAM_ERROR) {
+            if (flags & MSG_PEEK) (void)get_recv()(fd, &h, sizeof h, MSG_DONTWAIT);
+            return fail(h.error > 0 ? h.error : EIO);
+        }
+        if (from && fromlen) {
+            struct lvlip_addr a = {.addr = h.addr, .port = h.port, .kind = LVLIP_ADDR_V4};
+            format_address(e, &a, from, fromlen);
+        }
+        if (msg_flags) *msg_flags = msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC);
+        return n - DGRAM_HEADER;
+    }
+}
+
+static ssize_t dgram_recv_buffer(int fd, struct entry *e, void *buf, size_t n, int flags, struct sockaddr *from,
+                                 socklen_t *fromlen) {
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    return dgram_recv(fd, e, &iov, 1, flags, from, fromlen, NULL);
+}
+
+static ssize_t dgram_send_buffer(int fd, struct entry *e, const void *buf, size_t n, int flags,
+                                 const struct sockaddr *to, socklen_t tolen) {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+    return dgram_send(fd, e, &iov, 1, flags, to, tolen);
+}
+
+// A table entry can outlive its descriptor when the program closed it behind our back
+// (closefrom, a raw syscall) and the number now holds something else: the socket calls then
+// fail with ENOTSOCK, and the call goes to libc as for any descriptor.
+static inline int stale(struct entry *e, int fd) {
+    if (errno != ENOTSOCK) return 0;
+    (void)e;
+    forget(fd);
+    return 1;
+}
+
 EXPORT ssize_t read(int fd, void *buf, size_t n) {
+    struct entry *e = known_stack(fd);
+    if (__builtin_expect(is_dgram(e), 0)) {
+        ssize_t r = dgram_recv_buffer(fd, e, buf, n, 0, NULL, NULL);
+        if (r >= 0 || !stale(e, fd)) return r;
+    }
     ssize_t r = get_read()(fd, buf, n);
-    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
     return r;
 }
 
@@ -768,8 +924,14 @@ EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t room) {
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) {
+    struct entry *e = known_stack(fd);
+    if (__builtin_expect(is_dgram(e), 0)) {
+        if (count < 0) return fail(EINVAL);
+        ssize_t r = dgram_recv(fd, e, iov, (size_t)count, 0, NULL, NULL, NULL);
+        if (r >= 0 || !stale(e, fd)) return r;
+    }
     ssize_t r = get_readv()(fd, iov, count);
-    if (__builtin_expect(r <= 0, 0)) {
+    if (__builtin_expect(e && r <= 0, 0)) {
         size_t asked = 0;
         for (int i = 0; i < count && iov; i++) asked += iov[i].iov_len;
         if (read_needs_check(r, asked)) return read_ended(fd, r, errno);
@@ -778,8 +940,10 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) {
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
+    struct entry *e = known_stack(fd);
+    if (__builtin_expect(is_dgram(e), 0)) return dgram_recv_buffer(fd, e, buf, n, flags, NULL, NULL);
     ssize_t r = get_recv()(fd, buf, n, flags);
-    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
     return r;
 }
 
@@ -789,22 +953,13 @@ EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t room, int flags) {
 }
 
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *len) {
-    if (addr && len) {
-        // A stream socket reports no source address (the pair's would name lvlipd's end).
-        struct entry *e = known_stack(fd);
-        if (!e) {
-            struct entry *t = slot(fd, 0);
-            if (!t || t->kind == FD_UNKNOWN) e = stack_socket(fd);
-        }
-        if (e) {
-            ssize_t r = get_recvfrom()(fd, buf, n, flags, NULL, NULL);
-            if (read_needs_check(r, n)) r = read_ended(fd, r, errno);
-            if (r >= 0) *len = 0;
-            return r;
-        }
-    }
-    ssize_t r = get_recvfrom()(fd, buf, n, flags, addr, len);
-    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    struct entry *e = known_stack(fd);
+    if (!e) return get_recvfrom()(fd, buf, n, flags, addr, len);
+    if (is_dgram(e)) return dgram_recv_buffer(fd, e, buf, n, flags, addr, len);
+    // A stream socket reports no source address (the pair's would name lvlipd's end).
+    ssize_t r = get_recvfrom()(fd, buf, n, flags, NULL, NULL);
+    if (read_needs_check(r, n)) r = read_ended(fd, r, errno);
+    if (r >= 0 && addr && len) *len = 0;
     return r;
 }
 
@@ -815,25 +970,52 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t room, int flag
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
-    struct entry *e = msg && msg->msg_name ? stack_socket(fd) : known_stack(fd);
-    void *name = NULL;
-    if (e && msg) {
-        name = msg->msg_name;
-        msg->msg_name = NULL;
+    struct entry *e = known_stack(fd);
+    if (!e || !msg) return get_recvmsg()(fd, msg, flags);
+    if (is_dgram(e)) {
+        socklen_t len = msg->msg_name ? msg->msg_namelen : 0;
+        int out_flags = 0;
+        ssize_t r = dgram_recv(fd, e, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name ? msg->msg_name : NULL,
+                               msg->msg_name ? &len : NULL, &out_flags);
+        if (r >= 0) {
+            if (msg->msg_name) msg->msg_namelen = len;
+            msg->msg_controllen = 0;
+            msg->msg_flags = out_flags;
+        }
+        return r;
     }
+    void *name = msg->msg_name;
+    msg->msg_name = NULL;
     ssize_t r = get_recvmsg()(fd, msg, flags);
     int err = errno;
-    if (e && msg) {
-        msg->msg_name = name;
-        msg->msg_namelen = 0;
-    }
+    msg->msg_name = name;
+    msg->msg_namelen = 0;
     errno = err;
-    if (__builtin_expect(r <= 0, 0) && msg) {
+    if (__builtin_expect(r <= 0, 0)) {
         size_t asked = 0;
         for (size_t i = 0; i < msg->msg_iovlen && msg->msg_iov; i++) asked += msg->msg_iov[i].iov_len;
         if (read_needs_check(r, asked)) return read_ended(fd, r, errno);
     }
     return r;
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct timespec *timeout) {
+    struct entry *e = known_stack(fd);
+    if (!is_dgram(e)) return get_recvmmsg()(fd, vec, count, flags, timeout);
+    // One datagram per entry; after the first, only what is already there (MSG_WAITFORONE
+    // and the timeout come down to this for a socket that blocks only for the first).
+    unsigned int got = 0;
+    for (; got < count; got++) {
+        int f = flags & ~MSG_WAITFORONE;
+        if (got > 0) f |= MSG_DONTWAIT;
+        ssize_t r = recvmsg(fd, &vec[got].msg_hdr, f);
+        if (r < 0) {
+            if (got > 0) break;
+            return -1;
+        }
+        vec[got].msg_len = (unsigned int)r;
+    }
+    return (int)got;
 }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t n) {
@@ -843,9 +1025,13 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n) {
         if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
         return r;
     }
+    if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, 0, NULL, 0);
     if (write_refused(e, 0)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, MSG_NOSIGNAL);
-    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, 0);
+    if (__builtin_expect(r < 0, 0)) {
+        if (errno == EPIPE) return write_ended(fd, 0);
+        if (stale(e, fd)) return get_write()(fd, buf, n);
+    }
     return r;
 }
 
@@ -856,11 +1042,15 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int count) {
         if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
         return r;
     }
-    if (write_refused(e, 0)) return fail(EPIPE);
-    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = count < 0 ? 0 : (size_t)count};
     if (count < 0) return fail(EINVAL);
+    if (is_dgram(e)) return dgram_send(fd, e, iov, (size_t)count, 0, NULL, 0);
+    if (write_refused(e, 0)) return fail(EPIPE);
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)count};
     ssize_t r = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
-    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, 0);
+    if (__builtin_expect(r < 0, 0)) {
+        if (errno == EPIPE) return write_ended(fd, 0);
+        if (stale(e, fd)) return get_writev()(fd, iov, count);
+    }
     return r;
 }
 
@@ -871,6 +1061,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
         if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
         return r;
     }
+    if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, flags, NULL, 0);
     if (write_refused(e, flags)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, flags | MSG_NOSIGNAL);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, flags);
@@ -879,24 +1070,25 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t len) {
     struct entry *e = known_stack(fd);
-    if (!e && addr) e = stack_socket(fd);
     if (!e) {
         ssize_t r = get_sendto()(fd, buf, n, flags, addr, len);
         if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
         return r;
     }
+    if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, flags, addr, len);
     // A connected stream socket ignores the address, as Linux's TCP does.
     return send(fd, buf, n, flags);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e && msg && msg->msg_name) e = stack_socket(fd);
-    if (!e) {
+    if (!e || !msg) {
         ssize_t r = get_sendmsg()(fd, msg, flags);
         if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
         return r;
     }
+    if (is_dgram(e))
+        return dgram_send(fd, e, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name, msg->msg_name ? msg->msg_namelen : 0);
     if (write_refused(e, flags)) return fail(EPIPE);
     struct msghdr copy = *msg;
     copy.msg_name = NULL;
@@ -906,8 +1098,24 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     return r;
 }
 
+EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
+    struct entry *e = known_stack(fd);
+    if (!is_dgram(e)) return get_sendmmsg()(fd, vec, count, flags);
+    unsigned int sent = 0;
+    for (; sent < count; sent++) {
+        ssize_t r = sendmsg(fd, &vec[sent].msg_hdr, flags);
+        if (r < 0) {
+            if (sent > 0) break;
+            return -1;
+        }
+        vec[sent].msg_len = (unsigned int)r;
+    }
+    return (int)sent;
+}
+
 EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
     struct entry *e = known_stack(out);
+    if (is_dgram(e)) return fail(EINVAL);
     if (e && write_refused(e, 0)) return fail(EPIPE);
     ssize_t r = get_sendfile()(out, in, offset, count);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
@@ -916,10 +1124,33 @@ EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
 
 EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count) {
     struct entry *e = known_stack(out);
+    if (is_dgram(e)) return fail(EINVAL);
     if (e && write_refused(e, 0)) return fail(EPIPE);
     ssize_t r = get_sendfile64()(out, in, offset, count);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
     return r;
+}
+
+// FIONREAD of a datagram socket is the size of the next datagram (the pair would count the
+// headers and every queued message). Everything else is the pair's own ioctl.
+EXPORT int ioctl(int fd, unsigned long request, ...) {
+    va_list ap;
+    va_start(ap, request);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (request == FIONREAD) {
+        struct entry *e = known_stack(fd);
+        if (is_dgram(e)) {
+            if (!arg) return fail(EFAULT);
+            struct lvlip_dgram_header h;
+            ssize_t n = get_recv()(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
+            int size = 0;
+            if (n >= DGRAM_HEADER && !(h.flags & LVLIP_DGRAM_ERROR)) size = (int)(n - DGRAM_HEADER);
+            *(int *)arg = size;
+            return 0;
+        }
+    }
+    return get_ioctl()(fd, request, arg);
 }
 
 // MARK: - Descriptor bookkeeping

@@ -107,6 +107,10 @@ public final class SocketService {
         let generation: UInt32
         let token: UInt64
         let family: Int32
+        /// A datagram (UDP) socket: its pair is SOCK_SEQPACKET, one message per datagram.
+        let udp: Bool
+        /// UDP: not reading the application's datagrams until the link's queue drains.
+        var waitingForOutput = false
         let user: User
         let ownerPid: Int32
         var stackID: SocketID?
@@ -147,11 +151,12 @@ public final class SocketService {
         /// Options kept only to be read back (K.SO_PRIORITY, K.IP_TOS, K.TCP_QUICKACK...).
         var stored: [Int64: [UInt8]] = [:]
 
-        init(slot: Int32, generation: UInt32, token: UInt64, family: Int32, user: User, ownerPid: Int32, fd: Int32) {
+        init(slot: Int32, generation: UInt32, token: UInt64, family: Int32, udp: Bool, user: User, ownerPid: Int32, fd: Int32) {
             self.slot = slot
             self.generation = generation
             self.token = token
             self.family = family
+            self.udp = udp
             self.user = user
             self.ownerPid = ownerPid
             self.fd = fd
@@ -189,6 +194,8 @@ public final class SocketService {
     private var byInode: [UInt64: Socket] = [:]
     private var users: [UInt32: User] = [:]
     private var tombstones: [Socket] = []
+    /// UDP sockets waiting for room in the link's queue.
+    private var waitingForOutput: [Socket] = []
     /// Tokens are SipHash-2-4 of a counter under a random key: unguessable without the key.
     private let tokenKey: (UInt64, UInt64)
     private var tokenCounter: UInt64 = 0
@@ -261,16 +268,17 @@ public final class SocketService {
             guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_addr_req.self)
             guard let s = lookup(req.ref) else { return result(-EBADF) }
-            return result(bind(s, req.addr, uid: uid))
+            return result(s.udp ? udpBind(s, req.addr, uid: uid) : bind(s, req.addr, uid: uid))
         case Int(LVLIP_MSG_LISTEN.rawValue):
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_int_req.self)
             guard let s = lookup(req.ref) else { return result(-EBADF) }
-            return result(listen(s, backlog: Int(req.value)))
+            return result(s.udp ? -EOPNOTSUPP : listen(s, backlog: Int(req.value)))
         case Int(LVLIP_MSG_CONNECT.rawValue):
             guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_addr_req.self)
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
+            if s.udp { return nameReply(udpConnect(s, req.addr), (s.localName.address, s.localName.port)) }
             let r = connect(s, req.addr, filler: Int(req.filler), appFD: fd)
             keepFD = r.keptFD
             return nameReply(r.result, s.phase == .unconnected ? nil : (s.localName.address, s.localName.port))
@@ -278,7 +286,7 @@ public final class SocketService {
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_int_req.self)
             guard let s = lookup(req.ref) else { return result(-EBADF) }
-            return result(shutdown(s, how: req.value))
+            return result(s.udp ? udpShutdown(s, how: req.value) : shutdown(s, how: req.value))
         case Int(LVLIP_MSG_NAME.rawValue):
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_int_req.self)
@@ -342,7 +350,7 @@ public final class SocketService {
         var r = lvlip_socket_rep()
         r.result = 0
         r.family = s.family
-        r.type = 1  // SOCK_STREAM
+        r.type = s.udp ? 2 : 1  // SOCK_DGRAM, SOCK_STREAM
         r.state = stateCode(s)
         r.ref = lvlip_ref(index: UInt32(s.slot), generation: s.generation, token: s.token)
         return Reply(body: withUnsafeBytes(of: &r) { Array($0) }, fd: fd)
@@ -362,19 +370,21 @@ public final class SocketService {
 
     private func open(_ req: lvlip_socket_req, pid: Int32, uid: UInt32) -> Reply {
         guard req.family == AF_INET || req.family == AF_INET6 else { return failedSocket(-EAFNOSUPPORT) }
-        guard req.type == 1 else { return failedSocket(-ESOCKTNOSUPPORT) }
-        guard req.protocol == 0 || req.protocol == 6 else { return failedSocket(-EPROTONOSUPPORT) }
+        guard req.type == 1 || req.type == 2 else { return failedSocket(-ESOCKTNOSUPPORT) }
+        let udp = req.type == 2
+        guard req.protocol == 0 || req.protocol == (udp ? 17 : 6) else { return failedSocket(-EPROTONOSUPPORT) }
         let user = self.user(uid)
         guard user.sockets < limits.socketsPerUser else {
             counters.limitRefusals &+= 1
             logger.warning("uid \(uid) (pid \(pid)) reached its limit of \(limits.socketsPerUser) sockets")
             return failedSocket(-EMFILE)
         }
-        guard let (s, appFD) = makeSocket(family: req.family, user: user, pid: pid, stackID: stack.tcpOpen()) else {
+        guard let (s, appFD) = makeSocket(family: req.family, user: user, pid: pid,
+                                          stackID: udp ? stack.udpOpen() : stack.tcpOpen(), udp: udp) else {
             return failedSocket(-errno)
         }
         counters.socketsCreated &+= 1
-        setInterest(s, .readHangup)
+        refreshInterest(s)
         return socketReply(s, fd: appFD)
     }
 
@@ -392,13 +402,13 @@ public final class SocketService {
     }
 
     /// A new pair and record for a stack socket; the application's end is returned.
-    private func makeSocket(family: Int32, user: User, pid: Int32, stackID: SocketID) -> (Socket, Int32)? {
+    private func makeSocket(family: Int32, user: User, pid: Int32, stackID: SocketID, udp: Bool = false) -> (Socket, Int32)? {
         var appFD: Int32 = -1
         var daemonFD: Int32 = -1
-        guard lvlip_stream_pair(&appFD, &daemonFD) == 0 else {
+        guard (udp ? lvlip_seqpacket_pair(&appFD, &daemonFD) : lvlip_stream_pair(&appFD, &daemonFD)) == 0 else {
             let e = errno
             logger.warning("socketpair failed: \(String(cString: strerror(e)))")
-            stack.tcpAbort(stackID, now: reactor.now)
+            if udp { stack.udpClose(stackID) } else { stack.tcpAbort(stackID, now: reactor.now) }
             errno = e
             return nil
         }
@@ -413,7 +423,7 @@ public final class SocketService {
         tokenCounter &+= 1
         var hash = SipHash24(key0: tokenKey.0, key1: tokenKey.1)
         hash.add(tokenCounter)
-        let s = Socket(slot: index, generation: generations[Int(index)], token: hash.finalize(), family: family, user: user,
+        let s = Socket(slot: index, generation: generations[Int(index)], token: hash.finalize(), family: family, udp: udp, user: user,
                        ownerPid: pid, fd: daemonFD)
         slots[Int(index)] = s
         s.stackID = stackID
@@ -510,9 +520,10 @@ public final class SocketService {
     private func release(_ s: Socket, appClosed: Bool) {
         closeDaemonEnd(s)
         if let id = s.stackID {
-            stack.tcpClose(id, now: reactor.now)
+            if s.udp { stack.udpClose(id) } else { stack.tcpClose(id, now: reactor.now) }
             s.stackID = nil
         }
+        if s.waitingForOutput, let i = waitingForOutput.firstIndex(where: { $0 === s }) { waitingForOutput.remove(at: i) }
         guard slots[Int(s.slot)] === s else { return }
         slots[Int(s.slot)] = nil
         generations[Int(s.slot)] &+= 1
@@ -713,6 +724,14 @@ public final class SocketService {
     }
 
     private func name(_ s: Socket, peer: Bool) -> Reply {
+        if s.udp, let id = s.stackID, let names = stack.udpNames(id) {
+            if peer {
+                guard let remote = names.remote else { return nameReply(-ENOTCONN, nil) }
+                return nameReply(0, (remote.address.value, remote.port))
+            }
+            if s.phantomPort != nil { return nameReply(0, (0, s.localName.port), kind: UInt16(LVLIP_ADDR_V6_ANY.rawValue)) }
+            return nameReply(0, (names.local?.value ?? 0, names.localPort))
+        }
         if peer {
             guard s.phase == .connected || (s.phase == .closed && s.finalState != .closed) else { return nameReply(-ENOTCONN, nil) }
             return nameReply(0, (s.peerName.address, s.peerName.port))
@@ -735,6 +754,7 @@ public final class SocketService {
 
     private func dataEvent(_ s: Socket, _ events: IOEvents) {
         guard s.fd >= 0 else { return }
+        if s.udp { return datagramEvent(s, events) }
         if events.contains(.error) {
             // The application closed with data we gave it unread: as close(2) with unread
             // data, the connection is reset.
@@ -901,9 +921,16 @@ public final class SocketService {
     private func refreshInterest(_ s: Socket) {
         guard s.fd >= 0 else { return }
         var events: IOEvents = []
+        if s.udp {
+            if !s.waitingForOutput { events.insert(.readable) }
+            if let id = s.stackID, stack.udpQueued(id) > 0 || stack.udpHasError(id) { events.insert(.writable) }
+            return setInterest(s, events)
+        }
         switch s.phase {
         case .unconnected:
-            events = [.readable, .readHangup]
+            // Not .readable: the shim's connect writes its filler before the CONNECT request
+            // arrives, and it must stay unread until the handshake completes.
+            events = .readHangup
         case .connecting:
             events = .readHangup
         case .listening:
@@ -938,6 +965,11 @@ public final class SocketService {
 
     private func update(_ s: Socket) {
         guard let id = s.stackID else { return }
+        if s.udp {
+            pushDatagrams(s)
+            refreshInterest(s)
+            return
+        }
         if s.appClosed {
             // Orphan draining what the application wrote before it closed.
             if !s.overflow.isEmpty {
@@ -1000,6 +1032,7 @@ public final class SocketService {
     // MARK: - Options
 
     private func setOption(_ s: Socket, level: Int32, name: Int32, value: UnsafeRawBufferPointer, uid: UInt32) -> Int32 {
+        if s.udp, let r = udpSetOption(s, level: level, name: name, value: value) { return r }
         let int: Int32? = value.count >= 4 ? value.loadUnaligned(as: Int32.self) : nil
         let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
         func needInt() -> Int32? { int }
@@ -1099,6 +1132,22 @@ public final class SocketService {
 
     private func getOption(_ s: Socket, level: Int32, name: Int32, room: Int) -> (Int32, [UInt8]) {
         func int(_ v: Int32) -> (Int32, [UInt8]) { (0, withUnsafeBytes(of: v) { Array($0.prefix(room)) }) }
+        if s.udp, let id = s.stackID, let o = stack.udpOptions(id) {
+            switch (level, name) {
+            case (K.SOL_SOCKET, K.SO_TYPE): return int(2)
+            case (K.SOL_SOCKET, K.SO_PROTOCOL): return int(17)
+            case (K.SOL_SOCKET, K.SO_ERROR): return int(stack.udpTakeError(id)?.errno ?? 0)
+            case (K.SOL_SOCKET, K.SO_REUSEADDR): return int(o.reuseAddress ? 1 : 0)
+            case (K.SOL_SOCKET, K.SO_REUSEPORT): return int(o.reusePort ? 1 : 0)
+            case (K.SOL_SOCKET, K.SO_BROADCAST): return int(o.broadcast ? 1 : 0)
+            case (K.SOL_SOCKET, K.SO_RCVBUF): return int(Int32(clamping: o.receiveBuffer))
+            case (K.SOL_SOCKET, K.SO_SNDBUF):
+                let stored = s.stored[Int64(K.SOL_SOCKET) << 32 | Int64(K.SO_SNDBUF)]
+                return int(stored.map { $0.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } &* 2 } ?? 212_992)
+            case (K.IPPROTO_TCP, _): return (-EOPNOTSUPP, [])
+            default: break
+            }
+        }
         func bool(_ v: Bool) -> (Int32, [UInt8]) { int(v ? 1 : 0) }
         let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
         let options = s.stackID.flatMap { stack.tcpOptions($0) } ?? TCPSocketOptions()
@@ -1220,5 +1269,218 @@ public final class SocketService {
             if let id = s.stackID { stack.tcpAbort(id, now: reactor.now) }
             s.stackID = nil
         }
+    }
+}
+
+// MARK: - Datagram sockets
+
+extension SocketService {
+    private func udpBind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
+        guard let id = s.stackID, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
+        if addr.port != 0 && addr.port < 1024 && uid != 0 { return -EACCES }
+        var address: IPv4Address?
+        switch Int(addr.kind) {
+        case Int(LVLIP_ADDR_V6_OTHER.rawValue):
+            return -EADDRNOTAVAIL
+        case Int(LVLIP_ADDR_V6_ANY.rawValue):
+            if s.v6only {
+                s.phantomPort = addr.port
+                s.localName = (0, addr.port)
+                return 0
+            }
+        case Int(LVLIP_ADDR_V4.rawValue):
+            if s.family == AF_INET6 && s.v6only { return -EINVAL }
+            address = addr.addr == 0 ? nil : IPv4Address(addr.addr)
+        default:
+            return -EAFNOSUPPORT
+        }
+        do {
+            try stack.udpBind(id, address: address, port: addr.port)
+        } catch {
+            return -error.errno
+        }
+        let names = stack.udpNames(id)
+        s.localName = (names?.local?.value ?? 0, names?.localPort ?? addr.port)
+        return 0
+    }
+
+    private func udpConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
+        guard let id = s.stackID else { return -EBADF }
+        do {
+            switch Int(addr.kind) {
+            case Int(LVLIP_ADDR_UNSPEC.rawValue):
+                try stack.udpConnect(id, to: nil)
+                s.phase = .unconnected
+                return 0
+            case Int(LVLIP_ADDR_V4.rawValue):
+                guard s.phantomPort == nil, !(s.family == AF_INET6 && s.v6only) else { return -ENETUNREACH }
+                try stack.udpConnect(id, to: (IPv4Address(addr.addr), addr.port))
+            default:
+                return -ENETUNREACH
+            }
+        } catch {
+            return -error.errno
+        }
+        s.phase = .connected
+        s.localName = (stack.configuration.interface.address.value, stack.udpNames(id)?.localPort ?? 0)
+        s.peerName = (addr.addr, addr.port)
+        return 0
+    }
+
+    private func udpShutdown(_ s: Socket, how: Int32) -> Int32 {
+        guard how >= 0 && how <= 2 else { return -EINVAL }
+        guard s.phase == .connected else { return -ENOTCONN }
+        if (how == 0 || how == 2) && !s.eofSent && s.fd >= 0 {
+            // Reads end: the application's end sees end of stream.
+            s.eofSent = true
+            s.readShut = true
+            _ = lvlip_shutdown_write(s.fd)
+        }
+        if how == 1 || how == 2 { s.writeShut = true }
+        return 0
+    }
+
+    /// Options of datagram sockets; nil for those shared with stream sockets.
+    private func udpSetOption(_ s: Socket, level: Int32, name: Int32, value: UnsafeRawBufferPointer) -> Int32? {
+        guard let id = s.stackID else { return -EBADF }
+        let int: Int32? = value.count >= 4 ? value.loadUnaligned(as: Int32.self) : nil
+        let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
+        switch (level, name) {
+        case (K.SOL_SOCKET, K.SO_REUSEADDR):
+            guard let v = int else { return -EINVAL }
+            stack.udpSetOptions(id, reuseAddress: v != 0)
+        case (K.SOL_SOCKET, K.SO_REUSEPORT):
+            guard let v = int else { return -EINVAL }
+            stack.udpSetOptions(id, reusePort: v != 0)
+        case (K.SOL_SOCKET, K.SO_BROADCAST):
+            guard let v = int else { return -EINVAL }
+            stack.udpSetOptions(id, broadcast: v != 0)
+        case (K.SOL_SOCKET, K.SO_RCVBUF), (K.SOL_SOCKET, K.SO_RCVBUFFORCE):
+            guard let v = int else { return -EINVAL }
+            stack.udpSetOptions(id, receiveBuffer: max(2304, min(Int(v), 16 << 20) * 2))
+        case (K.SOL_SOCKET, K.SO_SNDBUF), (K.SOL_SOCKET, K.SO_SNDBUFFORCE), (K.SOL_SOCKET, K.SO_KEEPALIVE):
+            guard int != nil else { return -EINVAL }
+            s.stored[key] = Array(value.prefix(4))
+        case (K.IPPROTO_IP, _):
+            // IP_TOS, IP_TTL, IP_RECVERR, IP_PKTINFO, IP_MTU_DISCOVER...: kept, not acted on.
+            guard int != nil || value.count >= 1 else { return -EINVAL }
+            s.stored[key] = Array(value.prefix(64))
+        case (K.IPPROTO_TCP, _):
+            return -EOPNOTSUPP
+        default:
+            return nil
+        }
+        return 0
+    }
+
+    private func datagramEvent(_ s: Socket, _ events: IOEvents) {
+        if events.contains(.hangup) {
+            // The application closed its last descriptor: send what it wrote, then forget it.
+            s.waitingForOutput = false
+            if let i = waitingForOutput.firstIndex(where: { $0 === s }) { waitingForOutput.remove(at: i) }
+            readDatagrams(s, draining: true)
+            if s.fd >= 0 {
+                counters.socketsClosedByApp &+= 1
+                release(s, appClosed: true)
+            }
+            return
+        }
+        if events.contains(.writable) { pushDatagrams(s) }
+        if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) { readDatagrams(s) }
+        if s.fd >= 0 { refreshInterest(s) }
+    }
+
+    /// Sends what the application wrote, one datagram per message, while the link has room.
+    private func readDatagrams(_ s: Socket, draining: Bool = false) {
+        let header = MemoryLayout<lvlip_dgram_header>.size
+        while s.fd >= 0, let id = s.stackID {
+            // A 64 KB datagram is 45 fragments: wait for that much room in the link's queue.
+            if !draining && stack.outbox.capacity - stack.outbox.count < 48 {
+                if !s.waitingForOutput {
+                    s.waitingForOutput = true
+                    waitingForOutput.append(s)
+                }
+                return
+            }
+            let n = Glibc.recv(s.fd, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT))
+            if n == 0 {
+                // End of stream: the application closed its last descriptor.
+                counters.socketsClosedByApp &+= 1
+                release(s, appClosed: true)
+                return
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR { return }
+                counters.socketsClosedByApp &+= 1
+                release(s, appClosed: true)
+                return
+            }
+            counters.appBytesIn &+= UInt64(n)
+            guard n >= header, !s.writeShut else {
+                counters.appBytesDiscarded &+= UInt64(n)
+                continue
+            }
+            let h = UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self)
+            let payload = UnsafeRawBufferPointer(scratch.slice(header..<n))
+            let destination: (address: IPv4Address, port: UInt16)? = h.port == 0 ? nil : (IPv4Address(h.addr), h.port)
+            do {
+                try stack.udpSend(id, to: destination, payload, now: reactor.now)
+            } catch {
+                // The shim checked what it could; what only the stack knows (no route, a
+                // connected socket's ICMP error) is reported on the next call.
+                counters.appBytesDiscarded &+= UInt64(n)
+                if s.phase == .connected,
+                   error == .connectionRefused || error == .hostUnreachable || error == .networkUnreachable {
+                    pushError(s, error.errno)
+                }
+            }
+        }
+    }
+
+    /// Received datagrams into the application's end; what does not fit waits in the stack's
+    /// queue (bounded by SO_RCVBUF).
+    private func pushDatagrams(_ s: Socket) {
+        guard let id = s.stackID else { return }
+        if stack.udpHasError(id), let error = stack.udpTakeError(id) { pushError(s, error.errno) }
+        while s.fd >= 0, let d = stack.udpReceive(id, peek: true) {
+            var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, reserved: 0)
+            let n = d.payload.withUnsafeBytes { payload in
+                withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, payload.baseAddress, payload.count) }
+            }
+            if n < 0 { return }  // EAGAIN: the application's end is full; wait for room
+            counters.appBytesOut &+= UInt64(d.payload.count)
+            _ = stack.udpReceive(id)
+        }
+    }
+
+    private func pushError(_ s: Socket, _ code: Int32) {
+        guard s.fd >= 0 else { return }
+        var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, reserved: 0)
+        _ = withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, nil, 0) }
+    }
+
+    /// The link's queue was drained: datagram sockets that waited read on.
+    public func outputDrained() {
+        guard !waitingForOutput.isEmpty else { return }
+        let waiting = waitingForOutput
+        waitingForOutput.removeAll()
+        for s in waiting {
+            s.waitingForOutput = false
+            readDatagrams(s)
+            refreshInterest(s)
+        }
+    }
+
+    /// One line per UDP socket for SOCKETS_REPLY.
+    public func udpSocketLines() -> String {
+        var text = ""
+        for case let s? in slots where s.udp {
+            guard let id = s.stackID, let names = stack.udpNames(id) else { continue }
+            let local = "\(names.local.map { "\($0)" } ?? "0.0.0.0"):\(names.localPort)"
+            let peer = names.remote.map { "\($0.address):\($0.port)" } ?? "*:*"
+            text += "proto=udp state=\(names.remote == nil ? "UNCONN" : "ESTABLISHED") local=\(local) peer=\(peer)"
+            text += " recvq=\(stack.udpQueued(id)) sendq=0 owner=\(Self.command(of: s.ownerPid)),pid=\(s.ownerPid),uid=\(s.user.uid)\n"
+        }
+        return text
     }
 }

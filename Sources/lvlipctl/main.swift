@@ -72,6 +72,12 @@ struct SS: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Only listening sockets.")
     var listening = false
 
+    @Flag(name: .shortAndLong, help: "TCP sockets (the default unless --udp is given).")
+    var tcp = false
+
+    @Flag(name: .shortAndLong, help: "UDP sockets.")
+    var udp = false
+
     func run() throws {
         let text: String
         do {
@@ -95,7 +101,10 @@ struct SS: ParsableCommand {
                 if kv.count == 2 { f[String(kv[0])] = String(kv[1]) }
             }
             let state = f["state"] ?? "?"
-            if listening && state != "LISTEN" { continue }
+            let proto = f["proto"] ?? "tcp"
+            let wanted = (tcp || !udp) ? ["tcp"] + (udp ? ["udp"] : []) : ["udp"]
+            guard wanted.contains(proto) else { continue }
+            if listening && state != "LISTEN" && !(proto == "udp" && state == "UNCONN") { continue }
             // The owning process as ss -p shows it: users:(("curl",pid=123,uid=0)).
             var users = ""
             if let owner = f["owner"], owner != "-" {
@@ -104,7 +113,7 @@ struct SS: ParsableCommand {
             }
             print(pad(states[state] ?? state, 11) + pad(f["recvq"] ?? "0", 7) + pad(f["sendq"] ?? "0", 7)
                   + pad(f["local"] ?? "?", 22) + pad(f["peer"] ?? "?", 22) + users)
-            guard state != "LISTEN", let rtt = f["rtt_us"].flatMap(Double.init) else { continue }
+            guard proto == "tcp", state != "LISTEN", let rtt = f["rtt_us"].flatMap(Double.init) else { continue }
             func ms(_ key: String) -> String {
                 guard let v = f[key].flatMap(Double.init) else { return "?" }
                 return String((v / 1000 * 1000).rounded() / 1000)

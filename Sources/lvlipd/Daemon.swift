@@ -182,6 +182,7 @@ final class Daemon {
         repeat {
             writeOutbox()
             stack.resumeOutput(now: reactor.now)
+            service?.outputDrained()
         } while !stack.outbox.isEmpty
     }
 
@@ -274,6 +275,7 @@ final class Daemon {
             // application, finishing their FIN or TIME-WAIT), have no owning process.
             text += " owner=\(service?.owner(of: id) ?? (tests != nil ? "lvlipd" : "-"))\n"
         }
+        text += service?.udpSocketLines() ?? ""
         return text
     }
 

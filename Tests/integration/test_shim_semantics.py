@@ -418,19 +418,19 @@ def test_ipc_socket_mode_and_group(start_daemon):
     assert info.st_gid == grp.getgrnam(group).gr_gid
 
 
-def test_unix_and_udp_sockets_pass_through(daemon):
-    # Sockets the stack does not serve go to the kernel untouched: a UDP socket to the kernel
-    # side and an AF_UNIX pair work as without the shim.
+def test_unix_and_netlink_sockets_pass_through(daemon):
+    # Sockets the stack does not serve go to the kernel untouched: an AF_UNIX pair, and a
+    # netlink socket that lists the kernel's interfaces.
     script = """
     import json, socket
     a, b = socket.socketpair()
     a.sendall(b"unix"); u = b.recv(10).decode()
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(("127.0.0.1", 0))
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.sendto(b"udp", rx.getsockname())
-    print(json.dumps({"unix": u, "udp": rx.recv(10).decode()}))
+    n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    n.bind((0, 0))
+    print(json.dumps({"unix": u, "netlink": n.getsockname()[0] > 0, "names": sorted(name for _, name in socket.if_nameindex())}))
     """
     got = run_script(daemon, script)
-    assert got == {"unix": "unix", "udp": "udp"}, got
+    assert got == {"unix": "unix", "netlink": True, "names": ["lo", "tap0"]}, got
 
 
 def test_lvlipctl_ss_shows_the_owner(daemon, echo_server):

@@ -62,6 +62,8 @@ int lvlip_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 // The socket service (docs/ipc.md): a connected AF_UNIX stream pair, close-on-exec; the
 // daemon's end is non-blocking, the application's end blocking (the shim sets its flags).
 int lvlip_stream_pair(int *app_end, int *daemon_end);
+// The same for datagram sockets: SOCK_SEQPACKET keeps each datagram one message.
+int lvlip_seqpacket_pair(int *app_end, int *daemon_end);
 // Binds a socket to `name` in the abstract namespace (no file).
 int lvlip_bind_abstract(int fd, const char *name);
 // sendmsg of one buffer with one descriptor attached (fd < 0: none); non-blocking, no SIGPIPE.

@@ -56,6 +56,7 @@ enum lvlip_addr_kind {
     LVLIP_ADDR_V4 = 0,           // AF_INET, or AF_INET6 with ::ffff:a.b.c.d
     LVLIP_ADDR_V6_ANY = 1,       // AF_INET6 ::
     LVLIP_ADDR_V6_OTHER = 2,     // AF_INET6 address the stack cannot reach
+    LVLIP_ADDR_UNSPEC = 3,       // AF_UNSPEC: CONNECT dissolves a datagram socket's association
 };
 
 struct lvlip_addr {
@@ -71,8 +72,8 @@ struct lvlip_result {
 
 struct lvlip_socket_req {
     int32_t family;              // AF_INET or AF_INET6
-    int32_t type;                // SOCK_STREAM (flags such as SOCK_NONBLOCK are applied by the shim)
-    int32_t protocol;            // 0 or IPPROTO_TCP
+    int32_t type;                // SOCK_STREAM or SOCK_DGRAM (SOCK_NONBLOCK etc. are the shim's)
+    int32_t protocol;            // 0, IPPROTO_TCP or IPPROTO_UDP
     uint32_t reserved;
 };
 
@@ -141,6 +142,18 @@ struct lvlip_accept_record {
     struct lvlip_ref ref;
     struct lvlip_addr local;
     struct lvlip_addr peer;
+};
+
+// A datagram socket's pair is SOCK_SEQPACKET: each message is this header and one datagram's
+// payload. From the application: the destination (port 0: the connected peer). To the
+// application: the source, or with LVLIP_DGRAM_ERROR an error (ICMP) and no payload.
+#define LVLIP_DGRAM_ERROR 0x0001u
+struct lvlip_dgram_header {
+    uint32_t addr;               // host byte order
+    uint16_t port;               // host byte order
+    uint16_t flags;
+    int32_t error;               // with LVLIP_DGRAM_ERROR: a positive errno
+    uint32_t reserved;
 };
 
 #endif
