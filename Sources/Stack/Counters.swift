@@ -110,6 +110,7 @@ public struct Counters: Sendable {
     public var tcpSynCookiesReceived: UInt64 = 0
     public var tcpSynCookiesFailed: UInt64 = 0
     public var tcpICMPIgnored: UInt64 = 0
+    public var tcpDSACKReceived: UInt64 = 0
 
     // UDP (RFC 4113 / Linux /proc/net/snmp names)
     public var udpInDatagrams: UInt64 = 0
@@ -186,6 +187,7 @@ public struct Counters: Sendable {
         ("TcpExtSyncookiesRecv", \.tcpSynCookiesReceived),
         ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
+        ("TcpExtTCPDSACKRecv", \.tcpDSACKReceived),
         ("UdpInDatagrams", \.udpInDatagrams),
         ("UdpNoPorts", \.udpNoPorts),
         ("UdpInErrors", \.udpInErrors),

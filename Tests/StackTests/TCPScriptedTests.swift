@@ -501,6 +501,32 @@ final class TCPScriptedTests: XCTestCase {
         _ = isn
     }
 
+    // RFC 2883: a SACK block below the cumulative ACK reports a duplicate (D-SACK); RFC 8985
+    // 6.2 widens RACK's reordering window for it. Ordinary SACK blocks are not D-SACKs.
+    func testDSACKIsRecognised() throws {
+        let p = ScriptedPeer()
+        let (s, _, port) = try connected(p, sack: true)
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        _ = try [UInt8](repeating: 1, count: 4 * 1460).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        let sent = p.received()
+        XCTAssertEqual(sent.count, 4)
+        p.advance(1)
+        var o = TCPOptions()
+        var blocks = SACKBlocks()
+        blocks.append(start: SeqNum(sent[2].seq), end: SeqNum(sent[3].seq &+ UInt32(sent[3].payload.count)))
+        o.sack = blocks
+        p.send(.ack, seq: 50_001, ack: sent[1].seq, options: o, to: port)
+        XCTAssertEqual(p.stack.counters.tcpDSACKReceived, 0)
+        // The first segment again below the cumulative ACK: a duplicate.
+        var d = TCPOptions()
+        var dup = SACKBlocks()
+        dup.append(start: SeqNum(sent[0].seq), end: SeqNum(sent[1].seq))
+        dup.append(start: SeqNum(sent[2].seq), end: SeqNum(sent[3].seq &+ UInt32(sent[3].payload.count)))
+        d.sack = dup
+        p.send(.ack, seq: 50_001, ack: sent[1].seq, options: d, to: port)
+        XCTAssertEqual(p.stack.counters.tcpDSACKReceived, 1)
+    }
+
     // RFC 1122 4.2.3.3: when the application reads from a full buffer, a window update is
     // sent, and not before a useful amount is free.
     func testWindowUpdateAfterRead() throws {

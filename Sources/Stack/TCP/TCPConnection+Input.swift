@@ -212,6 +212,7 @@ extension TCPConnection {
         }
         var newSACK = false
         if sackPermitted && !seg.options.sack.isEmpty {
+            if isDSACK(seg.options.sack, ack: ack) { dsackReceived() }
             newSACK = scoreboard.update(seg.options.sack, una: sndUna, max: sndMax)
         }
         if sackPermitted { rackOnAck(ack: ack > sndUna ? ack : sndUna, newSACK: newSACK, now: now) }
@@ -338,6 +339,10 @@ extension TCPConnection {
     /// Fast retransmit and the start of loss recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5).
     func enterRecovery(now: Instant) {
         stack.counters.tcpFastRetransmits &+= 1
+        if reoWndPersist > 0 {
+            reoWndPersist -= 1
+            if reoWndPersist == 0 { reoWndMult = 1 }
+        }
         inRecovery = true
         recover = sndMax
         highRxt = sndUna

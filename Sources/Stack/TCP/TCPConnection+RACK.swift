@@ -67,7 +67,7 @@ extension TCPConnection {
         // than the wheel's 1 ms tick would otherwise stall every detection for a tick.)
         let evident = inRecovery || duplicateAcks >= 3 || scoreboard.sackedBytes > 3 * mss
         let reorderWindow = !reorderingSeen && evident ? 0
-            : min(minRTT == .max ? 0 : minRTT / 4, rtt.hasSample ? rtt.smoothed : UInt64.max)
+            : min(minRTT == .max ? 0 : minRTT / 4 * reoWndMult, rtt.hasSample ? rtt.smoothed : UInt64.max)
         var marked = false
         var wait: UInt64 = 0
         let timeOrdered = log.retransmittedCount == 0
@@ -90,6 +90,29 @@ extension TCPConnection {
         if wait > 0 { setTimer(.reorder, at: now.adding(nanoseconds: wait)) } else { clearTimer(.reorder) }
         if marked { stack.counters.tcpRACKLost &+= 1 }
         return marked
+    }
+
+    /// RFC 2883 section 4: the first SACK block reports a duplicate when it lies below the
+    /// cumulative ACK, or inside the second block.
+    func isDSACK(_ blocks: SACKBlocks, ack: SeqNum) -> Bool {
+        let first = blocks[0]
+        if first.end <= ack { return true }
+        if blocks.count > 1 {
+            let second = blocks[1]
+            return first.start >= second.start && first.end <= second.end
+        }
+        return false
+    }
+
+    /// A D-SACK: a retransmission was spurious, so the path reorders more than the window
+    /// allowed. Widens the window one step per round trip (RFC 8985 6.2 step 4).
+    func dsackReceived() {
+        stack.counters.tcpDSACKReceived &+= 1
+        reorderingSeen = true
+        if let end = dsackRoundEnd, sndUna < end { return }
+        reoWndMult = min(reoWndMult + 1, 256)
+        reoWndPersist = 16
+        dsackRoundEnd = sndMax
     }
 
     /// Bytes in flight per RFC 6675's pipe, from the log's marks: neither SACKed nor

@@ -133,6 +133,11 @@ final class TCPConnection {
     var rackFack = SeqNum(0)
     var rackFackValid = false
     var reorderingSeen = false
+    /// RACK.reo_wnd_mult and RACK.reo_wnd_persist (RFC 8985 6.2 step 4): D-SACKs widen the
+    /// reordering window, for 16 recoveries; one step per round trip (until SND.MAX then).
+    var reoWndMult: UInt64 = 1
+    var reoWndPersist = 0
+    var dsackRoundEnd: SeqNum?
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false
