@@ -90,13 +90,14 @@ enum {
     F_WR_SHUT = 4,
     F_RD_SHUT = 8,
     F_DGRAM = 16,       // a UDP socket: SOCK_SEQPACKET pair, a header before each datagram
+    F_SMALL_BUFFER = 32,  // the send buffer is still the connect's minimum: restore before writing
 };
 
 struct entry {
     uint8_t kind;
     uint8_t flags;
     uint16_t family;
-    uint32_t reserved;
+    uint32_t send_buffer;  // the send buffer to restore after connect (F_SMALL_BUFFER)
     uint64_t inode;
     struct lvlip_ref ref;
 };
@@ -559,8 +560,14 @@ EXPORT int listen(int fd, int backlog) {
 
 // Makes the application's end unwritable until the handshake completes: a tiny send buffer
 // holding a little unread data. The daemon reads the filler and restores the buffer then.
-static uint32_t add_filler(int fd) {
+static uint32_t add_filler(int fd, struct entry *e) {
     static const char filler[2048];
+    int size = 0;
+    socklen_t len = sizeof size;
+    if (get_getsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0 && size > 0) {
+        e->send_buffer = (uint32_t)size / 2;  // the kernel reports twice what was set
+        e->flags |= F_SMALL_BUFFER;
+    }
     int small = 1;
     get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     uint32_t total = 0;
@@ -591,10 +598,20 @@ static int connect_request(struct entry *e, int fd, const struct lvlip_addr *add
     struct lvlip_addr_req req = {.ref = e->ref, .filler = filler};
     if (addr) req.addr = *addr;
     struct lvlip_name_rep rep;
-    if (request(LVLIP_MSG_CONNECT, &req, sizeof req, NULL, 0, filler ? fd : -1, &rep, sizeof rep, NULL, 1) !=
-        (ssize_t)sizeof rep)
+    (void)fd;
+    if (request(LVLIP_MSG_CONNECT, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
         return -ENETDOWN;
     return rep.result;
+}
+
+// The end's send buffer back to its size once the handshake is over (the first write, or
+// the end of a blocking connect). Root may keep lvlipd's larger size; others get wmem_max.
+static void restore_send_buffer(int fd, struct entry *e) {
+    if (!(e->flags & F_SMALL_BUFFER)) return;
+    e->flags &= ~F_SMALL_BUFFER;
+    int size = (int)e->send_buffer;
+    if (get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+        get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
@@ -620,7 +637,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     struct lvlip_addr wire;
     int r = parse_address(e, addr, len, &wire);
     if (r < 0) return fail(-r);
-    uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd);
+    uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd, e);
     r = connect_request(e, fd, &wire, filler);
     if (r == -EINPROGRESS) {
         e->flags |= F_STARTED;
@@ -628,6 +645,9 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
         r = wait_writable(fd);
         if (r < 0) return fail(-r);
         r = connect_request(e, fd, &wire, 0);
+        restore_send_buffer(fd, e);
+    } else if (filler) {
+        restore_send_buffer(fd, e);  // it did not start: lvlipd took the filler back
     }
     if (r == 0) e->flags |= F_STARTED;
     return r < 0 ? fail(-r) : 0;
@@ -791,12 +811,15 @@ static ssize_t write_ended(int fd, int flags) {
     return fail(-r);
 }
 
+static void restore_send_buffer(int fd, struct entry *e);
+
 // Whether a write may go to the stream, or fails as the kernel's would.
-static inline int write_refused(struct entry *e, int flags) {
+static inline int write_refused(int fd, struct entry *e, int flags) {
     if (!(e->flags & F_STARTED) || (e->flags & F_WR_SHUT)) {
         if (!(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
         return 1;
     }
+    if (__builtin_expect(e->flags & F_SMALL_BUFFER, 0)) restore_send_buffer(fd, e);
     return 0;
 }
 
@@ -1026,7 +1049,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n) {
         return r;
     }
     if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, 0, NULL, 0);
-    if (write_refused(e, 0)) return fail(EPIPE);
+    if (write_refused(fd, e, 0)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, MSG_NOSIGNAL);
     if (__builtin_expect(r < 0, 0)) {
         if (errno == EPIPE) return write_ended(fd, 0);
@@ -1044,7 +1067,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int count) {
     }
     if (count < 0) return fail(EINVAL);
     if (is_dgram(e)) return dgram_send(fd, e, iov, (size_t)count, 0, NULL, 0);
-    if (write_refused(e, 0)) return fail(EPIPE);
+    if (write_refused(fd, e, 0)) return fail(EPIPE);
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)count};
     ssize_t r = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
     if (__builtin_expect(r < 0, 0)) {
@@ -1062,7 +1085,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
         return r;
     }
     if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, flags, NULL, 0);
-    if (write_refused(e, flags)) return fail(EPIPE);
+    if (write_refused(fd, e, flags)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, flags | MSG_NOSIGNAL);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, flags);
     return r;
@@ -1089,7 +1112,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     }
     if (is_dgram(e))
         return dgram_send(fd, e, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name, msg->msg_name ? msg->msg_namelen : 0);
-    if (write_refused(e, flags)) return fail(EPIPE);
+    if (write_refused(fd, e, flags)) return fail(EPIPE);
     struct msghdr copy = *msg;
     copy.msg_name = NULL;
     copy.msg_namelen = 0;
@@ -1116,7 +1139,7 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) 
 EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
     struct entry *e = known_stack(out);
     if (is_dgram(e)) return fail(EINVAL);
-    if (e && write_refused(e, 0)) return fail(EPIPE);
+    if (e && write_refused(out, e, 0)) return fail(EPIPE);
     ssize_t r = get_sendfile()(out, in, offset, count);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
     return r;
@@ -1125,7 +1148,7 @@ EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
 EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count) {
     struct entry *e = known_stack(out);
     if (is_dgram(e)) return fail(EINVAL);
-    if (e && write_refused(e, 0)) return fail(EPIPE);
+    if (e && write_refused(out, e, 0)) return fail(EPIPE);
     ssize_t r = get_sendfile64()(out, in, offset, count);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
     return r;

@@ -124,8 +124,6 @@ public final class SocketService {
         var interest: IOEvents = []
         /// Filler bytes still in the pair from the shim's connect.
         var filler = 0
-        /// The application's end during a connect, to restore its send buffer.
-        var appFD: Int32 = -1
         var connectReported = false
         var v6only = false
         /// Bound to [::] with K.IPV6_V6ONLY: the stack cannot serve it, it holds no IPv4 port.
@@ -254,8 +252,7 @@ public final class SocketService {
     /// Answers one socket request. `fd` is the descriptor that came with it (or -1); the
     /// service closes it or keeps it.
     public func handle(type: UInt16, body: UnsafeRawBufferPointer, fd: Int32, pid: Int32, uid: UInt32) -> Reply? {
-        var keepFD = false
-        defer { if fd >= 0 && !keepFD { Syscall.close(fd) } }
+        defer { if fd >= 0 { Syscall.close(fd) } }
         switch Int(type) {
         case Int(LVLIP_MSG_SOCKET.rawValue):
             guard body.count == MemoryLayout<lvlip_socket_req>.size else { return nil }
@@ -279,8 +276,7 @@ public final class SocketService {
             let req = body.loadUnaligned(as: lvlip_addr_req.self)
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             if s.udp { return nameReply(udpConnect(s, req.addr), (s.localName.address, s.localName.port)) }
-            let r = connect(s, req.addr, filler: Int(req.filler), appFD: fd)
-            keepFD = r.keptFD
+            let r = connect(s, req.addr, filler: Int(req.filler))
             return nameReply(r.result, s.phase == .unconnected ? nil : (s.localName.address, s.localName.port))
         case Int(LVLIP_MSG_SHUTDOWN.rawValue):
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
@@ -510,10 +506,6 @@ public final class SocketService {
         Syscall.close(s.fd)
         s.fd = -1
         s.interest = []
-        if s.appFD >= 0 {
-            Syscall.close(s.appFD)
-            s.appFD = -1
-        }
     }
 
     /// Forgets the record (its slot may be reused).
@@ -638,12 +630,12 @@ public final class SocketService {
         return 0
     }
 
-    private func connect(_ s: Socket, _ addr: lvlip_addr, filler: Int, appFD: Int32) -> (result: Int32, keptFD: Bool) {
+    /// connect(2). The shim wrote `filler` bytes into its end first (docs/ipc.md): they stay
+    /// unread until the handshake completes, unless the connect does not start.
+    private func connect(_ s: Socket, _ addr: lvlip_addr, filler: Int) -> (result: Int32, keptFD: Bool) {
         if s.phase != .unconnected && filler > 0 {
-            // The shim thought the socket unconnected: take its filler back, and give the end
-            // its buffer again unless an earlier connect's filler still holds it.
+            // The shim thought the socket unconnected: take its filler back.
             discardFiller(s, filler)
-            if s.phase != .connecting { restoreSendBuffer(appFD) }
         }
         switch s.phase {
         case .connecting:
@@ -667,13 +659,11 @@ public final class SocketService {
         guard code == -EINPROGRESS else {
             // Failed at once: take the filler back so the end is writable again.
             discardFiller(s, filler)
-            restoreSendBuffer(appFD)
             return (code, false)
         }
         s.phase = .connecting
         s.filler = filler
-        s.appFD = appFD
-        return (code, appFD >= 0)
+        return (code, false)
     }
 
     private func startConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
@@ -701,10 +691,6 @@ public final class SocketService {
         }
     }
 
-    private func restoreSendBuffer(_ fd: Int32) {
-        guard fd >= 0 else { return }
-        _ = lvlip_set_int_option(fd, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.appBuffer)
-    }
 
     private func shutdown(_ s: Socket, how: Int32) -> Int32 {
         guard how >= 0 && how <= 2 else { return -EINVAL }
@@ -1017,11 +1003,6 @@ public final class SocketService {
     private func established(_ s: Socket) {
         discardFiller(s, s.filler)
         s.filler = 0
-        restoreSendBuffer(s.appFD)
-        if s.appFD >= 0 {
-            Syscall.close(s.appFD)
-            s.appFD = -1
-        }
         s.phase = .connected
         if let id = s.stackID, let names = stack.tcpNames(id) {
             s.localName = (stack.configuration.interface.address.value, names.localPort)

@@ -35,7 +35,7 @@ enum lvlip_msg_type {
     LVLIP_MSG_IDENTIFY = 34,     // empty body + fd -> struct lvlip_socket_rep
     LVLIP_MSG_BIND = 36,         // struct lvlip_addr_req -> struct lvlip_result
     LVLIP_MSG_LISTEN = 38,       // struct lvlip_int_req -> struct lvlip_result
-    LVLIP_MSG_CONNECT = 40,      // struct lvlip_addr_req [+ fd] -> struct lvlip_name_rep
+    LVLIP_MSG_CONNECT = 40,      // struct lvlip_addr_req -> struct lvlip_name_rep
     LVLIP_MSG_SHUTDOWN = 42,     // struct lvlip_int_req -> struct lvlip_result
     LVLIP_MSG_NAME = 44,         // struct lvlip_int_req (0 local, 1 peer) -> struct lvlip_name_rep
     LVLIP_MSG_SETOPT = 46,       // struct lvlip_opt_req + value -> struct lvlip_result
@@ -100,8 +100,7 @@ struct lvlip_int_req {
 };
 
 // BIND and CONNECT. For CONNECT, `filler` is the number of bytes the shim wrote into the
-// socket so that it is not writable before the handshake completes (docs/ipc.md); the fd
-// that travels with the request is the application's end, for the daemon to re-size.
+// socket so that it is not writable before the handshake completes (docs/ipc.md).
 struct lvlip_addr_req {
     struct lvlip_ref ref;
     struct lvlip_addr addr;
