@@ -29,6 +29,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -80,6 +81,7 @@ REAL(sendfile64, ssize_t, int, int, off64_t *, size_t)
 REAL(recvmmsg, int, int, struct mmsghdr *, unsigned int, int, struct timespec *)
 REAL(sendmmsg, int, int, struct mmsghdr *, unsigned int, int)
 REAL(ioctl, int, int, unsigned long, void *)
+REAL(syscall, long, long, ...)
 
 // MARK: - Descriptor table
 
@@ -91,6 +93,7 @@ enum {
     F_RD_SHUT = 8,
     F_DGRAM = 16,       // a UDP socket: SOCK_SEQPACKET pair, a header before each datagram
     F_SMALL_BUFFER = 32,  // the send buffer is still the connect's minimum: restore before writing
+    F_BROADCAST = 64,   // SO_BROADCAST set on a datagram socket
 };
 
 struct entry {
@@ -142,6 +145,8 @@ static uint64_t inode_of(int fd) {
 
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static int ctl_fd = -1;
+// The stack's interface, from HELLO_REPLY (host byte order; gateway 0: none).
+static uint32_t stack_address, stack_netmask, stack_gateway;
 static uint64_t ctl_inode;
 static uint32_t ctl_tag;
 static int warned;
@@ -274,15 +279,16 @@ static int ctl_open(void) {
         uint32_t magic;
         uint16_t version, zero;
         int32_t pid;
-    } hello = {12, LVLIP_MSG_HELLO, 0, 0, LVLIP_IPC_MAGIC, LVLIP_IPC_VERSION, 0, (int32_t)getpid()};
+        uint32_t address, netmask, gateway;
+    } hello = {12, LVLIP_MSG_HELLO, 0, 0, LVLIP_IPC_MAGIC, LVLIP_IPC_VERSION, 0, (int32_t)getpid(), 0, 0, 0};
     typeof(hello) reply;
-    if (write_all(fd, &hello, sizeof hello, -1) < 0 || read_all(fd, &reply, 12, NULL, 1) < 0) {
+    if (write_all(fd, &hello, 24, -1) < 0 || read_all(fd, &reply, 12, NULL, 1) < 0) {
         int e = errno;
         get_close()(fd);
         warn_unreachable("handshake failed: ", e);
         return -1;
     }
-    if (reply.type != LVLIP_MSG_HELLO_REPLY || reply.length != 12 || read_all(fd, &reply.magic, 12, NULL, 1) < 0 ||
+    if (reply.type != LVLIP_MSG_HELLO_REPLY || reply.length != 24 || read_all(fd, &reply.magic, 24, NULL, 1) < 0 ||
         reply.version != LVLIP_IPC_VERSION) {
         get_close()(fd);
         warn_unreachable("the daemon speaks another protocol version", 0);
@@ -290,6 +296,9 @@ static int ctl_open(void) {
     }
     ctl_fd = fd;
     ctl_inode = inode_of(fd);
+    stack_address = reply.address;
+    stack_netmask = reply.netmask;
+    stack_gateway = reply.gateway;
     return 0;
 }
 
@@ -746,7 +755,13 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
     struct lvlip_result rep;
     if (request(LVLIP_MSG_SETOPT, &req, sizeof req, value, len, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
-    return rep.result < 0 ? fail(-rep.result) : 0;
+    if (rep.result < 0) return fail(-rep.result);
+    if (level == SOL_SOCKET && name == SO_BROADCAST && len >= sizeof(int)) {
+        int on;
+        memcpy(&on, value, sizeof on);
+        if (on) e->flags |= F_BROADCAST; else e->flags &= ~F_BROADCAST;
+    }
+    return 0;
 }
 
 EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len) {
@@ -849,13 +864,22 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
     size_t total = 0;
     for (size_t i = 0; i < count; i++) total += iov[i].iov_len;
     if (total > MAX_UDP_PAYLOAD) return fail(EMSGSIZE);
-    struct lvlip_dgram_header h = {0};
+    struct lvlip_dgram_header h = {.magic = LVLIP_DGRAM_MAGIC};
     if (to) {
         struct lvlip_addr wire;
         int r = parse_address(e, to, tolen, &wire);
         if (r < 0) return fail(-r);
         if (wire.kind != LVLIP_ADDR_V4) return fail(ENETUNREACH);
         if (wire.port == 0) return fail(EINVAL);
+        // What the kernel refuses at once, refused at once (lvlipd would only drop it).
+        uint32_t a = wire.addr;
+        uint32_t subnet_broadcast = stack_address | ~stack_netmask;
+        if ((a == 0xffffffffu || (stack_netmask && a == subnet_broadcast)) && !(e->flags & F_BROADCAST))
+            return fail(EACCES);
+        if (a == 0 || (a >> 24) == 127 || (a >> 28) == 0xe) return fail(ENETUNREACH);
+        if (stack_netmask && (a & stack_netmask) != (stack_address & stack_netmask) && a != 0xffffffffu &&
+            stack_gateway == 0)
+            return fail(ENETUNREACH);
         h.addr = wire.addr;
         h.port = wire.port;
     } else if (!(e->flags & F_STARTED)) {
@@ -1245,4 +1269,36 @@ EXPORT int dup3(int old, int new, int flags) {
     int r = get_dup3()(old, new, flags);
     if (r >= 0) copy_entry(old, r);
     return r;
+}
+
+// MARK: - syscall(2)
+
+// Some libraries call the socket system calls through syscall(2) (libuv's sendmmsg and
+// recvmmsg, as in dig): those on stack sockets are routed to the functions above.
+EXPORT long syscall(long number, ...) {
+    va_list ap;
+    va_start(ap, number);
+    long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
+    long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
+    va_end(ap);
+    switch (number) {
+    case SYS_sendmmsg:
+        return sendmmsg((int)a1, (struct mmsghdr *)a2, (unsigned int)a3, (int)a4);
+    case SYS_recvmmsg:
+        return recvmmsg((int)a1, (struct mmsghdr *)a2, (unsigned int)a3, (int)a4, (struct timespec *)a5);
+    case SYS_sendmsg:
+        return sendmsg((int)a1, (const struct msghdr *)a2, (int)a3);
+    case SYS_recvmsg:
+        return recvmsg((int)a1, (struct msghdr *)a2, (int)a3);
+    case SYS_sendto:
+        return sendto((int)a1, (const void *)a2, (size_t)a3, (int)a4, (const struct sockaddr *)a5, (socklen_t)a6);
+    case SYS_recvfrom:
+        return recvfrom((int)a1, (void *)a2, (size_t)a3, (int)a4, (struct sockaddr *)a5, (socklen_t *)a6);
+    case SYS_socket:
+        return socket((int)a1, (int)a2, (int)a3);
+    case SYS_connect:
+        return connect((int)a1, (const struct sockaddr *)a2, (socklen_t)a3);
+    default:
+        return get_syscall()(number, a1, a2, a3, a4, a5, a6);
+    }
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 #include <net/if.h>
 #include <pthread.h>
 #include <string.h>
@@ -96,10 +97,10 @@ int lvlip_signalfd_read(int fd) {
 
 void lvlip_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
-int lvlip_tap_attach(int fd, const char *name, char *out_name) {
+int lvlip_tap_attach(int fd, const char *name, char *out_name, int vnet_header) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_header ? IFF_VNET_HDR : 0);
     if (strlen(name) >= IFNAMSIZ) {
         errno = ENAMETOOLONG;
         return -1;
@@ -109,6 +110,14 @@ int lvlip_tap_attach(int fd, const char *name, char *out_name) {
     memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
     out_name[IFNAMSIZ - 1] = 0;
     return 0;
+}
+
+int lvlip_tap_enable_offload(int fd) {
+    int size = (int)sizeof(struct virtio_net_hdr);
+    if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) return -1;
+    // Checksum offload and TCP segmentation offload: the kernel may hand over TCP segments of
+    // up to 64 KB with their checksum left for us (which we trust), instead of MTU frames.
+    return ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4);
 }
 
 static int interface_ioctl(const char *name, unsigned long request, struct ifreq *ifr) {

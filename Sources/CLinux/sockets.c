@@ -124,6 +124,11 @@ ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t 
     return n;
 }
 
+ssize_t lvlip_writev_plain(int fd, const void *a, size_t alen, const void *b, size_t blen) {
+    struct iovec iov[2] = {{.iov_base = (void *)a, .iov_len = alen}, {.iov_base = (void *)b, .iov_len = blen}};
+    return writev(fd, iov, 2);
+}
+
 int lvlip_set_int_option(int fd, int level, int name, int value) {
     return setsockopt(fd, level, name, &value, sizeof value);
 }

@@ -44,21 +44,38 @@ public enum IPCMessageType {
     public static let socketsReply = UInt16(LVLIP_MSG_SOCKETS_REPLY.rawValue)
 }
 
-/// The body of HELLO and HELLO_REPLY: magic, version, reserved zero, pid.
+/// The body of HELLO and HELLO_REPLY: magic, version, reserved zero, pid; HELLO_REPLY adds
+/// the stack's interface (address, netmask, gateway or 0), so the shim can refuse what the
+/// kernel refuses at once (a broadcast without SO_BROADCAST, a destination without a route).
 public struct IPCHello: Equatable {
     public static let size = 12
+    public static let replySize = 24
     public var magic: UInt32 = LVLIP_IPC_MAGIC
     public var version: UInt16 = UInt16(LVLIP_IPC_VERSION)
     public var pid: Int32
+    public var interface: (address: UInt32, netmask: UInt32, gateway: UInt32)?
 
-    public init(pid: Int32) { self.pid = pid }
+    public init(pid: Int32, interface: (address: UInt32, netmask: UInt32, gateway: UInt32)? = nil) {
+        self.pid = pid
+        self.interface = interface
+    }
 
     public init?(_ body: UnsafeRawBufferPointer) {
-        guard body.count == Self.size else { return nil }
+        guard body.count == Self.size || body.count == Self.replySize else { return nil }
         magic = UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
         version = UInt16(littleEndian: body.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
         guard UInt16(littleEndian: body.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) == 0 else { return nil }
         pid = Int32(littleEndian: body.loadUnaligned(fromByteOffset: 8, as: Int32.self))
+        if body.count == Self.replySize {
+            interface = (UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 12, as: UInt32.self)),
+                         UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 16, as: UInt32.self)),
+                         UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 20, as: UInt32.self)))
+        }
+    }
+
+    public static func == (a: IPCHello, b: IPCHello) -> Bool {
+        a.magic == b.magic && a.version == b.version && a.pid == b.pid && a.interface?.address == b.interface?.address
+            && a.interface?.netmask == b.interface?.netmask && a.interface?.gateway == b.interface?.gateway
     }
 
     public var encoded: [UInt8] {
@@ -67,6 +84,11 @@ public struct IPCHello: Equatable {
         out.appendLE(version)
         out.appendLE(UInt16(0))
         out.appendLE(pid)
+        if let interface {
+            out.appendLE(interface.address)
+            out.appendLE(interface.netmask)
+            out.appendLE(interface.gateway)
+        }
         return out
     }
 }

@@ -253,7 +253,7 @@ public final class IPCServer {
             return false
         }
         guard client.greeted else {
-            guard header.type == IPCMessageType.hello, let hello = IPCHello(body) else {
+            guard header.type == IPCMessageType.hello, body.count == IPCHello.size, let hello = IPCHello(body) else {
                 close(client.fd, reason: "first message is not a valid HELLO (type \(header.type))")
                 return false
             }
@@ -268,7 +268,7 @@ public final class IPCServer {
                 return false
             }
             client.greeted = true
-            send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag, body: IPCHello(pid: getpid()).encoded))
+            send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag, body: IPCHello(pid: getpid(), interface: service?.interface).encoded))
             return clients[client.fd] === client
         }
         if SocketService.handles(header.type), let service {

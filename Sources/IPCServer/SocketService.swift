@@ -231,6 +231,13 @@ public final class SocketService {
 
     public var socketCount: Int { byStack.count }
 
+    /// The stack's interface for HELLO_REPLY: address, netmask, gateway (0: none).
+    public var interface: (address: UInt32, netmask: UInt32, gateway: UInt32) {
+        let i = stack.configuration.interface
+        let mask: UInt32 = i.prefixLength == 0 ? 0 : ~UInt32(0) << (32 - UInt32(i.prefixLength))
+        return (i.address.value, mask, stack.configuration.gateway?.value ?? 0)
+    }
+
     /// The owner of a stack socket, for `lvlipctl ss`.
     public func owner(of id: SocketID) -> String? {
         guard let s = byStack[id] else { return nil }
@@ -1397,13 +1404,21 @@ extension SocketService {
                 return
             }
             counters.appBytesIn &+= UInt64(n)
-            guard n >= header, !s.writeShut else {
+            guard n >= 1, !s.writeShut else {
                 counters.appBytesDiscarded &+= UInt64(n)
                 continue
             }
-            let h = UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self)
-            let payload = UnsafeRawBufferPointer(scratch.slice(header..<n))
-            let destination: (address: IPv4Address, port: UInt16)? = h.port == 0 ? nil : (IPv4Address(h.addr), h.port)
+            var payload = UnsafeRawBufferPointer(scratch.slice(min(header, n)..<n))
+            var destination: (address: IPv4Address, port: UInt16)?
+            let h = n >= header ? UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self) : nil
+            if let h, h.magic == LVLIP_DGRAM_MAGIC {
+                destination = h.port == 0 ? nil : (IPv4Address(h.addr), h.port)
+            } else {
+                // Written past the shim (a raw sendmmsg syscall, a program without the shim
+                // after exec): the whole message is the datagram, for the connected peer.
+                payload = UnsafeRawBufferPointer(scratch.slice(0..<n))
+                destination = nil
+            }
             do {
                 try stack.udpSend(id, to: destination, payload, now: reactor.now)
             } catch {
@@ -1424,7 +1439,7 @@ extension SocketService {
         guard let id = s.stackID else { return }
         if stack.udpHasError(id), let error = stack.udpTakeError(id) { pushError(s, error.errno) }
         while s.fd >= 0, let d = stack.udpReceive(id, peek: true) {
-            var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, reserved: 0)
+            var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, magic: LVLIP_DGRAM_MAGIC)
             let n = d.payload.withUnsafeBytes { payload in
                 withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, payload.baseAddress, payload.count) }
             }
@@ -1436,7 +1451,7 @@ extension SocketService {
 
     private func pushError(_ s: Socket, _ code: Int32) {
         guard s.fd >= 0 else { return }
-        var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, reserved: 0)
+        var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, magic: LVLIP_DGRAM_MAGIC)
         _ = withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, nil, 0) }
     }
 

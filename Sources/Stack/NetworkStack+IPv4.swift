@@ -47,6 +47,8 @@ extension NetworkStack {
         // RFC 1122 3.2.1.7: a host must not discard a datagram for a TTL below 2, so TTL is
         // not checked on receive (we never forward).
         if packet.isFragment {
+            // A reassembled datagram's checksum is checked whole, whatever one frame said.
+            checksumVerified = false
             reassemble(packet, broadcast: linkBroadcast || ipBroadcast, now: now)
             return
         }

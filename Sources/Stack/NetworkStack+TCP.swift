@@ -462,7 +462,8 @@ extension NetworkStack {
     func receiveTCP(_ datagram: IPv4Datagram, now: Instant) {
         let segment: TCPSegment
         do {
-            segment = try TCPSegment(datagram.payload, source: datagram.source, destination: datagram.destination)
+            segment = try TCPSegment(datagram.payload, source: datagram.source, destination: datagram.destination,
+                                     checksumVerified: checksumVerified)
         } catch {
             counters.tcpInErrs &+= 1
             if case .badChecksum = error { counters.tcpInCsumErrors &+= 1 }

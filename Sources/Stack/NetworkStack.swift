@@ -24,6 +24,8 @@ public final class NetworkStack {
     var icmpErrorBucket: TokenBucket
     var tcp = TCPTables()
     var udp = UDPTables()
+    /// Set while the frame being handled came with a checksum the link vouched for.
+    var checksumVerified = false
     var nextIdentification: UInt16
     /// Scratch space for building one IP payload (up to the IPv4 maximum).
     let scratch: UnsafeMutableRawBufferPointer
@@ -80,6 +82,15 @@ public final class NetworkStack {
 
     /// Processes one received Ethernet frame. Malformed input is counted and dropped.
     public func receive(frame bytes: UnsafeRawBufferPointer, now: Instant) {
+        receive(frame: bytes, checksumVerified: false, now: now)
+    }
+
+    /// `checksumVerified`: the link vouches for the transport checksum (virtio-net
+    /// VIRTIO_NET_HDR_F_NEEDS_CSUM or DATA_VALID on a TAP with offloads); such frames may also
+    /// be larger than the MTU (TSO segments of up to 64 KB).
+    public func receive(frame bytes: UnsafeRawBufferPointer, checksumVerified: Bool, now: Instant) {
+        self.checksumVerified = checksumVerified
+        defer { self.checksumVerified = false }
         counters.linkInFrames &+= 1
         guard let frame = EthernetFrame(bytes) else {
             counters.linkInTooShort &+= 1

@@ -17,6 +17,7 @@ final class Daemon {
         var testClients: [TestApplications.ClientSpec] = []
         var faults: FaultInjector.Settings?
         var group: gid_t?
+        var offload = true
         var limits = SocketService.Limits()
     }
 
@@ -51,12 +52,12 @@ final class Daemon {
         // Refuse early if another daemon serves this socket, before touching its TAP.
         try Self.checkSocketFree(options.socketPath)
         reactor = try Reactor()
-        tap = try TapDevice(name: options.tap)
+        tap = try TapDevice(name: options.tap, offload: options.offload)
         try tap.configureKernelSide(mtu: options.stack.mtu)
         try Self.ensureSocketDirectory(options.socketPath)
         pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path) }
         stack = NetworkStack(configuration: options.stack, now: reactor.now)
-        frameBuffer = .allocate(byteCount: 65536 + 64, alignment: 16)
+        frameBuffer = .allocate(byteCount: TapDevice.maximumRead + 64, alignment: 16)
         faults = options.faults.map { FaultInjector(settings: $0) }
         if !options.testListeners.isEmpty || !options.testClients.isEmpty {
             let apps = TestApplications(stack: stack, logger: logger)
@@ -129,17 +130,18 @@ final class Daemon {
 
     private func readFrames() {
         for _ in 0..<Self.readBatch {
-            let count: Int?
+            let read: (frame: Range<Int>, checksumVerified: Bool)?
             do {
-                count = try tap.read(into: frameBuffer)
+                read = try tap.read(into: frameBuffer)
             } catch {
                 io.tapReadErrors &+= 1
                 logger.warning("\(error)")
                 return
             }
-            guard let length = count else { return }
+            guard let read else { return }
             io.tapReads &+= 1
-            let frame = UnsafeRawBufferPointer(frameBuffer.slice(0..<length))
+            let frame = UnsafeRawBufferPointer(frameBuffer.slice(read.frame))
+            let verified = read.checksumVerified
             pcap?.record(frame)
             // The clock is read per frame (a vDSO call, tens of ns), not once per wake-up: a
             // reply to what we wrote can arrive within the same wake-up (the kernel handles
@@ -147,9 +149,9 @@ final class Daemon {
             // reordering window vanish.
             let now = Syscall.monotonicNow()
             if let faults {
-                faults.receive(frame) { stack.receive(frame: $0, now: now) }
+                faults.receive(frame) { stack.receive(frame: $0, checksumVerified: verified, now: now) }
             } else {
-                stack.receive(frame: frame, now: now)
+                stack.receive(frame: frame, checksumVerified: verified, now: now)
             }
             dispatchReadiness(now: now)
             // Send what the frame produced before reading on: each frame costs one write

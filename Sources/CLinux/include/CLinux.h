@@ -44,7 +44,11 @@ void lvlip_ignore_sigpipe(void);
 
 // Attaches an open /dev/net/tun fd to TAP interface `name` (IFF_TAP | IFF_NO_PI).
 // Writes the kernel's interface name to out_name (IFNAMSIZ bytes). -1 with errno on error.
-int lvlip_tap_attach(int fd, const char *name, char *out_name);
+int lvlip_tap_attach(int fd, const char *name, char *out_name, int vnet_header);
+// On a TAP attached with a vnet header: checksum and TCP segmentation offload (TSO4).
+int lvlip_tap_enable_offload(int fd);
+// Size of struct virtio_net_hdr, the header before every frame on such a TAP.
+#define LVLIP_VNET_HEADER_SIZE 10
 // Sets IFF_UP on an interface (the kernel side of our TAP); -1 with errno on error.
 int lvlip_interface_up(const char *name);
 // Sets an interface's MTU; -1 with errno on error.
@@ -73,6 +77,8 @@ ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd);
 ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds);
 // Non-blocking, SIGPIPE-free write of up to two buffers.
 ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t blen);
+// writev of two buffers (any descriptor).
+ssize_t lvlip_writev_plain(int fd, const void *a, size_t alen, const void *b, size_t blen);
 int lvlip_set_int_option(int fd, int level, int name, int value);
 // The inode of a socket descriptor, 0 if it is not a socket.
 uint64_t lvlip_socket_inode(int fd);

@@ -22,7 +22,8 @@
 
 enum lvlip_msg_type {
     LVLIP_MSG_HELLO = 1,         // client -> daemon: uint32 magic, uint16 version, uint16 0, int32 pid
-    LVLIP_MSG_HELLO_REPLY = 2,   // daemon -> client: uint32 magic, uint16 version, uint16 0, int32 daemon pid
+    LVLIP_MSG_HELLO_REPLY = 2,   // daemon -> client: as HELLO with the daemon's pid, then uint32 address,
+                                 // uint32 netmask, uint32 gateway (0: none) of the stack's interface
     LVLIP_MSG_ERROR = 3,         // daemon -> client: int32 errno, UTF-8 reason
     LVLIP_MSG_STATS = 16,        // client -> daemon: empty body
     LVLIP_MSG_STATS_REPLY = 17,  // daemon -> client: UTF-8 lines "Name value\n"
@@ -146,13 +147,16 @@ struct lvlip_accept_record {
 // A datagram socket's pair is SOCK_SEQPACKET: each message is this header and one datagram's
 // payload. From the application: the destination (port 0: the connected peer). To the
 // application: the source, or with LVLIP_DGRAM_ERROR an error (ICMP) and no payload.
+// A message without the magic (a program that bypassed the shim with a raw syscall) is
+// taken whole as a datagram to the connected peer.
 #define LVLIP_DGRAM_ERROR 0x0001u
+#define LVLIP_DGRAM_MAGIC 0x4d475244u /* "DRGM" */
 struct lvlip_dgram_header {
     uint32_t addr;               // host byte order
     uint16_t port;               // host byte order
     uint16_t flags;
     int32_t error;               // with LVLIP_DGRAM_ERROR: a positive errno
-    uint32_t reserved;
+    uint32_t magic;              // LVLIP_DGRAM_MAGIC
 };
 
 #endif
