@@ -245,6 +245,45 @@ static int read_all(int fd, void *buf, size_t len, int *got_fd, int cloexec) {
     return 0;
 }
 
+// Reads at least `least` and at most `most` bytes; a descriptor that comes along lands in
+// *got_fd. Returns the count, or -1.
+static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_fd, int cloexec) {
+    size_t have = 0;
+    while (have < least) {
+        struct iovec iov = {.iov_base = (char *)buf + have, .iov_len = most - have};
+        union {
+            char space[CMSG_SPACE(sizeof(int) * 4)];
+            struct cmsghdr align;
+        } control;
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                             .msg_controllen = sizeof control.space};
+        ssize_t n = get_recvmsg()(fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < count; i++) {
+                int received;
+                memcpy(&received, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof received);
+                if (got_fd && *got_fd < 0) {
+                    *got_fd = received;
+                } else {
+                    get_close()(received);
+                }
+            }
+        }
+        have += (size_t)n;
+    }
+    return (ssize_t)have;
+}
+
 static void ctl_drop(void) {
     if (ctl_fd >= 0) get_close()(ctl_fd);
     ctl_fd = -1;
@@ -334,12 +373,20 @@ static ssize_t request(uint16_t type, const void *body, uint32_t length, const v
     }
     typeof(header) in;
     int fd = -1;
-    if (read_all(ctl_fd, &in, sizeof in, &fd, cloexec) < 0) goto broken;
-    if (in.type != type + 1 || in.tag != header.tag || in.length > room) {
+    // One reply is in flight and lvlipd writes it with one sendmsg: usually one recvmsg
+    // brings header and body together.
+    char buffer[sizeof in + 1100];
+    size_t want = sizeof in + (room < 1100 ? room : 1100);
+    ssize_t got = read_some(ctl_fd, buffer, want, sizeof in, &fd, cloexec);
+    if (got < (ssize_t)sizeof in) goto broken;
+    memcpy(&in, buffer, sizeof in);
+    if (in.type != type + 1 || in.tag != header.tag || in.length > room || (size_t)got > sizeof in + in.length) {
         if (fd >= 0) get_close()(fd);
         goto broken;
     }
-    if (read_all(ctl_fd, reply, in.length, &fd, cloexec) < 0) {
+    size_t have = (size_t)got - sizeof in;
+    memcpy(reply, buffer + sizeof in, have);
+    if (have < in.length && read_all(ctl_fd, (char *)reply + have, in.length - have, &fd, cloexec) < 0) {
         if (fd >= 0) get_close()(fd);
         goto broken;
     }
@@ -570,24 +617,15 @@ EXPORT int listen(int fd, int backlog) {
 // Makes the application's end unwritable until the handshake completes: a tiny send buffer
 // holding a little unread data. The daemon reads the filler and restores the buffer then.
 static uint32_t add_filler(int fd, struct entry *e) {
+    // 2 KB in one skb is ~2.8 KB of write memory against the minimum send buffer of
+    // 4.6 KB: more than the quarter above which an AF_UNIX socket stops being writable.
     static const char filler[2048];
-    int size = 0;
-    socklen_t len = sizeof size;
-    if (get_getsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0 && size > 0) {
-        e->send_buffer = (uint32_t)size / 2;  // the kernel reports twice what was set
-        e->flags |= F_SMALL_BUFFER;
-    }
+    e->send_buffer = LVLIP_APP_SEND_BUFFER;
+    e->flags |= F_SMALL_BUFFER;
     int small = 1;
     get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    uint32_t total = 0;
-    for (int i = 0; i < 8; i++) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        if (poll(&p, 1, 0) == 0) break;
-        ssize_t n = get_send()(fd, filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n <= 0) break;
-        total += (uint32_t)n;
-    }
-    return total;
+    ssize_t n = get_send()(fd, filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n > 0 ? (uint32_t)n : 0;
 }
 
 static int wait_writable(int fd) {

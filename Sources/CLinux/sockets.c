@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/tcp.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -128,6 +129,8 @@ ssize_t lvlip_writev_plain(int fd, const void *a, size_t alen, const void *b, si
     struct iovec iov[2] = {{.iov_base = (void *)a, .iov_len = alen}, {.iov_base = (void *)b, .iov_len = blen}};
     return writev(fd, iov, 2);
 }
+
+void lvlip_malloc_prefer_heap(int threshold) { mallopt(M_MMAP_THRESHOLD, threshold); }
 
 int lvlip_set_int_option(int fd, int level, int name, int value) {
     return setsockopt(fd, level, name, &value, sizeof value);

@@ -205,7 +205,8 @@ public final class IPCServer {
                 return
             }
             client.input.append(contentsOf: UnsafeRawBufferPointer(readBuffer.slice(0..<count)))
-            if client.input.count > IPCHeader.size + IPCHeader.maxBody {
+            // A short read took all there was (a stream socket): no need to hear EAGAIN.
+            if client.input.count > IPCHeader.size + IPCHeader.maxBody || count < readBuffer.count || receivedCount != 0 {
                 break
             }
         }

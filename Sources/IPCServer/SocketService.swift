@@ -204,7 +204,7 @@ public final class SocketService {
     /// Send buffer of the daemon's end: how much received data may wait in the application's end.
     static let pushBuffer: Int32 = 1 << 20
     /// Send buffer of the application's end: how much it may write ahead of the stack.
-    static let appBuffer: Int32 = 512 * 1024
+    static let appBuffer = Int32(LVLIP_APP_SEND_BUFFER)
     /// How long the daemon remembers a socket whose connection ended, for K.SO_ERROR and
     /// getpeername, after closing its end of the pair (the application may still hold its end).
     static let tombstoneSeconds: UInt64 = 120
@@ -825,6 +825,8 @@ public final class SocketService {
             let data = UnsafeRawBufferPointer(scratch.slice(0..<n))
             let taken = (try? stack.tcpSend(s.stackID!, data, now: reactor.now)) ?? 0
             if taken < n { s.overflow.append(contentsOf: data[taken...]) }
+            // Less than asked: the pair is empty now (the FIN waits for the next event).
+            if n < room && !s.finPending { break }
         }
         chargeBuffers(s)
     }
@@ -1381,7 +1383,12 @@ extension SocketService {
     /// Sends what the application wrote, one datagram per message, while the link has room.
     private func readDatagrams(_ s: Socket, draining: Bool = false) {
         let header = MemoryLayout<lvlip_dgram_header>.size
-        while s.fd >= 0, let id = s.stackID {
+        // At most 64 datagrams per wake-up (the pair is level-triggered: the rest follow at
+        // once): the peer then meets bursts its receive buffer can hold, as from a kernel
+        // sender, not everything the application queued while lvlipd was busy.
+        var budget = draining ? Int.max : 64
+        while s.fd >= 0, let id = s.stackID, budget > 0 {
+            budget -= 1
             // A 64 KB datagram is 45 fragments: wait for that much room in the link's queue.
             if !draining && stack.outbox.capacity - stack.outbox.count < 48 {
                 if !s.waitingForOutput {

@@ -80,6 +80,8 @@ ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t 
 // writev of two buffers (any descriptor).
 ssize_t lvlip_writev_plain(int fd, const void *a, size_t alen, const void *b, size_t blen);
 int lvlip_set_int_option(int fd, int level, int name, int value);
+// Allocations below `threshold` bytes come from the heap, not a fresh mmap (mallopt).
+void lvlip_malloc_prefer_heap(int threshold);
 // The inode of a socket descriptor, 0 if it is not a socket.
 uint64_t lvlip_socket_inode(int fd);
 int lvlip_shutdown_write(int fd);

@@ -11,6 +11,9 @@
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
+// The send buffer lvlipd gives the application's end of a stream socket's pair (set with
+// SO_SNDBUFFORCE; the shim shrinks it during a connect and restores it).
+#define LVLIP_APP_SEND_BUFFER (512u * 1024u)
 
 // Every message: a 12-byte header followed by `length` bytes of body.
 //   uint32 length   body bytes after the header

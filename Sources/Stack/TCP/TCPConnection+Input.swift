@@ -483,6 +483,10 @@ extension TCPConnection {
         clearTimer(.keepalive)
         clearTimer(.delayedAck)
         setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds))
+        // TIME-WAIT lasts 2 MSL with nothing to send and (once read) nothing to keep: give the
+        // rings back, so that thousands of connections waiting out TIME-WAIT cost little.
+        if sendBuffer.count == 0 { sendBuffer = ByteRing(capacity: 1) }
+        if receive.readable == 0 && !receive.hasOutOfOrder { receive = ReceiveQueue(capacity: 1) }
         stack.markReadinessChanged(id)
     }
 
