@@ -111,6 +111,7 @@ public struct Counters: Sendable {
     public var tcpSynCookiesFailed: UInt64 = 0
     public var tcpICMPIgnored: UInt64 = 0
     public var tcpDSACKReceived: UInt64 = 0
+    public var tcpDSACKSent: UInt64 = 0
 
     // UDP (RFC 4113 / Linux /proc/net/snmp names)
     public var udpInDatagrams: UInt64 = 0
@@ -188,6 +189,7 @@ public struct Counters: Sendable {
         ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
         ("TcpExtTCPDSACKRecv", \.tcpDSACKReceived),
+        ("TcpExtTCPDSACKOldSent", \.tcpDSACKSent),
         ("UdpInDatagrams", \.udpInDatagrams),
         ("UdpNoPorts", \.udpNoPorts),
         ("UdpInErrors", \.udpInErrors),

@@ -42,6 +42,7 @@ final class Daemon {
     private var tests: TestApplications?
     private var faults: FaultInjector?
     private var stackTimerDeadline: Instant?
+    private var framesSinceDispatch = 0
     private let frameBuffer: UnsafeMutableRawBufferPointer
     /// Frames read per wake-up before yielding to other descriptors.
     private static let readBatch = 256
@@ -156,7 +157,14 @@ final class Daemon {
             } else {
                 stack.receive(frame: frame, checksumVerified: verified, now: now)
             }
-            dispatchReadiness(now: now)
+            // Applications hear of received data every 8 MTU frames (or after each large TSO
+            // segment, which fills a receive window fast), not after every frame: one write
+            // into a socket's pair then carries several segments.
+            framesSinceDispatch += frame.count > 16384 ? 8 : 1
+            if framesSinceDispatch >= 8 {
+                framesSinceDispatch = 0
+                dispatchReadiness(now: now)
+            }
             // Send what the frame produced before reading on: each frame costs one write
             // either way, and a reply should not wait for the read that finds the queue empty.
             if !stack.outbox.isEmpty { transmit() }

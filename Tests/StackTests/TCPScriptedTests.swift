@@ -527,6 +527,21 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.counters.tcpDSACKReceived, 1)
     }
 
+    // RFC 2883: a segment received twice is reported in the next ACK's first SACK block.
+    func testDuplicateSegmentIsReportedWithDSACK() throws {
+        let p = ScriptedPeer()
+        let (_, isn, port) = try connected(p, sack: true)
+        p.send(.ack, seq: 50_001, ack: isn &+ 1, data: [UInt8](repeating: 7, count: 100), to: port)
+        _ = p.received()
+        p.send(.ack, seq: 50_001, ack: isn &+ 1, data: [UInt8](repeating: 7, count: 100), to: port)
+        let ack = try XCTUnwrap(p.received().last)
+        XCTAssertEqual(ack.ack, 50_101)
+        XCTAssertEqual(ack.options.sack.count, 1)
+        XCTAssertEqual(ack.options.sack[0].start, SeqNum(50_001))
+        XCTAssertEqual(ack.options.sack[0].end, SeqNum(50_101))
+        XCTAssertEqual(p.stack.counters.tcpDSACKSent, 1)
+    }
+
     // RFC 1122 4.2.3.3: when the application reads from a full buffer, a window update is
     // sent, and not before a useful amount is free.
     func testWindowUpdateAfterRead() throws {

@@ -91,6 +91,9 @@ extension TCPConnection {
                 } else if !seg.payload.isEmpty || now.nanoseconds(since: lastInvalidAckTime) >= 500_000_000 {
                     lastInvalidAckTime = now
                     ackNow = true
+                    if sackPermitted && !seg.payload.isEmpty && seg.seq + seg.payload.count <= rcvNxt {
+                        noteDuplicate(seg.seq, seg.seq + seg.payload.count)
+                    }
                 } else {
                     stack.counters.tcpInvalidAcksLimited &+= 1
                 }
@@ -359,6 +362,12 @@ extension TCPConnection {
         }
     }
 
+    /// Data we already had arrived again: report it with a D-SACK (RFC 2883 section 4).
+    func noteDuplicate(_ start: SeqNum, _ end: SeqNum) {
+        dsackToSend = (start, end)
+        stack.counters.tcpDSACKSent &+= 1
+    }
+
     /// Processes data and FIN of an acceptable segment (RFC 9293 3.10.7.4 seventh, eighth).
     func processText(_ segment: IncomingSegment, now: Instant) {
         var seg = segment
@@ -384,6 +393,11 @@ extension TCPConnection {
             if seg.payload.count > room {
                 seg.payload = seg.payload.slice(0..<max(room, 0))
                 seg.flags.remove(.fin)
+            }
+            if sackPermitted && seg.seq < rcvNxt {
+                let end = seg.seq + seg.payload.count
+                noteDuplicate(seg.seq, end < rcvNxt ? end : rcvNxt)
+                ackNow = true
             }
             let result = receive.insert(seq: seg.seq, data: seg.payload, rcvNxt: rcvNxt)
             if result.advanced > 0 {

@@ -112,18 +112,27 @@ extension TCPConnection {
     /// Data bytes that fit in the next segment: the MSS less the SACK blocks it will carry
     /// (the timestamp option is already accounted for in `mss`).
     var currentSegmentSize: Int {
-        guard sackPermitted && receive.hasOutOfOrder else { return mss }
-        let blocks = min(receive.outOfOrder.count, timestamps ? 3 : 4)
+        guard sackPermitted && (receive.hasOutOfOrder || dsackToSend != nil) else { return mss }
+        let blocks = min(receive.outOfOrder.count + (dsackToSend != nil ? 1 : 0), timestamps ? 3 : 4)
         return mss - (4 + 8 * blocks)
     }
 
     /// Options every non-SYN segment carries: timestamps and SACK blocks.
     private func segmentOptions(now: Instant) -> TCPOptions? {
-        guard timestamps || (sackPermitted && receive.hasOutOfOrder) else { return nil }
+        guard timestamps || (sackPermitted && (receive.hasOutOfOrder || dsackToSend != nil)) else { return nil }
         var o = TCPOptions()
         if timestamps { o.timestamp = (timestampNow(now), tsRecent) }
-        if sackPermitted && receive.hasOutOfOrder {
-            o.sack = receive.sackBlocks(limit: timestamps ? 3 : 4)
+        let limit = timestamps ? 3 : 4
+        if sackPermitted, let dup = dsackToSend {
+            // RFC 2883: the duplicate first, then the usual blocks; sent once.
+            dsackToSend = nil
+            var blocks = SACKBlocks()
+            blocks.append(start: dup.start, end: dup.end)
+            let rest = receive.sackBlocks(limit: limit - 1)
+            for i in 0..<rest.count { blocks.append(start: rest[i].start, end: rest[i].end) }
+            o.sack = blocks
+        } else if sackPermitted && receive.hasOutOfOrder {
+            o.sack = receive.sackBlocks(limit: limit)
         }
         return o
     }

@@ -138,6 +138,9 @@ final class TCPConnection {
     var reoWndMult: UInt64 = 1
     var reoWndPersist = 0
     var dsackRoundEnd: SeqNum?
+    /// A duplicate we received, to report as the first SACK block of the next ACK (RFC 2883):
+    /// the sender learns its retransmission was spurious and can undo its window cut.
+    var dsackToSend: (start: SeqNum, end: SeqNum)?
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false
