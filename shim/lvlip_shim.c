@@ -206,45 +206,6 @@ static int write_all(int fd, const void *buf, size_t len, int pass_fd) {
     return 0;
 }
 
-// Reads exactly len bytes; a descriptor that comes with them lands in *got_fd.
-static int read_all(int fd, void *buf, size_t len, int *got_fd, int cloexec) {
-    char *p = buf;
-    while (len > 0) {
-        struct iovec iov = {.iov_base = p, .iov_len = len};
-        union {
-            char space[CMSG_SPACE(sizeof(int) * 4)];
-            struct cmsghdr align;
-        } control;
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
-                             .msg_controllen = sizeof control.space};
-        ssize_t n = get_recvmsg()(fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (n == 0) {
-            errno = ECONNRESET;
-            return -1;
-        }
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (int i = 0; i < count; i++) {
-                int received;
-                memcpy(&received, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof received);
-                if (got_fd && *got_fd < 0) {
-                    *got_fd = received;
-                } else {
-                    get_close()(received);
-                }
-            }
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 // Reads at least `least` and at most `most` bytes; a descriptor that comes along lands in
 // *got_fd. Returns the count, or -1.
 static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_fd, int cloexec) {
@@ -282,6 +243,11 @@ static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_
         have += (size_t)n;
     }
     return (ssize_t)have;
+}
+
+// Reads exactly len bytes; a descriptor that comes with them lands in *got_fd.
+static int read_all(int fd, void *buf, size_t len, int *got_fd, int cloexec) {
+    return len == 0 || read_some(fd, buf, len, len, got_fd, cloexec) == (ssize_t)len ? 0 : -1;
 }
 
 static void ctl_drop(void) {

@@ -15,9 +15,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-int lvlip_stream_pair(int *app_end, int *daemon_end) {
+static int make_pair(int type, int *app_end, int *daemon_end) {
     int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) return -1;
+    if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) < 0) return -1;
     int flags = fcntl(fds[1], F_GETFL);
     if (flags < 0 || fcntl(fds[1], F_SETFL, flags | O_NONBLOCK) < 0) {
         int saved = errno;
@@ -31,21 +31,9 @@ int lvlip_stream_pair(int *app_end, int *daemon_end) {
     return 0;
 }
 
-int lvlip_seqpacket_pair(int *app_end, int *daemon_end) {
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0) return -1;
-    int flags = fcntl(fds[1], F_GETFL);
-    if (flags < 0 || fcntl(fds[1], F_SETFL, flags | O_NONBLOCK) < 0) {
-        int saved = errno;
-        close(fds[0]);
-        close(fds[1]);
-        errno = saved;
-        return -1;
-    }
-    *app_end = fds[0];
-    *daemon_end = fds[1];
-    return 0;
-}
+int lvlip_stream_pair(int *app_end, int *daemon_end) { return make_pair(SOCK_STREAM, app_end, daemon_end); }
+
+int lvlip_seqpacket_pair(int *app_end, int *daemon_end) { return make_pair(SOCK_SEQPACKET, app_end, daemon_end); }
 
 int lvlip_bind_abstract(int fd, const char *name) {
     struct sockaddr_un addr;

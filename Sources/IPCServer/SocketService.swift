@@ -591,31 +591,50 @@ public final class SocketService {
 
     // MARK: - Operations
 
+    /// How a BIND's address applies to a socket: an IPv4 address (nil: any), nothing more to
+    /// do (an IPV6_V6ONLY socket bound to [::]), or an error.
+    private enum BindTarget {
+        case ipv4(IPv4Address?)
+        case phantom
+        case error(Int32)
+    }
+
+    private func bindTarget(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> BindTarget {
+        if addr.port != 0 && addr.port < 1024 && uid != 0 { return .error(-EACCES) }
+        switch Int(addr.kind) {
+        case Int(LVLIP_ADDR_V6_OTHER.rawValue):
+            return .error(-EADDRNOTAVAIL)
+        case Int(LVLIP_ADDR_V6_ANY.rawValue):
+            guard s.v6only else { return .ipv4(nil) }
+            // IPv6 only: the stack has no IPv6, so this socket can never be reached; it keeps
+            // its name and takes no IPv4 port (nginx binds [::]:80 beside 0.0.0.0:80).
+            s.phantomPort = addr.port
+            s.localName = (0, addr.port)
+            return .phantom
+        case Int(LVLIP_ADDR_V4.rawValue):
+            if s.family == AF_INET6 && s.v6only { return .error(-EINVAL) }
+            return .ipv4(addr.addr == 0 ? nil : IPv4Address(addr.addr))
+        default:
+            return .error(-EAFNOSUPPORT)
+        }
+    }
+
     private func bind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
         guard let id = s.stackID, s.phase == .unconnected, s.phantomPort == nil,
               stack.tcpNames(id)?.localPort == 0 else { return -EINVAL }
-        if addr.port != 0 && addr.port < 1024 && uid != 0 { return -EACCES }
-        switch Int(addr.kind) {
-        case Int(LVLIP_ADDR_V6_OTHER.rawValue):
-            return -EADDRNOTAVAIL
-        case Int(LVLIP_ADDR_V6_ANY.rawValue):
-            if s.v6only {
-                // IPv6 only: the stack has no IPv6, so this socket can never be reached; it
-                // keeps its name and takes no IPv4 port (nginx binds [::]:80 beside 0.0.0.0:80).
-                s.phantomPort = addr.port
-                s.localName = (0, addr.port)
-                return 0
-            }
-        default:
-            if s.family == AF_INET6 && s.v6only { return -EINVAL }
-            guard addr.addr == 0 || addr.addr == stack.configuration.interface.address.value else { return -EADDRNOTAVAIL }
+        let address: IPv4Address?
+        switch bindTarget(s, addr, uid: uid) {
+        case .phantom: return 0
+        case .error(let code): return code
+        case .ipv4(let a): address = a
         }
+        guard address == nil || address == stack.configuration.interface.address else { return -EADDRNOTAVAIL }
         do {
             try stack.tcpBind(id, port: addr.port, reuseAddress: s.reuseAddress)
         } catch {
             return -error.errno
         }
-        s.boundAddress = addr.kind == UInt16(LVLIP_ADDR_V4.rawValue) ? addr.addr : 0
+        s.boundAddress = address?.value ?? 0
         s.localName = (s.boundAddress, stack.tcpNames(id)?.localPort ?? addr.port)
         return 0
     }
@@ -1267,22 +1286,11 @@ public final class SocketService {
 extension SocketService {
     private func udpBind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
         guard let id = s.stackID, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
-        if addr.port != 0 && addr.port < 1024 && uid != 0 { return -EACCES }
-        var address: IPv4Address?
-        switch Int(addr.kind) {
-        case Int(LVLIP_ADDR_V6_OTHER.rawValue):
-            return -EADDRNOTAVAIL
-        case Int(LVLIP_ADDR_V6_ANY.rawValue):
-            if s.v6only {
-                s.phantomPort = addr.port
-                s.localName = (0, addr.port)
-                return 0
-            }
-        case Int(LVLIP_ADDR_V4.rawValue):
-            if s.family == AF_INET6 && s.v6only { return -EINVAL }
-            address = addr.addr == 0 ? nil : IPv4Address(addr.addr)
-        default:
-            return -EAFNOSUPPORT
+        let address: IPv4Address?
+        switch bindTarget(s, addr, uid: uid) {
+        case .phantom: return 0
+        case .error(let code): return code
+        case .ipv4(let a): address = a
         }
         do {
             try stack.udpBind(id, address: address, port: addr.port)

@@ -254,14 +254,7 @@ extension NetworkStack {
     // MARK: - Input
 
     static func udpPseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int) -> UInt64 {
-        var sum: UInt64 = 0
-        sum = InternetChecksum.adding(UInt16(source.value >> 16), to: sum)
-        sum = InternetChecksum.adding(UInt16(source.value & 0xFFFF), to: sum)
-        sum = InternetChecksum.adding(UInt16(destination.value >> 16), to: sum)
-        sum = InternetChecksum.adding(UInt16(destination.value & 0xFFFF), to: sum)
-        sum = InternetChecksum.adding(UInt16(IPProtocol.udp.rawValue), to: sum)
-        sum = InternetChecksum.adding(UInt16(length), to: sum)
-        return sum
+        TCPSegment.pseudoHeaderSum(source: source, destination: destination, length: length, proto: .udp)
     }
 
     func receiveUDP(_ datagram: IPv4Datagram, now: Instant) {

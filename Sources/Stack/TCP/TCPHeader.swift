@@ -228,15 +228,16 @@ public struct TCPSegment {
         payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
     }
 
-    /// The partial checksum of the IPv4 pseudo-header (RFC 9293 section 3.1).
+    /// The partial checksum of the IPv4 pseudo-header (RFC 9293 section 3.1; RFC 768 for UDP).
     @inline(__always)
-    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int) -> UInt64 {
+    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int,
+                                       proto: IPProtocol = .tcp) -> UInt64 {
         var sum: UInt64 = 0
         sum = InternetChecksum.adding(UInt16(source.value >> 16), to: sum)
         sum = InternetChecksum.adding(UInt16(source.value & 0xFFFF), to: sum)
         sum = InternetChecksum.adding(UInt16(destination.value >> 16), to: sum)
         sum = InternetChecksum.adding(UInt16(destination.value & 0xFFFF), to: sum)
-        sum = InternetChecksum.adding(UInt16(IPProtocol.tcp.rawValue), to: sum)
+        sum = InternetChecksum.adding(UInt16(proto.rawValue), to: sum)
         sum = InternetChecksum.adding(UInt16(length), to: sum)
         return sum
     }
