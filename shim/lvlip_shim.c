@@ -791,21 +791,9 @@ EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len) 
 
 // MARK: - Data path: the pair's own calls, with the kernel's errors at the ends
 
-// A read found end of stream (or the pair's ECONNRESET): what the socket's own error is.
-static ssize_t read_ended(int fd, ssize_t result, int err) {
-    struct entry *e = known_stack(fd);
-    if (!e) {
-        struct entry *t = slot(fd, 0);
-        if (t && t->kind == FD_OTHER) {
-            errno = err;
-            return result;
-        }
-        e = stack_socket(fd);
-        if (!e) {
-            errno = err;
-            return result;
-        }
-    }
+// A read on a stack socket found end of stream (or the pair's ECONNRESET): what the socket's
+// own error is.
+static ssize_t read_ended(struct entry *e, ssize_t result, int err) {
     if (e->flags & F_RD_SHUT) return 0;
     int r = simple(LVLIP_MSG_STATUS, e, LVLIP_STATUS_READ_END);
     if (r == -EBADF) r = 0;                      // forgotten long ago: a plain end
@@ -821,10 +809,8 @@ static inline int read_needs_check(ssize_t r, size_t asked) {
 }
 
 // A write found the stream closed: the socket's error, SIGPIPE as the kernel sends it.
-static ssize_t write_ended(int fd, int flags) {
-    struct entry *e = known_stack(fd);
-    if (!e) e = stack_socket(fd);
-    int r = e ? simple(LVLIP_MSG_STATUS, e, LVLIP_STATUS_WRITE_END) : -EPIPE;
+static ssize_t write_ended(struct entry *e, int flags) {
+    int r = simple(LVLIP_MSG_STATUS, e, LVLIP_STATUS_WRITE_END);
     if (r == -EBADF || r == -ENETDOWN || r >= 0) r = -EPIPE;
     if (r == -EPIPE && !(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
     return fail(-r);
@@ -900,7 +886,7 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
     struct msghdr msg = {.msg_iov = parts, .msg_iovlen = count + 1};
     ssize_t n = get_sendmsg()(fd, &msg, MSG_NOSIGNAL | (flags & MSG_DONTWAIT));
     if (n < 0) {
-        if (errno == EPIPE) return write_ended(fd, flags);
+        if (errno == EPIPE) return write_ended(e, flags);
         return -1;
     }
     return n >= DGRAM_HEADER ? n - DGRAM_HEADER : 0;
@@ -965,7 +951,7 @@ EXPORT ssize_t read(int fd, void *buf, size_t n) {
         if (r >= 0 || !stale(e, fd)) return r;
     }
     ssize_t r = get_read()(fd, buf, n);
-    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(e, r, errno);
     return r;
 }
 
@@ -985,7 +971,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) {
     if (__builtin_expect(e && r <= 0, 0)) {
         size_t asked = 0;
         for (int i = 0; i < count && iov; i++) asked += iov[i].iov_len;
-        if (read_needs_check(r, asked)) return read_ended(fd, r, errno);
+        if (read_needs_check(r, asked)) return read_ended(e, r, errno);
     }
     return r;
 }
@@ -994,7 +980,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
     struct entry *e = known_stack(fd);
     if (__builtin_expect(is_dgram(e), 0)) return dgram_recv_buffer(fd, e, buf, n, flags, NULL, NULL);
     ssize_t r = get_recv()(fd, buf, n, flags);
-    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(fd, r, errno);
+    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(e, r, errno);
     return r;
 }
 
@@ -1009,7 +995,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
     if (is_dgram(e)) return dgram_recv_buffer(fd, e, buf, n, flags, addr, len);
     // A stream socket reports no source address (the pair's would name lvlipd's end).
     ssize_t r = get_recvfrom()(fd, buf, n, flags, NULL, NULL);
-    if (read_needs_check(r, n)) r = read_ended(fd, r, errno);
+    if (read_needs_check(r, n)) r = read_ended(e, r, errno);
     if (r >= 0 && addr && len) *len = 0;
     return r;
 }
@@ -1045,7 +1031,7 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
     if (__builtin_expect(r <= 0, 0)) {
         size_t asked = 0;
         for (size_t i = 0; i < msg->msg_iovlen && msg->msg_iov; i++) asked += msg->msg_iov[i].iov_len;
-        if (read_needs_check(r, asked)) return read_ended(fd, r, errno);
+        if (read_needs_check(r, asked)) return read_ended(e, r, errno);
     }
     return r;
 }
@@ -1071,16 +1057,13 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, 
 
 EXPORT ssize_t write(int fd, const void *buf, size_t n) {
     struct entry *e = known_stack(fd);
-    if (!e) {
-        ssize_t r = get_write()(fd, buf, n);
-        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
-        return r;
-    }
+    // known_stack has looked at every descriptor: without an entry it is no stack socket.
+    if (!e) return get_write()(fd, buf, n);
     if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, 0, NULL, 0);
     if (write_refused(fd, e, 0)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, MSG_NOSIGNAL);
     if (__builtin_expect(r < 0, 0)) {
-        if (errno == EPIPE) return write_ended(fd, 0);
+        if (errno == EPIPE) return write_ended(e, 0);
         if (stale(e, fd)) return get_write()(fd, buf, n);
     }
     return r;
@@ -1088,18 +1071,15 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n) {
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int count) {
     struct entry *e = known_stack(fd);
-    if (!e) {
-        ssize_t r = get_writev()(fd, iov, count);
-        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
-        return r;
-    }
+    // known_stack has looked at every descriptor: without an entry it is no stack socket.
+    if (!e) return get_writev()(fd, iov, count);
     if (count < 0) return fail(EINVAL);
     if (is_dgram(e)) return dgram_send(fd, e, iov, (size_t)count, 0, NULL, 0);
     if (write_refused(fd, e, 0)) return fail(EPIPE);
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)count};
     ssize_t r = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
     if (__builtin_expect(r < 0, 0)) {
-        if (errno == EPIPE) return write_ended(fd, 0);
+        if (errno == EPIPE) return write_ended(e, 0);
         if (stale(e, fd)) return get_writev()(fd, iov, count);
     }
     return r;
@@ -1107,25 +1087,19 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int count) {
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e) {
-        ssize_t r = get_send()(fd, buf, n, flags);
-        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
-        return r;
-    }
+    // known_stack has looked at every descriptor: without an entry it is no stack socket.
+    if (!e) return get_send()(fd, buf, n, flags);
     if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, flags, NULL, 0);
     if (write_refused(fd, e, flags)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, flags | MSG_NOSIGNAL);
-    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, flags);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(e, flags);
     return r;
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t len) {
     struct entry *e = known_stack(fd);
-    if (!e) {
-        ssize_t r = get_sendto()(fd, buf, n, flags, addr, len);
-        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
-        return r;
-    }
+    // known_stack has looked at every descriptor: without an entry it is no stack socket.
+    if (!e) return get_sendto()(fd, buf, n, flags, addr, len);
     if (is_dgram(e)) return dgram_send_buffer(fd, e, buf, n, flags, addr, len);
     // A connected stream socket ignores the address, as Linux's TCP does.
     return send(fd, buf, n, flags);
@@ -1133,11 +1107,8 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e || !msg) {
-        ssize_t r = get_sendmsg()(fd, msg, flags);
-        if (__builtin_expect(r < 0 && errno == EPIPE, 0) && stack_socket(fd)) return write_ended(fd, MSG_NOSIGNAL);
-        return r;
-    }
+    // known_stack has looked at every descriptor: without an entry it is no stack socket.
+    if (!e || !msg) return get_sendmsg()(fd, msg, flags);
     if (is_dgram(e))
         return dgram_send(fd, e, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name, msg->msg_name ? msg->msg_namelen : 0);
     if (write_refused(fd, e, flags)) return fail(EPIPE);
@@ -1145,7 +1116,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     copy.msg_name = NULL;
     copy.msg_namelen = 0;
     ssize_t r = get_sendmsg()(fd, &copy, flags | MSG_NOSIGNAL);
-    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(fd, flags);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(e, flags);
     return r;
 }
 
@@ -1169,7 +1140,7 @@ EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
     if (is_dgram(e)) return fail(EINVAL);
     if (e && write_refused(out, e, 0)) return fail(EPIPE);
     ssize_t r = get_sendfile()(out, in, offset, count);
-    if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0) && e) return write_ended(e, MSG_NOSIGNAL);
     return r;
 }
 
@@ -1178,7 +1149,7 @@ EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count) {
     if (is_dgram(e)) return fail(EINVAL);
     if (e && write_refused(out, e, 0)) return fail(EPIPE);
     ssize_t r = get_sendfile64()(out, in, offset, count);
-    if (__builtin_expect(r < 0 && errno == EPIPE, 0) && (e || stack_socket(out))) return write_ended(out, MSG_NOSIGNAL);
+    if (__builtin_expect(r < 0 && errno == EPIPE, 0) && e) return write_ended(e, MSG_NOSIGNAL);
     return r;
 }
 

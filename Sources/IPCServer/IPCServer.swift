@@ -42,6 +42,8 @@ public final class IPCServer {
     private var listenFD: Int32 = -1
     private var clients: [Int32: Client] = [:]
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    /// Descriptors that come with one read (at most one per message in practice).
+    private let receivedFDs = UnsafeMutablePointer<Int32>.allocate(capacity: 4)
 
     private final class Client {
         let fd: Int32
@@ -80,7 +82,10 @@ public final class IPCServer {
                    IPCMessageType.sockets: (IPCMessageType.socketsReply, sockets)]
     }
 
-    deinit { readBuffer.deallocate() }
+    deinit {
+        readBuffer.deallocate()
+        receivedFDs.deallocate()
+    }
 
     public var clientCount: Int { clients.count }
 
@@ -179,11 +184,10 @@ public final class IPCServer {
     private func read(_ client: Client) {
         while true {
             let n: Int?
-            var received = [Int32](repeating: -1, count: 4)
             var receivedCount: Int32 = 0
             do {
                 n = try Syscall.nonBlocking("recvmsg") {
-                    lvlip_recv_with_fds(client.fd, readBuffer.baseAddress, readBuffer.count, &received, 4, &receivedCount)
+                    lvlip_recv_with_fds(client.fd, readBuffer.baseAddress, readBuffer.count, receivedFDs, 4, &receivedCount)
                 }
             } catch {
                 close(client.fd, reason: "\(error)")
@@ -192,7 +196,7 @@ public final class IPCServer {
             if receivedCount != 0 {
                 let lost = receivedCount < 0
                 let count = lost ? Int(-receivedCount - 1) : Int(receivedCount)
-                client.fds.append(contentsOf: received.prefix(count))
+                client.fds.append(contentsOf: UnsafeBufferPointer(start: receivedFDs, count: count))
                 if lost || client.fds.count > Self.maxPendingFDs {
                     close(client.fd, reason: lost ? "descriptors lost in transit (too many in one message)"
                                                    : "more than \(Self.maxPendingFDs) unclaimed descriptors")

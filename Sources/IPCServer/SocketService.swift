@@ -283,8 +283,8 @@ public final class SocketService {
             let req = body.loadUnaligned(as: lvlip_addr_req.self)
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             if s.udp { return nameReply(udpConnect(s, req.addr), (s.localName.address, s.localName.port)) }
-            let r = connect(s, req.addr, filler: Int(req.filler))
-            return nameReply(r.result, s.phase == .unconnected ? nil : (s.localName.address, s.localName.port))
+            let code = connect(s, req.addr, filler: Int(req.filler))
+            return nameReply(code, s.phase == .unconnected ? nil : (s.localName.address, s.localName.port))
         case Int(LVLIP_MSG_SHUTDOWN.rawValue):
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_int_req.self)
@@ -658,26 +658,26 @@ public final class SocketService {
 
     /// connect(2). The shim wrote `filler` bytes into its end first (docs/ipc.md): they stay
     /// unread until the handshake completes, unless the connect does not start.
-    private func connect(_ s: Socket, _ addr: lvlip_addr, filler: Int) -> (result: Int32, keptFD: Bool) {
+    private func connect(_ s: Socket, _ addr: lvlip_addr, filler: Int) -> Int32 {
         if s.phase != .unconnected && filler > 0 {
             // The shim thought the socket unconnected: take its filler back.
             discardFiller(s, filler)
         }
         switch s.phase {
         case .connecting:
-            return (-EALREADY, false)
+            return -EALREADY
         case .connected:
             if !s.connectReported {
                 s.connectReported = true
-                return (0, false)
+                return 0
             }
-            return (-EISCONN, false)
+            return -EISCONN
         case .listening:
-            return (-EISCONN, false)
+            return -EISCONN
         case .closed:
             let e = s.pendingError
             s.pendingError = 0
-            return (e != 0 ? -e : -ECONNABORTED, false)
+            return e != 0 ? -e : -ECONNABORTED
         case .unconnected:
             break
         }
@@ -685,11 +685,11 @@ public final class SocketService {
         guard code == -EINPROGRESS else {
             // Failed at once: take the filler back so the end is writable again.
             discardFiller(s, filler)
-            return (code, false)
+            return code
         }
         s.phase = .connecting
         s.filler = filler
-        return (code, false)
+        return code
     }
 
     private func startConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
@@ -754,10 +754,17 @@ public final class SocketService {
         return nameReply(0, (s.localName.address, s.localName.port))
     }
 
-    private func status(_ s: Socket, kind: Int32) -> Int32 {
+    /// SO_ERROR: the error kept after the daemon's end closed, or the connection's own;
+    /// reading it clears it.
+    private func takeError(_ s: Socket) -> Int32 {
         var error = s.pendingError
         s.pendingError = 0
         if error == 0, let id = s.stackID, let e = stack.tcpTakeError(id) { error = e.errno }
+        return error
+    }
+
+    private func status(_ s: Socket, kind: Int32) -> Int32 {
+        let error = takeError(s)
         if kind == Int32(LVLIP_STATUS_READ_END.rawValue) { return error == 0 ? 0 : -error }
         return error == 0 ? -EPIPE : -error
     }
@@ -782,30 +789,16 @@ public final class SocketService {
                 return
             }
             if events.contains(.writable) { pushToApp(s) }
-            if s.fd >= 0 && (events.contains(.readable) || events.contains(.readHangup) || events.contains(.hangup)) {
+            if s.fd >= 0 && (events.contains(.readable) || events.contains(.readHangup)) {
                 readFromApp(s)
             }
         default:
             if events.contains(.writable) && s.phase == .listening { handOff(s) }
-            if events.contains(.readHangup) || events.contains(.hangup) {
-                // Nothing else shuts the application's end: it closed its last descriptor.
-                applicationClosed(s, reset: false)
-            } else if events.contains(.readable) {
-                discardInput(s)
-            }
+            // Not connected, the pair is watched only for its hang-up (nothing else shuts the
+            // application's end: it closed its last descriptor).
+            if events.contains(.readHangup) || events.contains(.hangup) { applicationClosed(s, reset: false) }
         }
         if s.fd >= 0 { refreshInterest(s) }
-    }
-
-    /// Bytes written to a socket that carries no stream (unconnected, listening) go nowhere.
-    private func discardInput(_ s: Socket) {
-        guard s.phase != .connecting else { return }
-        while s.fd >= 0 {
-            let n = Glibc.read(s.fd, scratch.baseAddress, scratch.count)
-            if n == 0 { return applicationClosed(s, reset: false) }
-            if n < 0 { return }
-            counters.appBytesDiscarded &+= UInt64(n)
-        }
     }
 
     /// Moves what the application wrote into the connection, as far as its send buffer allows.
@@ -882,12 +875,9 @@ public final class SocketService {
             s.eofSent = true
             _ = lvlip_shutdown_write(s.fd)
         }
-        if drained, let error = stack.tcpTerminalError(id) {
-            terminate(s, error: error.errno)
-        } else if drained, stack.tcpState(id) == .closed, s.writeShut || s.eofSent {
-            // Both directions finished: keep the pair (the application may still ask for
-            // names and K.TCP_INFO) until it closes.
-        }
+        // A connection that ended in error closes the daemon's end; one that finished both
+        // ways keeps its pair (names, TCP_INFO) until the application closes.
+        if drained, let error = stack.tcpTerminalError(id) { terminate(s, error: error.errno) }
     }
 
     /// Hands accepted connections to the application through the listener's pair.
@@ -1165,11 +1155,7 @@ public final class SocketService {
         case (K.SOL_SOCKET, K.SO_DOMAIN): return int(s.family)
         case (K.SOL_SOCKET, K.SO_PROTOCOL): return int(6)
         case (K.SOL_SOCKET, K.SO_ACCEPTCONN): return bool(s.phase == .listening)
-        case (K.SOL_SOCKET, K.SO_ERROR):
-            var error = s.pendingError
-            s.pendingError = 0
-            if error == 0, let id = s.stackID, let e = stack.tcpTakeError(id) { error = e.errno }
-            return int(error)
+        case (K.SOL_SOCKET, K.SO_ERROR): return int(takeError(s))
         case (K.SOL_SOCKET, K.SO_REUSEADDR): return bool(s.reuseAddress)
         case (K.SOL_SOCKET, K.SO_KEEPALIVE): return bool(options.keepAlive)
         case (K.SOL_SOCKET, K.SO_SNDBUF):

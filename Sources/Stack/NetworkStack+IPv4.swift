@@ -10,10 +10,13 @@ struct IPv4Datagram {
     var payload: UnsafeRawBufferPointer
     /// Sent to a broadcast address (link or IP): no ICMP error may answer it.
     var broadcast: Bool
+    /// The link vouched for the transport checksum (a TAP with offload); never for a
+    /// reassembled datagram, whose checksum is checked whole.
+    var checksumVerified = false
 }
 
 extension NetworkStack {
-    func receiveIPv4(_ bytes: UnsafeRawBufferPointer, linkBroadcast: Bool, now: Instant) {
+    func receiveIPv4(_ bytes: UnsafeRawBufferPointer, linkBroadcast: Bool, checksumVerified: Bool = false, now: Instant) {
         counters.ipInReceives &+= 1
         let packet: IPv4Packet
         do {
@@ -47,13 +50,12 @@ extension NetworkStack {
         // RFC 1122 3.2.1.7: a host must not discard a datagram for a TTL below 2, so TTL is
         // not checked on receive (we never forward).
         if packet.isFragment {
-            // A reassembled datagram's checksum is checked whole, whatever one frame said.
-            checksumVerified = false
             reassemble(packet, broadcast: linkBroadcast || ipBroadcast, now: now)
             return
         }
         deliver(IPv4Datagram(source: source, destination: destination, proto: packet.proto, header: packet.header,
-                             payload: packet.payload, broadcast: linkBroadcast || ipBroadcast), now: now)
+                             payload: packet.payload, broadcast: linkBroadcast || ipBroadcast,
+                             checksumVerified: checksumVerified), now: now)
     }
 
     func deliver(_ datagram: IPv4Datagram, now: Instant) {

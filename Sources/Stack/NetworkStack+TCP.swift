@@ -463,7 +463,7 @@ extension NetworkStack {
         let segment: TCPSegment
         do {
             segment = try TCPSegment(datagram.payload, source: datagram.source, destination: datagram.destination,
-                                     checksumVerified: checksumVerified)
+                                     checksumVerified: datagram.checksumVerified)
         } catch {
             counters.tcpInErrs &+= 1
             if case .badChecksum = error { counters.tcpInCsumErrors &+= 1 }

@@ -272,7 +272,7 @@ extension NetworkStack {
         }
         let udpBytes = bytes.slice(0..<length)
         // A zero checksum means the sender computed none (RFC 768), which IPv4 allows.
-        if bytes.be16(6) != 0 && !checksumVerified {
+        if bytes.be16(6) != 0 && !datagram.checksumVerified {
             let sum = InternetChecksum.partialSum(
                 udpBytes, Self.udpPseudoHeaderSum(source: datagram.source, destination: datagram.destination, length: length))
             guard InternetChecksum.finish(sum) == 0 else {

@@ -24,8 +24,6 @@ public final class NetworkStack {
     var icmpErrorBucket: TokenBucket
     var tcp = TCPTables()
     var udp = UDPTables()
-    /// Set while the frame being handled came with a checksum the link vouched for.
-    var checksumVerified = false
     var nextIdentification: UInt16
     /// Scratch space for building one IP payload (up to the IPv4 maximum).
     let scratch: UnsafeMutableRawBufferPointer
@@ -89,8 +87,6 @@ public final class NetworkStack {
     /// VIRTIO_NET_HDR_F_NEEDS_CSUM or DATA_VALID on a TAP with offloads); such frames may also
     /// be larger than the MTU (TSO segments of up to 64 KB).
     public func receive(frame bytes: UnsafeRawBufferPointer, checksumVerified: Bool, now: Instant) {
-        self.checksumVerified = checksumVerified
-        defer { self.checksumVerified = false }
         counters.linkInFrames &+= 1
         guard let frame = EthernetFrame(bytes) else {
             counters.linkInTooShort &+= 1
@@ -109,7 +105,7 @@ public final class NetworkStack {
         }
         switch frame.etherType {
         case .ipv4:
-            receiveIPv4(frame.payload, linkBroadcast: linkBroadcast, now: now)
+            receiveIPv4(frame.payload, linkBroadcast: linkBroadcast, checksumVerified: checksumVerified, now: now)
         case .arp:
             receiveARP(frame.payload, now: now)
         case .ipv6:
