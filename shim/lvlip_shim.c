@@ -94,6 +94,7 @@ enum {
     F_DGRAM = 16,       // a UDP socket: SOCK_SEQPACKET pair, a header before each datagram
     F_SMALL_BUFFER = 32,  // the send buffer is still the connect's minimum: restore before writing
     F_BROADCAST = 64,   // SO_BROADCAST set on a datagram socket
+    F_PENDING = 128,    // SOCKET's reply not read yet: `ref` is the pending form (the tag)
 };
 
 struct entry {
@@ -103,6 +104,8 @@ struct entry {
     uint32_t send_buffer;  // the send buffer to restore after connect (F_SMALL_BUFFER)
     uint64_t inode;
     struct lvlip_ref ref;
+    int32_t error;         // lvlipd refused to make the socket: every request fails with this
+    uint32_t reserved;
 };
 
 #define PAGE_BITS 10
@@ -174,32 +177,32 @@ static void warn_unreachable(const char *why, int err) {
     if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
-static int write_all(int fd, const void *buf, size_t len, int pass_fd) {
+// Writes all of buf; `count` descriptors go with its first byte.
+static int write_all(int fd, const void *buf, size_t len, const int *fds, int count) {
     const char *p = buf;
-    int first = 1;
     while (len > 0) {
         struct iovec iov = {.iov_base = (void *)p, .iov_len = len};
         union {
-            char space[CMSG_SPACE(sizeof(int))];
+            char space[CMSG_SPACE(sizeof(int) * 2)];
             struct cmsghdr align;
         } control;
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-        if (first && pass_fd >= 0) {
+        if (count > 0) {
             memset(&control, 0, sizeof control);
             msg.msg_control = control.space;
-            msg.msg_controllen = sizeof control.space;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
             struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
             c->cmsg_level = SOL_SOCKET;
             c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
+            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+            memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)count);
         }
         ssize_t n = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
-        first = 0;
+        count = 0;
         p += n;
         len -= (size_t)n;
     }
@@ -250,9 +253,46 @@ static int read_all(int fd, void *buf, size_t len, int *got_fd, int cloexec) {
     return len == 0 || read_some(fd, buf, len, len, got_fd, cloexec) == (ssize_t)len ? 0 : -1;
 }
 
+// Requests sent without waiting for their replies, oldest first; their replies come ahead
+// of any later request's. SOCKET (the reply names the socket: filled into its entry) and
+// SETOPT of an option lvlipd cannot refuse (the reply says nothing new).
+#define MAX_OUTSTANDING 32
+static struct outstanding {
+    uint32_t tag;
+    uint16_t type;
+    int fd;          // SOCKET: the descriptor whose entry waits for the name
+    uint64_t inode;
+    int sent_fd;     // SOCKET: our copy of the descriptor sent, closed once lvlipd has it
+} outstanding[MAX_OUTSTANDING];
+static int outstanding_count;
+// Sockets the user may still open, from the last SOCKET reply. socket() waits for its
+// reply while few are left, so that the limit's EMFILE comes from socket() itself.
+static uint32_t socket_headroom;
+#define ASYNC_SOCKET_HEADROOM 256u
+
+// The entry waiting for this SOCKET reply, if the descriptor still holds that socket.
+static struct entry *waiting_entry(const struct outstanding *o) {
+    struct entry *e = slot(o->fd, 0);
+    if (!e || e->kind != FD_STACK || e->inode != o->inode || !(e->flags & F_PENDING) ||
+        e->ref.index != LVLIP_REF_PENDING || e->ref.generation != o->tag)
+        return NULL;
+    return e;
+}
+
+static size_t ctl_in_length;
+
 static void ctl_drop(void) {
     if (ctl_fd >= 0) get_close()(ctl_fd);
     ctl_fd = -1;
+    ctl_in_length = 0;
+    // Replies lost with the connection: sockets still unnamed are identified afresh by the
+    // marker on their pair (lvlipd handled every request it received before the close).
+    for (int i = 0; i < outstanding_count; i++) {
+        struct entry *e = outstanding[i].type == LVLIP_MSG_SOCKET ? waiting_entry(&outstanding[i]) : NULL;
+        if (e) e->kind = FD_UNKNOWN;
+        if (outstanding[i].sent_fd >= 0) get_close()(outstanding[i].sent_fd);
+    }
+    outstanding_count = 0;
 }
 
 // Connects and says HELLO; the descriptor is kept high, out of the way of dup2 targets.
@@ -287,7 +327,7 @@ static int ctl_open(void) {
         uint32_t address, netmask, gateway;
     } hello = {12, LVLIP_MSG_HELLO, 0, 0, LVLIP_IPC_MAGIC, LVLIP_IPC_VERSION, 0, (int32_t)getpid(), 0, 0, 0};
     typeof(hello) reply;
-    if (write_all(fd, &hello, 24, -1) < 0 || read_all(fd, &reply, 12, NULL, 1) < 0) {
+    if (write_all(fd, &hello, 24, NULL, 0) < 0 || read_all(fd, &reply, 12, NULL, 1) < 0) {
         int e = errno;
         get_close()(fd);
         warn_unreachable("handshake failed: ", e);
@@ -307,16 +347,18 @@ static int ctl_open(void) {
     return 0;
 }
 
-// One request and its reply. Returns the reply's body length, or -1 with errno ENETDOWN
-// when lvlipd cannot be reached. A descriptor in the reply lands in *reply_fd.
-static ssize_t request(uint16_t type, const void *body, uint32_t length, const void *extra, uint32_t extra_length,
-                       int pass_fd, void *reply, size_t room, int *reply_fd, int cloexec) {
-    pthread_mutex_lock(&ctl_lock);
-    // The program may have closed our descriptor behind our back (closefrom, a loop of
-    // close calls): a different file under the number means it is gone.
-    if (ctl_fd >= 0 && inode_of(ctl_fd) != ctl_inode) ctl_fd = -1;
+// With ctl_lock held: writes one request. `about` is the socket it concerns: its name
+// goes over the body's first 16 bytes here, under the lock (a SOCKET reply read by
+// another thread may just have filled it in).
+static int send_request(uint16_t type, const struct entry *about, const void *body, uint32_t length,
+                        const void *extra, uint32_t extra_length, const int *fds, int nfds, uint32_t *tag) {
+    if (ctl_fd >= 0 && inode_of(ctl_fd) != ctl_inode) {
+        // The program closed our descriptor behind our back (closefrom, a loop of close
+        // calls): a different file under the number means it is gone.
+        ctl_fd = -1;
+        ctl_drop();
+    }
     if (ctl_fd < 0 && ctl_open() < 0) {
-        pthread_mutex_unlock(&ctl_lock);
         errno = ENETDOWN;
         return -1;
     }
@@ -324,53 +366,137 @@ static ssize_t request(uint16_t type, const void *body, uint32_t length, const v
         uint32_t length;
         uint16_t type, flags;
         uint32_t tag;
-    } header = {length + extra_length, type, pass_fd >= 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
-    char out[sizeof header + 256];
-    ssize_t result = -1;
-    if (length + extra_length <= 256) {
-        memcpy(out, &header, sizeof header);
-        memcpy(out + sizeof header, body, length);
-        if (extra_length) memcpy(out + sizeof header + length, extra, extra_length);
-        if (write_all(ctl_fd, out, sizeof header + length + extra_length, pass_fd) < 0) goto broken;
-    } else {
-        if (write_all(ctl_fd, &header, sizeof header, pass_fd) < 0 || write_all(ctl_fd, body, length, -1) < 0 ||
-            write_all(ctl_fd, extra, extra_length, -1) < 0)
-            goto broken;
+    } header = {length + extra_length, type, nfds > 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
+    char out[sizeof header + 64 + 1024];
+    if (length > 64 || extra_length > 1024) {
+        errno = EINVAL;
+        return -1;
     }
-    typeof(header) in;
+    memcpy(out, &header, sizeof header);
+    memcpy(out + sizeof header, body, length);
+    if (about && length >= sizeof about->ref) memcpy(out + sizeof header, &about->ref, sizeof about->ref);
+    if (extra_length) memcpy(out + sizeof header + length, extra, extra_length);
+    if (write_all(ctl_fd, out, sizeof header + length + extra_length, fds, nfds) < 0) {
+        ctl_drop();
+        warn_unreachable("the connection broke: ", errno);
+        errno = ENETDOWN;
+        return -1;
+    }
+    *tag = header.tag;
+    return 0;
+}
+
+// Bytes read from the control connection and not yet taken: replies to requests sent
+// without waiting arrive back to back, and one read may bring several.
+static char ctl_in[4096];
+
+// With ctl_lock held: reads the reply to request `tag`. Returns its body length, or -1
+// (the connection is dropped). A descriptor in the reply lands in *reply_fd.
+static ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room, int *reply_fd, int cloexec) {
+    struct {
+        uint32_t length;
+        uint16_t type, flags;
+        uint32_t tag;
+    } in;
     int fd = -1;
-    // One reply is in flight and lvlipd writes it with one sendmsg: usually one recvmsg
-    // brings header and body together.
-    char buffer[sizeof in + 1100];
-    size_t want = sizeof in + (room < 1100 ? room : 1100);
-    ssize_t got = read_some(ctl_fd, buffer, want, sizeof in, &fd, cloexec);
-    if (got < (ssize_t)sizeof in) goto broken;
-    memcpy(&in, buffer, sizeof in);
-    if (in.type != type + 1 || in.tag != header.tag || in.length > room || (size_t)got > sizeof in + in.length) {
-        if (fd >= 0) get_close()(fd);
-        goto broken;
+    while (ctl_in_length < sizeof in) {
+        ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1, &fd, cloexec);
+        if (n < 0) goto broken;
+        ctl_in_length += (size_t)n;
     }
-    size_t have = (size_t)got - sizeof in;
-    memcpy(reply, buffer + sizeof in, have);
-    if (have < in.length && read_all(ctl_fd, (char *)reply + have, in.length - have, &fd, cloexec) < 0) {
-        if (fd >= 0) get_close()(fd);
-        goto broken;
+    memcpy(&in, ctl_in, sizeof in);
+    if (in.type != type + 1 || in.tag != tag || in.length > room || in.length > sizeof ctl_in - sizeof in) goto broken;
+    while (ctl_in_length < sizeof in + in.length) {
+        ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1, &fd, cloexec);
+        if (n < 0) goto broken;
+        ctl_in_length += (size_t)n;
     }
+    memcpy(reply, ctl_in + sizeof in, in.length);
+    ctl_in_length -= sizeof in + in.length;
+    memmove(ctl_in, ctl_in + sizeof in + in.length, ctl_in_length);
     if (reply_fd) {
         *reply_fd = fd;
     } else if (fd >= 0) {
         get_close()(fd);
     }
-    result = in.length;
-    pthread_mutex_unlock(&ctl_lock);
-    return result;
+    return in.length;
 broken:
+    if (fd >= 0) get_close()(fd);
     ctl_drop();
     warn_unreachable("the connection broke: ", errno);
-    pthread_mutex_unlock(&ctl_lock);
     errno = ENETDOWN;
     return -1;
 }
+
+// A SOCKET reply: the socket's name into its entry, or the error that every request on it
+// will meet. The copy of lvlipd's end is closed only now: closing an AF_UNIX socket while
+// descriptors are in flight (ours, until lvlipd reads the request) makes the kernel run
+// its garbage collector.
+static void socket_named(const struct outstanding *o, const struct lvlip_socket_rep *rep, ssize_t n) {
+    if (o->sent_fd >= 0) get_close()(o->sent_fd);
+    if (n == (ssize_t)sizeof *rep && rep->result >= 0) socket_headroom = rep->headroom;
+    struct entry *e = waiting_entry(o);
+    if (!e) return;  // closed meanwhile (lvlipd sees its end close)
+    if (n != (ssize_t)sizeof *rep || rep->result < 0) {
+        e->error = n != (ssize_t)sizeof *rep ? EPROTO : -rep->result;
+    } else {
+        e->ref = rep->ref;
+    }
+    e->flags &= (uint8_t)~F_PENDING;
+}
+
+// With ctl_lock held: reads the replies to the requests sent without waiting.
+static int settle(void) {
+    for (int i = 0; i < outstanding_count; i++) {
+        struct lvlip_socket_rep rep;  // room for SETOPT's struct lvlip_result too
+        ssize_t n = read_reply(outstanding[i].type, outstanding[i].tag, &rep, sizeof rep, NULL, 1);
+        if (n < 0) return -1;  // dropped, with what was left
+        if (outstanding[i].type == LVLIP_MSG_SOCKET) socket_named(&outstanding[i], &rep, n);
+        outstanding[i].sent_fd = -1;
+    }
+    outstanding_count = 0;
+    return 0;
+}
+
+// One request and its reply. Returns the reply's body length, or -1 with errno ENETDOWN
+// when lvlipd cannot be reached. A descriptor in the reply lands in *reply_fd. For a
+// socket lvlipd refused to make, the reply's result is that refusal.
+static ssize_t request(uint16_t type, struct entry *about, const void *body, uint32_t length, const void *extra,
+                       uint32_t extra_length, int pass_fd, void *reply, size_t room, int *reply_fd, int cloexec) {
+    pthread_mutex_lock(&ctl_lock);
+    uint32_t tag;
+    ssize_t n = -1;
+    if (send_request(type, about, body, length, extra, extra_length, &pass_fd, pass_fd >= 0, &tag) == 0 &&
+        settle() == 0)
+        n = read_reply(type, tag, reply, room, reply_fd, cloexec);
+    if (n >= (ssize_t)sizeof(int32_t) && about && about->error) {
+        int32_t refused = -about->error;
+        memcpy(reply, &refused, sizeof refused);
+    }
+    pthread_mutex_unlock(&ctl_lock);
+    if (n < 0) errno = ENETDOWN;
+    return n;
+}
+
+// A request whose reply is read later, by the next request or before a fork. With
+// ctl_lock held. For SOCKET, `fd` and `inode` name the socket it makes and `pass_fd` is
+// lvlipd's end (ours to close once the reply comes).
+static int request_later(uint16_t type, const struct entry *about, const void *body, uint32_t length,
+                         const void *extra, uint32_t extra_length, int pass_fd, int fd, uint64_t inode, uint32_t *tag) {
+    if (outstanding_count == MAX_OUTSTANDING && settle() < 0) return -1;
+    if (send_request(type, about, body, length, extra, extra_length, &pass_fd, pass_fd >= 0, tag) < 0) return -1;
+    outstanding[outstanding_count++] = (struct outstanding){*tag, type, fd, inode, pass_fd};
+    return 0;
+}
+
+static void before_fork(void) {
+    // The child opens its own connection: every reply to what was sent is read now, so that
+    // the sockets both will hold are named.
+    pthread_mutex_lock(&ctl_lock);
+    if (outstanding_count > 0 && settle() < 0) ctl_drop();
+}
+
+static void after_fork_parent(void) { pthread_mutex_unlock(&ctl_lock); }
 
 static void after_fork_child(void) {
     // The child shares the parent's control connection: it must open its own.
@@ -381,7 +507,7 @@ static void after_fork_child(void) {
 
 __attribute__((constructor)) static void shim_init(void) {
     load_socket_path();
-    pthread_atfork(NULL, NULL, after_fork_child);
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 // MARK: - Which descriptors are stack sockets
@@ -402,7 +528,7 @@ static struct entry *identify(int fd, uint64_t inode) {
         return NULL;
     }
     struct lvlip_socket_rep rep;
-    ssize_t n = request(LVLIP_MSG_IDENTIFY, NULL, 0, NULL, 0, fd, &rep, sizeof rep, NULL, 1);
+    ssize_t n = request(LVLIP_MSG_IDENTIFY, NULL, NULL, 0, NULL, 0, fd, &rep, sizeof rep, NULL, 1);
     if (n != (ssize_t)sizeof rep || rep.result < 0) {
         e->kind = FD_OTHER;
         e->inode = inode;
@@ -412,6 +538,7 @@ static struct entry *identify(int fd, uint64_t inode) {
     e->family = (uint16_t)rep.family;
     e->inode = inode;
     e->ref = rep.ref;
+    e->error = 0;
     e->flags = 0;
     if (rep.state == LVLIP_STATE_CONNECTING || rep.state == LVLIP_STATE_CONNECTED || rep.state == LVLIP_STATE_CLOSED)
         e->flags |= F_STARTED;
@@ -522,41 +649,82 @@ static int fail(int err) {
     return -1;
 }
 
-static int simple(uint16_t type, const struct entry *e, int32_t value) {
+static int simple(uint16_t type, struct entry *e, int32_t value) {
     struct lvlip_int_req req = {.ref = e->ref, .value = value};
     struct lvlip_result rep;
-    ssize_t n = request(type, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
+    ssize_t n = request(type, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
     if (n != (ssize_t)sizeof rep) return -ENETDOWN;
     return rep.result;
 }
 
 // MARK: - Socket calls
 
+// The shim makes the pair and hands lvlipd its end with SOCKET. While the user is far from
+// its socket limit, socket() does not wait for the reply: the socket's first request names
+// it by the SOCKET request's tag (lvlipd handles requests in order), and the reply is read
+// with that request's.
 EXPORT int socket(int domain, int type, int protocol) {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
     int stream = base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
     int dgram = base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP);
     if (!((domain == AF_INET || domain == AF_INET6) && (stream || dgram))) return get_socket()(domain, type, protocol);
+    // fds[0] is the program's end, fds[1] lvlipd's: close-on-exec until it has gone, so
+    // that no child started meanwhile keeps a copy.
+    int fds[2];
+    if (socketpair(AF_UNIX, (dgram ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC | (type & SOCK_NONBLOCK), 0, fds) < 0)
+        return -1;
+    if (!(type & SOCK_CLOEXEC)) fcntl(fds[0], F_SETFD, 0);
+    if (dgram) {
+        // Room for the largest datagrams, and for bursts lvlipd then sends together. (A
+        // stream end is sized at connect: it starts minimal there.)
+        int size = LVLIP_APP_SEND_BUFFER;
+        if (get_setsockopt()(fds[0], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+            get_setsockopt()(fds[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    }
+    uint64_t inode = inode_of(fds[0]);
+    struct entry *e = slot(fds[0], 1);
+    if (!e || !inode) {
+        get_close()(fds[0]);
+        get_close()(fds[1]);
+        return fail(ENOMEM);
+    }
+    memset(e, 0, sizeof *e);
+    e->kind = FD_STACK;
+    e->family = (uint16_t)domain;
+    e->inode = inode;
+    e->flags = F_PENDING | (dgram ? F_DGRAM : 0);
     struct lvlip_socket_req req = {.family = domain, .type = base, .protocol = protocol};
-    struct lvlip_socket_rep rep;
-    int fd = -1;
-    ssize_t n = request(LVLIP_MSG_SOCKET, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, &fd, type & SOCK_CLOEXEC);
-    if (n < 0) return -1;
-    if (n != (ssize_t)sizeof rep || rep.result < 0 || fd < 0) {
-        if (fd >= 0) get_close()(fd);
-        return fail(n != (ssize_t)sizeof rep ? EPROTO : (rep.result < 0 ? -rep.result : EPROTO));
+    uint32_t tag;
+    pthread_mutex_lock(&ctl_lock);
+    int r;
+    if (socket_headroom > ASYNC_SOCKET_HEADROOM + (uint32_t)outstanding_count) {
+        r = request_later(LVLIP_MSG_SOCKET, NULL, &req, sizeof req, NULL, 0, fds[1], fds[0], inode, &tag);
+        if (r == 0) {
+            e->ref = (struct lvlip_ref){.index = LVLIP_REF_PENDING, .generation = tag};
+        } else {
+            get_close()(fds[1]);
+        }
+    } else {
+        struct lvlip_socket_rep rep;
+        r = send_request(LVLIP_MSG_SOCKET, NULL, &req, sizeof req, NULL, 0, &fds[1], 1, &tag);
+        ssize_t n = r == 0 && settle() == 0 ? read_reply(LVLIP_MSG_SOCKET, tag, &rep, sizeof rep, NULL, 1) : -1;
+        if (n < 0) {
+            r = -1;
+        } else {
+            e->ref = (struct lvlip_ref){.index = LVLIP_REF_PENDING, .generation = tag};
+            socket_named(&(struct outstanding){tag, LVLIP_MSG_SOCKET, fds[0], inode, -1}, &rep, n);
+            if (e->error) r = -1;
+        }
+        get_close()(fds[1]);
     }
-    if (type & SOCK_NONBLOCK) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    struct entry *e = slot(fd, 1);
-    if (e) {
+    pthread_mutex_unlock(&ctl_lock);
+    if (r < 0) {
+        int err = e->error ? e->error : ENETDOWN;
         memset(e, 0, sizeof *e);
-        e->kind = FD_STACK;
-        e->family = (uint16_t)domain;
-        e->inode = inode_of(fd);
-        e->ref = rep.ref;
-        if (dgram) e->flags = F_DGRAM;
+        get_close()(fds[0]);
+        return fail(err);
     }
-    return fd;
+    return fds[0];
 }
 
 EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
@@ -566,7 +734,7 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
     int r = parse_address(e, addr, len, &req.addr);
     if (r < 0) return fail(-r);
     struct lvlip_result rep;
-    if (request(LVLIP_MSG_BIND, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_BIND, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
     return rep.result < 0 ? fail(-rep.result) : 0;
 }
@@ -594,6 +762,7 @@ static uint32_t add_filler(int fd, struct entry *e) {
     return n > 0 ? (uint32_t)n : 0;
 }
 
+// Waits for the end of a blocking connect; returns the poll events, or -errno.
 static int wait_writable(int fd) {
     struct timeval tv = {0, 0};
     socklen_t len = sizeof tv;
@@ -604,7 +773,20 @@ static int wait_writable(int fd) {
     int r = poll(&p, 1, timeout);
     if (r < 0) return -errno;  // EINTR: the connect goes on, as in the kernel
     if (r == 0) return -EINPROGRESS;
-    return 0;
+    return p.revents;
+}
+
+// Whether a connection's stream is open both ways with nothing wrong: lvlipd ends a failed
+// connection by closing its end (POLLHUP here), so an end without POLLHUP or POLLERR has
+// no error to tell, and SO_ERROR or the result of a connect that became writable is 0
+// without asking.
+static int stream_healthy(int fd, int revents) {
+    if (revents < 0) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) < 0) return 0;
+        revents = p.revents;
+    }
+    return !(revents & (POLLHUP | POLLERR | POLLNVAL));
 }
 
 static int connect_request(struct entry *e, int fd, const struct lvlip_addr *addr, uint32_t filler) {
@@ -612,7 +794,7 @@ static int connect_request(struct entry *e, int fd, const struct lvlip_addr *add
     if (addr) req.addr = *addr;
     struct lvlip_name_rep rep;
     (void)fd;
-    if (request(LVLIP_MSG_CONNECT, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_CONNECT, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
         return -ENETDOWN;
     return rep.result;
 }
@@ -657,7 +839,8 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
         if (fcntl(fd, F_GETFL) & O_NONBLOCK) return fail(EINPROGRESS);
         r = wait_writable(fd);
         if (r < 0) return fail(-r);
-        r = connect_request(e, fd, &wire, 0);
+        // Writable and not hung up: established (lvlipd took the filler then).
+        r = (r & POLLOUT) && stream_healthy(fd, r) ? 0 : connect_request(e, fd, &wire, 0);
         restore_send_buffer(fd, e);
     } else if (filler) {
         restore_send_buffer(fd, e);  // it did not start: lvlipd took the filler back
@@ -731,7 +914,7 @@ static int get_name(int fd, struct sockaddr *addr, socklen_t *len, int peer) {
     if ((int)*len < 0) return fail(EINVAL);
     struct lvlip_int_req req = {.ref = e->ref, .value = peer};
     struct lvlip_name_rep rep;
-    if (request(LVLIP_MSG_NAME, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_NAME, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
     if (rep.result < 0) return fail(-rep.result);
     format_address(e, &rep.addr, addr, len);
@@ -750,14 +933,30 @@ static int native_option(int level, int name) {
                                   );
 }
 
+// Options lvlipd accepts on any stream socket once the value is an int: set without
+// waiting for the answer (the next request reads it; lvlipd applies requests in order).
+static int option_cannot_fail(const struct entry *e, int level, int name, socklen_t len) {
+    if (is_dgram(e) || len < sizeof(int) || e->error) return 0;
+    if (level == IPPROTO_TCP) return name == TCP_NODELAY;
+    return level == SOL_SOCKET && (name == SO_KEEPALIVE || name == SO_REUSEADDR || name == SO_REUSEPORT);
+}
+
 EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len) {
     struct entry *e = stack_socket(fd);
     if (!e || native_option(level, name)) return get_setsockopt()(fd, level, name, value, len);
     if ((int)len < 0 || len > 1024) return fail(EINVAL);
     if (len > 0 && !value) return fail(EFAULT);
     struct lvlip_opt_req req = {.ref = e->ref, .level = level, .name = name, .length = len};
+    if (option_cannot_fail(e, level, name, len)) {
+        uint32_t tag;
+        req.length = sizeof(int);
+        pthread_mutex_lock(&ctl_lock);
+        int r = request_later(LVLIP_MSG_SETOPT, e, &req, sizeof req, value, sizeof(int), -1, -1, 0, &tag);
+        pthread_mutex_unlock(&ctl_lock);
+        return r < 0 ? fail(ENETDOWN) : 0;
+    }
     struct lvlip_result rep;
-    if (request(LVLIP_MSG_SETOPT, &req, sizeof req, value, len, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_SETOPT, e, &req, sizeof req, value, len, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
     if (rep.result < 0) return fail(-rep.result);
     if (level == SOL_SOCKET && name == SO_BROADCAST && len >= sizeof(int)) {
@@ -773,12 +972,20 @@ EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len) 
     if (!e || native_option(level, name)) return get_getsockopt()(fd, level, name, value, len);
     if (!len || (!value && *len > 0)) return fail(EFAULT);
     if ((int)*len < 0) return fail(EINVAL);
+    if (level == SOL_SOCKET && name == SO_ERROR && !is_dgram(e) && *len >= sizeof(int) &&
+        stream_healthy(fd, -1)) {
+        // The common check after a non-blocking connect, answered without a round trip.
+        int zero = 0;
+        memcpy(value, &zero, sizeof zero);
+        *len = sizeof zero;
+        return 0;
+    }
     struct lvlip_opt_req req = {.ref = e->ref, .level = level, .name = name, .length = *len > 1024 ? 1024 : *len};
     struct {
         struct lvlip_opt_rep head;
         char value[1024];
     } rep;
-    ssize_t n = request(LVLIP_MSG_GETOPT, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
+    ssize_t n = request(LVLIP_MSG_GETOPT, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
     if (n < (ssize_t)sizeof rep.head) return fail(ENETDOWN);
     if (rep.head.result < 0) return fail(-rep.head.result);
     uint32_t got = rep.head.length;
@@ -1225,6 +1432,12 @@ static void copy_entry(int from, int to) {
     struct entry *dst = slot(to, 1);
     if (!dst) return;
     if (src && src->kind == FD_STACK) {
+        if (src->flags & F_PENDING) {
+            // Named now: the reply fills in only the entry it was made for.
+            pthread_mutex_lock(&ctl_lock);
+            if (settle() < 0) ctl_drop();
+            pthread_mutex_unlock(&ctl_lock);
+        }
         *dst = *src;
     } else {
         memset(dst, 0, sizeof *dst);

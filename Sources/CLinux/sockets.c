@@ -15,25 +15,27 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int make_pair(int type, int *app_end, int *daemon_end) {
+// lvlipd's end needs no O_NONBLOCK: lvlipd reads and writes it with MSG_DONTWAIT (the
+// shim's pairs arrive with whatever flags their maker chose).
+int lvlip_stream_pair(int *app_end, int *daemon_end) {
     int fds[2];
-    if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) < 0) return -1;
-    int flags = fcntl(fds[1], F_GETFL);
-    if (flags < 0 || fcntl(fds[1], F_SETFL, flags | O_NONBLOCK) < 0) {
-        int saved = errno;
-        close(fds[0]);
-        close(fds[1]);
-        errno = saved;
-        return -1;
-    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) return -1;
     *app_end = fds[0];
     *daemon_end = fds[1];
     return 0;
 }
 
-int lvlip_stream_pair(int *app_end, int *daemon_end) { return make_pair(SOCK_STREAM, app_end, daemon_end); }
-
-int lvlip_seqpacket_pair(int *app_end, int *daemon_end) { return make_pair(SOCK_SEQPACKET, app_end, daemon_end); }
+int lvlip_is_pair_end(int fd, int type) {
+    int domain = 0, actual = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX) return 0;
+    len = sizeof actual;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &actual, &len) < 0 || actual != type) return 0;
+    struct sockaddr_un peer;
+    len = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0) return 0;
+    return len == sizeof(sa_family_t);
+}
 
 int lvlip_bind_abstract(int fd, const char *name) {
     struct sockaddr_un addr;
@@ -118,16 +120,29 @@ ssize_t lvlip_writev_plain(int fd, const void *a, size_t alen, const void *b, si
     return writev(fd, iov, 2);
 }
 
-void lvlip_malloc_prefer_heap(int threshold) { mallopt(M_MMAP_THRESHOLD, threshold); }
+void lvlip_malloc_prefer_heap(int threshold) {
+    mallopt(M_MMAP_THRESHOLD, threshold);
+    // Fixing the mmap threshold also fixes the trim threshold at 128 KB: the heap's top
+    // then moves up and down (brk) with every connection's allocations. Keep 8 MB of slack.
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
+    mallopt(M_TOP_PAD, 1 << 20);
+}
 
 int lvlip_set_int_option(int fd, int level, int name, int value) {
     return setsockopt(fd, level, name, &value, sizeof value);
 }
 
-uint64_t lvlip_socket_inode(int fd) {
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return 0;
-    return (uint64_t)st.st_ino;
+int lvlip_peer_abstract_name(int fd, char *name, size_t room) {
+    struct sockaddr_un peer;
+    socklen_t len = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0) return -1;
+    size_t offset = offsetof(struct sockaddr_un, sun_path);
+    if (peer.sun_family != AF_UNIX || len <= offset + 1 || peer.sun_path[0] != 0) return -1;
+    size_t n = len - offset - 1;
+    if (n + 1 > room) return -1;
+    memcpy(name, peer.sun_path + 1, n);
+    name[n] = 0;
+    return 0;
 }
 
 int lvlip_shutdown_write(int fd) { return shutdown(fd, SHUT_WR); }

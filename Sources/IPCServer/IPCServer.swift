@@ -57,6 +57,7 @@ public final class IPCServer {
         var fds: [Int32] = []
         var greeted = false
         var wantsWrite = false
+        var created = SocketService.Created()
 
         init(fd: Int32, pid: Int32, uid: UInt32) {
             self.fd = fd
@@ -182,7 +183,9 @@ public final class IPCServer {
     }
 
     private func read(_ client: Client) {
-        while true {
+        // Bounded: a client that writes as fast as it is read waits for the next wake-up
+        // (the descriptor is level-triggered).
+        for _ in 0..<64 {
             let n: Int?
             var receivedCount: Int32 = 0
             do {
@@ -190,7 +193,7 @@ public final class IPCServer {
                     lvlip_recv_with_fds(client.fd, readBuffer.baseAddress, readBuffer.count, receivedFDs, 4, &receivedCount)
                 }
             } catch {
-                close(client.fd, reason: "\(error)")
+                close(client.fd, reason: Self.clientGone(error) ? nil : "\(error)")
                 return
             }
             if receivedCount != 0 {
@@ -209,10 +212,15 @@ public final class IPCServer {
                 return
             }
             client.input.append(contentsOf: UnsafeRawBufferPointer(readBuffer.slice(0..<count)))
-            // A short read took all there was (a stream socket): no need to hear EAGAIN.
-            if client.input.count > IPCHeader.size + IPCHeader.maxBody || count < readBuffer.count || receivedCount != 0 {
-                break
+            if receivedCount != 0 {
+                // A read stops after a message that brought descriptors (the shim's SOCKET
+                // requests, sent without waiting): handle it, then look for more.
+                processInput(client)
+                guard clients[client.fd] === client else { return }
+                continue
             }
+            // A short read took all there was (a stream socket): no need to hear EAGAIN.
+            if client.input.count > IPCHeader.size + IPCHeader.maxBody || count < readBuffer.count { break }
         }
         processInput(client)
     }
@@ -277,7 +285,8 @@ public final class IPCServer {
             return clients[client.fd] === client
         }
         if SocketService.handles(header.type), let service {
-            guard let reply = service.handle(type: header.type, body: body, fd: fd, pid: client.pid, uid: client.uid) else {
+            guard let reply = service.handle(type: header.type, tag: header.tag, body: body, fd: fd, pid: client.pid,
+                                             uid: client.uid, created: &client.created) else {
                 close(client.fd, reason: "malformed message type \(header.type) (\(body.count)-byte body)")
                 return false
             }
@@ -298,6 +307,13 @@ public final class IPCServer {
         }
         send(client, IPCFrame.encode(type: query.reply, tag: header.tag, body: Array(query.text().utf8)))
         return clients[client.fd] === client
+    }
+
+    /// A client that exited with replies unread (the shim does not wait for every reply):
+    /// an ordinary end, not worth a warning.
+    private static func clientGone(_ error: any Error) -> Bool {
+        guard let e = error as? SyscallError else { return false }
+        return e.errno == ECONNRESET || e.errno == EPIPE
     }
 
     private func errorBody(_ code: Int32, _ reason: String) -> [UInt8] {
@@ -327,7 +343,7 @@ public final class IPCServer {
                     }
                 }
             } catch {
-                close(client.fd, reason: "\(error)")
+                close(client.fd, reason: Self.clientGone(error) ? nil : "\(error)")
                 return
             }
             guard let written = n else { break }

@@ -47,6 +47,8 @@ enum K {
     static let SO_TIMESTAMP: Int32 = 29
     static let SO_ACCEPTCONN: Int32 = 30
     static let SO_SNDBUFFORCE: Int32 = 32
+    static let SOCK_STREAM: Int32 = 1
+    static let SOCK_SEQPACKET: Int32 = 5
     static let SO_RCVBUFFORCE: Int32 = 33
     static let SO_MARK: Int32 = 36
     static let SO_PROTOCOL: Int32 = 38
@@ -119,7 +121,8 @@ public final class SocketService {
         var paused = false
         /// The daemon's end of the pair; -1 once closed.
         var fd: Int32
-        var inode: UInt64 = 0
+        /// lvlipd's end holds the socket's name (IDENTIFY finds the socket by it).
+        var named = false
         var phase = Phase.unconnected
         var interest: IOEvents = []
         /// Filler bytes still in the pair from the shim's connect.
@@ -189,9 +192,10 @@ public final class SocketService {
     private var generations: [UInt32] = []
     private var freeSlots: [Int32] = []
     private var byStack: [SocketID: Socket] = [:]
-    private var byInode: [UInt64: Socket] = [:]
     private var users: [UInt32: User] = [:]
     private var tombstones: [Socket] = []
+    /// Daemon ends to close at the end of the wake-up (closeReleasedEnds).
+    private var closing: [Int32] = []
     /// UDP sockets waiting for room in the link's queue.
     private var waitingForOutput: [Socket] = []
     /// Tokens are SipHash-2-4 of a counter under a random key: unguessable without the key.
@@ -256,15 +260,43 @@ public final class SocketService {
 
     // MARK: - Requests
 
+    /// What one client connection made with SOCKET, by request tag: the shim names a socket
+    /// that way until it has read the reply (LVLIP_REF_PENDING).
+    public struct Created {
+        fileprivate var recent: [(tag: UInt32, ref: lvlip_ref)] = []
+
+        public init() {}
+
+        fileprivate mutating func add(tag: UInt32, ref: lvlip_ref) {
+            if recent.count == Int(LVLIP_PENDING_REFS) { recent.removeFirst() }
+            recent.append((tag, ref))
+        }
+
+        fileprivate func resolve(_ ref: lvlip_ref) -> lvlip_ref {
+            guard ref.index == LVLIP_REF_PENDING, ref.token == 0 else { return ref }
+            return recent.last(where: { $0.tag == ref.generation })?.ref ?? ref
+        }
+    }
+
     /// Answers one socket request. `fd` is the descriptor that came with it (or -1); the
-    /// service closes it or keeps it.
-    public func handle(type: UInt16, body: UnsafeRawBufferPointer, fd: Int32, pid: Int32, uid: UInt32) -> Reply? {
+    /// service closes it or keeps it. `created` is the client connection's record of its
+    /// SOCKET requests.
+    public func handle(type: UInt16, tag: UInt32, body: UnsafeRawBufferPointer, fd received: Int32, pid: Int32,
+                       uid: UInt32, created: inout Created) -> Reply? {
+        var fd = received
         defer { if fd >= 0 { Syscall.close(fd) } }
+        func lookup(_ ref: lvlip_ref) -> Socket? { self.lookup(created.resolve(ref)) }
         switch Int(type) {
         case Int(LVLIP_MSG_SOCKET.rawValue):
-            guard body.count == MemoryLayout<lvlip_socket_req>.size else { return nil }
+            guard body.count == MemoryLayout<lvlip_socket_req>.size, fd >= 0 else { return nil }
             let req = body.loadUnaligned(as: lvlip_socket_req.self)
-            return open(req, pid: pid, uid: uid)
+            let (reply, socket) = open(req, daemonFD: fd, pid: pid, uid: uid)
+            if let socket {
+                fd = -1  // the socket's now
+                created.add(tag: tag, ref: lvlip_ref(index: UInt32(socket.slot), generation: socket.generation,
+                                                     token: socket.token))
+            }
+            return reply
         case Int(LVLIP_MSG_IDENTIFY.rawValue):
             guard body.isEmpty, fd >= 0 else { return nil }
             return identify(fd)
@@ -349,14 +381,15 @@ public final class SocketService {
         return Reply(body: body)
     }
 
-    private func socketReply(_ s: Socket, fd: Int32 = -1) -> Reply {
+    private func socketReply(_ s: Socket) -> Reply {
         var r = lvlip_socket_rep()
         r.result = 0
         r.family = s.family
         r.type = s.udp ? 2 : 1  // SOCK_DGRAM, SOCK_STREAM
         r.state = stateCode(s)
         r.ref = lvlip_ref(index: UInt32(s.slot), generation: s.generation, token: s.token)
-        return Reply(body: withUnsafeBytes(of: &r) { Array($0) }, fd: fd)
+        r.headroom = UInt32(clamping: limits.socketsPerUser - s.user.sockets)
+        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
     }
 
     private func stateCode(_ s: Socket) -> UInt32 {
@@ -371,24 +404,32 @@ public final class SocketService {
 
     // MARK: - Socket lifetime
 
-    private func open(_ req: lvlip_socket_req, pid: Int32, uid: UInt32) -> Reply {
-        guard req.family == AF_INET || req.family == AF_INET6 else { return failedSocket(-EAFNOSUPPORT) }
-        guard req.type == 1 || req.type == 2 else { return failedSocket(-ESOCKTNOSUPPORT) }
+    /// SOCKET: the shim made the pair; `daemonFD` becomes the socket's on success.
+    private func open(_ req: lvlip_socket_req, daemonFD: Int32, pid: Int32, uid: UInt32) -> (Reply, Socket?) {
+        guard req.family == AF_INET || req.family == AF_INET6 else { return (failedSocket(-EAFNOSUPPORT), nil) }
+        guard req.type == 1 || req.type == 2 else { return (failedSocket(-ESOCKTNOSUPPORT), nil) }
         let udp = req.type == 2
-        guard req.protocol == 0 || req.protocol == (udp ? 17 : 6) else { return failedSocket(-EPROTONOSUPPORT) }
+        guard req.protocol == 0 || req.protocol == (udp ? 17 : 6) else { return (failedSocket(-EPROTONOSUPPORT), nil) }
+        // A client could pass anything. lvlipd's end must be one end of a fresh pair whose
+        // other end the client keeps: were the other end lvlipd's too (a stack socket's, or a
+        // control connection), neither would ever see the other close. (All I/O on it is
+        // non-blocking per call, whatever the descriptor's flags.)
+        guard lvlip_is_pair_end(daemonFD, udp ? K.SOCK_SEQPACKET : K.SOCK_STREAM) == 1 else {
+            return (failedSocket(-EINVAL), nil)
+        }
         let user = self.user(uid)
         guard user.sockets < limits.socketsPerUser else {
             counters.limitRefusals &+= 1
             logger.warning("uid \(uid) (pid \(pid)) reached its limit of \(limits.socketsPerUser) sockets")
-            return failedSocket(-EMFILE)
+            return (failedSocket(-EMFILE), nil)
         }
-        guard let (s, appFD) = makeSocket(family: req.family, user: user, pid: pid,
-                                          stackID: udp ? stack.udpOpen() : stack.tcpOpen(), udp: udp) else {
-            return failedSocket(-errno)
+        guard let s = adopt(daemonFD: daemonFD, family: req.family, user: user, pid: pid,
+                            stackID: udp ? stack.udpOpen() : stack.tcpOpen(), udp: udp) else {
+            return (failedSocket(-ENOMEM), nil)
         }
         counters.socketsCreated &+= 1
         refreshInterest(s)
-        return socketReply(s, fd: appFD)
+        return (socketReply(s), s)
     }
 
     private func failedSocket(_ code: Int32) -> Reply {
@@ -404,17 +445,29 @@ public final class SocketService {
         return u
     }
 
-    /// A new pair and record for a stack socket; the application's end is returned.
-    private func makeSocket(family: Int32, user: User, pid: Int32, stackID: SocketID, udp: Bool = false) -> (Socket, Int32)? {
+    /// A new pair and record for an accepted connection; the application's end is returned.
+    private func makeSocket(family: Int32, user: User, pid: Int32, stackID: SocketID) -> (Socket, Int32)? {
         var appFD: Int32 = -1
         var daemonFD: Int32 = -1
-        guard (udp ? lvlip_seqpacket_pair(&appFD, &daemonFD) : lvlip_stream_pair(&appFD, &daemonFD)) == 0 else {
-            let e = errno
-            logger.warning("socketpair failed: \(String(cString: strerror(e)))")
-            if udp { stack.udpClose(stackID) } else { stack.tcpAbort(stackID, now: reactor.now) }
-            errno = e
+        guard lvlip_stream_pair(&appFD, &daemonFD) == 0 else {
+            logger.warning("socketpair failed: \(String(cString: strerror(errno)))")
+            stack.tcpAbort(stackID, now: reactor.now)
             return nil
         }
+        _ = lvlip_set_int_option(appFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.appBuffer)
+        guard let s = adopt(daemonFD: daemonFD, family: family, user: user, pid: pid, stackID: stackID)
+        else {
+            Syscall.close(appFD)
+            Syscall.close(daemonFD)
+            return nil
+        }
+        return (s, appFD)
+    }
+
+    /// The record for a stack socket whose daemon end is `daemonFD` (kept; on failure the
+    /// caller's again, and the stack's socket is closed).
+    private func adopt(daemonFD: Int32, family: Int32, user: User, pid: Int32, stackID: SocketID,
+                       udp: Bool = false) -> Socket? {
         let index: Int32
         if let free = freeSlots.popLast() {
             index = free
@@ -431,30 +484,49 @@ public final class SocketService {
         slots[Int(index)] = s
         s.stackID = stackID
         s.stackKey = stackID
-        s.inode = lvlip_socket_inode(appFD)
         byStack[stackID] = s
-        byInode[s.inode] = s
         user.sockets += 1
-        // The name marks the pair as a stack socket for a shim that meets it after exec.
-        _ = lvlip_bind_abstract(daemonFD, "lvlip-\(daemonPid)-\(index)-\(s.generation)")
+        // The name marks the pair as a stack socket for a shim that meets it after exec, and
+        // names the socket for IDENTIFY (abstract names are unique: while lvlipd's end
+        // holds it, only that end's peer can present it).
+        s.named = lvlip_bind_abstract(daemonFD, "\(Self.markerPrefix(daemonPid))\(index)-\(s.generation)") == 0
         _ = lvlip_set_int_option(daemonFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.pushBuffer)
-        _ = lvlip_set_int_option(appFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.appBuffer)
         do {
             try reactor.register(fd: daemonFD, events: []) { [unowned self, unowned s] events in
                 dataEvent(s, events)
             }
         } catch {
             logger.warning("cannot watch a socket pair: \(error)")
-            Syscall.close(appFD)
+            s.fd = -1  // still the caller's
             release(s, appClosed: true)
             return nil
         }
-        return (s, appFD)
+        return s
     }
 
+    static func markerPrefix(_ pid: Int32) -> String { "lvlip-\(pid)-" }
+
+    /// IDENTIFY: the socket whose pair `fd` belongs to, by the name of its peer (lvlipd's
+    /// end). While lvlipd's end is open the name cannot be anyone else's. Once it is closed
+    /// (a finished connection kept for SO_ERROR) the name is free to take, so the pair must
+    /// also have been made by lvlipd or by the socket's own user.
     private func identify(_ fd: Int32) -> Reply {
-        let inode = lvlip_socket_inode(fd)
-        guard inode != 0, let s = byInode[inode], slots[Int(s.slot)] === s else { return failedSocket(-ENOTSOCK) }
+        var name = [CChar](repeating: 0, count: 108)
+        guard lvlip_peer_abstract_name(fd, &name, name.count) == 0 else { return failedSocket(-ENOTSOCK) }
+        let text = String(cString: name)
+        let prefix = Self.markerPrefix(daemonPid)
+        guard text.hasPrefix(prefix) else { return failedSocket(-ENOTSOCK) }
+        let parts = text.dropFirst(prefix.count).split(separator: "-")
+        guard parts.count == 2, let index = Int(parts[0]), let generation = UInt32(parts[1]), index < slots.count,
+              let s = slots[index], s.generation == generation, s.named else {
+            return failedSocket(-ENOTSOCK)
+        }
+        if s.fd < 0 {
+            var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
+            guard lvlip_peer_credentials(fd, &pid, &uid, &gid) == 0, uid == s.user.uid || uid == getuid() else {
+                return failedSocket(-ENOTSOCK)
+            }
+        }
         return socketReply(s)
     }
 
@@ -495,7 +567,7 @@ public final class SocketService {
     /// the rest (at most the application's send buffer) into `overflow`.
     private func drainAfterClose(_ s: Socket) {
         while s.fd >= 0 {
-            let n = Glibc.read(s.fd, scratch.baseAddress, scratch.count)
+            let n = Glibc.recv(s.fd, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT))
             if n <= 0 { break }
             counters.appBytesIn &+= UInt64(n)
             var data = UnsafeRawBufferPointer(scratch.slice(0..<n))
@@ -510,9 +582,17 @@ public final class SocketService {
     private func closeDaemonEnd(_ s: Socket) {
         guard s.fd >= 0 else { return }
         reactor.unregister(fd: s.fd)
-        Syscall.close(s.fd)
+        closing.append(s.fd)
         s.fd = -1
         s.interest = []
+    }
+
+    /// Closes the daemon ends let go during this wake-up. Done last, after the requests that
+    /// came meanwhile were read: closing an AF_UNIX socket while descriptors are in flight
+    /// (a shim's SOCKET request not read yet) makes the kernel run its garbage collector.
+    public func closeReleasedEnds() {
+        for fd in closing { Syscall.close(fd) }
+        closing.removeAll(keepingCapacity: true)
     }
 
     /// Forgets the record (its slot may be reused).
@@ -527,7 +607,6 @@ public final class SocketService {
         slots[Int(s.slot)] = nil
         generations[Int(s.slot)] &+= 1
         freeSlots.append(s.slot)
-        if byInode[s.inode] === s { byInode[s.inode] = nil }
         if let key = s.stackKey, byStack[key] === s { byStack[key] = nil }
         charge(s, 0)
         if s.paused, let i = s.user.paused.firstIndex(where: { $0 === s }) { s.user.paused.remove(at: i) }
@@ -711,7 +790,7 @@ public final class SocketService {
     private func discardFiller(_ s: Socket, _ count: Int) {
         var left = count
         while left > 0, s.fd >= 0 {
-            let n = Glibc.read(s.fd, scratch.baseAddress, min(left, scratch.count))
+            let n = Glibc.recv(s.fd, scratch.baseAddress, min(left, scratch.count), Int32(MSG_DONTWAIT))
             if n <= 0 { break }
             left -= n
         }
@@ -815,7 +894,7 @@ public final class SocketService {
                     break
                 }
             }
-            let n = Glibc.read(s.fd, scratch.baseAddress, room)
+            let n = Glibc.recv(s.fd, scratch.baseAddress, room, Int32(MSG_DONTWAIT))
             if n == 0 {
                 applicationClosed(s, reset: false)
                 return
@@ -1264,6 +1343,7 @@ public final class SocketService {
             if let id = s.stackID { stack.tcpAbort(id, now: reactor.now) }
             s.stackID = nil
         }
+        closeReleasedEnds()
     }
 }
 

@@ -185,6 +185,7 @@ final class Daemon {
         dispatchReadiness(now: reactor.now)
         transmit()
         dispatchReadiness(now: reactor.now)
+        service?.closeReleasedEnds()
         pcap?.flush()
         scheduleStackTimer()
     }

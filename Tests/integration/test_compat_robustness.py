@@ -649,7 +649,7 @@ echo_port = int(os.environ.get("FUZZ_ECHO_PORT", "7"))
 def header(length, type_, flags=0, tag=0):
     return struct.pack("<IHHI", length & 0xFFFFFFFF, type_ & 0xFFFF, flags & 0xFFFF, tag & 0xFFFFFFFF)
 
-def hello_body(magic=MAGIC, version=2, zero=0, pid=None):
+def hello_body(magic=MAGIC, version=3, zero=0, pid=None):
     return struct.pack("<IHHi", magic, version, zero, os.getpid() if pid is None else pid)
 
 def rand_u32():
@@ -855,7 +855,7 @@ def greet(s):
     if r < 0.94:
         body = hello_body(magic=rng.getrandbits(32), version=rng.choice([2, 1, 3]))
     elif r < 0.97:
-        body = hello_body(version=rng.choice([0, 1, 3, 0xFFFF]))
+        body = hello_body(version=rng.choice([0, 1, 2, 4, 0xFFFF]))
     else:
         body = hello_body(zero=rng.randrange(1, 65536))
     return s.send(header(len(body) if rng.random() < 0.8 else rand_u32() % 64, rng.choice([1, 1, 2, 3, 16]), 0, s.tag) + body)
@@ -905,7 +905,7 @@ def step(s):
     length = len(body)
     if rng.random() < 0.03 * h:
         length = rng.choice([length + 1, max(0, length - 1), rand_u32() % (300 * 1024), 0xFFFFFFFF])
-    wants_fd = type_ == 34 or (type_ == 40 and rng.random() < 0.5)
+    wants_fd = type_ in (32, 34) or (type_ == 40 and rng.random() < 0.5)
     flags = 1 if (wants_fd and rng.random() < 1 - 0.1 * h) or rng.random() < 0.05 * h else 0
     if rng.random() < 0.03 * h:
         flags = rng.getrandbits(16)
@@ -918,6 +918,21 @@ def step(s):
         attach = 1 if rng.random() < 1 - 0.15 * h else rng.choice([0, 0, 2, 5, 6])
     else:
         attach = 0 if rng.random() < 1 - 0.03 * h else rng.choice([1, 2, 5])
+    if attach == 1 and type_ == 32 and rng.random() < 0.85:
+        # What the shim does: a new pair, lvlipd's end sent, the other kept as the
+        # program's end (the data path above writes into it).
+        kind = socket.SOCK_SEQPACKET if len(body) >= 8 and body[4] == 2 else socket.SOCK_STREAM
+        if rng.random() < 0.1:
+            kind = rng.choice([socket.SOCK_STREAM, socket.SOCK_SEQPACKET, socket.SOCK_DGRAM])
+        mine, theirs = socket.socketpair(socket.AF_UNIX, kind)
+        ok = s.send(data, [theirs.fileno()])
+        theirs.close()
+        if ok and len(s.fds) < 8:
+            mine.setblocking(False)
+            s.fds.append(mine.detach())
+        else:
+            mine.close()
+        return ok
     if attach:
         return send_with_fds(s, data, attach)
     return s.send(data)
@@ -1200,7 +1215,7 @@ def test_malformed_ipc_client_does_not_disturb_others(daemon, children):
     assert client.line(timeout=15) == "OK 100000", client.describe()
 
     pid = os.getpid()
-    hello = ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x504C564C, 2, 0, pid)
+    hello = ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x504C564C, 3, 0, pid)
     cases = [
         (ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x12345678, 2, 0, pid), "bad HELLO magic 305419896"),
         (ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x504C564C, 1, 0, pid), "unsupported protocol version 1"),

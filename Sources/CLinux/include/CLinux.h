@@ -63,11 +63,12 @@ int lvlip_accept(int fd);
 // SO_PEERCRED of a connected AF_UNIX socket.
 int lvlip_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 
-// The socket service (docs/ipc.md): a connected AF_UNIX stream pair, close-on-exec; the
-// daemon's end is non-blocking, the application's end blocking (the shim sets its flags).
+// The socket service (docs/ipc.md): a connected AF_UNIX stream pair for an accepted
+// connection, close-on-exec, both ends blocking (lvlipd uses MSG_DONTWAIT on its end).
 int lvlip_stream_pair(int *app_end, int *daemon_end);
-// The same for datagram sockets: SOCK_SEQPACKET keeps each datagram one message.
-int lvlip_seqpacket_pair(int *app_end, int *daemon_end);
+// 1 when `fd` is one end of a socketpair(AF_UNIX, `type`): connected, to a peer without a
+// name (so not an end lvlipd holds, which it names, nor lvlipd's own listening socket).
+int lvlip_is_pair_end(int fd, int type);
 // Binds a socket to `name` in the abstract namespace (no file).
 int lvlip_bind_abstract(int fd, const char *name);
 // sendmsg of one buffer with one descriptor attached (fd < 0: none); non-blocking, no SIGPIPE.
@@ -80,10 +81,12 @@ ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t 
 // writev of two buffers (any descriptor).
 ssize_t lvlip_writev_plain(int fd, const void *a, size_t alen, const void *b, size_t blen);
 int lvlip_set_int_option(int fd, int level, int name, int value);
-// Allocations below `threshold` bytes come from the heap, not a fresh mmap (mallopt).
+// Allocations below `threshold` bytes come from the heap, not a fresh mmap, and the heap
+// keeps some free memory at its top rather than shrinking at once (mallopt).
 void lvlip_malloc_prefer_heap(int threshold);
-// The inode of a socket descriptor, 0 if it is not a socket.
-uint64_t lvlip_socket_inode(int fd);
+// The abstract name (without its leading NUL) of the AF_UNIX socket `fd` is connected to,
+// NUL-terminated; -1 if it has none or it does not fit.
+int lvlip_peer_abstract_name(int fd, char *name, size_t room);
 int lvlip_shutdown_write(int fd);
 
 // Figures for Linux's struct tcp_info (TCP_INFO), filled in C so the layout is the kernel's.

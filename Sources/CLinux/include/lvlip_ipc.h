@@ -7,12 +7,13 @@
 #include <stdint.h>
 
 #define LVLIP_IPC_MAGIC 0x504c564cu /* "LVLP" read as little-endian bytes */
-#define LVLIP_IPC_VERSION 2u
+#define LVLIP_IPC_VERSION 3u
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
-// The send buffer lvlipd gives the application's end of a stream socket's pair (set with
-// SO_SNDBUFFORCE; the shim shrinks it during a connect and restores it).
+// The send buffer of the application's end of a socket's pair (SO_SNDBUFFORCE where
+// allowed): set by the shim for a UDP socket and after a connect (it starts minimal
+// there), by lvlipd for an accepted connection.
 #define LVLIP_APP_SEND_BUFFER (512u * 1024u)
 
 // Every message: a 12-byte header followed by `length` bytes of body.
@@ -35,7 +36,8 @@ enum lvlip_msg_type {
 
     // Socket operations. Each request is answered by the type + 1, whose body starts with
     // int32 result: 0, or a negative errno.
-    LVLIP_MSG_SOCKET = 32,       // struct lvlip_socket_req -> struct lvlip_socket_rep + fd
+    LVLIP_MSG_SOCKET = 32,       // struct lvlip_socket_req + fd (lvlipd's end of a new AF_UNIX pair)
+                                 // -> struct lvlip_socket_rep
     LVLIP_MSG_IDENTIFY = 34,     // empty body + fd -> struct lvlip_socket_rep
     LVLIP_MSG_BIND = 36,         // struct lvlip_addr_req -> struct lvlip_result
     LVLIP_MSG_LISTEN = 38,       // struct lvlip_int_req -> struct lvlip_result
@@ -49,11 +51,16 @@ enum lvlip_msg_type {
 
 // A stack socket as the daemon knows it: slot, generation and an unguessable token. The
 // token is handed only to whoever holds the socket's descriptor (SOCKET, accept, IDENTIFY).
+// A client may also name a socket its SOCKET request made before the reply came back:
+// index LVLIP_REF_PENDING, generation = that request's tag, token 0 (valid for the
+// connection's last LVLIP_PENDING_REFS SOCKET requests).
 struct lvlip_ref {
     uint32_t index;
     uint32_t generation;
     uint64_t token;
 };
+#define LVLIP_REF_PENDING 0xffffffffu
+#define LVLIP_PENDING_REFS 64u
 
 // An IPv4 socket address; `kind` says how an AF_INET6 caller spelled it.
 enum lvlip_addr_kind {
@@ -87,6 +94,9 @@ struct lvlip_socket_rep {
     int32_t type;
     uint32_t state;              // enum lvlip_socket_state
     struct lvlip_ref ref;
+    uint32_t headroom;           // sockets the user may still open (the shim creates sockets
+                                 // without waiting for the reply only while this is large)
+    uint32_t reserved;
 };
 
 enum lvlip_socket_state {
