@@ -25,8 +25,6 @@ struct TCPTables {
     var lastLookup: (tuple: TCPFourTuple, connection: TCPConnection)?
     /// Connections that stopped sending because the outbox was full.
     var blockedOnOutbox: [SocketID] = []
-    /// Connections owing a pure ACK held back until flushAcks (ackCoalescing).
-    var deferredAcks: [SocketID] = []
     var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
 }
 
@@ -80,26 +78,6 @@ extension NetworkStack {
     }
 
     func takeChallengeAckToken(now: Instant) -> Bool { tcp.challengeAckBucket.take(now: now) }
-
-    /// Holds back `c`'s pure ACK until flushAcks: one ACK then covers every segment of the
-    /// batch (as GRO does for Linux), and data sent meanwhile carries it instead.
-    func deferAck(_ c: TCPConnection) {
-        guard !c.ackDeferred else { return }
-        c.ackDeferred = true
-        tcp.deferredAcks.append(c.id)
-    }
-
-    /// Sends the pure ACKs held back since the last call (see `ackCoalescing`).
-    public func flushAcks(now: Instant) {
-        guard !tcp.deferredAcks.isEmpty else { return }
-        let ids = tcp.deferredAcks
-        tcp.deferredAcks.removeAll(keepingCapacity: true)
-        for id in ids {
-            guard let c = tcpSocket(id) else { continue }
-            c.ackDeferred = false
-            if c.ackNow && c.state != .closed { c.sendAck(now: now) }
-        }
-    }
 
     func outputBlocked(_ c: TCPConnection) {
         if !tcp.blockedOnOutbox.contains(c.id) { tcp.blockedOnOutbox.append(c.id) }

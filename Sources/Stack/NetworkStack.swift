@@ -10,11 +10,6 @@ public final class NetworkStack {
     public internal(set) var counters = Counters()
     /// Frames to transmit, in order.
     public let outbox: FrameQueue
-    /// When set, pure ACKs wait for `flushAcks(now:)` instead of going to the outbox at
-    /// once: an owner that reads frames in batches calls it after each batch, so one ACK
-    /// answers every segment of the batch (RFC 5681 4.2's "every second segment" relaxed as
-    /// Linux's GRO relaxes it). Data segments carry the ACK anyway.
-    public var ackCoalescing = false
 
     var wheel: TimingWheel<StackTimer>
     /// Neighbour (ARP) table; `neighborGeneration` moves on every change of a MAC or state, so

@@ -43,12 +43,6 @@ final class Daemon {
     private var faults: FaultInjector?
     private var stackTimerDeadline: Instant?
     private var framesSinceDispatch = 0
-    private var framesSinceAck = 0
-    /// Applications hear of received data every this many MTU frames of a batch.
-    static let dispatchFrames = 8
-    /// Held-back ACKs go out at the end of a batch, or after this many frames of a long one
-    /// (64 starves the sender: measured 2-3x slower downloads).
-    static let ackFrames = 16
     private let frameBuffer: UnsafeMutableRawBufferPointer
     /// Frames read per wake-up before yielding to other descriptors.
     private static let readBatch = 256
@@ -64,7 +58,6 @@ final class Daemon {
         try Self.ensureSocketDirectory(options.socketPath)
         pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path) }
         stack = NetworkStack(configuration: options.stack, now: reactor.now)
-        stack.ackCoalescing = true
         frameBuffer = .allocate(byteCount: TapDevice.maximumRead + 64, alignment: 16)
         faults = options.faults.map { FaultInjector(settings: $0) }
         if !options.testListeners.isEmpty || !options.testClients.isEmpty {
@@ -167,19 +160,13 @@ final class Daemon {
             // Applications hear of received data every 8 MTU frames (or after each large TSO
             // segment, which fills a receive window fast), not after every frame: one write
             // into a socket's pair then carries several segments.
-            framesSinceDispatch += frame.count > 16384 ? Self.dispatchFrames : 1
-            if framesSinceDispatch >= Self.dispatchFrames {
+            framesSinceDispatch += frame.count > 16384 ? 8 : 1
+            if framesSinceDispatch >= 8 {
                 framesSinceDispatch = 0
                 dispatchReadiness(now: now)
             }
-            // Send what the frame produced before reading on: a reply should not wait for the
-            // read that finds the queue empty. Pure ACKs wait for the end of the batch (or 16
-            // frames): one ACK then covers them all.
-            framesSinceAck += 1
-            if framesSinceAck >= Self.ackFrames {
-                framesSinceAck = 0
-                stack.flushAcks(now: now)
-            }
+            // Send what the frame produced before reading on: each frame costs one write
+            // either way, and a reply should not wait for the read that finds the queue empty.
             if !stack.outbox.isEmpty { transmit() }
         }
     }
@@ -196,12 +183,8 @@ final class Daemon {
 
     private func afterWake() {
         dispatchReadiness(now: reactor.now)
-        framesSinceAck = 0
-        stack.flushAcks(now: reactor.now)
         transmit()
         dispatchReadiness(now: reactor.now)
-        stack.flushAcks(now: reactor.now)
-        if !stack.outbox.isEmpty { transmit() }
         service?.closeReleasedEnds()
         pcap?.flush()
         scheduleStackTimer()

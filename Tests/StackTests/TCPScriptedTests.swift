@@ -542,48 +542,6 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.counters.tcpDSACKSent, 1)
     }
 
-    // With ackCoalescing (lvlipd reads frames in batches), in-order segments get no ACK of
-    // their own: flushAcks sends one for the whole batch, with the latest window.
-    func testCoalescedAcksCoverTheBatch() throws {
-        let p = ScriptedPeer()
-        let (_, isn, port) = try connected(p, sack: true)
-        p.stack.ackCoalescing = true
-        var seq: UInt32 = 50_001
-        for _ in 0..<6 {
-            p.send(.ack, seq: seq, ack: isn &+ 1, data: [UInt8](repeating: 5, count: 1460), to: port)
-            seq &+= 1460
-        }
-        p.expectNothing("held back until the batch ends")
-        p.stack.flushAcks(now: p.now)
-        let ack = try XCTUnwrap(p.expectOne("one ACK for six segments"))
-        XCTAssertEqual(ack.ack, seq)
-        p.stack.flushAcks(now: p.now)
-        p.expectNothing("nothing owed any more")
-    }
-
-    // Out-of-order data still gets its SACK in the batch's ACK; data the stack sends in the
-    // batch carries the ACK, and no pure ACK follows.
-    func testCoalescedAckCarriesSACKOrRidesOnData() throws {
-        let p = ScriptedPeer()
-        let (s, isn, port) = try connected(p, sack: true)
-        p.stack.ackCoalescing = true
-        p.send(.ack, seq: 50_001 + 1460, ack: isn &+ 1, data: [UInt8](repeating: 5, count: 1460), to: port)
-        p.expectNothing()
-        p.stack.flushAcks(now: p.now)
-        let sack = try XCTUnwrap(p.expectOne("the hole reported"))
-        XCTAssertEqual(sack.ack, 50_001)
-        XCTAssertEqual(sack.options.sack.count, 1)
-        XCTAssertEqual(sack.options.sack[0].start, SeqNum(50_001 + 1460))
-        p.send(.ack, seq: 50_001, ack: isn &+ 1, data: [UInt8](repeating: 5, count: 1460), to: port)
-        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
-        _ = try [UInt8](repeating: 9, count: 100).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
-        let data = try XCTUnwrap(p.expectOne("the reply, acknowledging both segments"))
-        XCTAssertEqual(data.payload.count, 100)
-        XCTAssertEqual(data.ack, 50_001 + 2 * 1460)
-        p.stack.flushAcks(now: p.now)
-        p.expectNothing("the data carried the ACK")
-    }
-
     // RFC 1122 4.2.3.3: when the application reads from a full buffer, a window update is
     // sent, and not before a useful amount is free.
     func testWindowUpdateAfterRead() throws {

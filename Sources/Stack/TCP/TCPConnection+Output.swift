@@ -59,9 +59,7 @@ extension TCPConnection {
             // RFC 9293 3.8.6.1: probe a zero window.
             setTimer(.persist, at: now.adding(nanoseconds: currentRTO * 1000))
         }
-        if ackNow {
-            if stack.ackCoalescing { stack.deferAck(self) } else { sendAck(now: now) }
-        }
+        if ackNow { sendAck(now: now) }
     }
 
     /// The next segment to send from SND.NXT: its data length and whether it carries FIN;

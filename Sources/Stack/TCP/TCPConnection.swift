@@ -144,8 +144,6 @@ final class TCPConnection {
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false
-    /// On the stack's list of pure ACKs held back until flushAcks.
-    var ackDeferred = false
     /// Bytes received since the last ACK we sent.
     var unackedReceived = 0
     /// When we last answered an unacceptable segment without data (rate limit).
