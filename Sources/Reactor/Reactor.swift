@@ -62,11 +62,9 @@ public final class Reactor {
         }
         now = Syscall.monotonicNow()
         wheel = TimingWheel(start: now)
-        try register(fd: timerFD, events: .readable) { [unowned self] _ in
-            // Expired timers are run after every wake-up; here we only clear the fd, which is
-            // disarmed now.
+        try register(fd: timerFD, events: .readable) { [timerFD] _ in
+            // Expired timers are run after every wake-up; here we only clear the fd.
             _ = lvlip_timerfd_drain(timerFD)
-            armedDeadline = nil
         }
     }
 
@@ -180,13 +178,8 @@ public final class Reactor {
         for hook in afterWakeHooks { hook() }
     }
 
-    /// Arms the timerfd for the wheel's next deadline, lazily: an expiry already armed that
-    /// comes no later than needed stays (waking early only re-arms then). Timers that move
-    /// later all the time — a delayed ACK pushed back by each exchange, a retransmission timer
-    /// restarted by each ACK — then cost no system call each.
     private func armTimerFD() throws {
         let deadline = wheel.nextDeadline
-        if let armed = armedDeadline, deadline.map({ armed <= $0 }) ?? true { return }
         guard deadline != armedDeadline else { return }
         let ns = deadline.map { max($0.nanoseconds, 1) } ?? 0
         try Syscall.call("timerfd_settime") { lvlip_timerfd_set_absolute(timerFD, ns) }

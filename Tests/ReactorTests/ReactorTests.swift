@@ -119,29 +119,6 @@ final class ReactorTests: XCTestCase {
         XCTAssertEqual(reactor.timerFDSettings, afterFirst + 1, "an earlier deadline re-arms it once")
     }
 
-    /// A deadline that moves later (the earliest timer cancelled) leaves the earlier expiry
-    /// armed: the reactor wakes then, finds nothing due, and arms the real deadline. The
-    /// timer still fires, and not early.
-    func testTimerFDLeftEarlyWhenTheDeadlineMovesLater() throws {
-        let reactor = try Reactor()
-        let start = Syscall.monotonicNow()
-        let early = reactor.schedule(at: start.adding(milliseconds: 20)) {}
-        try reactor.runOnce(timeoutMilliseconds: 0)
-        let armed = reactor.timerFDSettings
-        XCTAssertTrue(reactor.cancel(early))
-        var firedAt: Instant?
-        reactor.schedule(at: start.adding(milliseconds: 60)) { firedAt = Syscall.monotonicNow() }
-        try reactor.runOnce(timeoutMilliseconds: 0)
-        XCTAssertEqual(reactor.timerFDSettings, armed, "a later deadline leaves the armed expiry")
-        let limit = start.adding(milliseconds: 2000)
-        while firedAt == nil && Syscall.monotonicNow() < limit { try reactor.runOnce(timeoutMilliseconds: 500) }
-        let fired = try XCTUnwrap(firedAt)
-        XCTAssertGreaterThanOrEqual(fired.nanoseconds(since: start), 60_000_000)
-        // Once after the early wake-up, and perhaps once more if the expiry fell just short
-        // of the wheel's 1 ms tick.
-        XCTAssertLessThanOrEqual(reactor.timerFDSettings, armed + 2)
-    }
-
     func testTimersScheduledFromTimersRun() throws {
         let reactor = try Reactor()
         var order: [Int] = []
