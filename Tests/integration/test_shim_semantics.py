@@ -360,6 +360,48 @@ def test_fork_shares_sockets_and_exec_keeps_them(daemon, echo_server):
     assert json.loads(result.stdout[len("from child "):]) == {"status": 0}
 
 
+SOCKETS_BEFORE_FORK = """
+import json, os, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+# The shim's socket() does not wait for lvlipd's reply (the next request, or fork, reads it):
+# more sockets than it keeps outstanding, one made just before fork and used only by the
+# child, options set without waiting, and names asked of sockets never used.
+many = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM if i % 2 else socket.SOCK_STREAM) for i in range(40)]
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+pid = os.fork()
+if pid == 0:
+    s.connect((host, port))
+    s.sendall(b"child")
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        data += chunk
+    os._exit(0 if data == b"child" else 3)
+_, status = os.waitpid(pid, 0)
+out = {"status": status,
+       "nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
+       "keepalive": s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+       "error": s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR),
+       "names": sorted({x.getsockname() for x in many})}
+for x in many:
+    x.close()
+s.close()
+print(json.dumps(out))
+"""
+
+
+def test_sockets_made_before_fork_and_options_without_waiting(daemon, echo_server):
+    got = run_script(daemon, SOCKETS_BEFORE_FORK, KERNEL, 7001)
+    ref = run_script(daemon, SOCKETS_BEFORE_FORK, KERNEL, 7001, lvlip=False)
+    assert ref == {"status": 0, "nodelay": True, "keepalive": True, "error": 0, "names": [["0.0.0.0", 0]]}, ref
+    assert got == ref, got
+
+
 def test_threads_share_a_socket_and_block_independently(daemon, echo_server):
     script = """
     import json, socket, threading, time
