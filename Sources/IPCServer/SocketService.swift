@@ -824,7 +824,13 @@ public final class SocketService {
             return nameReply(0, (names.local?.value ?? 0, names.localPort))
         }
         if peer {
-            guard s.phase == .connected || (s.phase == .closed && s.finalState != .closed) else { return nameReply(-ENOTCONN, nil) }
+            // As Linux: ENOTCONN before the connection is established and once it is over
+            // (its socket then in CLOSE, whether it went through TIME-WAIT or was reset); the
+            // peer while any of it lasts (FIN-WAIT, CLOSE-WAIT, CLOSING, LAST-ACK).
+            let state = s.stackID.flatMap { stack.tcpState($0) } ?? s.finalState
+            guard s.phase == .connected || s.phase == .closed, state != .closed, state != .timeWait else {
+                return nameReply(-ENOTCONN, nil)
+            }
             return nameReply(0, (s.peerName.address, s.peerName.port))
         }
         if s.phantomPort != nil {

@@ -402,6 +402,68 @@ def test_sockets_made_before_fork_and_options_without_waiting(daemon, echo_serve
     assert got == ref, got
 
 
+PEER_NAME_LIFECYCLE = """
+import errno, json, socket, sys, time
+host = sys.argv[1]
+
+def peer(s):
+    try:
+        return s.getpeername()[1]
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+out = {}
+s = socket.socket()
+out["unconnected"] = peer(s)
+s.close()
+# We close first, the server after: the connection is over (TIME-WAIT here).
+s = socket.create_connection((host, 7021), timeout=5)
+s.sendall(b"x")
+s.shutdown(socket.SHUT_WR)
+while s.recv(100):
+    pass
+time.sleep(0.2)
+out["both_fins"] = peer(s)
+s.close()
+# The server closes first: CLOSE-WAIT here, the connection lasts.
+s = socket.create_connection((host, 7022), timeout=5)
+while s.recv(100):
+    pass
+time.sleep(0.2)
+out["close_wait"] = peer(s)
+s.close()
+# The server resets.
+s = socket.create_connection((host, 7023), timeout=5)
+try:
+    while s.recv(100):
+        pass
+    out["reset_read"] = "eof"
+except OSError as e:
+    out["reset_read"] = errno.errorcode[e.errno]
+out["after_reset"] = peer(s)
+s.close()
+print(json.dumps(out))
+"""
+
+
+def test_peer_name_through_the_connection_lifecycle(daemon):
+    # Linux answers getpeername with ENOTCONN once the connection is over (its socket in
+    # CLOSE after TIME-WAIT or a reset), while the descriptor is still open.
+    def reset(conn):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+
+    servers = [KernelServer(7021, echo), KernelServer(7022, lambda conn: None), KernelServer(7023, reset)]
+    try:
+        got = run_script(daemon, PEER_NAME_LIFECYCLE, KERNEL)
+        ref = run_script(daemon, PEER_NAME_LIFECYCLE, KERNEL, lvlip=False)
+    finally:
+        for server in servers:
+            server.close()
+    assert ref == {"unconnected": "ENOTCONN", "both_fins": "ENOTCONN", "close_wait": 7022,
+                   "reset_read": "ECONNRESET", "after_reset": "ENOTCONN"}, ref
+    assert got == ref, got
+
+
 def test_threads_share_a_socket_and_block_independently(daemon, echo_server):
     script = """
     import json, socket, threading, time
