@@ -177,41 +177,41 @@ static void warn_unreachable(const char *why, int err) {
     if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
-// Writes all of buf; `count` descriptors go with its first byte.
-static int write_all(int fd, const void *buf, size_t len, const int *fds, int count) {
+// Writes all of buf; `pass_fd` (if >= 0) goes with its first byte.
+static int write_all(int fd, const void *buf, size_t len, int pass_fd) {
     const char *p = buf;
     while (len > 0) {
         struct iovec iov = {.iov_base = (void *)p, .iov_len = len};
         union {
-            char space[CMSG_SPACE(sizeof(int) * 2)];
+            char space[CMSG_SPACE(sizeof(int))];
             struct cmsghdr align;
         } control;
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-        if (count > 0) {
+        if (pass_fd >= 0) {
             memset(&control, 0, sizeof control);
             msg.msg_control = control.space;
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
+            msg.msg_controllen = sizeof control.space;
             struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
             c->cmsg_level = SOL_SOCKET;
             c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
-            memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)count);
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
         }
         ssize_t n = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
-        count = 0;
+        pass_fd = -1;
         p += n;
         len -= (size_t)n;
     }
     return 0;
 }
 
-// Reads at least `least` and at most `most` bytes; a descriptor that comes along lands in
-// *got_fd. Returns the count, or -1.
-static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_fd, int cloexec) {
+// Reads at least `least` and at most `most` bytes. No reply carries a descriptor: any that
+// comes is closed. Returns the count, or -1.
+static ssize_t read_some(int fd, void *buf, size_t most, size_t least) {
     size_t have = 0;
     while (have < least) {
         struct iovec iov = {.iov_base = (char *)buf + have, .iov_len = most - have};
@@ -221,7 +221,7 @@ static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_
         } control;
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
                              .msg_controllen = sizeof control.space};
-        ssize_t n = get_recvmsg()(fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
+        ssize_t n = get_recvmsg()(fd, &msg, MSG_CMSG_CLOEXEC);
         if (n < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -236,11 +236,7 @@ static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_
             for (int i = 0; i < count; i++) {
                 int received;
                 memcpy(&received, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof received);
-                if (got_fd && *got_fd < 0) {
-                    *got_fd = received;
-                } else {
-                    get_close()(received);
-                }
+                get_close()(received);
             }
         }
         have += (size_t)n;
@@ -248,9 +244,9 @@ static ssize_t read_some(int fd, void *buf, size_t most, size_t least, int *got_
     return (ssize_t)have;
 }
 
-// Reads exactly len bytes; a descriptor that comes with them lands in *got_fd.
-static int read_all(int fd, void *buf, size_t len, int *got_fd, int cloexec) {
-    return len == 0 || read_some(fd, buf, len, len, got_fd, cloexec) == (ssize_t)len ? 0 : -1;
+// Reads exactly len bytes.
+static int read_all(int fd, void *buf, size_t len) {
+    return len == 0 || read_some(fd, buf, len, len) == (ssize_t)len ? 0 : -1;
 }
 
 // Requests sent without waiting for their replies, oldest first; their replies come ahead
@@ -327,13 +323,13 @@ static int ctl_open(void) {
         uint32_t address, netmask, gateway;
     } hello = {12, LVLIP_MSG_HELLO, 0, 0, LVLIP_IPC_MAGIC, LVLIP_IPC_VERSION, 0, (int32_t)getpid(), 0, 0, 0};
     typeof(hello) reply;
-    if (write_all(fd, &hello, 24, NULL, 0) < 0 || read_all(fd, &reply, 12, NULL, 1) < 0) {
+    if (write_all(fd, &hello, 24, -1) < 0 || read_all(fd, &reply, 12) < 0) {
         int e = errno;
         get_close()(fd);
         warn_unreachable("handshake failed: ", e);
         return -1;
     }
-    if (reply.type != LVLIP_MSG_HELLO_REPLY || reply.length != 24 || read_all(fd, &reply.magic, 24, NULL, 1) < 0 ||
+    if (reply.type != LVLIP_MSG_HELLO_REPLY || reply.length != 24 || read_all(fd, &reply.magic, 24) < 0 ||
         reply.version != LVLIP_IPC_VERSION) {
         get_close()(fd);
         warn_unreachable("the daemon speaks another protocol version", 0);
@@ -351,7 +347,7 @@ static int ctl_open(void) {
 // goes over the body's first 16 bytes here, under the lock (a SOCKET reply read by
 // another thread may just have filled it in).
 static int send_request(uint16_t type, const struct entry *about, const void *body, uint32_t length,
-                        const void *extra, uint32_t extra_length, const int *fds, int nfds, uint32_t *tag) {
+                        const void *extra, uint32_t extra_length, int pass_fd, uint32_t *tag) {
     if (ctl_fd >= 0 && inode_of(ctl_fd) != ctl_inode) {
         // The program closed our descriptor behind our back (closefrom, a loop of close
         // calls): a different file under the number means it is gone.
@@ -366,7 +362,7 @@ static int send_request(uint16_t type, const struct entry *about, const void *bo
         uint32_t length;
         uint16_t type, flags;
         uint32_t tag;
-    } header = {length + extra_length, type, nfds > 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
+    } header = {length + extra_length, type, pass_fd >= 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
     char out[sizeof header + 64 + 1024];
     if (length > 64 || extra_length > 1024) {
         errno = EINVAL;
@@ -376,7 +372,7 @@ static int send_request(uint16_t type, const struct entry *about, const void *bo
     memcpy(out + sizeof header, body, length);
     if (about && length >= sizeof about->ref) memcpy(out + sizeof header, &about->ref, sizeof about->ref);
     if (extra_length) memcpy(out + sizeof header + length, extra, extra_length);
-    if (write_all(ctl_fd, out, sizeof header + length + extra_length, fds, nfds) < 0) {
+    if (write_all(ctl_fd, out, sizeof header + length + extra_length, pass_fd) < 0) {
         ctl_drop();
         warn_unreachable("the connection broke: ", errno);
         errno = ENETDOWN;
@@ -391,37 +387,30 @@ static int send_request(uint16_t type, const struct entry *about, const void *bo
 static char ctl_in[4096];
 
 // With ctl_lock held: reads the reply to request `tag`. Returns its body length, or -1
-// (the connection is dropped). A descriptor in the reply lands in *reply_fd.
-static ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room, int *reply_fd, int cloexec) {
+// (the connection is dropped).
+static ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room) {
     struct {
         uint32_t length;
         uint16_t type, flags;
         uint32_t tag;
     } in;
-    int fd = -1;
     while (ctl_in_length < sizeof in) {
-        ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1, &fd, cloexec);
+        ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1);
         if (n < 0) goto broken;
         ctl_in_length += (size_t)n;
     }
     memcpy(&in, ctl_in, sizeof in);
     if (in.type != type + 1 || in.tag != tag || in.length > room || in.length > sizeof ctl_in - sizeof in) goto broken;
     while (ctl_in_length < sizeof in + in.length) {
-        ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1, &fd, cloexec);
+        ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1);
         if (n < 0) goto broken;
         ctl_in_length += (size_t)n;
     }
     memcpy(reply, ctl_in + sizeof in, in.length);
     ctl_in_length -= sizeof in + in.length;
     memmove(ctl_in, ctl_in + sizeof in + in.length, ctl_in_length);
-    if (reply_fd) {
-        *reply_fd = fd;
-    } else if (fd >= 0) {
-        get_close()(fd);
-    }
     return in.length;
 broken:
-    if (fd >= 0) get_close()(fd);
     ctl_drop();
     warn_unreachable("the connection broke: ", errno);
     errno = ENETDOWN;
@@ -449,7 +438,7 @@ static void socket_named(const struct outstanding *o, const struct lvlip_socket_
 static int settle(void) {
     for (int i = 0; i < outstanding_count; i++) {
         struct lvlip_socket_rep rep;  // room for SETOPT's struct lvlip_result too
-        ssize_t n = read_reply(outstanding[i].type, outstanding[i].tag, &rep, sizeof rep, NULL, 1);
+        ssize_t n = read_reply(outstanding[i].type, outstanding[i].tag, &rep, sizeof rep);
         if (n < 0) return -1;  // dropped, with what was left
         if (outstanding[i].type == LVLIP_MSG_SOCKET) socket_named(&outstanding[i], &rep, n);
         outstanding[i].sent_fd = -1;
@@ -459,16 +448,15 @@ static int settle(void) {
 }
 
 // One request and its reply. Returns the reply's body length, or -1 with errno ENETDOWN
-// when lvlipd cannot be reached. A descriptor in the reply lands in *reply_fd. For a
-// socket lvlipd refused to make, the reply's result is that refusal.
+// when lvlipd cannot be reached. For a socket lvlipd refused to make, the reply's result
+// is that refusal.
 static ssize_t request(uint16_t type, struct entry *about, const void *body, uint32_t length, const void *extra,
-                       uint32_t extra_length, int pass_fd, void *reply, size_t room, int *reply_fd, int cloexec) {
+                       uint32_t extra_length, int pass_fd, void *reply, size_t room) {
     pthread_mutex_lock(&ctl_lock);
     uint32_t tag;
     ssize_t n = -1;
-    if (send_request(type, about, body, length, extra, extra_length, &pass_fd, pass_fd >= 0, &tag) == 0 &&
-        settle() == 0)
-        n = read_reply(type, tag, reply, room, reply_fd, cloexec);
+    if (send_request(type, about, body, length, extra, extra_length, pass_fd, &tag) == 0 && settle() == 0)
+        n = read_reply(type, tag, reply, room);
     if (n >= (ssize_t)sizeof(int32_t) && about && about->error) {
         int32_t refused = -about->error;
         memcpy(reply, &refused, sizeof refused);
@@ -484,7 +472,7 @@ static ssize_t request(uint16_t type, struct entry *about, const void *body, uin
 static int request_later(uint16_t type, const struct entry *about, const void *body, uint32_t length,
                          const void *extra, uint32_t extra_length, int pass_fd, int fd, uint64_t inode, uint32_t *tag) {
     if (outstanding_count == MAX_OUTSTANDING && settle() < 0) return -1;
-    if (send_request(type, about, body, length, extra, extra_length, &pass_fd, pass_fd >= 0, tag) < 0) return -1;
+    if (send_request(type, about, body, length, extra, extra_length, pass_fd, tag) < 0) return -1;
     outstanding[outstanding_count++] = (struct outstanding){*tag, type, fd, inode, pass_fd};
     return 0;
 }
@@ -528,7 +516,7 @@ static struct entry *identify(int fd, uint64_t inode) {
         return NULL;
     }
     struct lvlip_socket_rep rep;
-    ssize_t n = request(LVLIP_MSG_IDENTIFY, NULL, NULL, 0, NULL, 0, fd, &rep, sizeof rep, NULL, 1);
+    ssize_t n = request(LVLIP_MSG_IDENTIFY, NULL, NULL, 0, NULL, 0, fd, &rep, sizeof rep);
     if (n != (ssize_t)sizeof rep || rep.result < 0) {
         e->kind = FD_OTHER;
         e->inode = inode;
@@ -652,7 +640,7 @@ static int fail(int err) {
 static int simple(uint16_t type, struct entry *e, int32_t value) {
     struct lvlip_int_req req = {.ref = e->ref, .value = value};
     struct lvlip_result rep;
-    ssize_t n = request(type, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
+    ssize_t n = request(type, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep);
     if (n != (ssize_t)sizeof rep) return -ENETDOWN;
     return rep.result;
 }
@@ -706,8 +694,8 @@ EXPORT int socket(int domain, int type, int protocol) {
         }
     } else {
         struct lvlip_socket_rep rep;
-        r = send_request(LVLIP_MSG_SOCKET, NULL, &req, sizeof req, NULL, 0, &fds[1], 1, &tag);
-        ssize_t n = r == 0 && settle() == 0 ? read_reply(LVLIP_MSG_SOCKET, tag, &rep, sizeof rep, NULL, 1) : -1;
+        r = send_request(LVLIP_MSG_SOCKET, NULL, &req, sizeof req, NULL, 0, fds[1], &tag);
+        ssize_t n = r == 0 && settle() == 0 ? read_reply(LVLIP_MSG_SOCKET, tag, &rep, sizeof rep) : -1;
         if (n < 0) {
             r = -1;
         } else {
@@ -734,7 +722,7 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
     int r = parse_address(e, addr, len, &req.addr);
     if (r < 0) return fail(-r);
     struct lvlip_result rep;
-    if (request(LVLIP_MSG_BIND, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_BIND, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
     return rep.result < 0 ? fail(-rep.result) : 0;
 }
@@ -789,12 +777,11 @@ static int stream_healthy(int fd, int revents) {
     return !(revents & (POLLHUP | POLLERR | POLLNVAL));
 }
 
-static int connect_request(struct entry *e, int fd, const struct lvlip_addr *addr, uint32_t filler) {
+static int connect_request(struct entry *e, const struct lvlip_addr *addr, uint32_t filler) {
     struct lvlip_addr_req req = {.ref = e->ref, .filler = filler};
     if (addr) req.addr = *addr;
     struct lvlip_name_rep rep;
-    (void)fd;
-    if (request(LVLIP_MSG_CONNECT, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_CONNECT, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep) != (ssize_t)sizeof rep)
         return -ENETDOWN;
     return rep.result;
 }
@@ -820,7 +807,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
             int r = parse_address(e, addr, len, &wire);
             if (r < 0) return fail(-r);
         }
-        int r = connect_request(e, fd, &wire, 0);
+        int r = connect_request(e, &wire, 0);
         if (r < 0) return fail(-r);
         if (wire.kind == LVLIP_ADDR_UNSPEC) {
             e->flags &= ~F_STARTED;
@@ -833,14 +820,14 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     int r = parse_address(e, addr, len, &wire);
     if (r < 0) return fail(-r);
     uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd, e);
-    r = connect_request(e, fd, &wire, filler);
+    r = connect_request(e, &wire, filler);
     if (r == -EINPROGRESS) {
         e->flags |= F_STARTED;
         if (fcntl(fd, F_GETFL) & O_NONBLOCK) return fail(EINPROGRESS);
         r = wait_writable(fd);
         if (r < 0) return fail(-r);
         // Writable and not hung up: established (lvlipd took the filler then).
-        r = (r & POLLOUT) && stream_healthy(fd, r) ? 0 : connect_request(e, fd, &wire, 0);
+        r = (r & POLLOUT) && stream_healthy(fd, r) ? 0 : connect_request(e, &wire, 0);
         restore_send_buffer(fd, e);
     } else if (filler) {
         restore_send_buffer(fd, e);  // it did not start: lvlipd took the filler back
@@ -914,7 +901,7 @@ static int get_name(int fd, struct sockaddr *addr, socklen_t *len, int peer) {
     if ((int)*len < 0) return fail(EINVAL);
     struct lvlip_int_req req = {.ref = e->ref, .value = peer};
     struct lvlip_name_rep rep;
-    if (request(LVLIP_MSG_NAME, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_NAME, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
     if (rep.result < 0) return fail(-rep.result);
     format_address(e, &rep.addr, addr, len);
@@ -956,7 +943,7 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
         return r < 0 ? fail(ENETDOWN) : 0;
     }
     struct lvlip_result rep;
-    if (request(LVLIP_MSG_SETOPT, e, &req, sizeof req, value, len, -1, &rep, sizeof rep, NULL, 1) != (ssize_t)sizeof rep)
+    if (request(LVLIP_MSG_SETOPT, e, &req, sizeof req, value, len, -1, &rep, sizeof rep) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
     if (rep.result < 0) return fail(-rep.result);
     if (level == SOL_SOCKET && name == SO_BROADCAST && len >= sizeof(int)) {
@@ -985,7 +972,7 @@ EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len) 
         struct lvlip_opt_rep head;
         char value[1024];
     } rep;
-    ssize_t n = request(LVLIP_MSG_GETOPT, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep, NULL, 1);
+    ssize_t n = request(LVLIP_MSG_GETOPT, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep);
     if (n < (ssize_t)sizeof rep.head) return fail(ENETDOWN);
     if (rep.head.result < 0) return fail(-rep.head.result);
     uint32_t got = rep.head.length;

@@ -50,8 +50,8 @@ public final class IPCServer {
         let pid: Int32
         let uid: UInt32
         var input: [UInt8] = []
-        /// Replies not yet written, each with the descriptor to attach to its first byte.
-        var output: [(bytes: [UInt8], sent: Int, fd: Int32)] = []
+        /// Replies not yet written, and how much of the first one was.
+        var output: [(bytes: [UInt8], sent: Int)] = []
         var outputBytes = 0
         /// Descriptors received and not yet claimed by a message flagged LVLIP_FLAG_FD.
         var fds: [Int32] = []
@@ -291,10 +291,9 @@ public final class IPCServer {
                 return false
             }
             var bytes: [UInt8] = []
-            IPCHeader(length: UInt32(reply.body.count), type: header.type + 1,
-                      flags: reply.fd >= 0 ? UInt16(LVLIP_FLAG_FD) : 0, tag: header.tag).append(to: &bytes)
+            IPCHeader(length: UInt32(reply.body.count), type: header.type + 1, tag: header.tag).append(to: &bytes)
             bytes.append(contentsOf: reply.body)
-            send(client, bytes, fd: reply.fd)
+            send(client, bytes)
             return clients[client.fd] === client
         }
         guard let query = queries[header.type] else {
@@ -323,8 +322,8 @@ public final class IPCServer {
         return body
     }
 
-    private func send(_ client: Client, _ bytes: [UInt8], fd: Int32 = -1) {
-        client.output.append((bytes, 0, fd))
+    private func send(_ client: Client, _ bytes: [UInt8]) {
+        client.output.append((bytes, 0))
         client.outputBytes += bytes.count
         guard client.outputBytes <= Self.maxOutput else {
             close(client.fd, reason: "not reading its replies (\(client.outputBytes) bytes waiting)")
@@ -339,7 +338,7 @@ public final class IPCServer {
             do {
                 n = try first.bytes.withUnsafeBytes { b in
                     try Syscall.nonBlocking("sendmsg") {
-                        lvlip_send_with_fd(client.fd, b.baseAddress! + first.sent, b.count - first.sent, first.fd)
+                        lvlip_send_with_fd(client.fd, b.baseAddress! + first.sent, b.count - first.sent, -1)
                     }
                 }
             } catch {
@@ -347,11 +346,6 @@ public final class IPCServer {
                 return
             }
             guard let written = n else { break }
-            if first.fd >= 0 {
-                // The descriptor went with the first byte; the daemon's copy is done.
-                Syscall.close(first.fd)
-                client.output[0].fd = -1
-            }
             client.output[0].sent += written
             client.outputBytes -= written
             if client.output[0].sent == first.bytes.count { client.output.removeFirst() }
@@ -372,7 +366,6 @@ public final class IPCServer {
         reactor.unregister(fd: fd)
         Syscall.close(fd)
         for received in client.fds { Syscall.close(received) }
-        for pending in client.output where pending.fd >= 0 { Syscall.close(pending.fd) }
         client.fds.removeAll()
         client.output.removeAll()
         if let reason {

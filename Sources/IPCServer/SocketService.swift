@@ -166,10 +166,9 @@ public final class SocketService {
         var ref: (index: UInt32, generation: UInt32, token: UInt64) { (UInt32(slot), generation, token) }
     }
 
-    /// A reply to a request: body, and a descriptor to attach (closed once sent).
+    /// A reply to a request (replies carry no descriptors: the shim makes the pairs).
     public struct Reply {
         public var body: [UInt8]
-        public var fd: Int32 = -1
     }
 
     /// Counters shown by `lvlipctl stat`.
