@@ -260,6 +260,16 @@ _Noreturn static void serve_source(const char *addr, int port, long long bytes) 
 
 /* MARK: - Clients */
 
+/* Appends one latency sample, growing the array as needed. */
+static void record(uint64_t **lat, size_t *n, size_t *cap, uint64_t ns) {
+    if (*n == *cap) {
+        *cap *= 2;
+        *lat = realloc(*lat, *cap * sizeof **lat);
+        if (!*lat) die("realloc");
+    }
+    (*lat)[(*n)++] = ns;
+}
+
 static int pingpong(const char *host, int port, double seconds) {
     int fd = connect_blocking(host, port);
     if (fd < 0) die("connect");
@@ -279,13 +289,7 @@ static int pingpong(const char *host, int port, double seconds) {
     while (n < limit) {
         uint64_t t0 = now_ns();
         if (write_all(fd, out, MSG) || read_all(fd, in, MSG)) die("echo");
-        uint64_t t1 = now_ns();
-        if (n == cap) {
-            cap *= 2;
-            lat = realloc(lat, cap * sizeof *lat);
-            if (!lat) die("realloc");
-        }
-        lat[n++] = t1 - t0;
+        record(&lat, &n, &cap, now_ns() - t0);
         if ((n & 63) == 0 && now_s() >= deadline) break;
     }
     double elapsed = now_s() - start;
@@ -331,13 +335,7 @@ static int connrate(const char *host, int port, double seconds, int nports) {
             continue;
         }
         consecutive = 0;
-        uint64_t t1 = now_ns();
-        if (n == cap) {
-            cap *= 2;
-            lat = realloc(lat, cap * sizeof *lat);
-            if (!lat) die("realloc");
-        }
-        lat[n++] = t1 - t0;
+        record(&lat, &n, &cap, now_ns() - t0);
     }
     double elapsed = now_s() - start;
     printf("{\"mode\": \"connrate\", \"seconds\": %.3f, \"connections\": %zu, \"errors\": %ld, "
