@@ -11,6 +11,7 @@ import os
 import pytest
 
 import harness
+from processes import Processes
 
 
 def pytest_configure(config):
@@ -84,3 +85,13 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
 
+
+
+@pytest.fixture
+def procs(daemon, workdir, request):
+    """Background processes of one test (processes.Processes). Depends on daemon so that its
+    processes are killed before the daemon stops."""
+    processes = Processes(workdir, daemon)
+    yield processes
+    report = getattr(request.node, "rep_call", None)
+    processes.cleanup(report is not None and report.failed)

@@ -11,7 +11,6 @@ scripts/install-deps installs them all.
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import KERNEL_IP, STACK_IP, bin_dir
+from harness import KERNEL_IP, STACK_IP
+from processes import bounded, need, ok, stack_ss, tail, wait_until
 
 MB = 1 << 20
 PY = sys.executable
@@ -50,12 +50,6 @@ P_IPERF_STACK = 5214
 P_NGINX = 8081
 
 
-def need(*tools):
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed (scripts/install-deps installs it)")
-
-
 def sha256(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -72,14 +66,6 @@ def assert_same_file(got, expected):
         f"{got}: {size} bytes, expected the {want} bytes of {expected.name}"
 
 
-def tail(path, limit=3000) -> str:
-    try:
-        text = Path(path).read_bytes().decode(errors="replace")
-    except OSError:
-        return "(none)"
-    return text[-limit:]
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Random files shared by the tests of this module (10 MB, 3 MB, 2 MB, 1 MB...)."""
@@ -94,133 +80,11 @@ def data(tmp_path_factory):
     return files
 
 
-class Processes:
-    """Background processes of one test, each in its own process group; logs in workdir."""
-
-    def __init__(self, workdir: Path, daemon):
-        self.workdir = workdir
-        self.daemon = daemon
-        self.started = []
-
-    def start(self, name, args, stack=False, stdin=None, stdout=None, cwd=None):
-        """Starts args (under lvlip when stack). stdin: None (/dev/null), a path or
-        subprocess.PIPE; stdout goes to the path given, or to workdir/NAME.out; stderr to
-        workdir/NAME.err."""
-        out_path = self.workdir / f"{name}.out"
-        err_path = self.workdir / f"{name}.err"
-        stdin_file = open(stdin, "rb") if isinstance(stdin, (str, Path)) else stdin
-        stdout_file = open(stdout if stdout is not None else out_path, "wb")
-        stderr_file = open(err_path, "wb")
-        try:
-            proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL if stdin is None else stdin_file,
-                                    stdout=stdout_file, stderr=stderr_file,
-                                    env=self.daemon.lvlip_env() if stack else None, cwd=cwd, start_new_session=True)
-        finally:
-            if isinstance(stdin, (str, Path)):
-                stdin_file.close()
-            stdout_file.close()
-            stderr_file.close()
-        proc.name = name
-        proc.out_path = Path(stdout) if stdout is not None else out_path
-        proc.err_path = err_path
-        self.started.append(proc)
-        return proc
-
-    def describe(self, proc) -> str:
-        return (f"{proc.name} (pid {proc.pid}, {' '.join(map(str, proc.args))}) exit {proc.poll()}\n"
-                f"  stderr: {tail(proc.err_path)}")
-
-    def finish(self, proc, timeout, expect=0) -> int:
-        """Waits for proc; fails if it outlives timeout or exits other than expect."""
-        try:
-            status = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill(proc)
-            pytest.fail(f"{proc.name} did not finish within {timeout} s: {self.describe(proc)}\n"
-                        f"lvlipctl ss:\n{stack_ss(self.daemon)}")
-        if expect is not None:
-            assert status == expect, f"{self.describe(proc)}\n  stdout: {tail(proc.out_path)}"
-        return status
-
-    def stop(self, proc, sig=signal.SIGTERM, timeout=10) -> int:
-        """Sends sig to proc alone and waits (SIGKILL to its group after timeout)."""
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill(proc)
-            pytest.fail(f"{proc.name} ignored {signal.Signals(sig).name} for {timeout} s: {self.describe(proc)}")
-
-    @staticmethod
-    def kill(proc):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group we created for it (start_new_session)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def cleanup(self, failed):
-        if failed:
-            print(f"--- lvlipctl ss ---\n{stack_ss(self.daemon)}")
-            for proc in self.started:
-                print(f"--- {self.describe(proc)}")
-        for proc in reversed(self.started):
-            if proc.stdin:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
-            self.kill(proc)
-
-
-@pytest.fixture
-def procs(daemon, workdir, request):
-    """Depends on daemon so that its processes are killed before the daemon stops."""
-    processes = Processes(workdir, daemon)
-    yield processes
-    report = getattr(request.node, "rep_call", None)
-    processes.cleanup(report is not None and report.failed)
-
-
-def bounded(args, timeout, stack=None, stdin=None, text=True, cwd=None):
-    """Runs args to completion (under lvlip with stack=daemon); the CompletedProcess."""
-    kwargs = {"stdin": open(stdin, "rb")} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    try:
-        return subprocess.run([str(a) for a in args], capture_output=True, text=text, timeout=timeout,
-                              env=stack.lvlip_env() if stack else None, cwd=cwd, **kwargs)
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout} s; "
-                    f"stderr: {error.stderr!r}" + (f"\nlvlipctl ss:\n{stack_ss(stack)}" if stack else ""))
-    finally:
-        if stdin is not None:
-            kwargs["stdin"].close()
-
-
-def ok(result, what=""):
-    assert result.returncode == 0, \
-        f"{what or ' '.join(map(str, result.args))} exited {result.returncode}\nstdout: {str(result.stdout)[-2000:]}\n" \
-        f"stderr: {str(result.stderr)[-3000:]}"
-    return result
-
-
 def assert_on_stack(daemon, active=0, passive=0):
     """The connections really went through lvlipd (not the kernel's own sockets)."""
     stats = daemon.stats()
     assert stats["TcpActiveOpens"] >= active and stats["TcpPassiveOpens"] >= passive, \
         f"expected >= {active} active and >= {passive} passive opens on the stack: {stats}"
-
-
-def stack_ss(daemon, listening=False) -> str:
-    args = [bin_dir() / "lvlipctl", "ss", "--socket", daemon.socket] + (["--listening"] if listening else [])
-    try:
-        result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return "(lvlipctl ss timed out)"
-    return result.stdout + result.stderr
 
 
 def kernel_ss(*options) -> str:
@@ -234,17 +98,6 @@ def _listening(lines, port):
         if len(fields) >= 4 and fields[0] == "LISTEN" and fields[3].endswith(f":{port}"):
             return True
     return False
-
-
-def wait_until(predicate, timeout, what, proc=None, procs=None):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what}: the process exited: {procs.describe(proc) if procs else proc.returncode}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}"
-                        + (f": {procs.describe(proc)}" if procs and proc else ""))
-        time.sleep(0.05)
 
 
 def wait_kernel_listener(port, proc, procs, timeout=10):
