@@ -432,8 +432,9 @@ while s.recv(100):
 time.sleep(0.2)
 out["close_wait"] = peer(s)
 s.close()
-# The server resets.
+# The server resets (once it has our byte: the connect is over on both sides first).
 s = socket.create_connection((host, 7023), timeout=5)
+s.sendall(b"x")
 try:
     while s.recv(100):
         pass
@@ -450,6 +451,7 @@ def test_peer_name_through_the_connection_lifecycle(daemon):
     # Linux answers getpeername with ENOTCONN once the connection is over (its socket in
     # CLOSE after TIME-WAIT or a reset), while the descriptor is still open.
     def reset(conn):
+        conn.recv(1)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
 
     servers = [KernelServer(7021, echo), KernelServer(7022, lambda conn: None), KernelServer(7023, reset)]
