@@ -140,19 +140,40 @@ class KernelServer:
         return self.results
 
 
+SINK = "lvliplosssink0"
+
+
 @contextlib.contextmanager
 def nft_loss(percent, direction="both"):
-    """Random loss on tap0 with nftables netdev hooks: ingress drops frames lvlipd sends,
-    egress drops frames the kernel sends (netem is not in this kernel)."""
+    """Random loss on tap0 with nftables netdev hooks (netem is not in this kernel).
+    Frames lvlipd sends are dropped at tap0 ingress. Frames the kernel sends are diverted at
+    tap0 egress to a sink veth whose peer discards them: a `drop` there would be reported to
+    the sending kernel TCP (NET_XMIT_DROP), which sends the segment again at once, so lvlipd
+    would see no loss at all."""
     table = "lvliploss"
+    sink = direction in ("both", "to-stack")
+    if sink:
+        run(["ip", "link", "add", SINK, "type", "veth", "peer", "name", SINK[:-1] + "1"], check=True)
+        run(["ip", "link", "set", SINK, "up"], check=True)
+        run(["ip", "link", "set", SINK[:-1] + "1", "up"], check=True)
     run(["nft", "add", "table", "netdev", table], check=True)
     try:
         if direction in ("both", "from-stack"):
             run(["nft", "add", "chain", "netdev", table, "in", f"{{ type filter hook ingress device {TAP} priority 0; }}"], check=True)
             run(["nft", "add", "rule", "netdev", table, "in", "numgen", "random", "mod", "100", "<", str(percent), "drop"], check=True)
-        if direction in ("both", "to-stack"):
+        if sink:
             run(["nft", "add", "chain", "netdev", table, "out", f"{{ type filter hook egress device {TAP} priority 0; }}"], check=True)
-            run(["nft", "add", "rule", "netdev", table, "out", "numgen", "random", "mod", "100", "<", str(percent), "drop"], check=True)
+            run(["nft", "add", "rule", "netdev", table, "out", "numgen", "random", "mod", "100", "<", str(percent),
+                 "fwd", "to", SINK], check=True)
         yield
     finally:
         run(["nft", "delete", "table", "netdev", table])
+        if sink:
+            run(["ip", "link", "delete", SINK])
+
+
+def kernel_tcp_counter(name):
+    """A Tcp counter of this namespace's kernel (/proc/net/snmp), e.g. RetransSegs."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index(name)])

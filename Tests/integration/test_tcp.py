@@ -11,7 +11,8 @@ import time
 import pytest
 
 from harness import KERNEL_IP, STACK_IP, run
-from tcp_helpers import (KernelServer, download_from_stack_source, nft_loss, upload_to_stack_sink, wait_result)
+from tcp_helpers import (KernelServer, download_from_stack_source, kernel_tcp_counter, nft_loss, upload_to_stack_sink,
+                         wait_result)
 
 MB = 1 << 20
 BULK = int(os.environ.get("LVLIP_TCP_MB", "100")) * MB
@@ -53,24 +54,34 @@ def test_stack_client_from_kernel_source(start_daemon):
 
 @pytest.mark.parametrize("percent", [1, 5])
 def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, percent):
-    """nftables drops `percent`% of frames each way; lvlipd's injector reorders and
+    """nftables loses `percent`% of frames each way; lvlipd's injector reorders and
     duplicates 1% and corrupts 0.1% each way (the checksums must catch every corruption).
-    Both directions at once, byte-exact."""
-    server = KernelServer("sink")
-    daemon = start_daemon("--test-source", "5003", "--test-upload", f"{KERNEL_IP}:{server.port}:{LOSSY}:15",
+    Data flows both ways at once, byte-exact: lvlipd downloads from a kernel source while a
+    kernel client downloads from lvlipd's source."""
+    server = KernelServer("source", timeout=300)
+    daemon = start_daemon("--test-source", "5003", "--test-download", f"{KERNEL_IP}:{server.port}:{LOSSY}:15",
                           "--faults", "0,0.01,0.01,0.001,99", "--log-level", "notice")
+    kernel_retransmits = kernel_tcp_counter("RetransSegs")
     with nft_loss(percent):
         result = {}
         download = threading.Thread(target=lambda: result.update(d=download_from_stack_source(5003, 16, LOSSY, timeout=300)))
         download.start()
-        (received, mismatch, _), = server.join(timeout=300)
+        server.join(timeout=300)
         download.join(300)
-    assert (received, mismatch) == (LOSSY, None)
+        stack_download = wait_result(daemon, "download", timeout=120)[0]
+    assert stack_download["status"] == "OK" and f"received {LOSSY} of {LOSSY}" in stack_download["detail"], stack_download
     (got, bad, digest), expected = result["d"]
     assert (got, bad, digest) == (LOSSY, None, expected)
-    assert wait_result(daemon, "upload", timeout=60)[0]["status"] == "OK"
     stats = daemon.stats()
-    assert stats["TcpRetransSegs"] > 0, "loss must cause retransmissions"
+    # The kernel's segments to lvlipd were lost too, and it retransmitted them: at least half
+    # the expected losses among its ~LOSSY/1448 data segments (measured: 857 of ~724 at 1%,
+    # 3,587 of ~3,620 at 5%). A `drop` on tap0 egress is reported to the kernel's TCP, which
+    # resends at once, mostly uncounted (195 and 261, from the injected faults).
+    retransmitted = kernel_tcp_counter("RetransSegs") - kernel_retransmits
+    expected_losses = LOSSY // 1448 * percent // 100
+    assert retransmitted >= expected_losses // 2, f"kernel retransmitted {retransmitted}, ~{expected_losses} lost"
+    assert stats["TcpRetransSegs"] >= expected_losses // 2, f"lvlipd retransmitted {stats['TcpRetransSegs']}"
+    print(f"retransmitted at {percent}%: kernel {retransmitted}, lvlipd {stats['TcpRetransSegs']}, ~{expected_losses} lost each way")
     assert stats["FaultReordered"] > 0 and stats["FaultDuplicated"] > 0 and stats["FaultCorrupted"] > 0
 
 
