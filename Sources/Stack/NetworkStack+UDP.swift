@@ -173,7 +173,8 @@ extension NetworkStack {
         scratch.setBE16(0, 6)
         scratch.copy(payload, to: 8)
         let datagram = UnsafeRawBufferPointer(scratch.slice(0..<length))
-        var sum = InternetChecksum.partialSum(datagram, Self.udpPseudoHeaderSum(source: address, destination: to.address, length: length))
+        let pseudo = InternetChecksum.pseudoHeaderSum(source: address, destination: to.address, proto: .udp, length: length)
+        var sum = InternetChecksum.partialSum(datagram, pseudo)
         sum = UInt64(InternetChecksum.finish(sum))
         // RFC 768: a computed checksum of zero is sent as all ones (zero means "none").
         let checksum = UInt16(truncatingIfNeeded: sum)
@@ -253,10 +254,6 @@ extension NetworkStack {
 
     // MARK: - Input
 
-    static func udpPseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int) -> UInt64 {
-        TCPSegment.pseudoHeaderSum(source: source, destination: destination, length: length, proto: .udp)
-    }
-
     func receiveUDP(_ datagram: IPv4Datagram, now: Instant) {
         let bytes = datagram.payload
         // RFC 768: the length covers header and data; the IP payload may be longer (padding)
@@ -274,7 +271,8 @@ extension NetworkStack {
         // A zero checksum means the sender computed none (RFC 768), which IPv4 allows.
         if bytes.be16(6) != 0 && !datagram.checksumVerified {
             let sum = InternetChecksum.partialSum(
-                udpBytes, Self.udpPseudoHeaderSum(source: datagram.source, destination: datagram.destination, length: length))
+                udpBytes, InternetChecksum.pseudoHeaderSum(source: datagram.source, destination: datagram.destination,
+                                                           proto: .udp, length: length))
             guard InternetChecksum.finish(sum) == 0 else {
                 counters.udpInCsumErrors &+= 1
                 counters.udpInErrors &+= 1

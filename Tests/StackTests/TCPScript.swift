@@ -51,7 +51,8 @@ final class ScriptedPeer {
             guard p.ethernetType == 0x0800, p.ipProto == 6 else { return nil }
             let tcp = p.ipPayload
             XCTAssertEqual(tcp.withUnsafeBytes { b in
-                InternetChecksum.finish(InternetChecksum.partialSum(b, TCPSegment.pseudoHeaderSum(source: p.ipSource, destination: p.ipDestination, length: b.count)))
+                InternetChecksum.finish(InternetChecksum.partialSum(b, InternetChecksum.pseudoHeaderSum(
+                    source: p.ipSource, destination: p.ipDestination, proto: .tcp, length: b.count)))
             }, 0, "segment checksum")
             return tcp.withUnsafeBytes { b in
                 let s = try! TCPSegment(b, source: p.ipSource, destination: p.ipDestination)

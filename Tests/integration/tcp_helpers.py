@@ -140,7 +140,7 @@ class KernelServer:
         return self.results
 
 
-SINK = "lvliplosssink0"
+SINK, SINK_PEER = "lvliplosssink0", "lvliplosssink1"
 
 
 @contextlib.contextmanager
@@ -153,9 +153,9 @@ def nft_loss(percent, direction="both"):
     table = "lvliploss"
     sink = direction in ("both", "to-stack")
     if sink:
-        run(["ip", "link", "add", SINK, "type", "veth", "peer", "name", SINK[:-1] + "1"], check=True)
+        run(["ip", "link", "add", SINK, "type", "veth", "peer", "name", SINK_PEER], check=True)
         run(["ip", "link", "set", SINK, "up"], check=True)
-        run(["ip", "link", "set", SINK[:-1] + "1", "up"], check=True)
+        run(["ip", "link", "set", SINK_PEER, "up"], check=True)
     run(["nft", "add", "table", "netdev", table], check=True)
     try:
         if direction in ("both", "from-stack"):

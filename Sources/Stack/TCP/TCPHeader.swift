@@ -207,7 +207,9 @@ public struct TCPSegment {
         let offset = Int(bytes[Field.dataOffset] >> 4) * 4
         guard offset >= Self.minimumHeaderLength, offset <= bytes.count else { throw .badDataOffset }
         if !checksumVerified {
-            let sum = InternetChecksum.partialSum(bytes, TCPSegment.pseudoHeaderSum(source: source, destination: destination, length: bytes.count))
+            let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
+                                                          length: bytes.count)
+            let sum = InternetChecksum.partialSum(bytes, pseudo)
             guard InternetChecksum.finish(sum) == 0 else { throw .badChecksum }
         }
         self.bytes = bytes
@@ -226,20 +228,6 @@ public struct TCPSegment {
     /// Sequence space the segment occupies: its data plus one each for SYN and FIN.
     public var sequenceLength: Int {
         payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
-    }
-
-    /// The partial checksum of the IPv4 pseudo-header (RFC 9293 section 3.1; RFC 768 for UDP).
-    @inline(__always)
-    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int,
-                                       proto: IPProtocol = .tcp) -> UInt64 {
-        var sum: UInt64 = 0
-        sum = InternetChecksum.adding(UInt16(source.value >> 16), to: sum)
-        sum = InternetChecksum.adding(UInt16(source.value & 0xFFFF), to: sum)
-        sum = InternetChecksum.adding(UInt16(destination.value >> 16), to: sum)
-        sum = InternetChecksum.adding(UInt16(destination.value & 0xFFFF), to: sum)
-        sum = InternetChecksum.adding(UInt16(proto.rawValue), to: sum)
-        sum = InternetChecksum.adding(UInt16(length), to: sum)
-        return sum
     }
 
     /// Writes a header with options (checksum left zero); returns the header length.
@@ -264,7 +252,9 @@ public struct TCPSegment {
 
     /// Fills in the checksum of a complete segment in `buffer`.
     public static func finishChecksum(_ segment: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
-        let sum = InternetChecksum.partialSum(UnsafeRawBufferPointer(segment), pseudoHeaderSum(source: source, destination: destination, length: segment.count))
+        let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
+                                                      length: segment.count)
+        let sum = InternetChecksum.partialSum(UnsafeRawBufferPointer(segment), pseudo)
         segment.setBE16(InternetChecksum.finish(sum), Field.checksum)
     }
 }

@@ -50,6 +50,21 @@ public enum InternetChecksum {
     @inline(__always)
     public static func adding(_ value: UInt16, to sum: UInt64) -> UInt64 { sum &+ UInt64(value.bigEndian) }
 
+    /// The partial sum of the IPv4 pseudo-header that TCP (RFC 9293 section 3.1) and UDP
+    /// (RFC 768) checksums cover.
+    @inline(__always)
+    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, proto: IPProtocol,
+                                       length: Int) -> UInt64 {
+        var sum: UInt64 = 0
+        sum = adding(UInt16(source.value >> 16), to: sum)
+        sum = adding(UInt16(source.value & 0xFFFF), to: sum)
+        sum = adding(UInt16(destination.value >> 16), to: sum)
+        sum = adding(UInt16(destination.value & 0xFFFF), to: sum)
+        sum = adding(UInt16(proto.rawValue), to: sum)
+        sum = adding(UInt16(length), to: sum)
+        return sum
+    }
+
     /// Folds a partial sum and returns the checksum to store as a big-endian field.
     @inline(__always)
     public static func finish(_ sum: UInt64) -> UInt16 {
