@@ -69,12 +69,20 @@ extension NetworkStack {
 
     /// Sockets whose readiness may have changed since the last call (for the IPC server).
     public func takeReadinessChanges() -> [SocketID] {
-        let changed = tcp.readinessChanged
-        tcp.readinessChanged.removeAll(keepingCapacity: true)
+        var changed: [SocketID] = []
+        takeReadinessChanges(into: &changed)
+        return changed
+    }
+
+    /// The same, without allocating: `changed` is emptied (keeping its capacity) and swapped
+    /// with the stack's list, so the two buffers alternate. This runs after every wake-up.
+    public func takeReadinessChanges(into changed: inout [SocketID]) {
+        if !changed.isEmpty { changed.removeAll(keepingCapacity: true) }
+        if tcp.readinessChanged.isEmpty { return }
+        swap(&changed, &tcp.readinessChanged)
         for id in changed {
             if Self.isUDP(id) { clearUDPReadiness(id) } else { tcpSocket(id)?.readinessQueued = false }
         }
-        return changed
     }
 
     func takeChallengeAckToken(now: Instant) -> Bool { tcp.challengeAckBucket.take(now: now) }

@@ -43,6 +43,8 @@ final class Daemon {
     private var faults: FaultInjector?
     private var stackTimerDeadline: Instant?
     private var framesSinceDispatch = 0
+    /// Reused by dispatchReadiness so that taking the stack's readiness list does not allocate.
+    private var readinessChanges: [SocketID] = []
     private let frameBuffer: UnsafeMutableRawBufferPointer
     /// Frames read per wake-up before yielding to other descriptors.
     private static let readBatch = 256
@@ -174,10 +176,10 @@ final class Daemon {
     /// Gives the stack's readiness changes to their owners; what they do may change more.
     private func dispatchReadiness(now: Instant) {
         for _ in 0..<8 {
-            let changes = stack.takeReadinessChanges()
-            if changes.isEmpty { return }
-            tests?.readinessChanged(changes, now: now)
-            service?.readinessChanged(changes)
+            stack.takeReadinessChanges(into: &readinessChanges)
+            if readinessChanges.isEmpty { return }
+            tests?.readinessChanged(readinessChanges, now: now)
+            service?.readinessChanged(readinessChanges)
         }
     }
 
