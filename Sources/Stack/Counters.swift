@@ -112,6 +112,8 @@ public struct Counters: Sendable {
     public var tcpICMPIgnored: UInt64 = 0
     public var tcpDSACKReceived: UInt64 = 0
     public var tcpDSACKSent: UInt64 = 0
+    /// Duplicate ACKs folded into a later ACK (SACK compression, as Linux's TCPAckCompressed).
+    public var tcpAckCompressed: UInt64 = 0
 
     // UDP (RFC 4113 / Linux /proc/net/snmp names)
     public var udpInDatagrams: UInt64 = 0
@@ -190,6 +192,7 @@ public struct Counters: Sendable {
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
         ("TcpExtTCPDSACKRecv", \.tcpDSACKReceived),
         ("TcpExtTCPDSACKOldSent", \.tcpDSACKSent),
+        ("TcpExtTCPAckCompressed", \.tcpAckCompressed),
         ("UdpInDatagrams", \.udpInDatagrams),
         ("UdpNoPorts", \.udpNoPorts),
         ("UdpInErrors", \.udpInErrors),

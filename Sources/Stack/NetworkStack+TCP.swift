@@ -25,6 +25,9 @@ struct TCPTables {
     var lastLookup: (tuple: TCPFourTuple, connection: TCPConnection)?
     /// Connections that stopped sending because the outbox was full.
     var blockedOnOutbox: [SocketID] = []
+    /// Connections owing a coalesced duplicate ACK (`TCPConnection.duplicateAck`).
+    var deferredAcks: [SocketID] = []
+    var deferredAcksFlushing: [SocketID] = []
     var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
 }
 
@@ -105,6 +108,25 @@ extension NetworkStack {
             }
             tcpSocket(id)?.output(now: now)
         }
+    }
+
+    func deferAck(_ id: SocketID) { tcp.deferredAcks.append(id) }
+
+    /// Sends the duplicate ACKs that out-of-order segments left owing (SACK compression).
+    /// The owner calls this when it has handled the frames at hand, before waiting for more;
+    /// `poll(now:)` calls it too.
+    public func flushDeferredAcks(now: Instant) {
+        guard !tcp.deferredAcks.isEmpty else { return }
+        swap(&tcp.deferredAcks, &tcp.deferredAcksFlushing)
+        for id in tcp.deferredAcksFlushing {
+            guard let c = tcpSocket(id), c.ackDeferred else { continue }
+            c.ackNow = true
+            c.output(now: now)
+            // Sent with that output, or not sendable in this state (then nothing is owed).
+            c.ackDeferred = false
+            c.deferredAckSegments = 0
+        }
+        tcp.deferredAcksFlushing.removeAll(keepingCapacity: true)
     }
 
     /// Called by a connection entering CLOSED; `free` when nobody holds its ID any more.

@@ -60,6 +60,7 @@ public final class NetworkStack {
 
     /// Runs every timer due at `now`.
     public func poll(now: Instant) {
+        flushDeferredAcks(now: now)
         while let (_, timer) = wheel.popExpired(now: now) {
             switch timer {
             case .announce(let remaining):

@@ -165,6 +165,7 @@ final class Daemon {
             framesSinceDispatch += frame.count > 16384 ? 8 : 1
             if framesSinceDispatch >= 8 {
                 framesSinceDispatch = 0
+                stack.flushDeferredAcks(now: now)
                 dispatchReadiness(now: now)
             }
             // Send what the frame produced before reading on: each frame costs one write
@@ -184,6 +185,7 @@ final class Daemon {
     }
 
     private func afterWake() {
+        stack.flushDeferredAcks(now: reactor.now)
         dispatchReadiness(now: reactor.now)
         transmit()
         dispatchReadiness(now: reactor.now)

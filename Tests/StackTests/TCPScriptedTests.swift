@@ -3,6 +3,13 @@ import Timing
 import XCTest
 
 /// RFC behaviour as conversations: a segment in, the exact segment(s) out.
+extension TCPOptions {
+    /// The first SACK block as raw sequence numbers, nil without one.
+    var firstSACK: (start: UInt32, end: UInt32)? {
+        sack.count > 0 ? (sack[0].start.rawValue, sack[0].end.rawValue) : nil
+    }
+}
+
 final class TCPScriptedTests: XCTestCase {
     func read(_ p: ScriptedPeer, _ s: SocketID) -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -116,6 +123,93 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(full.ack, 1201)
         XCTAssertTrue(full.options.sack.isEmpty)
         XCTAssertEqual(read(p, s), [UInt8](repeating: 1, count: 100) + [UInt8](repeating: 2, count: 100))
+    }
+
+    // RFC 5681 4.2 with SACK compression (Linux's tcp_comp_sack): the first three duplicate
+    // ACKs for one RCV.NXT go at once; later ones are owed until the stack's owner flushes
+    // them (after the frames at hand), its timers run, or eight are owed; then one ACK
+    // carries the latest SACK block. Filling the hole is still ACKed at once.
+    func testDuplicateAcksBeyondThreeAreCoalesced() throws {
+        let p = ScriptedPeer()
+        var o = TCPOptions()
+        o.mss = 1460
+        o.sackPermitted = true
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        // 1001..<1101 is lost; the segments after it arrive.
+        func segment(_ k: Int) {
+            p.send(.ack, seq: UInt32(1101 + 100 * k), ack: stackISN &+ 1, data: [UInt8](repeating: 7, count: 100), to: 80)
+        }
+        for k in 0..<3 {
+            segment(k)
+            let dup = try XCTUnwrap(p.expectOne("duplicate ACK \(k + 1) goes at once"))
+            XCTAssertEqual(dup.ack, 1001)
+            XCTAssertEqual(dup.options.firstSACK?.end, UInt32(1201 + 100 * k))
+        }
+        for k in 3..<6 {
+            segment(k)
+            p.expectNothing("duplicate ACK \(k + 1) is owed")
+        }
+        XCTAssertEqual(p.stack.counters.tcpAckCompressed, 0)
+        p.stack.flushDeferredAcks(now: p.now)
+        let owed = try XCTUnwrap(p.expectOne("one ACK for the three owed"))
+        XCTAssertEqual(owed.ack, 1001)
+        XCTAssertEqual(owed.options.firstSACK?.start, 1101)
+        XCTAssertEqual(owed.options.firstSACK?.end, 1701)
+        XCTAssertEqual(p.stack.counters.tcpAckCompressed, 3)
+        p.stack.flushDeferredAcks(now: p.now)
+        p.expectNothing("nothing is owed any more")
+        for k in 6..<13 {
+            segment(k)
+            p.expectNothing()
+        }
+        segment(13)
+        XCTAssertEqual(p.expectOne("the eighth owed segment sends at once")?.options.firstSACK?.end, 2501)
+        segment(14)
+        p.expectNothing()
+        p.stack.poll(now: p.now)
+        XCTAssertEqual(p.expectOne("poll flushes")?.options.firstSACK?.end, 2601)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 1, data: [UInt8](repeating: 1, count: 100), to: 80)
+        let full = try XCTUnwrap(p.expectOne("filling the hole is ACKed at once"))
+        XCTAssertEqual(full.ack, 2601)
+        XCTAssertTrue(full.options.sack.isEmpty)
+        XCTAssertEqual(read(p, s)?.count, 1600)
+    }
+
+    // A new RCV.NXT starts a new run: a second hole gets its three immediate duplicate ACKs.
+    func testEachHoleGetsThreeImmediateDuplicateAcks() throws {
+        let p = ScriptedPeer()
+        var o = TCPOptions()
+        o.mss = 1460
+        o.sackPermitted = true
+        let (_, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        func send(_ seq: UInt32) {
+            p.send(.ack, seq: seq, ack: stackISN &+ 1, data: [UInt8](repeating: 7, count: 100), to: 80)
+        }
+        // Holes at 1001..<1101 and 1601..<1701.
+        for seq in stride(from: UInt32(1101), to: 1601, by: 100) { send(seq) }
+        XCTAssertEqual(p.received().count, 3, "three at once, two owed")
+        for seq in stride(from: UInt32(1701), to: 2201, by: 100) { send(seq) }
+        XCTAssertEqual(p.received().count, 0, "still the same RCV.NXT: owed")
+        send(1001)
+        let partial = try XCTUnwrap(p.expectOne("the first hole filled"))
+        XCTAssertEqual(partial.ack, 1601)
+        XCTAssertEqual(partial.options.firstSACK?.start, 1701)
+        for seq in stride(from: UInt32(2201), to: 2601, by: 100) { send(seq) }
+        XCTAssertEqual(p.received().map(\.ack), [1601, 1601, 1601], "three at once for the new RCV.NXT")
+    }
+
+    // Without SACK a sender counts duplicate ACKs (RFC 5681 3.2), so none is coalesced.
+    func testWithoutSACKEveryDuplicateAckGoesAtOnce() throws {
+        let p = ScriptedPeer()
+        var o = TCPOptions()
+        o.mss = 1460
+        let (_, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        for k in 0..<6 {
+            p.send(.ack, seq: UInt32(1101 + 100 * k), ack: stackISN &+ 1, data: [UInt8](repeating: 7, count: 100), to: 80)
+            XCTAssertEqual(p.expectOne("duplicate ACK \(k + 1)")?.ack, 1001)
+        }
+        p.stack.flushDeferredAcks(now: p.now)
+        p.expectNothing()
     }
 
     // RFC 1122 4.2.3.2 and RFC 5681 4.2: delayed ACK, at most 40 ms here, and at once for

@@ -362,6 +362,33 @@ extension TCPConnection {
         }
     }
 
+    /// An out-of-order segment arrived (with SACK in use). RFC 5681 4.2 asks for an immediate
+    /// duplicate ACK; the first three for one RCV.NXT go at once, which is what a sender
+    /// needs to start fast retransmit. Later ones are coalesced, as Linux does (SACK
+    /// compression, tcp_comp_sack_nr): the ACK is owed until the owner of the stack has
+    /// handled the frames already at hand (`NetworkStack.flushDeferredAcks`, at most 8
+    /// frames in lvlipd) or until 8 segments are owed, and then one ACK carries the
+    /// latest SACK blocks. During a recovery with a hundred segments in flight this spares
+    /// the sender most of a hundred ACKs, each of which it must walk its SACK scoreboard for.
+    func duplicateAck() {
+        if dupAckRcvNxt != rcvNxt {
+            dupAckRcvNxt = rcvNxt
+            dupAcksSent = 0
+        }
+        if dupAcksSent < 3 || ackNow {
+            dupAcksSent += 1
+            ackNow = true
+            return
+        }
+        deferredAckSegments += 1
+        if deferredAckSegments >= 8 {
+            ackNow = true
+        } else if !ackDeferred {
+            ackDeferred = true
+            stack.deferAck(id)
+        }
+    }
+
     /// Data we already had arrived again: report it with a D-SACK (RFC 2883 section 4).
     func noteDuplicate(_ start: SeqNum, _ end: SeqNum) {
         dsackToSend = (start, end)
@@ -406,8 +433,10 @@ extension TCPConnection {
                 unackedReceived += result.advanced
                 stack.markReadinessChanged(id)
             }
-            if result.outOfOrder {
-                // RFC 5681 4.2: out-of-order data, or data filling a hole: ACK at once.
+            if result.outOfOrder && result.advanced == 0 && sackPermitted {
+                duplicateAck()
+            } else if result.outOfOrder {
+                // RFC 5681 4.2: data filling a hole (or out of order without SACK): ACK at once.
                 ackNow = true
             } else if unackedReceived >= 2 * advertisedMSS {
                 // At least every second full-sized segment (RFC 5681 4.2).

@@ -146,6 +146,12 @@ extension TCPConnection {
             ackNow = false
             unackedReceived = 0
             clearTimer(.delayedAck)
+            if ackDeferred {
+                // This segment carries the owed ACK and the latest SACK blocks.
+                stack.counters.tcpAckCompressed &+= UInt64(deferredAckSegments)
+                ackDeferred = false
+                deferredAckSegments = 0
+            }
         }
     }
 

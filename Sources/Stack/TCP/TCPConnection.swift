@@ -144,6 +144,13 @@ final class TCPConnection {
 
     /// An ACK must go out with the next output (RFC 9293: segment needs acknowledging now).
     var ackNow = false
+    /// SACK compression (`duplicateAck`): RCV.NXT of the current run of duplicate ACKs, how
+    /// many of them went out at once, and the out-of-order segments whose ACK is owed to the
+    /// stack's next `flushDeferredAcks` (listed there while `ackDeferred`).
+    var dupAckRcvNxt = SeqNum(0)
+    var dupAcksSent = 0
+    var ackDeferred = false
+    var deferredAckSegments = 0
     /// Bytes received since the last ACK we sent.
     var unackedReceived = 0
     /// When we last answered an unacceptable segment without data (rate limit).
