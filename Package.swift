@@ -7,8 +7,9 @@ import PackageDescription
 /// cross-module optimization, so that generic code such as the timing wheel is specialized
 /// across module boundaries instead of going through runtime metadata (21% fewer
 /// instructions per received segment, callgrind over a 20 MB download; docs/benchmarks.md).
-let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
-let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))] + crossModule
+let hotPath: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release)),
+]
 
 let package = Package(
     name: "lvlip",

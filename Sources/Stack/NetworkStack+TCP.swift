@@ -70,15 +70,9 @@ extension NetworkStack {
         tcp.readinessChanged.append(id)
     }
 
-    /// Sockets whose readiness may have changed since the last call (for the IPC server).
-    public func takeReadinessChanges() -> [SocketID] {
-        var changed: [SocketID] = []
-        takeReadinessChanges(into: &changed)
-        return changed
-    }
-
-    /// The same, without allocating: `changed` is emptied (keeping its capacity) and swapped
-    /// with the stack's list, so the two buffers alternate. This runs after every wake-up.
+    /// Sockets whose readiness may have changed since the last call (for the IPC server), in
+    /// `changed`: it is emptied (keeping its capacity) and swapped with the stack's list, so
+    /// the two buffers alternate and nothing is allocated. This runs after every wake-up.
     public func takeReadinessChanges(into changed: inout [SocketID]) {
         if !changed.isEmpty { changed.removeAll(keepingCapacity: true) }
         if tcp.readinessChanged.isEmpty { return }
@@ -119,11 +113,10 @@ extension NetworkStack {
         guard !tcp.deferredAcks.isEmpty else { return }
         swap(&tcp.deferredAcks, &tcp.deferredAcksFlushing)
         for id in tcp.deferredAcksFlushing {
-            guard let c = tcpSocket(id), c.ackDeferred else { continue }
+            guard let c = tcpSocket(id), c.deferredAckSegments > 0 else { continue }
             c.ackNow = true
             c.output(now: now)
             // Sent with that output, or not sendable in this state (then nothing is owed).
-            c.ackDeferred = false
             c.deferredAckSegments = 0
         }
         tcp.deferredAcksFlushing.removeAll(keepingCapacity: true)

@@ -43,6 +43,9 @@ final class Daemon {
     private var faults: FaultInjector?
     private var stackTimerDeadline: Instant?
     private var framesSinceDispatch = 0
+    /// Applications hear of received data, and owed duplicate ACKs go out, every this many
+    /// MTU frames of a batch.
+    private static let dispatchFrames = 8
     /// Reused by dispatchReadiness so that taking the stack's readiness list does not allocate.
     private var readinessChanges: [SocketID] = []
     private let frameBuffer: UnsafeMutableRawBufferPointer
@@ -162,8 +165,8 @@ final class Daemon {
             // Applications hear of received data every 8 MTU frames (or after each large TSO
             // segment, which fills a receive window fast), not after every frame: one write
             // into a socket's pair then carries several segments.
-            framesSinceDispatch += frame.count > 16384 ? 8 : 1
-            if framesSinceDispatch >= 8 {
+            framesSinceDispatch += frame.count > 16384 ? Self.dispatchFrames : 1
+            if framesSinceDispatch >= Self.dispatchFrames {
                 framesSinceDispatch = 0
                 stack.flushDeferredAcks(now: now)
                 dispatchReadiness(now: now)

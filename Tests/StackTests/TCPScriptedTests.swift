@@ -2,7 +2,6 @@ import Stack
 import Timing
 import XCTest
 
-/// RFC behaviour as conversations: a segment in, the exact segment(s) out.
 extension TCPOptions {
     /// The first SACK block as raw sequence numbers, nil without one.
     var firstSACK: (start: UInt32, end: UInt32)? {
@@ -10,6 +9,7 @@ extension TCPOptions {
     }
 }
 
+/// RFC behaviour as conversations: a segment in, the exact segment(s) out.
 final class TCPScriptedTests: XCTestCase {
     func read(_ p: ScriptedPeer, _ s: SocketID) -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -108,10 +108,7 @@ final class TCPScriptedTests: XCTestCase {
     // RFC 5681 4.2: out-of-order data is ACKed at once, with SACK (RFC 2018).
     func testOutOfOrderIsAckedImmediatelyWithSACK() throws {
         let p = ScriptedPeer()
-        var o = TCPOptions()
-        o.mss = 1460
-        o.sackPermitted = true
-        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: ScriptedPeer.synOptions(ws: nil))
         p.send(.ack, seq: 1101, ack: stackISN &+ 1, data: [UInt8](repeating: 2, count: 100), to: 80)
         let dup = try XCTUnwrap(p.expectOne())
         XCTAssertEqual(dup.ack, 1001)
@@ -131,10 +128,7 @@ final class TCPScriptedTests: XCTestCase {
     // carries the latest SACK block. Filling the hole is still ACKed at once.
     func testDuplicateAcksBeyondThreeAreCoalesced() throws {
         let p = ScriptedPeer()
-        var o = TCPOptions()
-        o.mss = 1460
-        o.sackPermitted = true
-        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000, options: ScriptedPeer.synOptions(ws: nil))
         // 1001..<1101 is lost; the segments after it arrive.
         func segment(_ k: Int) {
             p.send(.ack, seq: UInt32(1101 + 100 * k), ack: stackISN &+ 1, data: [UInt8](repeating: 7, count: 100), to: 80)
@@ -178,10 +172,7 @@ final class TCPScriptedTests: XCTestCase {
     // A new RCV.NXT starts a new run: a second hole gets its three immediate duplicate ACKs.
     func testEachHoleGetsThreeImmediateDuplicateAcks() throws {
         let p = ScriptedPeer()
-        var o = TCPOptions()
-        o.mss = 1460
-        o.sackPermitted = true
-        let (_, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        let (_, stackISN) = try p.establishPassive(peerISN: 1000, options: ScriptedPeer.synOptions(ws: nil))
         func send(_ seq: UInt32) {
             p.send(.ack, seq: seq, ack: stackISN &+ 1, data: [UInt8](repeating: 7, count: 100), to: 80)
         }
@@ -201,9 +192,7 @@ final class TCPScriptedTests: XCTestCase {
     // Without SACK a sender counts duplicate ACKs (RFC 5681 3.2), so none is coalesced.
     func testWithoutSACKEveryDuplicateAckGoesAtOnce() throws {
         let p = ScriptedPeer()
-        var o = TCPOptions()
-        o.mss = 1460
-        let (_, stackISN) = try p.establishPassive(peerISN: 1000, options: o)
+        let (_, stackISN) = try p.establishPassive(peerISN: 1000)
         for k in 0..<6 {
             p.send(.ack, seq: UInt32(1101 + 100 * k), ack: stackISN &+ 1, data: [UInt8](repeating: 7, count: 100), to: 80)
             XCTAssertEqual(p.expectOne("duplicate ACK \(k + 1)")?.ack, 1001)

@@ -31,7 +31,9 @@ final class UDPTests: XCTestCase {
         let s = h.stack.udpOpen()
         try h.stack.udpBind(s, address: nil, port: 5353)
         h.receive(Self.frame(Self.udp(sourcePort: 4000, destinationPort: 5353, Array("hello".utf8))))
-        XCTAssertEqual(h.stack.takeReadinessChanges(), [s])
+        var changed: [SocketID] = []
+        h.stack.takeReadinessChanges(into: &changed)
+        XCTAssertEqual(changed, [s])
         let d = try XCTUnwrap(h.stack.udpReceive(s))
         XCTAssertEqual(d.source, Frames.peerIP)
         XCTAssertEqual(d.sourcePort, 4000)

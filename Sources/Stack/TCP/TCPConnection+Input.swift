@@ -381,12 +381,8 @@ extension TCPConnection {
             return
         }
         deferredAckSegments += 1
-        if deferredAckSegments >= 8 {
-            ackNow = true
-        } else if !ackDeferred {
-            ackDeferred = true
-            stack.deferAck(id)
-        }
+        if deferredAckSegments == 1 { stack.deferAck(id) }
+        if deferredAckSegments >= 8 { ackNow = true }
     }
 
     /// Data we already had arrived again: report it with a D-SACK (RFC 2883 section 4).

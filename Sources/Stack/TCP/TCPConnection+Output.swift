@@ -146,12 +146,9 @@ extension TCPConnection {
             ackNow = false
             unackedReceived = 0
             clearTimer(.delayedAck)
-            if ackDeferred {
-                // This segment carries the owed ACK and the latest SACK blocks.
-                stack.counters.tcpAckCompressed &+= UInt64(deferredAckSegments)
-                ackDeferred = false
-                deferredAckSegments = 0
-            }
+            // This segment carries any owed ACK and the latest SACK blocks.
+            stack.counters.tcpAckCompressed &+= UInt64(deferredAckSegments)
+            deferredAckSegments = 0
         }
     }
 

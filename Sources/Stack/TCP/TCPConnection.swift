@@ -146,10 +146,9 @@ final class TCPConnection {
     var ackNow = false
     /// SACK compression (`duplicateAck`): RCV.NXT of the current run of duplicate ACKs, how
     /// many of them went out at once, and the out-of-order segments whose ACK is owed to the
-    /// stack's next `flushDeferredAcks` (listed there while `ackDeferred`).
+    /// stack's next `flushDeferredAcks` (on its list while any are).
     var dupAckRcvNxt = SeqNum(0)
     var dupAcksSent = 0
-    var ackDeferred = false
     var deferredAckSegments = 0
     /// Bytes received since the last ACK we sent.
     var unackedReceived = 0
