@@ -153,6 +153,9 @@ static uint32_t stack_address, stack_netmask, stack_gateway;
 static uint64_t ctl_inode;
 static uint32_t ctl_tag;
 static int warned;
+static int ctl_greeted;  // HELLO_REPLY read on ctl_fd
+static int ctl_lost;     // the program closed ctl_fd (we could not keep it open)
+static int child_ctl_fd = -1;  // opened for the child of a fork under way
 
 // Read once at load: programs clear their environment (nginx workers keep only TZ) and
 // still open their control connection after fork.
@@ -174,6 +177,20 @@ static void warn_unreachable(const char *why, int err) {
     char line[512];
     int n = snprintf(line, sizeof line, "lvlip: cannot reach lvlipd at %s: %s%s\n", socket_path(), why,
                      err ? strerror(err) : "");
+    if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+// An IP socket lvlip does not serve (raw, ICMP, SCTP, packet sockets) goes to the kernel's
+// stack, which is not the stack the user asked about: say so, once per process.
+static void warn_unserved(int domain, int type, int protocol) {
+    static int said;
+    if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) return;
+    const char *family = domain == AF_INET ? "AF_INET" : domain == AF_INET6 ? "AF_INET6" : "AF_PACKET";
+    const char *kind = type == SOCK_RAW ? "SOCK_RAW" : type == SOCK_DGRAM ? "SOCK_DGRAM" : type == SOCK_STREAM ? "SOCK_STREAM" : "other";
+    char line[256];
+    int n = snprintf(line, sizeof line,
+                     "lvlip: %s %s sockets with protocol %d are not served by lvlip: this one uses the kernel's network stack\n",
+                     family, kind, protocol);
     if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
@@ -280,6 +297,7 @@ static size_t ctl_in_length;
 static void ctl_drop(void) {
     if (ctl_fd >= 0) get_close()(ctl_fd);
     ctl_fd = -1;
+    ctl_greeted = 0;
     ctl_in_length = 0;
     // Replies lost with the connection: sockets still unnamed are identified afresh by the
     // marker on their pair (lvlipd handled every request it received before the close).
@@ -291,12 +309,19 @@ static void ctl_drop(void) {
     outstanding_count = 0;
 }
 
-// Connects and says HELLO; the descriptor is kept high, out of the way of dup2 targets.
-static int ctl_open(void) {
+// Connects to lvlipd and sends HELLO without waiting for the reply (read by ctl_greet).
+// The descriptor is kept high, out of the way of dup2 targets. Returns it, or -1 with errno.
+//
+// Holding this connection is what lets a process use lvlip: it is opened when the shim loads
+// and, for each fork child, by the parent just before the fork, so a program that drops its
+// privileges afterwards (nginx workers, memcached -u) keeps it, as a kernel socket opened
+// before setuid keeps working. lvlipd reads the sender's credentials with every request
+// (SO_PASSCRED), so what a request may do depends on who makes it now (docs/shim.md).
+static int ctl_connect(void) {
     const char *path = socket_path();
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path) {
-        warn_unreachable("path too long", 0);
+        errno = ENAMETOOLONG;
         return -1;
     }
     strcpy(addr.sun_path, path);
@@ -305,7 +330,7 @@ static int ctl_open(void) {
     if (get_connect()(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
         int e = errno;
         get_close()(fd);
-        warn_unreachable("", e);
+        errno = e;
         return -1;
     }
     int high = fcntl(fd, F_DUPFD_CLOEXEC, 768);
@@ -313,33 +338,86 @@ static int ctl_open(void) {
         get_close()(fd);
         fd = high;
     }
-    struct {
-        uint32_t length;
-        uint16_t type, flags;
-        uint32_t tag;
-        uint32_t magic;
-        uint16_t version, zero;
-        int32_t pid;
-        uint32_t address, netmask, gateway;
-    } hello = {12, LVLIP_MSG_HELLO, 0, 0, LVLIP_IPC_MAGIC, LVLIP_IPC_VERSION, 0, (int32_t)getpid(), 0, 0, 0};
-    typeof(hello) reply;
-    if (write_all(fd, &hello, 24, -1) < 0 || read_all(fd, &reply, 12) < 0) {
+    struct lvlip_hello_msg hello = {
+        .header = {.length = sizeof hello.body, .type = LVLIP_MSG_HELLO},
+        .body = {.magic = LVLIP_IPC_MAGIC, .version = LVLIP_IPC_VERSION, .pid = (int32_t)getpid()},
+    };
+    if (write_all(fd, &hello, sizeof hello, -1) < 0) {
         int e = errno;
         get_close()(fd);
-        warn_unreachable("handshake failed: ", e);
+        errno = e;
         return -1;
     }
-    if (reply.type != LVLIP_MSG_HELLO_REPLY || reply.length != 24 || read_all(fd, &reply.magic, 24) < 0 ||
-        reply.version != LVLIP_IPC_VERSION) {
-        get_close()(fd);
+    return fd;
+}
+
+// The connection `fd` becomes ours, its HELLO reply still to be read.
+static void ctl_adopt(int fd) {
+    ctl_fd = fd;
+    ctl_inode = inode_of(fd);
+    ctl_greeted = 0;
+}
+
+// With ctl_lock held: reads the HELLO reply, which comes before any other. -1: dropped.
+static int ctl_greet(void) {
+    struct lvlip_hello_reply reply;
+    ssize_t n = read_some(ctl_fd, &reply, sizeof reply, sizeof(struct lvlip_msg_header));
+    if (n < 0) {
+        int e = errno;
+        ctl_drop();
+        warn_unreachable(e == ECONNRESET ? "lvlipd closed the connection (see its log)" : "handshake failed: ", e == ECONNRESET ? 0 : e);
+        return -1;
+    }
+    if (n < (ssize_t)sizeof reply && read_all(ctl_fd, (char *)&reply + n, sizeof reply - (size_t)n) < 0) n = -1;
+    if (n < 0 || reply.header.type != LVLIP_MSG_HELLO_REPLY || reply.header.length != sizeof reply.body ||
+        reply.body.version != LVLIP_IPC_VERSION) {
+        ctl_drop();
         warn_unreachable("the daemon speaks another protocol version", 0);
         return -1;
     }
-    ctl_fd = fd;
-    ctl_inode = inode_of(fd);
-    stack_address = reply.address;
-    stack_netmask = reply.netmask;
-    stack_gateway = reply.gateway;
+    ctl_greeted = 1;
+    stack_address = reply.body.address;
+    stack_netmask = reply.body.netmask;
+    stack_gateway = reply.body.gateway;
+    return 0;
+}
+
+// With ctl_lock held: a greeted connection, opened now if there is none. -1 with errno
+// ENETDOWN if lvlipd cannot be reached.
+static int ctl_ready(void) {
+    if (ctl_fd >= 0 && inode_of(ctl_fd) != ctl_inode) {
+        // The program closed our descriptor behind our back (a raw close_range syscall):
+        // a different file under the number means it is gone.
+        ctl_fd = -1;
+        ctl_drop();
+        ctl_lost = 1;
+    }
+    if (ctl_fd < 0) {
+        int fd = ctl_connect();
+        if (fd < 0) {
+            int e = errno;
+            if (ctl_lost && (e == EACCES || e == EPERM)) {
+                char why[160];
+                snprintf(why, sizeof why, "the program closed lvlip's connection, and uid %u may not open it again: ",
+                         (unsigned)geteuid());
+                warn_unreachable(why, e);
+            } else if (e == EACCES || e == EPERM) {
+                // Started as, or exec'd after becoming, a user the socket does not admit.
+                char why[160];
+                snprintf(why, sizeof why, "uid %u may not open it (see lvlipd --group): ", (unsigned)geteuid());
+                warn_unreachable(why, e);
+            } else {
+                warn_unreachable("", e);
+            }
+            errno = ENETDOWN;
+            return -1;
+        }
+        ctl_adopt(fd);
+    }
+    if (!ctl_greeted && ctl_greet() < 0) {
+        errno = ENETDOWN;
+        return -1;
+    }
     return 0;
 }
 
@@ -348,16 +426,7 @@ static int ctl_open(void) {
 // another thread may just have filled it in).
 static int send_request(uint16_t type, const struct entry *about, const void *body, uint32_t length,
                         const void *extra, uint32_t extra_length, int pass_fd, uint32_t *tag) {
-    if (ctl_fd >= 0 && inode_of(ctl_fd) != ctl_inode) {
-        // The program closed our descriptor behind our back (closefrom, a loop of close
-        // calls): a different file under the number means it is gone.
-        ctl_fd = -1;
-        ctl_drop();
-    }
-    if (ctl_fd < 0 && ctl_open() < 0) {
-        errno = ENETDOWN;
-        return -1;
-    }
+    if (ctl_ready() < 0) return -1;
     struct {
         uint32_t length;
         uint16_t type, flags;
@@ -478,24 +547,36 @@ static int request_later(uint16_t type, const struct entry *about, const void *b
 }
 
 static void before_fork(void) {
-    // The child opens its own connection: every reply to what was sent is read now, so that
-    // the sockets both will hold are named.
+    // The child gets its own connection, opened now by the parent (whose credentials may be
+    // the ones that can open it: the child may drop them before its first socket call).
+    // Every reply to what was sent is read first, so that the sockets both will hold are named.
     pthread_mutex_lock(&ctl_lock);
     if (outstanding_count > 0 && settle() < 0) ctl_drop();
+    child_ctl_fd = ctl_connect();
 }
 
-static void after_fork_parent(void) { pthread_mutex_unlock(&ctl_lock); }
+static void after_fork_parent(void) {
+    if (child_ctl_fd >= 0) get_close()(child_ctl_fd);
+    child_ctl_fd = -1;
+    pthread_mutex_unlock(&ctl_lock);
+}
 
 static void after_fork_child(void) {
-    // The child shares the parent's control connection: it must open its own.
     pthread_mutex_init(&ctl_lock, NULL);
     pthread_mutex_init(&table_lock, NULL);
-    ctl_drop();
+    ctl_drop();  // our copy of the parent's connection
+    ctl_lost = 0;
+    if (child_ctl_fd >= 0) ctl_adopt(child_ctl_fd);
+    child_ctl_fd = -1;
 }
 
 __attribute__((constructor)) static void shim_init(void) {
     load_socket_path();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    // The connection is opened now, with the credentials the program starts with; if lvlipd
+    // cannot be reached yet, the first socket call tries again (and says why it failed).
+    int fd = ctl_connect();
+    if (fd >= 0) ctl_adopt(fd);
 }
 
 // MARK: - Which descriptors are stack sockets
@@ -655,7 +736,10 @@ EXPORT int socket(int domain, int type, int protocol) {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
     int stream = base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
     int dgram = base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP);
-    if (!((domain == AF_INET || domain == AF_INET6) && (stream || dgram))) return get_socket()(domain, type, protocol);
+    if (!((domain == AF_INET || domain == AF_INET6) && (stream || dgram))) {
+        if (domain == AF_INET || domain == AF_INET6 || domain == AF_PACKET) warn_unserved(domain, base, protocol);
+        return get_socket()(domain, type, protocol);
+    }
     // fds[0] is the program's end, fds[1] lvlipd's: close-on-exec until it has gone, so
     // that no child started meanwhile keeps a copy.
     int fds[2];
@@ -1395,23 +1479,44 @@ EXPORT int close(int fd) {
     return get_close()(fd);
 }
 
-EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
-    if (!(flags & CLOSE_RANGE_CLOEXEC)) {
-        if (ctl_fd >= 0 && (unsigned)ctl_fd >= first && (unsigned)ctl_fd <= last) {
-            pthread_mutex_lock(&ctl_lock);
-            ctl_drop();
-            pthread_mutex_unlock(&ctl_lock);
-        }
-        for (unsigned page = first >> PAGE_BITS; page < PAGES && page <= (last >> PAGE_BITS); page++) {
-            struct entry *p = atomic_load_explicit(&pages[page], memory_order_acquire);
-            if (!p) continue;
-            for (unsigned i = 0; i < PAGE_SIZE_ENTRIES; i++) {
-                unsigned fd = (page << PAGE_BITS) | i;
-                if (fd >= first && fd <= last) memset(&p[i], 0, sizeof p[i]);
-            }
+static void forget_range(unsigned int first, unsigned int last) {
+    for (unsigned page = first >> PAGE_BITS; page < PAGES && page <= (last >> PAGE_BITS); page++) {
+        struct entry *p = atomic_load_explicit(&pages[page], memory_order_acquire);
+        if (!p) continue;
+        for (unsigned i = 0; i < PAGE_SIZE_ENTRIES; i++) {
+            unsigned fd = (page << PAGE_BITS) | i;
+            if (fd >= first && fd <= last) memset(&p[i], 0, sizeof p[i]);
         }
     }
-    return get_close_range()(first, last, flags);
+}
+
+// The control connection is not the program's: a range that covers it is closed around it
+// (daemons close every descriptor at start-up, then drop privileges and open sockets).
+EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    if (flags & CLOSE_RANGE_CLOEXEC) return get_close_range()(first, last, flags);
+    int ctl = ctl_fd;
+    if (ctl < 0 || (unsigned)ctl < first || (unsigned)ctl > last) {
+        forget_range(first, last);
+        return get_close_range()(first, last, flags);
+    }
+    int r = 0;
+    if ((unsigned)ctl > first) {
+        forget_range(first, (unsigned)ctl - 1);
+        r = get_close_range()(first, (unsigned)ctl - 1, flags);
+    }
+    if (r == 0 && (unsigned)ctl < last) {
+        forget_range((unsigned)ctl + 1, last);
+        r = get_close_range()((unsigned)ctl + 1, last, flags);
+    }
+    return r;
+}
+
+EXPORT void closefrom(int lowfd) {
+    if (lowfd < 0) lowfd = 0;
+    if (close_range((unsigned)lowfd, ~0u, 0) == 0) return;
+    // No close_range (an old kernel): one close per open descriptor, ours kept.
+    int max = (int)sysconf(_SC_OPEN_MAX);
+    for (int fd = lowfd; fd < max; fd++) close(fd);
 }
 
 static void copy_entry(int from, int to) {
@@ -1473,6 +1578,10 @@ EXPORT long syscall(long number, ...) {
         return socket((int)a1, (int)a2, (int)a3);
     case SYS_connect:
         return connect((int)a1, (const struct sockaddr *)a2, (socklen_t)a3);
+    case SYS_close:
+        return close((int)a1);
+    case SYS_close_range:
+        return close_range((unsigned int)a1, (unsigned int)a2, (int)a3);
     default:
         return get_syscall()(number, a1, a2, a3, a4, a5, a6);
     }

@@ -74,10 +74,11 @@ ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd) {
     return n;
 }
 
-ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds) {
+ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds,
+                            struct lvlip_credentials *creds) {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     union {
-        char space[CMSG_SPACE(sizeof(int) * 8)];
+        char space[CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred))];
         struct cmsghdr align;
     } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
@@ -88,7 +89,18 @@ ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_f
         n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
     if (n < 0) return n;
+    if (creds) creds->valid = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && creds &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred u;
+            memcpy(&u, CMSG_DATA(c), sizeof u);
+            creds->pid = u.pid;
+            creds->uid = u.uid;
+            creds->gid = u.gid;
+            creds->valid = 1;
+            continue;
+        }
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         for (size_t i = 0; i < count; i++) {

@@ -47,8 +47,11 @@ public final class IPCServer {
 
     private final class Client {
         let fd: Int32
-        let pid: Int32
-        let uid: UInt32
+        /// Who sent the last bytes read: SO_PEERCRED at first, then each read's
+        /// SCM_CREDENTIALS. A connection can outlive its opener's identity (a fork child
+        /// inherits it, a process drops privileges): every request is judged by its sender.
+        var pid: Int32
+        var uid: UInt32
         var input: [UInt8] = []
         /// Replies not yet written, and how much of the first one was.
         var output: [(bytes: [UInt8], sent: Int)] = []
@@ -161,6 +164,12 @@ public final class IPCServer {
                 Syscall.close(fd)
                 continue
             }
+            // Credentials with every read: permission decisions use the sender's identity now.
+            if lvlip_set_int_option(fd, SOL_SOCKET, SO_PASSCRED, 1) != 0 {
+                logger.warning("IPC client pid \(pid) refused: SO_PASSCRED: \(String(cString: strerror(errno)))")
+                Syscall.close(fd)
+                continue
+            }
             let client = Client(fd: fd, pid: pid, uid: uid)
             do {
                 try reactor.register(fd: fd, events: [.readable, .readHangup]) { [unowned self] events in
@@ -188,9 +197,11 @@ public final class IPCServer {
         for _ in 0..<64 {
             let n: Int?
             var receivedCount: Int32 = 0
+            var sender = lvlip_credentials()
             do {
                 n = try Syscall.nonBlocking("recvmsg") {
-                    lvlip_recv_with_fds(client.fd, readBuffer.baseAddress, readBuffer.count, receivedFDs, 4, &receivedCount)
+                    lvlip_recv_with_fds(client.fd, readBuffer.baseAddress, readBuffer.count, receivedFDs, 4, &receivedCount,
+                                        &sender)
                 }
             } catch {
                 close(client.fd, reason: Self.clientGone(error) ? nil : "\(error)")
@@ -210,6 +221,14 @@ public final class IPCServer {
             if count == 0 {
                 close(client.fd, reason: nil)
                 return
+            }
+            if sender.valid != 0 && (sender.uid != client.uid || sender.pid != client.pid) {
+                // What was read before came from someone else: handle it as theirs. (The
+                // kernel never returns bytes of two senders from one read.)
+                processInput(client)
+                guard clients[client.fd] === client else { return }
+                client.pid = sender.pid
+                client.uid = sender.uid
             }
             client.input.append(contentsOf: UnsafeRawBufferPointer(readBuffer.slice(0..<count)))
             if receivedCount != 0 {

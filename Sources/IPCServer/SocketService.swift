@@ -203,6 +203,8 @@ public final class SocketService {
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
     public private(set) var counters = Counters()
     private let daemonPid = getpid()
+    /// The process whose request is being handled (its credentials at the time it sent it).
+    private var requester: Int32 = 0
 
     /// Send buffer of the daemon's end: how much received data may wait in the application's end.
     static let pushBuffer: Int32 = 1 << 20
@@ -283,6 +285,7 @@ public final class SocketService {
     public func handle(type: UInt16, tag: UInt32, body: UnsafeRawBufferPointer, fd received: Int32, pid: Int32,
                        uid: UInt32, created: inout Created) -> Reply? {
         var fd = received
+        requester = pid
         defer { if fd >= 0 { Syscall.close(fd) } }
         func lookup(_ ref: lvlip_ref) -> Socket? { self.lookup(created.resolve(ref)) }
         switch Int(type) {
@@ -678,7 +681,7 @@ public final class SocketService {
     }
 
     private func bindTarget(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> BindTarget {
-        if addr.port != 0 && addr.port < 1024 && uid != 0 { return .error(-EACCES) }
+        if !Privilege.mayBind(port: addr.port, uid: uid, pid: requester) { return .error(-EACCES) }
         switch Int(addr.kind) {
         case Int(LVLIP_ADDR_V6_OTHER.rawValue):
             return .error(-EADDRNOTAVAIL)

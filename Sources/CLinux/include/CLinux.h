@@ -73,9 +73,18 @@ int lvlip_is_pair_end(int fd, int type);
 int lvlip_bind_abstract(int fd, const char *name);
 // sendmsg of one buffer with one descriptor attached (fd < 0: none); non-blocking, no SIGPIPE.
 ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd);
+// The sender's credentials of what one recvmsg read (SCM_CREDENTIALS, with SO_PASSCRED set):
+// the kernel's record of who sent it, at the time it was sent.
+struct lvlip_credentials {
+    int32_t pid;
+    uint32_t uid, gid;
+    int32_t valid;
+};
 // Non-blocking recvmsg; received descriptors (close-on-exec) land in fds, their count in
-// *nfds (negative, -(count + 1), when the kernel dropped some for lack of room).
-ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds);
+// *nfds (negative, -(count + 1), when the kernel dropped some for lack of room). With SO_PASSCRED
+// set on `sock`, *creds (if given) says who sent the bytes read (valid 0: not known).
+ssize_t lvlip_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds,
+                            struct lvlip_credentials *creds);
 // Non-blocking, SIGPIPE-free write of up to two buffers.
 ssize_t lvlip_writev2(int fd, const void *a, size_t alen, const void *b, size_t blen);
 // writev of two buffers (any descriptor).

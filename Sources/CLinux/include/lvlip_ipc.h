@@ -24,6 +24,38 @@
 // One file descriptor travels with the message (SCM_RIGHTS on its first byte).
 #define LVLIP_FLAG_FD 0x0001u
 
+struct lvlip_msg_header {
+    uint32_t length;
+    uint16_t type;
+    uint16_t flags;
+    uint32_t tag;
+};
+
+// HELLO's body; HELLO_REPLY's starts the same (with the daemon's pid).
+struct lvlip_hello {
+    uint32_t magic;    // LVLIP_IPC_MAGIC
+    uint16_t version;  // LVLIP_IPC_VERSION
+    uint16_t zero;
+    int32_t pid;
+};
+
+struct lvlip_hello_msg {
+    struct lvlip_msg_header header;
+    struct lvlip_hello body;
+};
+
+// HELLO_REPLY: the daemon's hello and the stack's interface (host byte order; gateway 0: none).
+struct lvlip_hello_reply {
+    struct lvlip_msg_header header;
+    struct {
+        uint32_t magic;
+        uint16_t version;
+        uint16_t zero;
+        int32_t pid;
+        uint32_t address, netmask, gateway;
+    } body;
+};
+
 enum lvlip_msg_type {
     LVLIP_MSG_HELLO = 1,         // client -> daemon: uint32 magic, uint16 version, uint16 0, int32 pid
     LVLIP_MSG_HELLO_REPLY = 2,   // daemon -> client: as HELLO with the daemon's pid, then uint32 address,

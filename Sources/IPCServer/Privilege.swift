@@ -1,0 +1,49 @@
+import Glibc
+
+/// What the sender of a request may do that others may not, judged as Linux judges it, from
+/// the sender's credentials at the time of the request (SCM_CREDENTIALS; see IPCServer).
+enum Privilege {
+    /// CAP_NET_BIND_SERVICE, capability number 10 (linux/capability.h).
+    static let netBindService = 10
+
+    /// Whether `port` may be bound by the sender: ports below
+    /// net.ipv4.ip_unprivileged_port_start (1024 by default) need CAP_NET_BIND_SERVICE
+    /// (ip(7)). Root has it unless it was dropped; another user has it only if granted
+    /// (file capabilities, ambient set), as /proc/PID/status's CapEff says.
+    static func mayBind(port: UInt16, uid: UInt32, pid: Int32) -> Bool {
+        guard port != 0, Int(port) < unprivilegedPortStart() else { return true }
+        if let effective = effectiveCapabilities(pid) { return effective & (1 << netBindService) != 0 }
+        return uid == 0
+    }
+
+    /// net.ipv4.ip_unprivileged_port_start of lvlipd's network namespace (the programs'
+    /// too: they reach lvlipd's socket only from where it runs).
+    static func unprivilegedPortStart() -> Int {
+        guard let text = readSmallFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+              let value = Int(firstWord(text)) else { return 1024 }
+        return value
+    }
+
+    /// The CapEff mask of process `pid`, or nil if it cannot be read (the process is gone).
+    static func effectiveCapabilities(_ pid: Int32) -> UInt64? {
+        guard pid > 0, let text = readSmallFile("/proc/\(pid)/status") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("CapEff:") {
+            return UInt64(firstWord(line.dropFirst("CapEff:".count)), radix: 16)
+        }
+        return nil
+    }
+
+    private static func readSmallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        return String(decoding: bytes[0..<n], as: UTF8.self)
+    }
+
+    private static func firstWord<S: StringProtocol>(_ text: S) -> Substring {
+        text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.map { Substring($0) } ?? ""
+    }
+}
