@@ -135,6 +135,8 @@ public final class SocketService {
         var reuseAddress = false
         var finPending = false
         var writeShut = false
+        /// UDP after shutdown(SHUT_WR): bytes of datagrams written before it, still to send.
+        var writtenBeforeShutdown = 0
         var readShut = false
         var eofSent = false
         var appClosed = false
@@ -1377,6 +1379,9 @@ extension SocketService {
     }
 
     private func udpConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
+        // Datagrams written before this connect() go where they were meant to: to the peer
+        // connected then (the pair holds them until lvlipd reads them).
+        readDatagrams(s, draining: true)
         guard let id = s.stackID else { return -EBADF }
         do {
             switch Int(addr.kind) {
@@ -1408,7 +1413,13 @@ extension SocketService {
             s.readShut = true
             _ = lvlip_shutdown_write(s.fd)
         }
-        if how == 1 || how == 2 { s.writeShut = true }
+        if (how == 1 || how == 2) && !s.writeShut {
+            // What the program wrote before shutdown() is still sent (the shim refuses later
+            // writes): the pair's queued bytes are counted now and read as usual.
+            s.writeShut = true
+            var queued: Int32 = 0
+            if s.fd >= 0, ioctl(s.fd, UInt(FIONREAD), &queued) == 0 { s.writtenBeforeShutdown = Int(queued) }
+        }
         return 0
     }
 
@@ -1493,10 +1504,15 @@ extension SocketService {
                 return
             }
             counters.appBytesIn &+= UInt64(n)
-            guard n >= 1, !s.writeShut else {
-                counters.appBytesDiscarded &+= UInt64(n)
-                continue
+            if s.writeShut {
+                guard s.writtenBeforeShutdown >= n else {
+                    s.writtenBeforeShutdown = 0
+                    counters.appBytesDiscarded &+= UInt64(n)
+                    continue
+                }
+                s.writtenBeforeShutdown -= n
             }
+            guard n >= 1 else { continue }
             var payload = UnsafeRawBufferPointer(scratch.slice(min(header, n)..<n))
             var destination: (address: IPv4Address, port: UInt16)?
             let h = n >= header ? UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self) : nil

@@ -45,6 +45,9 @@ P_FRAG_STACK_SERVER = 5332
 P_CLOSED = 5341
 P_MALFORMED = 5351
 P_BROADCAST = 5361
+P_NC_SHUTDOWN = 5371
+P_SEND_AT_ONCE = 5372
+P_UNRESOLVED = 5373
 
 UDP_COUNTERS = ("UdpInDatagrams", "UdpNoPorts", "UdpInErrors", "UdpOutDatagrams", "UdpRcvbufErrors",
                 "UdpSndbufErrors", "UdpInCsumErrors")
@@ -184,6 +187,111 @@ def test_nc_udp_both_ways(daemon, procs, stack_side):
     # The stack carried one datagram each way: the message and the reply.
     assert delta(before, after, "UdpOutDatagrams") == 1 and delta(before, after, "UdpInDatagrams") == 1, \
         deltas(before, after)
+
+
+class KernelUDPSink:
+    """A kernel UDP socket on 0.0.0.0:port collecting what arrives."""
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("0.0.0.0", port))
+        self.got = []
+
+    def collect(self, expected, timeout=10):
+        """Reads until `expected` datagrams came or nothing came for a while; their payloads."""
+        deadline = time.monotonic() + timeout
+        while len(self.got) < expected and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                self.got.append(self.sock.recv(65536))
+        return self.got
+
+    def close(self):
+        self.sock.close()
+
+
+def test_nc_datagram_written_just_before_shutdown_is_sent(daemon, procs):
+    """`echo x | nc -u -q1`: nc writes the datagram and at once calls shutdown(SHUT_WR); what
+    was written before the shutdown is still sent (it waited on the socket's pair when lvlipd
+    handled the shutdown). 50 runs, 10 at a time, each its own socket."""
+    need("nc")
+    sink = KernelUDPSink(P_NC_SHUTDOWN)
+    try:
+        before = daemon.stats()
+        sent = []
+        for batch in range(5):
+            runs = []
+            for i in range(10):
+                message = f"datagram {batch * 10 + i}\n".encode()
+                sent.append(message)
+                proc = procs.start(f"nc{batch}-{i}", ["nc", "-u", "-n", "-q1", KERNEL_IP, P_NC_SHUTDOWN], stack=True,
+                                   stdin=subprocess.PIPE)
+                proc.stdin.write(message)
+                proc.stdin.close()
+                runs.append(proc)
+            for proc in runs:
+                procs.finish(proc, 15)
+        got = sink.collect(len(sent))
+        after = daemon.stats()
+    finally:
+        sink.close()
+    assert sorted(got) == sorted(sent), f"{len(got)}/{len(sent)} delivered; {deltas(before, after)}"
+    assert delta(before, after, "UdpOutDatagrams") == len(sent), deltas(before, after)
+    assert delta(before, after, "IpcAppBytesDiscarded") == 0, deltas(before, after, ("IpcAppBytesDiscarded",))
+
+
+SEND_AT_ONCE = """
+import json, socket, sys
+host, port, how, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+for i in range(count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    message = f"{how} {i}".encode()
+    if how == "sendto":
+        s.sendto(message, (host, port))
+    else:
+        s.connect((host, port))
+        s.send(message)
+        if how == "shutdown":
+            s.shutdown(socket.SHUT_WR)
+    s.close()
+print(json.dumps({"sent": count}))
+"""
+
+
+@pytest.mark.parametrize("how", ["close", "shutdown", "sendto"])
+def test_datagrams_sent_right_before_close_or_shutdown_arrive(daemon, how):
+    """Connect, send, then at once shutdown or close (or sendto then close): each datagram the
+    program was told was sent arrives, the first of them after ARP resolves 10.0.0.5."""
+    sink = KernelUDPSink(P_SEND_AT_ONCE)
+    try:
+        before = daemon.stats()
+        run_script(SEND_AT_ONCE, KERNEL_IP, P_SEND_AT_ONCE, how, 50, daemon=daemon)
+        got = sink.collect(50)
+        after = daemon.stats()
+    finally:
+        sink.close()
+    assert sorted(got) == sorted(f"{how} {i}".encode() for i in range(50)), \
+        f"{len(got)}/50 delivered; {deltas(before, after, UDP_COUNTERS + ('IpcAppBytesDiscarded', 'ArpPendingDrops'))}"
+
+
+def test_datagrams_to_an_unresolved_neighbour_wait_for_arp(daemon):
+    """The first datagrams to an address lvlipd has not resolved yet wait for the ARP reply
+    (bounded, counted) and are then sent, in order."""
+    unresolved = "10.0.0.7"
+    subprocess.run(["ip", "addr", "add", f"{unresolved}/24", "dev", "tap0"], check=True)
+    sink = KernelUDPSink(P_UNRESOLVED)
+    try:
+        before = daemon.stats()
+        run_script(SEND_AT_ONCE, unresolved, P_UNRESOLVED, "close", 20, daemon=daemon)
+        got = sink.collect(20)
+        after = daemon.stats()
+    finally:
+        sink.close()
+        subprocess.run(["ip", "addr", "del", f"{unresolved}/24", "dev", "tap0"])
+    assert got == [f"close {i}".encode() for i in range(20)], \
+        f"{len(got)}/20 delivered; {deltas(before, after, UDP_COUNTERS + ('ArpPendingDrops', 'ArpOutRequests'))}"
+    assert delta(before, after, "ArpOutRequests") >= 1, deltas(before, after, ("ArpOutRequests",))
 
 
 # MARK: - 3. socat UDP echo
