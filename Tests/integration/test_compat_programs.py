@@ -11,9 +11,11 @@ scripts/install-deps installs them all.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -67,23 +69,22 @@ def assert_same_file(got, expected):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Random files shared by the tests of this module (10 MB, 3 MB, 2 MB, 1 MB...)."""
-    path = tmp_path_factory.mktemp("compatdata")
+def data():
+    """Random files shared by the tests of this module (10 MB, 3 MB, 2 MB, 1 MB...). Servers run
+    as their packages run them read these as nobody (nginx's workers), so they live in a
+    directory of their own that everyone may read, not under pytest's private temporary root."""
+    path = Path(tempfile.mkdtemp(prefix="lvlip-compat-"))
+    path.chmod(0o755)
     files = {}
     for name, size in (("big", 10 * MB), ("three", 3 * MB), ("reply", 3 * MB + 12345), ("two", 2 * MB),
                        ("one0", MB), ("one1", MB + 1), ("one2", MB + 777), ("small", 100 * 1024)):
         files[name] = path / f"{name}.bin"
         with open(files[name], "wb") as f:
             f.write(os.urandom(size))
+        files[name].chmod(0o644)
     files["dir"] = path
-    # Servers run as their packages run them read these as nobody (nginx's workers).
-    path.chmod(0o755)
-    for parent in path.parents:
-        if parent in (Path("/"), Path("/tmp")):
-            break
-        parent.chmod(parent.stat().st_mode | 0o111)
-    return files
+    yield files
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def assert_on_stack(daemon, active=0, passive=0):
