@@ -317,7 +317,11 @@ static void ctl_drop(void) {
 // privileges afterwards (nginx workers, memcached -u) keeps it, as a kernel socket opened
 // before setuid keeps working. lvlipd reads the sender's credentials with every request
 // (SO_PASSCRED), so what a request may do depends on who makes it now (docs/shim.md).
-static int ctl_connect(void) {
+//
+// `waiting`: whether to wait while lvlipd's accept queue is full. At load and at fork the
+// shim does not (a stopped or swamped lvlipd must not hang every program that starts); the
+// first socket call then connects again, waiting.
+static int ctl_connect(int waiting) {
     const char *path = socket_path();
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path) {
@@ -325,9 +329,10 @@ static int ctl_connect(void) {
         return -1;
     }
     strcpy(addr.sun_path, path);
-    int fd = get_socket()(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = get_socket()(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (waiting ? 0 : SOCK_NONBLOCK), 0);
     if (fd < 0) return -1;
-    if (get_connect()(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    if (get_connect()(fd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+        (!waiting && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)) {
         int e = errno;
         get_close()(fd);
         errno = e;
@@ -393,7 +398,7 @@ static int ctl_ready(void) {
         ctl_lost = 1;
     }
     if (ctl_fd < 0) {
-        int fd = ctl_connect();
+        int fd = ctl_connect(1);
         if (fd < 0) {
             int e = errno;
             if (ctl_lost && (e == EACCES || e == EPERM)) {
@@ -552,7 +557,7 @@ static void before_fork(void) {
     // Every reply to what was sent is read first, so that the sockets both will hold are named.
     pthread_mutex_lock(&ctl_lock);
     if (outstanding_count > 0 && settle() < 0) ctl_drop();
-    child_ctl_fd = ctl_connect();
+    child_ctl_fd = ctl_connect(0);
 }
 
 static void after_fork_parent(void) {
@@ -575,7 +580,7 @@ __attribute__((constructor)) static void shim_init(void) {
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     // The connection is opened now, with the credentials the program starts with; if lvlipd
     // cannot be reached yet, the first socket call tries again (and says why it failed).
-    int fd = ctl_connect();
+    int fd = ctl_connect(0);
     if (fd >= 0) ctl_adopt(fd);
 }
 
