@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -105,7 +106,8 @@ struct entry {
     uint64_t inode;
     struct lvlip_ref ref;
     int32_t error;         // lvlipd refused to make the socket: every request fails with this
-    uint32_t reserved;
+    uint8_t icmp;          // an ICMP socket (ping or raw): datagrams are ICMP messages, no ports
+    uint8_t reserved[3];
 };
 
 #define PAGE_BITS 10
@@ -617,7 +619,8 @@ static struct entry *identify(int fd, uint64_t inode) {
     if (rep.state == LVLIP_STATE_CONNECTING || rep.state == LVLIP_STATE_CONNECTED || rep.state == LVLIP_STATE_CLOSED)
         e->flags |= F_STARTED;
     if (rep.state == LVLIP_STATE_LISTENING) e->flags |= F_LISTENING;
-    if (rep.type == SOCK_DGRAM) {
+    e->icmp = rep.protocol == IPPROTO_ICMP;
+    if (rep.type == SOCK_DGRAM || rep.type == SOCK_RAW) {
         e->flags |= F_DGRAM;
         if (rep.state != LVLIP_STATE_CONNECTED) e->flags &= ~F_STARTED;
     }
@@ -740,7 +743,9 @@ static int simple(uint16_t type, struct entry *e, int32_t value) {
 EXPORT int socket(int domain, int type, int protocol) {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
     int stream = base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
-    int dgram = base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP);
+    // ICMP: ping sockets (SOCK_DGRAM) and raw ICMP sockets, IPv4; served as datagram sockets.
+    int icmp = domain == AF_INET && protocol == IPPROTO_ICMP && (base == SOCK_DGRAM || base == SOCK_RAW);
+    int dgram = (base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP)) || icmp;
     if (!((domain == AF_INET || domain == AF_INET6) && (stream || dgram))) {
         if (domain == AF_INET || domain == AF_INET6 || domain == AF_PACKET) warn_unserved(domain, base, protocol);
         return get_socket()(domain, type, protocol);
@@ -770,11 +775,14 @@ EXPORT int socket(int domain, int type, int protocol) {
     e->family = (uint16_t)domain;
     e->inode = inode;
     e->flags = F_PENDING | (dgram ? F_DGRAM : 0);
+    e->icmp = (uint8_t)icmp;
     struct lvlip_socket_req req = {.family = domain, .type = base, .protocol = protocol};
     uint32_t tag;
     pthread_mutex_lock(&ctl_lock);
     int r;
-    if (socket_headroom > ASYNC_SOCKET_HEADROOM + (uint32_t)outstanding_count) {
+    // An ICMP socket waits for its reply: lvlipd decides who may have one (EACCES, EPERM),
+    // and programs fall back on that answer (ping tries a ping socket, then a raw one).
+    if (!icmp && socket_headroom > ASYNC_SOCKET_HEADROOM + (uint32_t)outstanding_count) {
         r = request_later(LVLIP_MSG_SOCKET, NULL, &req, sizeof req, NULL, 0, fds[1], fds[0], inode, &tag);
         if (r == 0) {
             e->ref = (struct lvlip_ref){.index = LVLIP_REF_PENDING, .generation = tag};
@@ -1116,13 +1124,16 @@ static inline int write_refused(int fd, struct entry *e, int flags) {
 
 #define DGRAM_HEADER ((ssize_t)sizeof(struct lvlip_dgram_header))
 #define MAX_UDP_PAYLOAD 65507
+#define MAX_ICMP_MESSAGE 65515
 
 // An error lvlipd queued for a connected socket (an ICMP error about what it sent): taken by
 // the next send, as the kernel's sk_err.
+// An error waiting at the head of a connected socket's pair fails the next send, as Linux's
+// pending sk_err does.
 static int take_queued_error(int fd) {
     struct lvlip_dgram_header h;
     ssize_t n = get_recv()(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
-    if (n != DGRAM_HEADER || !(h.flags & LVLIP_DGRAM_ERROR)) return 0;
+    if (n != DGRAM_HEADER || !(h.flags & LVLIP_DGRAM_ERROR) || (h.flags & LVLIP_DGRAM_ERRQUEUE)) return 0;
     (void)get_recv()(fd, &h, sizeof h, MSG_DONTWAIT);
     return h.error > 0 ? h.error : EIO;
 }
@@ -1136,14 +1147,15 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
     if (count > 1023) return fail(EMSGSIZE);
     size_t total = 0;
     for (size_t i = 0; i < count; i++) total += iov[i].iov_len;
-    if (total > MAX_UDP_PAYLOAD) return fail(EMSGSIZE);
+    if (total > (e->icmp ? MAX_ICMP_MESSAGE : MAX_UDP_PAYLOAD)) return fail(EMSGSIZE);
     struct lvlip_dgram_header h = {.magic = LVLIP_DGRAM_MAGIC};
     if (to) {
         struct lvlip_addr wire;
         int r = parse_address(e, to, tolen, &wire);
         if (r < 0) return fail(-r);
         if (wire.kind != LVLIP_ADDR_V4) return fail(ENETUNREACH);
-        if (wire.port == 0) return fail(EINVAL);
+        if (wire.port == 0 && !e->icmp) return fail(EINVAL);
+        h.flags |= LVLIP_DGRAM_ADDRESSED;
         // What the kernel refuses at once, refused at once (lvlipd would only drop it).
         uint32_t a = wire.addr;
         uint32_t subnet_broadcast = stack_address | ~stack_netmask;
@@ -1175,6 +1187,130 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
     return n >= DGRAM_HEADER ? n - DGRAM_HEADER : 0;
 }
 
+// MARK: - The error queue (IP_RECVERR, MSG_ERRQUEUE)
+
+// lvlipd writes an ICMP error about a datagram of a socket with IP_RECVERR as two records: a
+// plain error (Linux's pending sk_err: the next read or send fails with it) and an error
+// queue record with the details (struct lvlip_dgram_error, then the quoted payload). The
+// latter keeps the pair readable, as the error queue keeps a kernel socket in POLLERR, until
+// recvmsg(MSG_ERRQUEUE) takes it; a plain read that meets it moves it aside, here.
+#define ERROR_QUOTE 576
+#define ERROR_SLOTS 32
+struct queued_error {
+    int fd;
+    uint64_t inode;
+    int32_t error;
+    size_t length;  // of data: struct lvlip_dgram_error and the quote
+    char data[sizeof(struct lvlip_dgram_error) + ERROR_QUOTE];
+};
+static struct queued_error error_queue[ERROR_SLOTS];
+static int error_queue_count;
+static pthread_mutex_t error_queue_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void keep_error(int fd, const struct entry *e, int32_t error, const void *data, size_t length) {
+    if (length < sizeof(struct lvlip_dgram_error)) return;
+    pthread_mutex_lock(&error_queue_lock);
+    if (error_queue_count == ERROR_SLOTS) {
+        memmove(&error_queue[0], &error_queue[1], sizeof error_queue[0] * (ERROR_SLOTS - 1));
+        error_queue_count--;
+    }
+    struct queued_error *q = &error_queue[error_queue_count++];
+    q->fd = fd;
+    q->inode = e->inode;
+    q->error = error;
+    q->length = length < sizeof q->data ? length : sizeof q->data;
+    memcpy(q->data, data, q->length);
+    pthread_mutex_unlock(&error_queue_lock);
+}
+
+static int take_kept_error(int fd, const struct entry *e, struct queued_error *out) {
+    int found = 0;
+    pthread_mutex_lock(&error_queue_lock);
+    for (int i = 0; i < error_queue_count; i++) {
+        if (error_queue[i].fd != fd || error_queue[i].inode != e->inode) continue;
+        *out = error_queue[i];
+        memmove(&error_queue[i], &error_queue[i + 1], sizeof error_queue[0] * (size_t)(error_queue_count - i - 1));
+        error_queue_count--;
+        found = 1;
+        break;
+    }
+    pthread_mutex_unlock(&error_queue_lock);
+    return found;
+}
+
+// Moves the error queue record at the head of the pair aside.
+static void take_errqueue_record(int fd, const struct entry *e) {
+    struct {
+        struct lvlip_dgram_header h;
+        char data[sizeof(struct lvlip_dgram_error) + ERROR_QUOTE];
+    } record;
+    ssize_t n = get_recv()(fd, &record, sizeof record, MSG_DONTWAIT);
+    if (n > DGRAM_HEADER) keep_error(fd, e, record.h.error, record.data, (size_t)(n - DGRAM_HEADER));
+}
+
+// recvmsg(MSG_ERRQUEUE): the oldest ICMP error, as ip(7) describes: the quoted payload as
+// data, the datagram's destination as the name, and an IP_RECVERR (IPV6_RECVERR) control
+// message holding struct sock_extended_err and the offender's address.
+static ssize_t dgram_recv_errqueue(int fd, struct entry *e, struct msghdr *msg) {
+    struct queued_error q;
+    if (!take_kept_error(fd, e, &q)) {
+        // Taking the error queue's entry clears the pending error (Linux's
+        // sock_dequeue_err_skb): a plain error record before it goes too.
+        struct lvlip_dgram_header h;
+        ssize_t n = get_recv()(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+        if (n == DGRAM_HEADER && (h.flags & LVLIP_DGRAM_ERROR) && !(h.flags & LVLIP_DGRAM_ERRQUEUE)) {
+            (void)get_recv()(fd, &h, sizeof h, MSG_DONTWAIT);
+            n = get_recv()(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+        }
+        if (n != DGRAM_HEADER || !(h.flags & LVLIP_DGRAM_ERRQUEUE)) return fail(EAGAIN);
+        take_errqueue_record(fd, e);
+        if (!take_kept_error(fd, e, &q)) return fail(EAGAIN);
+    }
+    struct lvlip_dgram_error d;
+    memcpy(&d, q.data, sizeof d);
+    const char *quote = q.data + sizeof d;
+    size_t quoted = q.length - sizeof d, copied = 0;
+    for (size_t i = 0; i < msg->msg_iovlen && copied < quoted; i++) {
+        size_t take = msg->msg_iov[i].iov_len < quoted - copied ? msg->msg_iov[i].iov_len : quoted - copied;
+        memcpy(msg->msg_iov[i].iov_base, quote + copied, take);
+        copied += take;
+    }
+    msg->msg_flags = MSG_ERRQUEUE | (copied < quoted ? MSG_TRUNC : 0);
+    if (msg->msg_name) {
+        struct lvlip_addr to = {.addr = d.destination, .port = d.port, .kind = LVLIP_ADDR_V4};
+        format_address(e, &to, msg->msg_name, &msg->msg_namelen);
+    }
+    struct {
+        struct sock_extended_err ee;
+        union {
+            struct sockaddr_in in;
+            struct sockaddr_in6 in6;
+        } offender;
+    } payload;
+    memset(&payload, 0, sizeof payload);
+    payload.ee.ee_errno = (uint32_t)q.error;
+    payload.ee.ee_origin = SO_EE_ORIGIN_ICMP;
+    payload.ee.ee_type = d.type;
+    payload.ee.ee_code = d.code;
+    payload.ee.ee_info = d.info;
+    struct lvlip_addr offender = {.addr = d.offender, .kind = LVLIP_ADDR_V4};
+    socklen_t offender_length = sizeof payload.offender;
+    format_address(e, &offender, (struct sockaddr *)&payload.offender, &offender_length);
+    size_t length = sizeof payload.ee + offender_length;
+    struct cmsghdr *c = msg->msg_controllen >= CMSG_SPACE(length) ? CMSG_FIRSTHDR(msg) : NULL;
+    if (c) {
+        c->cmsg_level = e->family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = e->family == AF_INET6 ? IPV6_RECVERR : IP_RECVERR;
+        c->cmsg_len = CMSG_LEN(length);
+        memcpy(CMSG_DATA(c), &payload, length);
+        msg->msg_controllen = CMSG_SPACE(length);
+    } else {
+        msg->msg_controllen = 0;
+        msg->msg_flags |= MSG_CTRUNC;
+    }
+    return (ssize_t)copied;
+}
+
 static ssize_t dgram_recv(int fd, struct entry *e, const struct iovec *iov, size_t count, int flags,
                           struct sockaddr *from, socklen_t *fromlen, int *msg_flags) {
     if (count > 1023) return fail(EMSGSIZE);
@@ -1192,6 +1328,24 @@ static ssize_t dgram_recv(int fd, struct entry *e, const struct iovec *iov, size
             return 0;  // shut down for reading (or lvlipd is gone)
         }
         if (n < DGRAM_HEADER) continue;  // cannot happen: lvlipd writes whole headers
+        if (h.flags & LVLIP_DGRAM_ERRQUEUE) {
+            // Not for this read: moved aside for MSG_ERRQUEUE; the next datagram is read.
+            if (flags & MSG_PEEK) {
+                take_errqueue_record(fd, e);
+            } else {
+                char details[sizeof(struct lvlip_dgram_error) + ERROR_QUOTE];
+                size_t want = (size_t)n - DGRAM_HEADER, have = 0;
+                for (size_t i = 0; i < count && have < want && have < sizeof details; i++) {
+                    size_t take = iov[i].iov_len;
+                    if (take > want - have) take = want - have;
+                    if (take > sizeof details - have) take = sizeof details - have;
+                    memcpy(details + have, iov[i].iov_base, take);
+                    have += take;
+                }
+                keep_error(fd, e, h.error, details, have);
+            }
+            continue;
+        }
         if (h.flags & LVLIP_DGRAM_ERROR) {
             if (flags & MSG_PEEK) (void)get_recv()(fd, &h, sizeof h, MSG_DONTWAIT);
             return fail(h.error > 0 ? h.error : EIO);
@@ -1292,6 +1446,7 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t room, int flag
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
     struct entry *e = known_stack(fd);
     if (!e || !msg) return get_recvmsg()(fd, msg, flags);
+    if (is_dgram(e) && (flags & MSG_ERRQUEUE)) return dgram_recv_errqueue(fd, e, msg);
     if (is_dgram(e)) {
         socklen_t len = msg->msg_name ? msg->msg_namelen : 0;
         int out_flags = 0;

@@ -48,7 +48,12 @@ enum K {
     static let SO_ACCEPTCONN: Int32 = 30
     static let SO_SNDBUFFORCE: Int32 = 32
     static let SOCK_STREAM: Int32 = 1
+    static let SOCK_DGRAM: Int32 = 2
+    static let SOCK_RAW: Int32 = 3
     static let SOCK_SEQPACKET: Int32 = 5
+    static let IPPROTO_ICMP: Int32 = 1
+    static let SOL_RAW: Int32 = 255
+    static let ICMP_FILTER: Int32 = 1
     static let SO_RCVBUFFORCE: Int32 = 33
     static let SO_MARK: Int32 = 36
     static let SO_PROTOCOL: Int32 = 38
@@ -60,6 +65,8 @@ enum K {
     static let IPPROTO_IPV6: Int32 = 41
     static let IP_TOS: Int32 = 1
     static let IP_TTL: Int32 = 2
+    static let IP_RECVERR: Int32 = 11
+    static let IPV6_RECVERR: Int32 = 25
     static let IPV6_V6ONLY: Int32 = 26
     static let IPV6_TCLASS: Int32 = 67
     static let TCP_NODELAY: Int32 = 1
@@ -337,12 +344,25 @@ public final class SocketService {
             let req = body.loadUnaligned(as: lvlip_opt_req.self)
             guard Int(req.length) == body.count - header, req.length <= 1024 else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
+            if req.level == K.SOL_RAW {
+                return result(rawSetOption(s, name: req.name, value: UnsafeRawBufferPointer(rebasing: body[header...])))
+            }
+            if s.udp, (req.level == K.IPPROTO_IP && req.name == K.IP_RECVERR) || (req.level == K.IPPROTO_IPV6 && req.name == K.IPV6_RECVERR),
+               req.length >= 1, let id = s.stackID {
+                // Acted on here; kept and answered by the option table like any other.
+                let value = req.length >= 4 ? body.loadUnaligned(fromByteOffset: header, as: Int32.self) : Int32(body[header])
+                stack.udpSetReceiveErrors(id, value != 0)
+            }
             return result(setOption(s, level: req.level, name: req.name,
                                     value: UnsafeRawBufferPointer(rebasing: body[header...]), uid: uid))
         case Int(LVLIP_MSG_GETOPT.rawValue):
             guard body.count == MemoryLayout<lvlip_opt_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_opt_req.self)
             guard let s = lookup(req.ref) else { return optReply(-EBADF, []) }
+            if req.level == K.SOL_RAW {
+                let (code, value) = rawGetOption(s, name: req.name, room: Int(min(req.length, 1024)))
+                return optReply(code, value)
+            }
             let (code, value) = getOption(s, level: req.level, name: req.name, room: Int(min(req.length, 1024)))
             return optReply(code, value)
         case Int(LVLIP_MSG_STATUS.rawValue):
@@ -389,10 +409,11 @@ public final class SocketService {
         var r = lvlip_socket_rep()
         r.result = 0
         r.family = s.family
-        r.type = s.udp ? 2 : 1  // SOCK_DGRAM, SOCK_STREAM
+        r.type = !s.udp ? K.SOCK_STREAM : s.stackID.flatMap { stack.datagramKind($0) } == .rawICMP ? K.SOCK_RAW : K.SOCK_DGRAM
         r.state = stateCode(s)
         r.ref = lvlip_ref(index: UInt32(s.slot), generation: s.generation, token: s.token)
         r.headroom = UInt32(clamping: limits.socketsPerUser - s.user.sockets)
+        if s.udp, let id = s.stackID, stack.datagramKind(id) != .udp { r.protocol = UInt32(K.IPPROTO_ICMP) }
         return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
     }
 
@@ -411,9 +432,22 @@ public final class SocketService {
     /// SOCKET: the shim made the pair; `daemonFD` becomes the socket's on success.
     private func open(_ req: lvlip_socket_req, daemonFD: Int32, pid: Int32, uid: UInt32) -> (Reply, Socket?) {
         guard req.family == AF_INET || req.family == AF_INET6 else { return (failedSocket(-EAFNOSUPPORT), nil) }
-        guard req.type == 1 || req.type == 2 else { return (failedSocket(-ESOCKTNOSUPPORT), nil) }
-        let udp = req.type == 2
-        guard req.protocol == 0 || req.protocol == (udp ? 17 : 6) else { return (failedSocket(-EPROTONOSUPPORT), nil) }
+        guard req.type == K.SOCK_STREAM || req.type == K.SOCK_DGRAM || req.type == K.SOCK_RAW else {
+            return (failedSocket(-ESOCKTNOSUPPORT), nil)
+        }
+        let udp = req.type != K.SOCK_STREAM
+        // ICMP: ping sockets (SOCK_DGRAM) and raw ICMP sockets, IPv4 only.
+        let icmp = req.protocol == K.IPPROTO_ICMP && req.family == AF_INET
+        if req.type == K.SOCK_RAW && !icmp { return (failedSocket(-EPROTONOSUPPORT), nil) }
+        guard icmp || req.protocol == 0 || req.protocol == (udp ? 17 : 6) else { return (failedSocket(-EPROTONOSUPPORT), nil) }
+        if icmp {
+            // As Linux: ping sockets for the groups of net.ipv4.ping_group_range (EACCES),
+            // raw sockets with CAP_NET_RAW (EPERM), judged by the requester now.
+            if req.type == K.SOCK_RAW && !Privilege.capable(Privilege.netRaw, pid: pid, uid: uid) {
+                return (failedSocket(-EPERM), nil)
+            }
+            if req.type == K.SOCK_DGRAM && !Privilege.mayOpenPingSocket(pid: pid) { return (failedSocket(-EACCES), nil) }
+        }
         // A client could pass anything. lvlipd's end must be one end of a fresh pair whose
         // other end the client keeps: were the other end lvlipd's too (a stack socket's, or a
         // control connection), neither would ever see the other close. (All I/O on it is
@@ -428,7 +462,8 @@ public final class SocketService {
             return (failedSocket(-EMFILE), nil)
         }
         guard let s = adopt(daemonFD: daemonFD, family: req.family, user: user, pid: pid,
-                            stackID: udp ? stack.udpOpen() : stack.tcpOpen(), udp: udp) else {
+                            stackID: icmp ? stack.icmpOpen(raw: req.type == K.SOCK_RAW) : udp ? stack.udpOpen() : stack.tcpOpen(),
+                            udp: udp) else {
             return (failedSocket(-ENOMEM), nil)
         }
         counters.socketsCreated &+= 1
@@ -1363,7 +1398,10 @@ extension SocketService {
     private func udpBind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
         guard let id = s.stackID, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
         let address: IPv4Address?
-        switch bindTarget(s, addr, uid: uid) {
+        // A ping socket's "port" is its echo identifier: no privileged range.
+        var checked = addr
+        if stack.datagramKind(id) != .udp { checked.port = 0 }
+        switch bindTarget(s, checked, uid: uid) {
         case .phantom: return 0
         case .error(let code): return code
         case .ipv4(let a): address = a
@@ -1517,7 +1555,8 @@ extension SocketService {
             var destination: (address: IPv4Address, port: UInt16)?
             let h = n >= header ? UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self) : nil
             if let h, h.magic == LVLIP_DGRAM_MAGIC {
-                destination = h.port == 0 ? nil : (IPv4Address(h.addr), h.port)
+                let addressed = h.port != 0 || h.flags & UInt16(LVLIP_DGRAM_ADDRESSED) != 0
+                destination = addressed ? (IPv4Address(h.addr), h.port) : nil
             } else {
                 // Written past the shim (a raw sendmmsg syscall, a program without the shim
                 // after exec): the whole message is the datagram, for the connected peer.
@@ -1542,7 +1581,10 @@ extension SocketService {
     /// queue (bounded by SO_RCVBUF).
     private func pushDatagrams(_ s: Socket) {
         guard let id = s.stackID else { return }
-        if stack.udpHasError(id), let error = stack.udpTakeError(id) { pushError(s, error.errno) }
+        if stack.udpHasError(id) {
+            while s.fd >= 0, let report = stack.udpTakeErrorReport(id) { pushError(s, report.error.errno, report) }
+            if let error = stack.udpTakeError(id) { pushError(s, error.errno) }
+        }
         while s.fd >= 0, let d = stack.udpReceive(id, peek: true) {
             var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, magic: LVLIP_DGRAM_MAGIC)
             let n = d.payload.withUnsafeBytes { payload in
@@ -1554,10 +1596,20 @@ extension SocketService {
         }
     }
 
-    private func pushError(_ s: Socket, _ code: Int32) {
+    /// An error record (the socket's pending error); with a report (IP_RECVERR), an error
+    /// queue record with its details and quoted payload follows (docs/ipc.md).
+    private func pushError(_ s: Socket, _ code: Int32, _ report: UDPErrorReport? = nil) {
         guard s.fd >= 0 else { return }
         var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, magic: LVLIP_DGRAM_MAGIC)
         _ = withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, nil, 0) }
+        guard let report else { return }
+        var e = lvlip_dgram_error(type: report.type, code: report.code, port: report.destinationPort, info: report.info,
+                                  offender: report.offender.value, destination: report.destination.value)
+        let details = withUnsafeBytes(of: &e) { Array($0) } + report.payload
+        h.flags |= UInt16(LVLIP_DGRAM_ERRQUEUE)
+        _ = withUnsafeBytes(of: &h) { header in
+            details.withUnsafeBytes { lvlip_writev2(s.fd, header.baseAddress, header.count, $0.baseAddress, $0.count) }
+        }
     }
 
     /// The link's queue was drained: datagram sockets that waited read on.
@@ -1572,6 +1624,26 @@ extension SocketService {
         }
     }
 
+    /// SOL_RAW options (raw(7), icmp(7)): ICMP_FILTER on raw ICMP sockets.
+    private func rawSetOption(_ s: Socket, name: Int32, value: UnsafeRawBufferPointer) -> Int32 {
+        guard let id = s.stackID, stack.datagramKind(id) == .rawICMP else { return -ENOPROTOOPT }
+        guard name == K.ICMP_FILTER else { return -ENOPROTOOPT }
+        // Linux takes at most 4 bytes and refuses fewer.
+        guard value.count >= 4 else { return -EINVAL }
+        do {
+            try stack.icmpSetFilter(id, value.loadUnaligned(as: UInt32.self))
+        } catch {
+            return -error.errno
+        }
+        return 0
+    }
+
+    private func rawGetOption(_ s: Socket, name: Int32, room: Int) -> (Int32, [UInt8]) {
+        guard let id = s.stackID, let filter = stack.icmpFilter(id) else { return (-ENOPROTOOPT, []) }
+        guard name == K.ICMP_FILTER else { return (-ENOPROTOOPT, []) }
+        return (0, withUnsafeBytes(of: filter) { Array($0.prefix(max(0, room))) })
+    }
+
     /// One line per UDP socket for SOCKETS_REPLY.
     public func udpSocketLines() -> String {
         var text = ""
@@ -1579,7 +1651,12 @@ extension SocketService {
             guard let id = s.stackID, let names = stack.udpNames(id) else { continue }
             let local = "\(names.local.map { "\($0)" } ?? "0.0.0.0"):\(names.localPort)"
             let peer = names.remote.map { "\($0.address):\($0.port)" } ?? "*:*"
-            text += "proto=udp state=\(names.remote == nil ? "UNCONN" : "ESTABLISHED") local=\(local) peer=\(peer)"
+            let proto = switch stack.datagramKind(id) {
+            case .ping: "icmp"
+            case .rawICMP: "raw"
+            default: "udp"
+            }
+            text += "proto=\(proto) state=\(names.remote == nil ? "UNCONN" : "ESTABLISHED") local=\(local) peer=\(peer)"
             text += " recvq=\(stack.udpQueued(id)) sendq=0 owner=\(Self.command(of: s.ownerPid)),pid=\(s.ownerPid),uid=\(s.user.uid)\n"
         }
         return text

@@ -71,6 +71,7 @@ public struct Counters: Sendable {
     public var icmpOutMsgs: UInt64 = 0
     public var icmpOutDestUnreachs: UInt64 = 0
     public var icmpOutTimeExcds: UInt64 = 0
+    public var icmpOutEchos: UInt64 = 0
     public var icmpOutEchoReps: UInt64 = 0
     public var icmpOutRateLimited: UInt64 = 0
 
@@ -153,7 +154,8 @@ public struct Counters: Sendable {
         ("IcmpInEchos", \.icmpInEchos), ("IcmpInEchoReps", \.icmpInEchoReps),
         ("IcmpInBroadcastEchoIgnored", \.icmpInBroadcastEchoIgnored), ("IcmpInOther", \.icmpInOther),
         ("IcmpOutMsgs", \.icmpOutMsgs), ("IcmpOutDestUnreachs", \.icmpOutDestUnreachs),
-        ("IcmpOutTimeExcds", \.icmpOutTimeExcds), ("IcmpOutEchoReps", \.icmpOutEchoReps),
+        ("IcmpOutTimeExcds", \.icmpOutTimeExcds), ("IcmpOutEchos", \.icmpOutEchos),
+        ("IcmpOutEchoReps", \.icmpOutEchoReps),
         ("IcmpOutRateLimited", \.icmpOutRateLimited),
         ("TcpActiveOpens", \.tcpActiveOpens),
         ("TcpPassiveOpens", \.tcpPassiveOpens),

@@ -11,6 +11,7 @@ extension NetworkStack {
             if case .badChecksum = error { counters.icmpInCsumErrors &+= 1 }
             return
         }
+        defer { deliverToICMPSockets(datagram, message) }
         switch message.type {
         case .echoRequest:
             counters.icmpInEchos &+= 1
@@ -37,10 +38,10 @@ extension NetworkStack {
             counters.icmpInEchoReps &+= 1
         case .destinationUnreachable:
             counters.icmpInDestUnreachs &+= 1
-            deliverICMPError(message, now: now)
+            deliverICMPError(message, from: datagram.source, now: now)
         case .timeExceeded:
             counters.icmpInTimeExcds &+= 1
-            deliverICMPError(message, now: now)
+            deliverICMPError(message, from: datagram.source, now: now)
         default:
             counters.icmpInOther &+= 1
         }
@@ -48,7 +49,7 @@ extension NetworkStack {
 
     /// Hands an ICMP error to the transport the quoted datagram belongs to (RFC 1122
     /// 3.2.2.1 and 4.2.3.9). The quote must be a datagram we sent.
-    private func deliverICMPError(_ message: ICMPMessage, now: Instant) {
+    private func deliverICMPError(_ message: ICMPMessage, from offender: IPv4Address, now: Instant) {
         let quote = message.body
         guard quote.count >= IPv4Packet.minimumHeaderLength + 8, quote[0] >> 4 == 4 else { return }
         let headerLength = Int(quote[0] & 0x0F) * 4
@@ -61,8 +62,8 @@ extension NetworkStack {
                          sourcePort: transport.be16(0), destinationPort: transport.be16(2),
                          seq: SeqNum(transport.be32(4)), now: now)
         } else if quote[IPv4Packet.Field.proto] == IPProtocol.udp.rawValue {
-            udpICMPError(type: message.type, code: message.code, destination: destination,
-                         sourcePort: transport.be16(0), destinationPort: transport.be16(2))
+            udpICMPError(message, offender: offender, destination: destination, sourcePort: transport.be16(0),
+                         destinationPort: transport.be16(2), quoted: transport.suffix(from: 8))
         }
     }
 

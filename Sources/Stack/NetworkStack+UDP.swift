@@ -7,6 +7,24 @@ public struct UDPDatagram: Sendable {
     public var payload: [UInt8]
 }
 
+/// An ICMP error about a datagram a socket with IP_RECVERR sent: what Linux queues on the
+/// socket's error queue (struct sock_extended_err with SO_EE_ORIGIN_ICMP, the offender, the
+/// original destination and the quoted payload).
+public struct UDPErrorReport: Sendable, Equatable {
+    public var error: SocketError
+    public var type: UInt8
+    public var code: UInt8
+    /// The next-hop MTU of "fragmentation needed", else 0.
+    public var info: UInt32
+    /// Who sent the ICMP error.
+    public var offender: IPv4Address
+    /// Where the datagram in error was going.
+    public var destination: IPv4Address
+    public var destinationPort: UInt16
+    /// The start of its payload, as far as the ICMP message quoted it.
+    public var payload: [UInt8]
+}
+
 /// One UDP socket (RFC 768; host requirements RFC 1122 4.1).
 final class UDPSocket {
     let id: SocketID
@@ -26,6 +44,14 @@ final class UDPSocket {
     var readinessQueued = false
     /// When the socket was bound, for choosing among sockets sharing a port (SO_REUSEADDR).
     var bindOrder: UInt64 = 0
+    /// UDP, or one of the ICMP kinds (NetworkStack+ICMPSockets.swift).
+    var kind = DatagramKind.udp
+    /// Raw ICMP: ICMP_FILTER, a bit per type (below 32) not to deliver.
+    var icmpFilter: UInt32 = 0
+    /// IP_RECVERR (ip(7)): ICMP errors about any datagram the socket sent are reported, in
+    /// detail, whether it is connected or not.
+    var receiveErrors = false
+    var errorReports: [UDPErrorReport] = []
 
     init(id: SocketID, receiveBuffer: Int) {
         self.id = id
@@ -44,6 +70,11 @@ struct UDPTables {
     var byPort: [UInt16: [UDPSocket]] = [:]
     var nextEphemeral: UInt32 = 0
     var bindCounter: UInt64 = 0
+    /// Ping sockets by echo identifier (their "port").
+    var pingByIdentifier: [UInt16: UDPSocket] = [:]
+    var nextIdentifier: UInt16 = 0
+    /// Raw ICMP sockets, each given a copy of every ICMP message.
+    var rawICMP: [UDPSocket] = []
 }
 
 extension NetworkStack {
@@ -90,6 +121,7 @@ extension NetworkStack {
     /// SO_REUSEPORT (Linux's rules, without the per-user check).
     public func udpBind(_ id: SocketID, address: IPv4Address?, port: UInt16) throws(SocketError) {
         guard let s = udpSocket(id) else { throw .badSocket }
+        if s.kind != .udp { return try icmpBind(s, address: address, identifier: port) }
         guard s.localPort == 0 else { throw .invalidArgument }
         if let address, address != self.address, !address.isUnspecified, address != configuration.interface.subnetBroadcast,
            !address.isLimitedBroadcast {
@@ -135,6 +167,7 @@ extension NetworkStack {
             s.remote = nil
             return
         }
+        if s.kind != .udp { return try icmpConnect(s, to: peer.address) }
         guard peer.port != 0 else { throw .connectionRefused }
         guard route(peer.address) != nil, !peer.address.isLoopback, !peer.address.isUnspecified else {
             throw .networkUnreachable
@@ -153,6 +186,7 @@ extension NetworkStack {
     public func udpSend(_ id: SocketID, to destination: (address: IPv4Address, port: UInt16)?,
                         _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) -> Int {
         guard let s = udpSocket(id) else { throw .badSocket }
+        if s.kind != .udp { return try icmpSend(s, to: destination?.address, payload, now: now) }
         if let error = s.pendingError, s.remote != nil {
             s.pendingError = nil
             throw error
@@ -213,7 +247,10 @@ extension NetworkStack {
         return s.pendingError
     }
 
-    public func udpHasError(_ id: SocketID) -> Bool { udpSocket(id)?.pendingError != nil }
+    public func udpHasError(_ id: SocketID) -> Bool {
+        guard let s = udpSocket(id) else { return false }
+        return s.pendingError != nil || !s.errorReports.isEmpty
+    }
 
     /// The socket's names: local address (nil: any) and port, and the peer if connected.
     public func udpNames(_ id: SocketID) -> (local: IPv4Address?, localPort: UInt16, remote: (address: IPv4Address, port: UInt16)?)? {
@@ -239,6 +276,7 @@ extension NetworkStack {
     /// close(2).
     public func udpClose(_ id: SocketID) {
         guard let s = udpSocket(id) else { return }
+        if s.kind != .udp { icmpForget(s) }
         if s.localPort != 0, var holders = udp.byPort[s.localPort] {
             holders.removeAll { $0 === s }
             udp.byPort[s.localPort] = holders.isEmpty ? nil : holders
@@ -333,7 +371,7 @@ extension NetworkStack {
         return best
     }
 
-    private func enqueue(_ s: UDPSocket, source: IPv4Address, port: UInt16, payload: UnsafeRawBufferPointer) {
+    func enqueue(_ s: UDPSocket, source: IPv4Address, port: UInt16, payload: UnsafeRawBufferPointer) {
         let cost = payload.count + Self.udpDatagramOverhead
         guard s.queuedBytes + cost <= s.receiveBuffer else {
             // A full receive buffer drops the datagram (Linux: RcvbufErrors and InErrors).
@@ -343,16 +381,18 @@ extension NetworkStack {
         }
         s.queue.append(UDPDatagram(source: source, sourcePort: port, payload: Array(payload)))
         s.queuedBytes += cost
-        counters.udpInDatagrams &+= 1
+        if s.kind == .udp { counters.udpInDatagrams &+= 1 }
         markUDPReadiness(s)
     }
 
     /// An ICMP error about a datagram we sent: connected sockets learn it as their error
-    /// (ECONNREFUSED for port unreachable), as Linux without IP_RECVERR.
-    func udpICMPError(type: ICMPType, code: UInt8, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16) {
+    /// (ECONNREFUSED for port unreachable), as Linux without IP_RECVERR; sockets with
+    /// IP_RECVERR, connected or not, get a report for their error queue instead.
+    func udpICMPError(_ message: ICMPMessage, offender: IPv4Address, destination: IPv4Address, sourcePort: UInt16,
+                      destinationPort: UInt16, quoted: UnsafeRawBufferPointer) {
         guard let holders = udp.byPort[sourcePort] else { return }
         let error: SocketError
-        switch (type, code) {
+        switch (message.type, message.code) {
         case (.destinationUnreachable, UnreachableCode.port), (.destinationUnreachable, UnreachableCode.proto):
             error = .connectionRefused
         case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
@@ -361,10 +401,34 @@ extension NetworkStack {
         default: error = .hostUnreachable
         }
         for s in holders {
-            guard let remote = s.remote, remote.address == destination, remote.port == destinationPort else { continue }
-            s.pendingError = error
+            if let remote = s.remote, remote.address != destination || remote.port != destinationPort { continue }
+            if s.receiveErrors {
+                // Bounded as Linux bounds the error queue by the receive buffer.
+                if s.errorReports.count >= 64 { s.errorReports.removeFirst() }
+                let info = message.type == .destinationUnreachable && message.code == UnreachableCode.fragmentationNeeded
+                    ? UInt32(message.bytes.be16(6)) : 0
+                s.errorReports.append(UDPErrorReport(error: error, type: message.type.rawValue, code: message.code, info: info,
+                                                     offender: offender, destination: destination,
+                                                     destinationPort: destinationPort, payload: Array(quoted)))
+            } else {
+                guard s.remote != nil else { continue }
+                s.pendingError = error
+            }
             markUDPReadiness(s)
         }
+    }
+
+    /// IP_RECVERR.
+    public func udpSetReceiveErrors(_ id: SocketID, _ on: Bool) {
+        guard let s = udpSocket(id) else { return }
+        s.receiveErrors = on
+        if !on { s.errorReports.removeAll() }
+    }
+
+    /// The oldest report on an IP_RECVERR socket's error queue, removed.
+    public func udpTakeErrorReport(_ id: SocketID) -> UDPErrorReport? {
+        guard let s = udpSocket(id), !s.errorReports.isEmpty else { return nil }
+        return s.errorReports.removeFirst()
     }
 
     /// Clears the readiness flag of a UDP socket taken from the readiness list.

@@ -78,6 +78,9 @@ struct SS: ParsableCommand {
     @Flag(name: .shortAndLong, help: "UDP sockets.")
     var udp = false
 
+    @Flag(name: [.customShort("w"), .long], help: "ICMP sockets: ping (SOCK_DGRAM) and raw, as ss -w.")
+    var raw = false
+
     func run() throws {
         let text: String
         do {
@@ -102,9 +105,11 @@ struct SS: ParsableCommand {
             }
             let state = f["state"] ?? "?"
             let proto = f["proto"] ?? "tcp"
-            let wanted = (tcp || !udp) ? ["tcp"] + (udp ? ["udp"] : []) : ["udp"]
+            var wanted = (tcp || !(udp || raw)) ? ["tcp"] : []
+            if udp { wanted.append("udp") }
+            if raw { wanted += ["icmp", "raw"] }
             guard wanted.contains(proto) else { continue }
-            if listening && state != "LISTEN" && !(proto == "udp" && state == "UNCONN") { continue }
+            if listening && state != "LISTEN" && !(proto != "tcp" && state == "UNCONN") { continue }
             // The owning process as ss -p shows it: users:(("curl",pid=123,uid=0)).
             var users = ""
             if let owner = f["owner"], owner != "-" {

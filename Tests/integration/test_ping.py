@@ -2,11 +2,15 @@
 broadcast, Protocol and Port Unreachable, and RST for a closed TCP port."""
 
 import errno
+import json
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
-from harness import STACK_IP, TAP, ping, run
+from harness import KERNEL_IP, PING_SUMMARY, STACK_IP, TAP, bin_dir, ping, run
 
 
 def delta(before, after, name):
@@ -132,3 +136,140 @@ def test_tcp_connect_to_closed_port_is_refused(daemon):
     assert delta(before, after, "TcpOutRsts") == 1
     assert delta(before, after, "TcpExtNoSocket") == 1
     assert delta(before, after, "IpInUnknownProtos") == 0
+
+
+# MARK: - lvlip ping: ICMP sockets on the stack
+
+
+def lvlip_ping(daemon, *args, timeout=30):
+    """ping run under lvlip (its ICMP socket served by lvlipd); (result, sent, received, loss)."""
+    result = run(["ping", *args], timeout=timeout, env=daemon.lvlip_env())
+    match = PING_SUMMARY.search(result.stdout)
+    assert match, f"no summary:\n{result.stdout}\n{result.stderr}"
+    return result, int(match.group(1)), int(match.group(2)), float(match.group(3))
+
+
+@pytest.mark.parametrize("args,count,size", [
+    (("-c", "3", "-i", "0.2"), 3, 64),
+    (("-c", "3", "-i", "0.2", "-s", "8000"), 3, 8008),       # fragmented both ways
+    (("-c", "300", "-f"), 300, 64),                          # flood: as fast as replies come
+    (("-c", "100", "-i", "0.01"), 100, 64),
+], ids=["plain", "8000", "flood", "interval"])
+def test_lvlip_ping_measures_the_stack(daemon, args, count, size):
+    """As root in this namespace (ping_group_range "1 0") ping falls back to a raw ICMP
+    socket; lvlipd serves it, so its echoes leave from the stack, counted there, and its
+    round trips are lvlip's."""
+    before = daemon.stats()
+    result, sent, received, loss = lvlip_ping(daemon, *args, "-W", "2", KERNEL_IP)
+    assert (sent, received, loss) == (count, count, 0.0), result.stdout + result.stderr
+    if "-f" not in args:
+        assert f"{size} bytes from {KERNEL_IP}: icmp_seq=1 ttl=64" in result.stdout, result.stdout
+    after = daemon.stats()
+    assert delta(before, after, "IcmpOutEchos") == count
+    assert delta(before, after, "IcmpInEchoReps") == count
+    if size > 1500:
+        assert delta(before, after, "IpFragCreates") >= 2 * count and delta(before, after, "IpReasmOKs") == count
+
+
+PING_SOCKET = """
+import errno, json, os, socket, struct, sys, time
+
+def checksum(b):
+    b += bytes(len(b) % 2)
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+
+def attempt(kind, proto=socket.IPPROTO_ICMP):
+    try:
+        s = socket.socket(socket.AF_INET, kind, proto)
+    except OSError as error:
+        return errno.errorcode[error.errno]
+    s.settimeout(3)
+    if kind == socket.SOCK_DGRAM:
+        s.bind(("0.0.0.0", 0))
+        identifier = s.getsockname()[1]
+        s.sendto(struct.pack("!BBHHH", 8, 0, 0, 1234, 1) + b"lvlip", (sys.argv[1], 0))
+        reply, source = s.recvfrom(2048)
+        # The stack put its identifier in (the one getsockname names) and the checksum.
+        _, _, _, rid, seq = struct.unpack("!BBHHH", reply[:8])
+        return {"source": source[0], "type": reply[0], "id_is_name": rid == identifier, "seq": seq,
+                "data": reply[8:].decode(), "valid": checksum(reply) == 0}
+    header = struct.pack("!BBHHH", 8, 0, 0, 4321, 7) + b"raw"
+    message = header[:2] + struct.pack("!H", checksum(header)) + header[4:]
+    s.sendto(message, (sys.argv[1], 0))
+    while True:
+        packet, source = s.recvfrom(2048)
+        ihl = (packet[0] & 15) * 4
+        if packet[ihl] == 0:
+            return {"source": source[0], "ttl": packet[8], "id": struct.unpack("!H", packet[ihl + 4:ihl + 6])[0],
+                    "data": packet[ihl + 8:].decode()}
+
+out = {"dgram": attempt(socket.SOCK_DGRAM)}
+with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+    f.write("0 0")
+out["dgram_root_group"] = attempt(socket.SOCK_DGRAM)
+out["raw"] = attempt(socket.SOCK_RAW)
+os.setgid(65534)
+os.setuid(65534)
+out["raw_nobody"] = attempt(socket.SOCK_RAW)
+out["dgram_nobody"] = attempt(socket.SOCK_DGRAM)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def ping_group_range():
+    path = "/proc/sys/net/ipv4/ping_group_range"
+    with open(path) as f:
+        saved = f.read()
+    yield
+    with open(path, "w") as f:
+        f.write(saved)
+
+
+def run_ping_socket_program(daemon=None):
+    result = run([sys.executable, "-c", PING_SOCKET, KERNEL_IP], timeout=30,
+                 env=daemon.lvlip_env() if daemon else None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+        f.write("1 0")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_icmp_sockets_as_linux_offers_them(daemon, ping_group_range):
+    """Ping sockets for the groups of net.ipv4.ping_group_range (EACCES otherwise), raw ICMP
+    sockets with CAP_NET_RAW (EPERM otherwise): the same program on the kernel and on lvlip."""
+    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+        f.write("1 0")
+    before = daemon.stats()
+    stack = run_ping_socket_program(daemon)
+    after = daemon.stats()
+    kernel = run_ping_socket_program()
+    assert stack == kernel, (stack, kernel)
+    assert stack["dgram"] == "EACCES" and stack["raw_nobody"] == "EPERM" and stack["dgram_nobody"] == "EACCES", stack
+    assert stack["dgram_root_group"] == {"source": KERNEL_IP, "type": 0, "id_is_name": True, "seq": 1,
+                                         "data": "lvlip", "valid": True}, stack
+    assert stack["raw"] == {"source": KERNEL_IP, "ttl": 64, "id": 4321, "data": "raw"}, stack
+    assert delta(before, after, "IcmpOutEchos") == 2 and delta(before, after, "IcmpInEchoReps") == 2, \
+        {k: delta(before, after, k) for k in ("IcmpOutEchos", "IcmpInEchoReps")}
+
+
+def test_lvlipctl_ss_lists_icmp_sockets(daemon):
+    """`lvlipctl ss -w` shows ping's raw socket and its owner while it runs, as ss -wp does."""
+    ping_proc = subprocess.Popen(["ping", "-c", "50", "-i", "0.1", KERNEL_IP], env=daemon.lvlip_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        listing = ""
+        while time.monotonic() < deadline:
+            listing = run([bin_dir() / "lvlipctl", "ss", "-w", "--socket", daemon.socket]).stdout
+            if f'users:(("ping",pid={ping_proc.pid}' in listing:
+                break
+            time.sleep(0.1)
+        assert f'users:(("ping",pid={ping_proc.pid}' in listing and "UNCONN" in listing, listing
+        tcp_only = run([bin_dir() / "lvlipctl", "ss", "--socket", daemon.socket]).stdout
+        assert "ping" not in tcp_only, tcp_only
+    finally:
+        ping_proc.kill()
+        ping_proc.wait(5)

@@ -797,3 +797,59 @@ def test_msg_peek_and_msg_trunc_as_the_kernel(daemon):
         ["dontwait", "EAGAIN"]], on_kernel
     assert on_stack == on_kernel, f"lvlip:\n{on_stack}\nthe kernel alone:\n{on_kernel}"
     assert delta(before, after, "UdpInDatagrams") == len(PEEK_DATAGRAMS), deltas(before, after)
+
+
+# MARK: - IP_RECVERR: ICMP errors for programs that ask
+
+
+RECVERR = """
+import errno, json, socket, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+IP_RECVERR = 11
+
+def attempt(recverr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if recverr:
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    s.settimeout(2)
+    s.sendto(b"probe-data", (host, port))   # unconnected: only IP_RECVERR hears of the error
+    try:
+        s.recvfrom(100)
+        first = "datagram"
+    except socket.timeout:
+        first = "timeout"
+    except OSError as error:
+        first = errno.errorcode[error.errno]
+    if not recverr:
+        return {"first": first}
+    data, ancillary, flags, address = s.recvmsg(100, 256, socket.MSG_ERRQUEUE)
+    level, kind, blob = ancillary[0]
+    ee_errno, origin, ee_type, ee_code, _, info, _ = struct.unpack("IBBBBII", blob[:16])
+    family, offender_port = struct.unpack("HH", blob[16:20])
+    result = {"first": first, "data": data.decode(), "errqueue": bool(flags & socket.MSG_ERRQUEUE),
+              "address": list(address), "cmsg": [level, kind], "ee": [errno.errorcode[ee_errno], origin, ee_type, ee_code, info],
+              "offender": [family, socket.inet_ntoa(blob[20:24])]}
+    s.setblocking(False)
+    try:
+        s.recvmsg(100, 256, socket.MSG_ERRQUEUE)
+        result["again"] = "more"
+    except OSError as error:
+        result["again"] = errno.errorcode[error.errno]
+    return result
+
+print(json.dumps({"plain": attempt(False), "recverr": attempt(True)}))
+"""
+
+
+def test_ip_recverr_reports_icmp_errors_as_the_kernel(daemon):
+    """With IP_RECVERR an unconnected socket hears of the port unreachable its datagram met:
+    the next read fails with ECONNREFUSED and recvmsg(MSG_ERRQUEUE) gives the details
+    (sock_extended_err from ICMP, the offender, the datagram's destination and payload), the
+    same on lvlip as on the kernel; without it, nothing."""
+    before = daemon.stats()
+    stack = run_script(RECVERR, KERNEL_IP, P_CLOSED, daemon=daemon)
+    after = daemon.stats()
+    kernel = run_script(RECVERR, KERNEL_IP, P_CLOSED)
+    assert stack == kernel, (stack, kernel)
+    assert stack["recverr"]["ee"] == ["ECONNREFUSED", 2, 3, 3, 0] and stack["recverr"]["data"] == "probe-data", stack
+    assert delta(before, after, "IcmpInDestUnreachs") == 2, deltas(before, after)

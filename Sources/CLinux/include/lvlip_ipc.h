@@ -128,7 +128,7 @@ struct lvlip_socket_rep {
     struct lvlip_ref ref;
     uint32_t headroom;           // sockets the user may still open (the shim creates sockets
                                  // without waiting for the reply only while this is large)
-    uint32_t reserved;
+    uint32_t protocol;           // IPPROTO_ICMP for an ICMP socket, else 0
 };
 
 enum lvlip_socket_state {
@@ -195,6 +195,11 @@ struct lvlip_accept_record {
 // A message without the magic (a program that bypassed the shim with a raw syscall) is
 // taken whole as a datagram to the connected peer.
 #define LVLIP_DGRAM_ERROR 0x0001u
+// From the application: `addr` is the destination even though `port` is 0 (ICMP sockets).
+#define LVLIP_DGRAM_ADDRESSED 0x0002u
+// With LVLIP_DGRAM_ERROR, to the application: an error queue record (IP_RECVERR), carrying
+// struct lvlip_dgram_error and the quoted payload; it follows the plain error record.
+#define LVLIP_DGRAM_ERRQUEUE 0x0004u
 #define LVLIP_DGRAM_MAGIC 0x4d475244u /* "DRGM" */
 struct lvlip_dgram_header {
     uint32_t addr;               // host byte order
@@ -202,6 +207,18 @@ struct lvlip_dgram_header {
     uint16_t flags;
     int32_t error;               // with LVLIP_DGRAM_ERROR: a positive errno
     uint32_t magic;              // LVLIP_DGRAM_MAGIC
+};
+
+// An error queue record (LVLIP_DGRAM_ERRQUEUE) carries, after its header, the ICMP error's
+// details (what the shim returns from recvmsg(MSG_ERRQUEUE)) and then the start of the payload
+// of the datagram in error, as far as the ICMP message quoted it.
+struct lvlip_dgram_error {
+    uint8_t type;                // ICMP type and code
+    uint8_t code;
+    uint16_t port;               // the datagram's destination port (host byte order)
+    uint32_t info;               // the next-hop MTU of "fragmentation needed", else 0
+    uint32_t offender;           // who sent the ICMP error (host byte order)
+    uint32_t destination;        // the datagram's destination (host byte order)
 };
 
 #endif
