@@ -53,12 +53,18 @@ def sets_then_get(*values, size=64):
 # Steps beyond the generic ones: values with rules of their own (bounds, rounding, strings,
 # structs), shorter reads, and reads of another option that a write changes.
 EXTRA = {
+    (SOL, 2): [["set", i32(1) + "00" * 2000], ["get", 64]],  # an int in a longer value
     (SOL, 7): sets_then_get(i32(5000), i32(1 << 30)) + [["get", 64, SOL, 72]],  # SO_SNDBUF locks it (SO_BUF_LOCK)
     (SOL, 8): sets_then_get(i32(5000), i32(1 << 30)) + [["get", 64, SOL, 72]],
     (SOL, 13): sets_then_get(i32(1) + i32(0), i32(1) + i32(5), i32(0) + i32(7)) + [["get", 4], ["get", 1]],
     (SOL, 18): sets_then_get(i32(100), i32(1000000)),
     (SOL, 25): sets_then_get("6c6f00", "6c6f", "6c6f" + "00" * 20, "6e6f73756368", "00", "", "74617030")
     + [["set", "6c6f00"], ["get", 2], ["get", 3], ["get", 64, SOL, 62]],
+    # SO_RCVTIMEO/SO_SNDTIMEO (old: struct timeval; new: __kernel_sock_timeval), the pair's.
+    (SOL, 20): sets_then_get(struct.pack("<qq", 1, 500000).hex(), struct.pack("<qq", 0, 0).hex()),
+    (SOL, 21): sets_then_get(struct.pack("<qq", 2, 999999).hex(), struct.pack("<qq", 0, 1000000).hex()),
+    (SOL, 66): sets_then_get(struct.pack("<qq", 3, 0).hex()),
+    (SOL, 67): sets_then_get(struct.pack("<qq", 4, 1).hex()),
     (SOL, 37): sets_then_get(i32(3), i32(0x100), i32(0xff), i32(0x40000), i32(0x80000)),
     (SOL, 47): sets_then_get(u64(5), u64(1 << 40)) + [["get", 4], ["get", 8]],
     (SOL, 57): [["get", 8], ["get", 8], ["get", 7], ["get", 16]],
@@ -80,7 +86,7 @@ EXTRA = {
     (TCP, 8): sets_then_get(i32(30), i32(121)),
     (TCP, 9): sets_then_get(i32(2), i32(5), i32(10), i32(1000)),
     (TCP, 10): sets_then_get(i32(5000)),
-    (TCP, 11): [["get", 104], ["get", 8]],
+    (TCP, 11): [["get", 104], ["get", 8], ["get", 512]],
     (TCP, 13): sets_then_get("637562696300", "72656e6f", "6e65777265 6e6f".replace(" ", ""), "63" * 20, "637562696300")
     + [["get", 4], ["get", 16]],
     (TCP, 14): [["set", "00" * 216]],
@@ -127,7 +133,7 @@ NOT_SERVED = {
 
 def cases():
     out = []
-    names = [(SOL, n) for n in range(1, 90) if n not in (20, 21, 66, 67)]  # timeouts: the pair's own
+    names = [(SOL, n) for n in range(1, 90)]
     names += [(IP, n) for n in range(1, 60)] + [(TCP, n) for n in range(1, 50)] + [(IPV6, 26), (IPV6, 67)]
     for level, name in names:
         out.append({"level": level, "name": name, "steps": GENERIC + EXTRA.get((level, name), [])})
