@@ -37,7 +37,7 @@ extension OptionTable {
         .flag(IP, 12, "IP_RECVTTL"),
         .flag(IP, 13, "IP_RECVTOS"),
         .readOnly(IP, K.IP_MTU, "IP_MTU") { c, _ in
-            c.connected || (c.udp && c.socket.phase == .connected) ? .int(Int32(c.stack.configuration.mtu)) : .error(ENOTCONN)
+            c.connected ? .int(Int32(c.stack.configuration.mtu)) : .error(ENOTCONN)
         },
         .flag(IP, 15, "IP_FREEBIND", minLength: 1),
         // IPsec policies: lvlip has no IPsec. An empty value clears them (xfrm_user_policy).

@@ -15,9 +15,6 @@ extension K {
 }
 
 private let SOL = K.SOL_SOCKET
-private let IP = K.IPPROTO_IP
-private let TCP = K.IPPROTO_TCP
-private let IPV6 = K.IPPROTO_IPV6
 
 // MARK: - Row shapes
 
@@ -195,7 +192,7 @@ extension OptionTable {
              map: { _, v in v != 0 ? 1 : 0 }),
         .readOnly(SOL, 28, "SO_PEERNAME") { c, room in
             let peer = c.socket.peerName
-            guard c.connected || (c.udp && c.socket.phase == .connected), peer.port != 0 else { return .error(ENOTCONN) }
+            guard c.connected, peer.port != 0 else { return .error(ENOTCONN) }
             // A sockaddr_in; a longer buffer than the address is EINVAL (sock.c).
             let address = le(UInt16(AF_INET)) + withUnsafeBytes(of: peer.port.bigEndian) { Array($0) }
                 + withUnsafeBytes(of: peer.address.bigEndian) { Array($0) } + [UInt8](repeating: 0, count: 8)
@@ -243,7 +240,10 @@ extension OptionTable {
         timestamping(65, "SO_TIMESTAMPING_NEW"),
         .flag(SOL, 69, "SO_PREFER_BUSY_POLL", capability: EPERM),
         .writeOnly(SOL, 70, "SO_BUSY_POLL_BUDGET") { c, v in
+            // At most U16_MAX; raising it needs CAP_NET_ADMIN. Kept, not acted on.
             guard (0...65535).contains(v.int) else { return -EINVAL }
+            if v.int > Int32(c.stored(SOL, 70, 0)) && !c.privileged { return -EPERM }
+            c.store(SOL, 70, Int64(v.int))
             return 0
         },
         .readOnly(SOL, K.SO_NETNS_COOKIE, "SO_NETNS_COOKIE") { _, room in

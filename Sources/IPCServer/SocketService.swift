@@ -44,7 +44,6 @@ enum K {
     static let SO_PASSCRED: Int32 = 16
     static let SO_PEERCRED: Int32 = 17
     static let SO_RCVLOWAT: Int32 = 18
-    static let SO_TIMESTAMP: Int32 = 29
     static let SO_ACCEPTCONN: Int32 = 30
     static let SO_SNDBUFFORCE: Int32 = 32
     static let SOCK_STREAM: Int32 = 1
@@ -58,8 +57,6 @@ enum K {
     static let IPPROTO_IP: Int32 = 0
     static let IPPROTO_TCP: Int32 = 6
     static let IPPROTO_IPV6: Int32 = 41
-    static let IP_TOS: Int32 = 1
-    static let IP_TTL: Int32 = 2
     static let IPV6_V6ONLY: Int32 = 26
     static let IPV6_TCLASS: Int32 = 67
     static let TCP_NODELAY: Int32 = 1
