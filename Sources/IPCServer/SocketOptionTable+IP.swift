@@ -30,8 +30,7 @@ extension OptionTable {
         .flag(IP, 6, "IP_RECVOPTS"),
         .flag(IP, 7, "IP_RETOPTS"),
         .flag(IP, 8, "IP_PKTINFO"),
-        // IP_PKTOPTIONS: a TCP socket's saved control messages, none here; not for UDP.
-        .readOnly(IP, 9, "IP_PKTOPTIONS") { c, _ in c.udp ? .error(ENOPROTOOPT) : .bytes([]) },
+        packetOptions,
         .ranged(IP, 10, "IP_MTU_DISCOVER", initial: 1, 0...5),
         .flag(IP, 11, "IP_RECVERR"),
         .flag(IP, 12, "IP_RECVTTL"),
@@ -85,6 +84,32 @@ extension OptionTable {
         // IP_PROTOCOL answers inet_num, which for TCP and UDP sockets is the local port.
         .readOnly(IP, 52, "IP_PROTOCOL") { c, _ in .int(Int32(c.socket.localName.port)) },
     ]
+
+    /// IP_PKTOPTIONS of a TCP socket (not UDP's: ENOPROTOOPT): the control messages that
+    /// IP_PKTINFO, IP_RECVTTL and IP_RECVTOS ask for, as recvmsg would give them, made from the
+    /// socket since no packet is saved (do_ip_getsockopt): the bound address (interface 0:
+    /// lvlip takes no ip_mreqn), IP_MULTICAST_TTL, the TOS last received (0). Each cmsg takes CMSG_SPACE; one
+    /// that does not fit is cut, and none starts in less than a cmsghdr (put_cmsg).
+    static let packetOptions = OptionRow.readOnly(IP, 9, "IP_PKTOPTIONS") { c, room in
+        guard !c.udp else { return .error(ENOPROTOOPT) }
+        var messages: [(type: Int32, data: [UInt8])] = []
+        if c.stored(IP, 8, 0) != 0 {
+            let address = withUnsafeBytes(of: c.socket.localName.address.bigEndian) { Array($0) }
+            messages.append((8, le(Int32(0)) + address + address))
+        }
+        if c.stored(IP, 12, 0) != 0 { messages.append((2, le(Int32(truncatingIfNeeded: c.stored(IP, 33, 1))))) }
+        if c.stored(IP, 13, 0) != 0 { messages.append((1, le(Int32(0)))) }
+        var out: [UInt8] = []
+        for m in messages {
+            let remaining = room - out.count
+            guard remaining >= 16 else { break }
+            // A cut message says so in its cmsg_len (put_cmsg: MSG_CTRUNC).
+            var message = le(UInt64(min(16 + m.data.count, remaining))) + le(IP, m.type) + m.data
+            message += [UInt8](repeating: 0, count: (8 - message.count % 8) % 8)
+            out += message.prefix(remaining)
+        }
+        return .bytes(out)
+    }
 
     /// IP_OPTIONS (RFC 791 3.1): kept after a check of each option's length, padded to 4 bytes
     /// with End of Option List, and read back so; at most 40 bytes.

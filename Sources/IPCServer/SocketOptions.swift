@@ -105,11 +105,16 @@ struct OptionStore {
 
     static func key(_ level: Int32, _ name: Int32) -> Int64 { Int64(level) << 32 | Int64(UInt32(bitPattern: name)) }
 
-    /// What an accepted connection inherits (the cookie is its own). Its IP_MULTICAST_TTL is
-    /// the TTL of the peer's SYN (tcp_v4_syn_recv_sock), which the stack does not keep: the
-    /// default TTL, which Linux peers send with, stands for it.
+    /// What an accepted connection inherits (the cookie is its own), measured: not its
+    /// listener's SO_PRIORITY (the SYN's, 0), TCP_QUICKACK (a new connection starts in quick
+    /// ACK mode) or TCP_FASTOPEN (the listener's queue). Its IP_MULTICAST_TTL is the TTL of the
+    /// peer's SYN (tcp_v4_syn_recv_sock), which the stack does not keep: the default TTL,
+    /// which Linux peers send with, stands for it.
     var inherited: OptionStore {
         var copy = OptionStore(ints: ints, bytes: bytes, cookie: 0)
+        for (level, name) in [(K.SOL_SOCKET, K.SO_PRIORITY), (K.IPPROTO_TCP, K.TCP_QUICKACK), (K.IPPROTO_TCP, K.TCP_FASTOPEN)] {
+            copy.ints[Self.key(level, name)] = nil
+        }
         copy.ints[Self.key(K.IPPROTO_IP, 33)] = Int64(HostSettings.defaultTTL)
         return copy
     }

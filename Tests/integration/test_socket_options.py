@@ -75,6 +75,8 @@ EXTRA = {
     (IP, 1): sets_then_get(i32(0x10), i32(255), i32(256)) + [["get", 1], ["get", 2]],
     (IP, 2): sets_then_get(i32(255), i32(256), "ff") + [["get", 2]],
     (IP, 4): sets_then_get("0101", "070304", "44040500", "ff", "01" * 40, "01" * 41, "0702"),
+    (IP, 9): [["set", i32(1), IP, 13], ["get", 64], ["get", 24], ["get", 20], ["get", 15], ["set", i32(1), IP, 12],
+              ["get", 64], ["get", 40]],  # IP_PKTOPTIONS with IP_RECVTOS, IP_RECVTTL
     (IP, 10): sets_then_get(i32(5), i32(6)),
     (IP, 33): sets_then_get(i32(255), i32(256)),
     (IP, 51): sets_then_get(i32(0x10002), i32(0x20001), i32(0x10000)),

@@ -3,8 +3,8 @@
     python3 sockopt_probe.py KIND CASES.json [HOST PORT]
 
 KIND is tcp, tcp6, listen, connected, accepted, udp or udpconn; `connected` and `udpconn`
-connect to HOST:PORT, `accepted` listens on HOST:PORT and prints "READY" before accepting one
-connection per case. CASES is a list of {"level", "name", "steps"}; each case gets a fresh
+connect to HOST:PORT, `accepted` listens on HOST:PORT (with the INHERITED values set) and prints
+"READY" before accepting one connection per case. CASES is a list of {"level", "name", "steps"}; each case gets a fresh
 socket of the kind and its steps run on it in order: ["get", buflen] or ["set", hexbytes],
 optionally followed by another level and name to use instead of the case's.
 A step's result is ["ok", hexbytes] for get, ["ok"] for set, or ["err", errno name].
@@ -19,6 +19,29 @@ import sys
 # libc's own calls (the shim's, when preloaded), so that optlen is exactly what the case says,
 # 0 included, and the length the call reports is seen.
 libc = ctypes.CDLL(None, use_errno=True)
+
+
+INHERITED = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.SOL_SOCKET, socket.SO_PRIORITY, 3),
+    (socket.SOL_SOCKET, socket.SO_RCVLOWAT, 10),
+    (socket.SOL_SOCKET, socket.SO_SNDBUF, 100000),
+    (socket.IPPROTO_IP, socket.IP_TOS, 0x20),
+    (socket.IPPROTO_IP, socket.IP_TTL, 33),
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 100),
+    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000),
+    (socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno"),
+    (socket.SOL_SOCKET, socket.SO_MARK, 7),
+    (socket.SOL_SOCKET, 29, 1),  # SO_TIMESTAMP
+    (socket.IPPROTO_IP, socket.IP_RECVTOS, 1),
+    (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0),
+    (socket.IPPROTO_TCP, socket.TCP_SYNCNT, 3),
+    (socket.IPPROTO_TCP, socket.TCP_LINGER2, 30),
+    (socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1000),
+    (socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5),
+    (socket.IPPROTO_TCP, 36, 1),  # TCP_INQ
+]
 
 
 def make(kind, host, port, listener):
@@ -73,6 +96,9 @@ def main():
     if kind == "accepted":
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Values an accepted socket inherits from its listener (the kernel clones it).
+        for level, name, value in INHERITED:
+            listener.setsockopt(level, name, value)
         listener.bind((host, port))
         listener.listen(len(cases) + 8)
         listener.settimeout(20)
