@@ -173,7 +173,6 @@ extension OptionTable {
                       return 0
                   }),
         OptionRow(level: SOL, name: K.SO_SNDLOWAT, label: "SO_SNDLOWAT", get: { _, _ in .int(1) }, set: nil),
-        .refused(SOL, 22, "SO_SECURITY_AUTHENTICATION", get: ENOPROTOOPT, set: ENOPROTOOPT),
         bindToDevice,
         bindToIndex,
         // Socket filters (classic and eBPF) are not run by lvlip: none is ever attached.

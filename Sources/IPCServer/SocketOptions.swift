@@ -41,7 +41,7 @@ struct OptionRow {
 
     let level: Int32
     let name: Int32
-    /// The option's name, for `lvlipctl` and logs.
+    /// The option's name, for messages about the table.
     let label: String
     /// The value is a string or a struct whose length the row checks itself (no level rule).
     var raw = false
