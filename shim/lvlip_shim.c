@@ -1008,7 +1008,10 @@ static int get_name(int fd, struct sockaddr *addr, socklen_t *len, int peer) {
 EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return get_name(fd, addr, len, 0); }
 EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return get_name(fd, addr, len, 1); }
 
-// Timeouts are the pair's own: blocking reads and writes happen on it.
+// Timeouts are the pair's own: blocking reads and writes happen on it, and an AF_UNIX socket
+// answers them as a TCP or UDP socket does (the same sock_setsockopt code, socket(7)). Every
+// other option goes to lvlipd, whose table answers as the socket's protocol would: the pair
+// would answer SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_PEERCRED, SO_SNDBUF... for AF_UNIX.
 static int native_option(int level, int name) {
     return level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO
 #ifdef SO_RCVTIMEO_NEW
@@ -1028,8 +1031,12 @@ static int option_cannot_fail(const struct entry *e, int level, int name, sockle
 EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len) {
     struct entry *e = stack_socket(fd);
     if (!e || native_option(level, name)) return get_setsockopt()(fd, level, name, value, len);
-    if ((int)len < 0 || len > 1024) return fail(EINVAL);
+    if ((int)len < 0) return fail(EINVAL);
     if (len > 0 && !value) return fail(EFAULT);
+    // No TCP, UDP or IP option reads past its struct, the largest (a group_source_req) 264
+    // bytes; the kernel ignores the rest of a longer value (an int in 8 bytes is an int), so
+    // only its start travels (SETOPT carries at most 1024).
+    if (len > 1024) len = 1024;
     struct lvlip_opt_req req = {.ref = e->ref, .level = level, .name = name, .length = len};
     if (option_cannot_fail(e, level, name, len)) {
         uint32_t tag;

@@ -159,7 +159,7 @@ int lvlip_peer_abstract_name(int fd, char *name, size_t room) {
 
 int lvlip_shutdown_write(int fd) { return shutdown(fd, SHUT_WR); }
 
-size_t lvlip_tcp_info_size(void) { return sizeof(struct tcp_info); }
+size_t lvlip_tcp_info_size(void) { return LVLIP_TCP_INFO_SIZE; }
 
 size_t lvlip_fill_tcp_info(void *out, size_t room, const struct lvlip_tcp_info_source *src) {
     struct tcp_info info;
@@ -192,8 +192,14 @@ size_t lvlip_fill_tcp_info(void *out, size_t room, const struct lvlip_tcp_info_s
     info.tcpi_segs_in = src->segs_in;
     info.tcpi_notsent_bytes = src->notsent_bytes;
     info.tcpi_snd_wnd = src->snd_wnd;
-    // tcpi_rcv_wnd (Linux 6.2) is newer than this system's header: left out.
-    size_t n = room < sizeof info ? room : sizeof info;
-    memcpy(out, &info, n);
+    // Linux 6.18's struct tcp_info is 280 bytes; this system's header stops at tcpi_snd_wnd
+    // (232). The newer fields follow: tcpi_rcv_wnd (6.2) at 232, then tcpi_rehash, the RTO
+    // totals (6.7) and the AccECN counters (6.18), which the stack has none of: 0.
+    unsigned char full[LVLIP_TCP_INFO_SIZE];
+    memset(full, 0, sizeof full);
+    memcpy(full, &info, sizeof info);
+    if (sizeof info <= 232) memcpy(full + 232, &src->rcv_wnd, sizeof src->rcv_wnd);
+    size_t n = room < sizeof full ? room : sizeof full;
+    memcpy(out, full, n);
     return n;
 }

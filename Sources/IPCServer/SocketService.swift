@@ -44,7 +44,6 @@ enum K {
     static let SO_PASSCRED: Int32 = 16
     static let SO_PEERCRED: Int32 = 17
     static let SO_RCVLOWAT: Int32 = 18
-    static let SO_TIMESTAMP: Int32 = 29
     static let SO_ACCEPTCONN: Int32 = 30
     static let SO_SNDBUFFORCE: Int32 = 32
     static let SOCK_STREAM: Int32 = 1
@@ -63,8 +62,6 @@ enum K {
     static let IPPROTO_IP: Int32 = 0
     static let IPPROTO_TCP: Int32 = 6
     static let IPPROTO_IPV6: Int32 = 41
-    static let IP_TOS: Int32 = 1
-    static let IP_TTL: Int32 = 2
     static let IP_RECVERR: Int32 = 11
     static let IPV6_RECVERR: Int32 = 25
     static let IPV6_V6ONLY: Int32 = 26
@@ -158,8 +155,8 @@ public final class SocketService {
         var peerName = (address: UInt32(0), port: UInt16(0))
         var buffered = 0
         var closedAt: Instant?
-        /// Options kept only to be read back (K.SO_PRIORITY, K.IP_TOS, K.TCP_QUICKACK...).
-        var stored: [Int64: [UInt8]] = [:]
+        /// Option values kept for reading back (SocketOptions.swift).
+        var options = OptionStore()
 
         init(slot: Int32, generation: UInt32, token: UInt64, family: Int32, udp: Bool, user: User, ownerPid: Int32, fd: Int32) {
             self.slot = slot
@@ -192,8 +189,8 @@ public final class SocketService {
         public var handoffWaits: UInt64 = 0
     }
 
-    private let stack: NetworkStack
-    private let reactor: Reactor
+    let stack: NetworkStack
+    let reactor: Reactor
     private let logger: Logger
     private let limits: Limits
     private var slots: [Socket?] = []
@@ -363,7 +360,7 @@ public final class SocketService {
                 let (code, value) = rawGetOption(s, name: req.name, room: Int(min(req.length, 1024)))
                 return optReply(code, value)
             }
-            let (code, value) = getOption(s, level: req.level, name: req.name, room: Int(min(req.length, 1024)))
+            let (code, value) = getOption(s, level: req.level, name: req.name, room: Int(min(req.length, 1024)), uid: uid)
             return optReply(code, value)
         case Int(LVLIP_MSG_STATUS.rawValue):
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
@@ -880,7 +877,7 @@ public final class SocketService {
 
     /// SO_ERROR: the error kept after the daemon's end closed, or the connection's own;
     /// reading it clears it.
-    private func takeError(_ s: Socket) -> Int32 {
+    func takeError(_ s: Socket) -> Int32 {
         var error = s.pendingError
         s.pendingError = 0
         if error == 0, let id = s.stackID, let e = stack.tcpTakeError(id) { error = e.errno }
@@ -1018,6 +1015,9 @@ public final class SocketService {
                 guard let (s, appFD) = makeSocket(family: listener.family, user: listener.user,
                                                   pid: listener.ownerPid, stackID: child) else { break }
                 counters.socketsAccepted &+= 1
+                // The kernel clones the listener: options set on it hold for its connections.
+                s.options = listener.options.inherited
+                s.reuseAddress = listener.reuseAddress
                 s.phase = .connected
                 s.connectReported = true
                 if let names = stack.tcpNames(child) {
@@ -1154,181 +1154,17 @@ public final class SocketService {
 
     // MARK: - Options
 
+    /// SETOPT: the option table's answer (SocketOptions.swift). `uid` decides privileged
+    /// options (SO_MARK, SO_SNDBUFFORCE...).
     private func setOption(_ s: Socket, level: Int32, name: Int32, value: UnsafeRawBufferPointer, uid: UInt32) -> Int32 {
-        if s.udp, let r = udpSetOption(s, level: level, name: name, value: value) { return r }
-        let int: Int32? = value.count >= 4 ? value.loadUnaligned(as: Int32.self) : nil
-        let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
-        func needInt() -> Int32? { int }
-        func apply(_ change: (inout TCPSocketOptions) -> Void) -> Int32 {
-            guard let id = s.stackID else { return 0 }
-            do {
-                try stack.tcpSetOptions(id, now: reactor.now, change)
-                return 0
-            } catch {
-                return -error.errno
-            }
-        }
-        switch (level, name) {
-        case (K.SOL_SOCKET, K.SO_REUSEADDR):
-            guard let v = int else { return -EINVAL }
-            s.reuseAddress = v != 0
-        case (K.SOL_SOCKET, K.SO_KEEPALIVE):
-            guard let v = int else { return -EINVAL }
-            return apply { $0.keepAlive = v != 0 }
-        case (K.SOL_SOCKET, K.SO_SNDBUF), (K.SOL_SOCKET, K.SO_SNDBUFFORCE):
-            guard let v = int else { return -EINVAL }
-            if name == K.SO_SNDBUFFORCE && uid != 0 { return -EPERM }
-            return apply { $0.sendBuffer = max(4608, min(Int(v), 4 << 20) * 2) }
-        case (K.SOL_SOCKET, K.SO_RCVBUF), (K.SOL_SOCKET, K.SO_RCVBUFFORCE):
-            guard let v = int else { return -EINVAL }
-            if name == K.SO_RCVBUFFORCE && uid != 0 { return -EPERM }
-            return apply { $0.receiveBuffer = max(2304, min(Int(v), 4 << 20) * 2) }
-        case (K.SOL_SOCKET, K.SO_LINGER):
-            guard value.count >= 8 else { return -EINVAL }
-            let on = value.loadUnaligned(fromByteOffset: 0, as: Int32.self)
-            let seconds = value.loadUnaligned(fromByteOffset: 4, as: Int32.self)
-            s.stored[key] = Array(value.prefix(8))
-            return apply { $0.lingerZero = on != 0 && seconds == 0 }
-        case (K.SOL_SOCKET, K.SO_MARK):
-            guard int != nil else { return -EINVAL }
-            guard uid == 0 else { return -EPERM }
-            s.stored[key] = Array(value.prefix(4))
-        case (K.SOL_SOCKET, K.SO_TYPE), (K.SOL_SOCKET, K.SO_ERROR), (K.SOL_SOCKET, K.SO_DOMAIN), (K.SOL_SOCKET, K.SO_PROTOCOL),
-             (K.SOL_SOCKET, K.SO_ACCEPTCONN), (K.SOL_SOCKET, K.SO_PEERCRED):
-            return -ENOPROTOOPT
-        case (K.SOL_SOCKET, K.SO_DEBUG), (K.SOL_SOCKET, K.SO_DONTROUTE), (K.SOL_SOCKET, K.SO_BROADCAST), (K.SOL_SOCKET, K.SO_OOBINLINE),
-             (K.SOL_SOCKET, K.SO_PRIORITY), (K.SOL_SOCKET, K.SO_REUSEPORT), (K.SOL_SOCKET, K.SO_RCVLOWAT), (K.SOL_SOCKET, K.SO_TIMESTAMP),
-             (K.SOL_SOCKET, K.SO_BUSY_POLL), (K.SOL_SOCKET, K.SO_INCOMING_CPU), (K.SOL_SOCKET, K.SO_PASSCRED):
-            guard int != nil else { return -EINVAL }
-            s.stored[key] = Array(value.prefix(4))
-        case (K.IPPROTO_TCP, K.TCP_NODELAY):
-            guard let v = int else { return -EINVAL }
-            return apply { $0.noDelay = v != 0 }
-        case (K.IPPROTO_TCP, K.TCP_CORK):
-            guard let v = int else { return -EINVAL }
-            return apply { $0.cork = v != 0 }
-        case (K.IPPROTO_TCP, K.TCP_KEEPIDLE):
-            guard let v = int, v >= 1, v <= 32767 else { return -EINVAL }
-            return apply { $0.keepIdle = UInt64(v) }
-        case (K.IPPROTO_TCP, K.TCP_KEEPINTVL):
-            guard let v = int, v >= 1, v <= 32767 else { return -EINVAL }
-            return apply { $0.keepInterval = UInt64(v) }
-        case (K.IPPROTO_TCP, K.TCP_KEEPCNT):
-            guard let v = int, v >= 1, v <= 127 else { return -EINVAL }
-            return apply { $0.keepCount = Int(v) }
-        case (K.IPPROTO_TCP, K.TCP_USER_TIMEOUT):
-            guard let v = int, v >= 0 else { return -EINVAL }
-            return apply { $0.userTimeout = UInt64(v) }
-        case (K.IPPROTO_TCP, K.TCP_MAXSEG):
-            guard let v = int else { return -EINVAL }
-            guard v == 0 || (v >= 88 && v <= 65535) else { return -EINVAL }
-            return apply { $0.maxSegment = v == 0 ? nil : Int(v) }
-        case (K.IPPROTO_TCP, K.TCP_CONGESTION):
-            let text = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)
-            guard !text.isEmpty else { return -EINVAL }
-            let r = apply { $0.congestionControl = text }
-            return r == -EINVAL ? -ENOENT : r
-        case (K.IPPROTO_TCP, K.TCP_INFO):
-            return -ENOPROTOOPT
-        case (K.IPPROTO_TCP, K.TCP_SYNCNT), (K.IPPROTO_TCP, K.TCP_LINGER2), (K.IPPROTO_TCP, K.TCP_DEFER_ACCEPT),
-             (K.IPPROTO_TCP, K.TCP_WINDOW_CLAMP), (K.IPPROTO_TCP, K.TCP_QUICKACK), (K.IPPROTO_TCP, K.TCP_FASTOPEN),
-             (K.IPPROTO_TCP, K.TCP_NOTSENT_LOWAT), (K.IPPROTO_TCP, K.TCP_FASTOPEN_CONNECT):
-            guard int != nil else { return -EINVAL }
-            s.stored[key] = Array(value.prefix(4))
-        case (K.IPPROTO_IP, K.IP_TOS), (K.IPPROTO_IP, K.IP_TTL):
-            guard int != nil else { return -EINVAL }
-            s.stored[key] = Array(value.prefix(4))
-        case (K.IPPROTO_IPV6, K.IPV6_V6ONLY):
-            guard s.family == AF_INET6 else { return -ENOPROTOOPT }
-            guard let v = int else { return -EINVAL }
-            guard s.phase == .unconnected, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
-            s.v6only = v != 0
-        case (K.IPPROTO_IPV6, K.IPV6_TCLASS):
-            guard s.family == AF_INET6 else { return -ENOPROTOOPT }
-            guard int != nil else { return -EINVAL }
-            s.stored[key] = Array(value.prefix(4))
-        default:
-            return -ENOPROTOOPT
-        }
-        return 0
+        OptionTable.set(OptionContext(service: self, socket: s, uid: uid), level: level, name: name, value: value)
     }
 
-    private func getOption(_ s: Socket, level: Int32, name: Int32, room: Int) -> (Int32, [UInt8]) {
-        func int(_ v: Int32) -> (Int32, [UInt8]) { (0, withUnsafeBytes(of: v) { Array($0.prefix(room)) }) }
-        if s.udp, let id = s.stackID, let o = stack.udpOptions(id) {
-            switch (level, name) {
-            case (K.SOL_SOCKET, K.SO_TYPE): return int(2)
-            case (K.SOL_SOCKET, K.SO_PROTOCOL): return int(17)
-            case (K.SOL_SOCKET, K.SO_ERROR): return int(stack.udpTakeError(id)?.errno ?? 0)
-            case (K.SOL_SOCKET, K.SO_REUSEADDR): return int(o.reuseAddress ? 1 : 0)
-            case (K.SOL_SOCKET, K.SO_REUSEPORT): return int(o.reusePort ? 1 : 0)
-            case (K.SOL_SOCKET, K.SO_BROADCAST): return int(o.broadcast ? 1 : 0)
-            case (K.SOL_SOCKET, K.SO_RCVBUF): return int(Int32(clamping: o.receiveBuffer))
-            case (K.SOL_SOCKET, K.SO_SNDBUF):
-                let stored = s.stored[Int64(K.SOL_SOCKET) << 32 | Int64(K.SO_SNDBUF)]
-                return int(stored.map { $0.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } &* 2 } ?? 212_992)
-            case (K.IPPROTO_TCP, _): return (-EOPNOTSUPP, [])
-            default: break
-            }
-        }
-        func bool(_ v: Bool) -> (Int32, [UInt8]) { int(v ? 1 : 0) }
-        let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
-        let options = s.stackID.flatMap { stack.tcpOptions($0) } ?? TCPSocketOptions()
-        switch (level, name) {
-        case (K.SOL_SOCKET, K.SO_TYPE): return int(1)
-        case (K.SOL_SOCKET, K.SO_DOMAIN): return int(s.family)
-        case (K.SOL_SOCKET, K.SO_PROTOCOL): return int(6)
-        case (K.SOL_SOCKET, K.SO_ACCEPTCONN): return bool(s.phase == .listening)
-        case (K.SOL_SOCKET, K.SO_ERROR): return int(takeError(s))
-        case (K.SOL_SOCKET, K.SO_REUSEADDR): return bool(s.reuseAddress)
-        case (K.SOL_SOCKET, K.SO_KEEPALIVE): return bool(options.keepAlive)
-        case (K.SOL_SOCKET, K.SO_SNDBUF):
-            return int(Int32(clamping: options.sendBuffer ?? stack.configuration.tcp.sendBuffer))
-        case (K.SOL_SOCKET, K.SO_RCVBUF):
-            return int(Int32(clamping: options.receiveBuffer ?? stack.configuration.tcp.receiveBuffer))
-        case (K.SOL_SOCKET, K.SO_LINGER):
-            return (0, Array((s.stored[key] ?? [UInt8](repeating: 0, count: 8)).prefix(room)))
-        case (K.IPPROTO_TCP, K.TCP_NODELAY): return bool(options.noDelay)
-        case (K.IPPROTO_TCP, K.TCP_CORK): return bool(options.cork)
-        case (K.IPPROTO_TCP, K.TCP_KEEPIDLE): return int(Int32(clamping: options.keepIdle))
-        case (K.IPPROTO_TCP, K.TCP_KEEPINTVL): return int(Int32(clamping: options.keepInterval))
-        case (K.IPPROTO_TCP, K.TCP_KEEPCNT): return int(Int32(clamping: options.keepCount))
-        case (K.IPPROTO_TCP, K.TCP_USER_TIMEOUT): return int(Int32(clamping: options.userTimeout))
-        case (K.IPPROTO_TCP, K.TCP_MAXSEG):
-            if let id = s.stackID, let info = stack.tcpInfo(id), info.state != .closed, info.state != .listen {
-                return int(Int32(clamping: info.sendMSS))
-            }
-            return int(Int32(clamping: options.maxSegment ?? 536))
-        case (K.IPPROTO_TCP, K.TCP_CONGESTION):
-            var bytes = Array(options.congestionControl.utf8)
-            bytes.append(contentsOf: [UInt8](repeating: 0, count: max(0, 16 - bytes.count)))
-            return (0, Array(bytes.prefix(room)))
-        case (K.IPPROTO_TCP, K.TCP_INFO):
-            return (0, tcpInfo(s, room: room))
-        case (K.IPPROTO_IPV6, K.IPV6_V6ONLY):
-            guard s.family == AF_INET6 else { return (-ENOPROTOOPT, []) }
-            return bool(s.v6only)
-        case (K.IPPROTO_IP, K.IP_TTL):
-            return (0, Array((s.stored[key] ?? withUnsafeBytes(of: Int32(64)) { Array($0) }).prefix(room)))
-        default:
-            if let stored = s.stored[key] { return (0, Array(stored.prefix(room))) }
-            switch (level, name) {
-            case (K.SOL_SOCKET, _), (K.IPPROTO_TCP, K.TCP_SYNCNT), (K.IPPROTO_TCP, K.TCP_LINGER2), (K.IPPROTO_TCP, K.TCP_DEFER_ACCEPT),
-                 (K.IPPROTO_TCP, K.TCP_WINDOW_CLAMP), (K.IPPROTO_TCP, K.TCP_QUICKACK), (K.IPPROTO_TCP, K.TCP_FASTOPEN),
-                 (K.IPPROTO_TCP, K.TCP_NOTSENT_LOWAT), (K.IPPROTO_IP, K.IP_TOS), (K.IPPROTO_IPV6, K.IPV6_TCLASS):
-                if level == K.SOL_SOCKET && ![K.SO_DEBUG, K.SO_DONTROUTE, K.SO_BROADCAST, K.SO_OOBINLINE, K.SO_PRIORITY, K.SO_REUSEPORT,
-                                            K.SO_RCVLOWAT, K.SO_TIMESTAMP, K.SO_BUSY_POLL, K.SO_INCOMING_CPU, K.SO_PASSCRED,
-                                            K.SO_MARK].contains(name) {
-                    return (-ENOPROTOOPT, [])
-                }
-                return int(name == K.SO_RCVLOWAT && level == K.SOL_SOCKET ? 1 : 0)
-            default:
-                return (-ENOPROTOOPT, [])
-            }
-        }
+    private func getOption(_ s: Socket, level: Int32, name: Int32, room: Int, uid: UInt32) -> (Int32, [UInt8]) {
+        OptionTable.get(OptionContext(service: self, socket: s, uid: uid), level: level, name: name, room: room)
     }
 
-    private func tcpInfo(_ s: Socket, room: Int) -> [UInt8] {
+    func tcpInfo(_ s: Socket, room: Int) -> [UInt8] {
         var src = lvlip_tcp_info_source()
         if let id = s.stackID, let i = stack.tcpInfo(id) {
             src.state = Self.linuxState(i.state)
@@ -1457,39 +1293,6 @@ extension SocketService {
             s.writeShut = true
             var queued: Int32 = 0
             if s.fd >= 0, ioctl(s.fd, UInt(FIONREAD), &queued) == 0 { s.writtenBeforeShutdown = Int(queued) }
-        }
-        return 0
-    }
-
-    /// Options of datagram sockets; nil for those shared with stream sockets.
-    private func udpSetOption(_ s: Socket, level: Int32, name: Int32, value: UnsafeRawBufferPointer) -> Int32? {
-        guard let id = s.stackID else { return -EBADF }
-        let int: Int32? = value.count >= 4 ? value.loadUnaligned(as: Int32.self) : nil
-        let key = Int64(level) << 32 | Int64(UInt32(bitPattern: name))
-        switch (level, name) {
-        case (K.SOL_SOCKET, K.SO_REUSEADDR):
-            guard let v = int else { return -EINVAL }
-            stack.udpSetOptions(id, reuseAddress: v != 0)
-        case (K.SOL_SOCKET, K.SO_REUSEPORT):
-            guard let v = int else { return -EINVAL }
-            stack.udpSetOptions(id, reusePort: v != 0)
-        case (K.SOL_SOCKET, K.SO_BROADCAST):
-            guard let v = int else { return -EINVAL }
-            stack.udpSetOptions(id, broadcast: v != 0)
-        case (K.SOL_SOCKET, K.SO_RCVBUF), (K.SOL_SOCKET, K.SO_RCVBUFFORCE):
-            guard let v = int else { return -EINVAL }
-            stack.udpSetOptions(id, receiveBuffer: max(2304, min(Int(v), 16 << 20) * 2))
-        case (K.SOL_SOCKET, K.SO_SNDBUF), (K.SOL_SOCKET, K.SO_SNDBUFFORCE), (K.SOL_SOCKET, K.SO_KEEPALIVE):
-            guard int != nil else { return -EINVAL }
-            s.stored[key] = Array(value.prefix(4))
-        case (K.IPPROTO_IP, _):
-            // IP_TOS, IP_TTL, IP_RECVERR, IP_PKTINFO, IP_MTU_DISCOVER...: kept, not acted on.
-            guard int != nil || value.count >= 1 else { return -EINVAL }
-            s.stored[key] = Array(value.prefix(64))
-        case (K.IPPROTO_TCP, _):
-            return -EOPNOTSUPP
-        default:
-            return nil
         }
         return 0
     }

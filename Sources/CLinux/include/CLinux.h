@@ -105,6 +105,8 @@ struct lvlip_tcp_info_source {
     uint32_t total_retrans, segs_out, segs_in, notsent_bytes, snd_wnd, rcv_wnd;
     uint64_t bytes_acked, bytes_received;
 };
+// The length of Linux 6.18's struct tcp_info: what TCP_INFO gives at most.
+#define LVLIP_TCP_INFO_SIZE 280
 size_t lvlip_tcp_info_size(void);
 size_t lvlip_fill_tcp_info(void *out, size_t room, const struct lvlip_tcp_info_source *src);
 
