@@ -9,7 +9,6 @@ drops to nobody (65534) the ways daemons do; where the kernel can run the same p
 does, and lvlip must answer the same.
 """
 
-import errno
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ import textwrap
 import pytest
 
 from harness import KERNEL_IP, STACK_IP
+from kernel_servers import KernelServer, echo
 from processes import need, tail, wait_until
 
 PY = sys.executable
@@ -29,43 +29,9 @@ P_ECHO = 7401
 P_MEMCACHED = 11211
 
 
-class KernelEcho:
-    """A kernel TCP echo server on 10.0.0.5 (one connection at a time, in a thread)."""
-
-    def __init__(self, port):
-        import threading
-
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((KERNEL_IP, port))
-        self.sock.listen(16)
-        self.served = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-            self.served += 1
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def kernel_echo(daemon):
-    server = KernelEcho(P_ECHO)
+    server = KernelServer(P_ECHO, echo, host=KERNEL_IP)
     yield server
     server.close()
 

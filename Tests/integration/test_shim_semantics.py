@@ -12,12 +12,12 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
 import harness
+from kernel_servers import KernelServer, echo
 
 KERNEL = harness.KERNEL_IP
 STACK = harness.STACK_IP
@@ -31,56 +31,6 @@ def run_script(daemon, script, *args, timeout=30, lvlip=True):
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON output:\n{result.stdout}\n{result.stderr}"
     return json.loads(lines[-1])
-
-
-class KernelServer:
-    """A kernel TCP server on 10.0.0.5 running `handler(conn)` per connection in a thread."""
-
-    def __init__(self, port, handler, backlog=16):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("0.0.0.0", port))
-        self.sock.listen(backlog)
-        self.handler = handler
-        self.results = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn):
-        try:
-            self.results.append(self.handler(conn))
-        except Exception as error:  # recorded for the test to see
-            self.results.append(error)
-        finally:
-            conn.close()
-
-    def close(self):
-        # shutdown wakes the thread blocked in accept, which otherwise keeps the port bound.
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(5)
-
-
-def echo(conn):
-    total = 0
-    while True:
-        data = conn.recv(65536)
-        if not data:
-            conn.shutdown(socket.SHUT_WR)
-            return total
-        total += len(data)
-        conn.sendall(data)
 
 
 @pytest.fixture

@@ -17,12 +17,10 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-import pytest
-
 import harness
+from kernel_servers import KernelServer
 
 PROBE = Path(__file__).parent / "clients" / "sockopt_probe.py"
 KERNEL = harness.KERNEL_IP
@@ -163,39 +161,18 @@ def run_probe(kind, cases_path, env, host, port, connect_to=None, timeout=120):
     return json.loads(out.strip().splitlines()[-1])
 
 
-class Holder:
+class Holder(KernelServer):
     """A kernel TCP server on 10.0.0.5 that keeps every connection open until closed by the
     peer, and a UDP socket for connected UDP probes."""
 
     def __init__(self, port):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((KERNEL, port))
-        self.sock.listen(1024)
+        super().__init__(port, host=KERNEL, backlog=1024, keep=True)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((KERNEL, port))
-        self.conns = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
 
     def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        super().close()
         self.udp.close()
-        self.thread.join(5)
-        for c in self.conns:
-            c.close()
 
 
 def compare(all_cases, kind, kernel, stack):
