@@ -161,10 +161,12 @@ extension OptionTable {
     /// TCP_TIMEOUT_MIN (2 jiffies), at most TCP_RTO_MIN / TCP_DELACK_MAX (200 ms). The jiffy
     /// is 4 ms, CONFIG_HZ=250 of the kernel this was measured on.
     static func jiffies(_ name: Int32, _ label: String) -> OptionRow {
-        let jiffy: Int32 = 4000
+        let jiffy: Int64 = 4000
+        // In 64 bits: a value near Int32.max must not overflow the rounding.
+        func jiffies(_ v: Int32) -> Int64 { (Int64(v) + jiffy - 1) / jiffy }
         return .int(TCP, name, label, initial: 200_000,
-                    check: { _, v in v > 0 && (v + jiffy - 1) / jiffy >= 2 && (v + jiffy - 1) / jiffy <= 50 ? 0 : EINVAL },
-                    map: { _, v in (v + jiffy - 1) / jiffy * jiffy })
+                    check: { _, v in v > 0 && jiffies(v) >= 2 && jiffies(v) <= 50 ? 0 : EINVAL },
+                    map: { _, v in Int32(jiffies(v) * jiffy) })
     }
 
     /// TCP_DEFER_ACCEPT's seconds as SYN-ACK retransmissions from a 1 s timeout doubling up to

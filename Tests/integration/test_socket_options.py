@@ -237,3 +237,43 @@ def test_every_option_answers_as_the_kernel(daemon, tmp_path):
         mtu = stack[index[(IP, 14)]][0]
         if kind in ("connected", "accepted", "udpconn"):
             assert mtu == ["ok", struct.pack("<i", 1500).hex()], (kind, mtu)
+
+
+HOSTILE_VALUES = """
+import os, random, socket, struct, sys
+rng = random.Random(int(sys.argv[1]))
+edges = [-2**31, -2**31 + 1, -4001, -1, 0, 1, 2, 255, 256, 65535, 65536, 2**31 - 4000, 2**31 - 2, 2**31 - 1]
+kinds = [(socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET, socket.SOCK_DGRAM, 0),
+         (socket.AF_INET6, socket.SOCK_STREAM, 0), (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)]
+calls = 0
+for family, kind, proto in kinds:
+    s = socket.socket(family, kind, proto)
+    for level in (socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_TCP, socket.IPPROTO_IPV6, 255):
+        for name in range(0, 80):
+            values = [struct.pack("i", v) for v in edges] + [os.urandom(rng.randrange(0, 300)) for _ in range(6)]
+            for value in values:
+                calls += 1
+                try:
+                    s.setsockopt(level, name, value)
+                except OSError:
+                    pass
+                try:
+                    s.getsockopt(level, name, rng.choice([0, 1, 3, 4, 8, 64, 1024]))
+                except OSError:
+                    pass
+    s.close()
+print(calls)
+"""
+
+
+def test_hostile_option_values_never_hurt_lvlipd(daemon):
+    """Every option number of every level, set with edge values (Int32 extremes, values one
+    rounding away from overflow) and random bytes, then read with odd lengths, on TCP, UDP,
+    AF_INET6 and raw ICMP sockets: lvlipd answers each and keeps serving."""
+    seed = int(os.environ.get("LVLIP_FUZZ_SEED", "7"))
+    result = subprocess.run([sys.executable, "-c", HOSTILE_VALUES, str(seed)], env=daemon.lvlip_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert int(result.stdout.split()[-1]) > 30_000
+    assert daemon.alive(), f"lvlipd died (seed {seed})"
+    assert "lvlip:" not in result.stderr, result.stderr
