@@ -1060,9 +1060,10 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
         uint32_t subnet_broadcast = stack_address | ~stack_netmask;
         if ((a == 0xffffffffu || (stack_netmask && a == subnet_broadcast)) && !(e->flags & F_BROADCAST))
             return fail(EACCES);
-        if (a == 0 || (a >> 24) == 127 || (a >> 28) == 0xe) return fail(ENETUNREACH);
+        // 127.0.0.0/8 is the stack's loopback (served by lvlipd, never the kernel's).
+        if (a == 0 || (a >> 28) == 0xe) return fail(ENETUNREACH);
         if (stack_netmask && (a & stack_netmask) != (stack_address & stack_netmask) && a != 0xffffffffu &&
-            stack_gateway == 0)
+            (a >> 24) != 127 && stack_gateway == 0)
             return fail(ENETUNREACH);
         h.addr = wire.addr;
         h.port = wire.port;
