@@ -32,6 +32,7 @@ P_REDIS = 7131
 P_MARTIAN = 7141
 P_CONTROL = 7151  # closed on the stack
 P_MAPPED = 7161
+RESOLVER = "127.0.0.53"  # systemd-resolved's stub address
 
 MB = 1 << 20
 
@@ -384,3 +385,57 @@ def test_v4_mapped_loopback_on_inet6_sockets(daemon):
     assert r["listener_name"] == ("::ffff:127.0.0.1", P_MAPPED), r
     assert r["bind_v6"] == "EADDRNOTAVAIL", r
     assert after["LoopbackDatagrams"] > before["LoopbackDatagrams"]
+
+
+# A DNS responder answering every A question with one address (enough for getaddrinfo and dig).
+RESPONDER = r"""
+import socket, struct, sys
+answer = socket.inet_aton(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+s.settimeout(30)
+while True:
+    try:
+        q, peer = s.recvfrom(512)
+    except socket.timeout:
+        break
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    a = struct.unpack("!H", q[end + 1:end + 3])[0] == 1
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + answer if a else b""
+    s.sendto(q[:2] + struct.pack("!HHHHH", 0x8180, 1, int(a), 0, 0) + q[12:end + 5] + rr, peer)
+"""
+
+
+def test_resolver_on_loopback_is_the_stacks(daemon, procs, workdir):
+    """/etc/resolv.conf naming a loopback resolver (127.0.0.53). A program's own DNS client
+    (dig) sends through the shim to the stack's loopback: refused while nothing listens there,
+    answered once a resolver runs on the stack, as in a separate network namespace; lvlip
+    never forwards it to the kernel's resolver. glibc's getaddrinfo makes its sockets inside
+    libc, where no LD_PRELOAD can interpose, so it still asks the kernel's (docs/shim.md)."""
+    need("dig")
+    kernel = procs.start("kernel-resolver", [PY, "-c", RESPONDER, RESOLVER, "10.9.8.1"], stdout=subprocess.PIPE)
+    assert kernel.stdout.readline() == b"ready\n", procs.describe(kernel)
+    dig = ["dig", "+short", "+time=1", "+tries=1", f"@{RESOLVER}", "host.test"]
+    before = daemon.stats()
+    refused = bounded(dig, timeout=15, stack=daemon)
+    assert "connection refused" in refused.stdout + refused.stderr, refused
+    after = daemon.stats()
+    assert after["UdpNoPorts"] - before["UdpNoPorts"] >= 1
+    assert after["IcmpOutDestUnreachs"] - before["IcmpOutDestUnreachs"] >= 1
+
+    stack = procs.start("stack-resolver", [PY, "-c", RESPONDER, RESOLVER, "10.9.8.2"], stack=True,
+                        stdout=subprocess.PIPE)
+    assert stack.stdout.readline() == b"ready\n", procs.describe(stack)
+    assert ok(bounded(dig, timeout=15, stack=daemon)).stdout.strip() == "10.9.8.2"
+
+    # getaddrinfo with resolv.conf naming 127.0.0.53, in a mount namespace of its own.
+    resolv = workdir / "resolv.conf"
+    resolv.write_text(f"nameserver {RESOLVER}\noptions timeout:1 attempts:1\n")
+    lookup = "import socket; print(socket.getaddrinfo('host.test', 80, socket.AF_INET)[0][4][0])"
+    result = ok(bounded(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                         'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv, PY, "-c", lookup],
+                        timeout=15, stack=daemon))
+    assert result.stdout.strip() == "10.9.8.1", result
