@@ -85,6 +85,29 @@ extension NetworkStack {
         return true
     }
 
+    /// `emitTCP` toward a local address: the segment is built in place in the loopback queue.
+    /// Apart from emitTCP so that the link's path keeps its shape (measured: sharing the
+    /// segment writer between both queues cost retains on every segment).
+    @inline(never)
+    func emitLoopbackTCP(_ c: TCPConnection, seq: SeqNum, ack: SeqNum, flags: TCPFlags, window: UInt16, options: TCPOptions?,
+                         dataOffset: Int, length: Int, now: Instant) {
+        let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
+        let segmentLength = headerLength + length
+        let source = c.localAddress
+        let destination = c.remoteAddress
+        _ = sendLoopback(source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
+                         dontFragment: true, now: now) { buffer in
+            TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
+                                   ack: ack, flags: flags, window: window, options: options)
+            if length > 0 {
+                let (a, b) = c.sendBuffer.regions(from: dataOffset, length: length)
+                buffer.copy(a, to: headerLength)
+                buffer.copy(b, to: headerLength + a.count)
+            }
+            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: source, destination: destination)
+        }
+    }
+
     /// Receives looped datagrams until none is left (or `rounds` passes, each delivering
     /// what the previous one sent; what remains keeps `nextDeadline` due). Connections held
     /// back by a full loopback queue send on.

@@ -634,6 +634,11 @@ extension NetworkStack {
                  dataOffset: Int, length: Int, now: Instant) {
         counters.tcpOutSegs &+= 1
         if flags.contains(.rst) { counters.tcpOutRsts &+= 1 }
+        if c.viaLoopback {
+            emitLoopbackTCP(c, seq: seq, ack: ack, flags: flags, window: window, options: options, dataOffset: dataOffset,
+                            length: length, now: now)
+            return
+        }
         let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
         let segmentLength = headerLength + length
         let destination = c.remoteAddress
@@ -648,12 +653,6 @@ extension NetworkStack {
                 buffer.copy(b, to: headerLength + a.count)
             }
             TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: source, destination: destination)
-        }
-        if c.viaLoopback {
-            // To ourselves: built in place in the loopback queue (NetworkStack+Loopback).
-            _ = sendLoopback(source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
-                             dontFragment: true, now: now) { writeSegment($0) }
-            return
         }
         // Fast path: the neighbour is known; build the frame in place in the outbox. The
         // connection caches the neighbour's MAC until the neighbour table changes.

@@ -21,7 +21,7 @@ extension TCPConnection {
         var sentData = false
         while let (length, fin) = nextSegment() {
             // The link's queue for this wake-up (or the loopback's) is full: resume once drained.
-            guard !stack.outputFull(self) else {
+            guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
                 break
             }
@@ -230,7 +230,7 @@ extension TCPConnection {
     /// Sends while cwnd - pipe allows: lost segments first, then new data (RFC 6675 5 (C)).
     private func sackRecoveryOutput(now: Instant) {
         while cc.cwnd - rackPipe >= currentSegmentSize {
-            guard !stack.outputFull(self) else {
+            guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
                 return
             }
