@@ -130,6 +130,38 @@ final class LoopbackTests: XCTestCase {
         XCTAssertEqual(h.stack.tcpInfo(remote)?.receiveMSS, 1460)
     }
 
+    /// A full loopback queue holds the TCP sender back, as a full outbox does: nothing is
+    /// dropped, nothing retransmitted, the transfer completes as the queue drains.
+    func testFullLoopbackQueueHoldsTheSenderBack() throws {
+        let h = Harness { $0.loopbackQueueBytes = 2 * (8 + 65536) + 64 }  // two entries of 65535-byte datagrams
+        let listener = h.stack.tcpOpen()
+        try h.stack.tcpBind(listener, address: Self.localhost, port: 9000)
+        try h.stack.tcpListen(listener, backlog: 8)
+        let (client, server) = try connect(h, listener: listener, to: Self.localhost, port: 9000)
+        try transfer(h, from: client, to: server, count: 1 << 20, seed: 4)
+        // Room for two full-sized segments, while the window (opened by the transfer) would
+        // allow four.
+        let data = [UInt8](repeating: 0x5A, count: 4 * 65483)
+        let inFlight = try XCTUnwrap(h.stack.tcpInfo(client)).unacked
+        let sent = try data.withUnsafeBytes { try h.stack.tcpSend(client, $0, now: h.now) }
+        XCTAssertEqual(sent, data.count)
+        XCTAssertTrue(h.stack.hasLoopbackPending)
+        XCTAssertEqual(try XCTUnwrap(h.stack.tcpInfo(client)).unacked - inFlight, 2 * 65483, "held back after two segments")
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        for _ in 0..<100 where received < sent {
+            settle(h)
+            while let n = try? buffer.withUnsafeMutableBytes({ try h.stack.tcpReceive(server, into: $0, now: h.now) }), n > 0 {
+                XCTAssertTrue(buffer[0..<n].allSatisfy { $0 == 0x5A })
+                received += n
+            }
+        }
+        XCTAssertEqual(received, sent)
+        XCTAssertEqual(h.stack.counters.loopbackQueueFull, 0)
+        XCTAssertEqual(h.stack.counters.tcpRetransSegs, 0)
+        XCTAssertEqual(h.stack.counters.linkOutFrames, 0)
+    }
+
     /// Source selection as Linux's routes: toward 127/8 from 127.0.0.1, toward our own
     /// address from it.
     func testSourceAddressFollowsTheDestination() throws {
