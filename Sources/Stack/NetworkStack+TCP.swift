@@ -35,6 +35,10 @@ struct TCPTables {
     var deferredAcks: [SocketID] = []
     var deferredAcksFlushing: [SocketID] = []
     var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
+
+    /// Moves the owed ACKs to `deferredAcksFlushing`. (A method: swapping two properties of
+    /// `tcp` from outside is two overlapping accesses to it, which debug builds trap.)
+    mutating func takeDeferredAcks() { swap(&deferredAcks, &deferredAcksFlushing) }
 }
 
 extension NetworkStack {
@@ -122,7 +126,7 @@ extension NetworkStack {
     /// `poll(now:)` calls it too.
     public func flushDeferredAcks(now: Instant) {
         guard !tcp.deferredAcks.isEmpty else { return }
-        swap(&tcp.deferredAcks, &tcp.deferredAcksFlushing)
+        tcp.takeDeferredAcks()
         for id in tcp.deferredAcksFlushing {
             guard let c = tcpSocket(id), c.deferredAckSegments > 0 else { continue }
             c.ackNow = true
