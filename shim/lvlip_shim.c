@@ -95,17 +95,19 @@ enum {
     F_SMALL_BUFFER = 32,  // the send buffer is still the connect's minimum: restore before writing
     F_BROADCAST = 64,   // SO_BROADCAST set on a datagram socket
     F_PENDING = 128,    // SOCKET's reply not read yet: `ref` is the pending form (the tag)
+    F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link
 };
 
 struct entry {
     uint8_t kind;
-    uint8_t flags;
+    uint8_t unused;
     uint16_t family;
     uint32_t send_buffer;  // the send buffer to restore after connect (F_SMALL_BUFFER)
     uint64_t inode;
     struct lvlip_ref ref;
     int32_t error;         // lvlipd refused to make the socket: every request fails with this
-    uint32_t reserved;
+    uint16_t flags;
+    uint16_t reserved;
 };
 
 #define PAGE_BITS 10
@@ -431,7 +433,7 @@ static void socket_named(const struct outstanding *o, const struct lvlip_socket_
     } else {
         e->ref = rep->ref;
     }
-    e->flags &= (uint8_t)~F_PENDING;
+    e->flags &= (uint16_t)~F_PENDING;
 }
 
 // With ctl_lock held: reads the replies to the requests sent without waiting.
@@ -724,7 +726,9 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
     struct lvlip_result rep;
     if (request(LVLIP_MSG_BIND, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
-    return rep.result < 0 ? fail(-rep.result) : 0;
+    if (rep.result < 0) return fail(-rep.result);
+    if (req.addr.kind == LVLIP_ADDR_V4 && (req.addr.addr >> 24) == 127) e->flags |= F_LOOPBACK_SOURCE;
+    return 0;
 }
 
 EXPORT int listen(int fd, int backlog) {
@@ -1065,6 +1069,8 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
         if (stack_netmask && (a & stack_netmask) != (stack_address & stack_netmask) && a != 0xffffffffu &&
             (a >> 24) != 127 && stack_gateway == 0)
             return fail(ENETUNREACH);
+        // A loopback source may reach only this host (Linux's route lookup: EINVAL).
+        if ((e->flags & F_LOOPBACK_SOURCE) && (a >> 24) != 127 && a != stack_address) return fail(EINVAL);
         h.addr = wire.addr;
         h.port = wire.port;
     } else if (!(e->flags & F_STARTED)) {

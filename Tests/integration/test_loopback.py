@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import ETHERTYPE_IPV4, STACK_IP, STACK_MAC, TAP, RawLink, ethernet, ipv4
+from harness import ETHERTYPE_IPV4, KERNEL_IP, STACK_IP, STACK_MAC, TAP, RawLink, ethernet, ipv4
 from processes import bounded, need, ok, stack_ss, wait_until
 
 PY = sys.executable
@@ -283,6 +283,31 @@ except OSError as e:
     refused = errno.errorcode.get(e.errno, str(e))
 print({"ok": ok, "two": two, "refused": refused, "connected_name": name[0]})
 """
+
+
+LOOPBACK_SOURCE_TO_LINK = r"""
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+try:
+    s.sendto(b"x", (sys.argv[1], 9))
+    result = "sent"
+except OSError as e:
+    result = errno.errorcode.get(e.errno, str(e))
+print({"result": result})
+"""
+
+
+def test_loopback_source_cannot_reach_the_link(daemon, capture):
+    """A UDP socket bound to 127.0.0.1 sending to a host on the link: EINVAL, as the kernel
+    (its route lookup refuses a loopback source on another device), and nothing leaves."""
+    kernel = subprocess.run([PY, "-c", LOOPBACK_SOURCE_TO_LINK, "10.0.0.9"], capture_output=True, text=True, timeout=10)
+    assert "'result': 'EINVAL'" in kernel.stdout, kernel
+    before = daemon.stats()
+    assert run_json(LOOPBACK_SOURCE_TO_LINK, daemon, KERNEL_IP)["result"] == "EINVAL"
+    after = daemon.stats()
+    assert after["UdpOutDatagrams"] == before["UdpOutDatagrams"]
+    assert_nothing_local_on_tap(capture.stop(), {9})
 
 
 def test_udp_over_loopback(daemon, capture):
