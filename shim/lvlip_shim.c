@@ -96,18 +96,20 @@ enum {
     F_SMALL_BUFFER = 32,  // the send buffer is still the connect's minimum: restore before writing
     F_BROADCAST = 64,   // SO_BROADCAST set on a datagram socket
     F_PENDING = 128,    // SOCKET's reply not read yet: `ref` is the pending form (the tag)
+    F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link
 };
 
 struct entry {
     uint8_t kind;
-    uint8_t flags;
+    uint8_t unused;
     uint16_t family;
     uint32_t send_buffer;  // the send buffer to restore after connect (F_SMALL_BUFFER)
     uint64_t inode;
     struct lvlip_ref ref;
     int32_t error;         // lvlipd refused to make the socket: every request fails with this
+    uint16_t flags;
     uint8_t icmp;          // an ICMP socket (ping or raw): datagrams are ICMP messages, no ports
-    uint8_t reserved[3];
+    uint8_t reserved;
 };
 
 #define PAGE_BITS 10
@@ -507,7 +509,7 @@ static void socket_named(const struct outstanding *o, const struct lvlip_socket_
     } else {
         e->ref = rep->ref;
     }
-    e->flags &= (uint8_t)~F_PENDING;
+    e->flags &= (uint16_t)~F_PENDING;
 }
 
 // With ctl_lock held: reads the replies to the requests sent without waiting.
@@ -821,7 +823,9 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
     struct lvlip_result rep;
     if (request(LVLIP_MSG_BIND, e, &req, sizeof req, NULL, 0, -1, &rep, sizeof rep) != (ssize_t)sizeof rep)
         return fail(ENETDOWN);
-    return rep.result < 0 ? fail(-rep.result) : 0;
+    if (rep.result < 0) return fail(-rep.result);
+    if (req.addr.kind == LVLIP_ADDR_V4 && (req.addr.addr >> 24) == 127) e->flags |= F_LOOPBACK_SOURCE;
+    return 0;
 }
 
 EXPORT int listen(int fd, int backlog) {
@@ -1168,10 +1172,13 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
         uint32_t subnet_broadcast = stack_address | ~stack_netmask;
         if ((a == 0xffffffffu || (stack_netmask && a == subnet_broadcast)) && !(e->flags & F_BROADCAST))
             return fail(EACCES);
-        if (a == 0 || (a >> 24) == 127 || (a >> 28) == 0xe) return fail(ENETUNREACH);
+        // 127.0.0.0/8 is the stack's loopback (served by lvlipd, never the kernel's).
+        if (a == 0 || (a >> 28) == 0xe) return fail(ENETUNREACH);
         if (stack_netmask && (a & stack_netmask) != (stack_address & stack_netmask) && a != 0xffffffffu &&
-            stack_gateway == 0)
+            (a >> 24) != 127 && stack_gateway == 0)
             return fail(ENETUNREACH);
+        // A loopback source may reach only this host (Linux's route lookup: EINVAL).
+        if ((e->flags & F_LOOPBACK_SOURCE) && (a >> 24) != 127 && a != stack_address) return fail(EINVAL);
         h.addr = wire.addr;
         h.port = wire.port;
     } else if (!(e->flags & F_STARTED)) {

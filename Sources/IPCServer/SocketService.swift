@@ -743,9 +743,10 @@ public final class SocketService {
         case .error(let code): return code
         case .ipv4(let a): address = a
         }
-        guard address == nil || address == stack.configuration.interface.address else { return -EADDRNOTAVAIL }
+        // Ours, or any of 127.0.0.0/8 (the stack's loopback, as Linux's lo).
+        guard address.map(stack.isBindable) ?? true else { return -EADDRNOTAVAIL }
         do {
-            try stack.tcpBind(id, port: addr.port, reuseAddress: s.reuseAddress)
+            try stack.tcpBind(id, address: address ?? .any, port: addr.port, reuseAddress: s.reuseAddress)
         } catch {
             return -error.errno
         }
@@ -811,14 +812,13 @@ public final class SocketService {
         guard let id = s.stackID, s.phantomPort == nil else { return -ENETUNREACH }
         guard addr.kind == UInt16(LVLIP_ADDR_V4.rawValue), !(s.family == AF_INET6 && s.v6only) else { return -ENETUNREACH }
         let address = IPv4Address(addr.addr)
-        if address.isLoopback { return -ENETUNREACH }
         if addr.port == 0 { return -ECONNREFUSED }
         do {
             try stack.tcpConnect(id, to: address, port: addr.port, now: reactor.now)
         } catch {
             return -error.errno
         }
-        s.localName = (stack.configuration.interface.address.value, stack.tcpNames(id)?.localPort ?? 0)
+        if let names = stack.tcpNames(id) { s.localName = (names.local.value, names.localPort) }
         s.peerName = (addr.addr, addr.port)
         return -EINPROGRESS
     }
@@ -1021,7 +1021,7 @@ public final class SocketService {
                 s.phase = .connected
                 s.connectReported = true
                 if let names = stack.tcpNames(child) {
-                    s.localName = (stack.configuration.interface.address.value, names.localPort)
+                    s.localName = (names.local.value, names.localPort)
                     s.peerName = (names.remote.value, names.remotePort)
                 }
                 listener.handoff.append((s, appFD))
@@ -1147,7 +1147,7 @@ public final class SocketService {
         s.filler = 0
         s.phase = .connected
         if let id = s.stackID, let names = stack.tcpNames(id) {
-            s.localName = (stack.configuration.interface.address.value, names.localPort)
+            s.localName = (names.local.value, names.localPort)
         }
         pushToApp(s)
     }
@@ -1273,7 +1273,8 @@ extension SocketService {
             return -error.errno
         }
         s.phase = .connected
-        s.localName = (stack.configuration.interface.address.value, stack.udpNames(id)?.localPort ?? 0)
+        let names = stack.udpNames(id)
+        s.localName = (names?.local?.value ?? 0, names?.localPort ?? 0)
         s.peerName = (addr.addr, addr.port)
         return 0
     }
@@ -1323,8 +1324,9 @@ extension SocketService {
         var budget = draining ? Int.max : 64
         while s.fd >= 0, let id = s.stackID, budget > 0 {
             budget -= 1
-            // A 64 KB datagram is 45 fragments: wait for that much room in the link's queue.
-            if !draining && stack.outbox.capacity - stack.outbox.count < 48 {
+            // A 64 KB datagram is 45 fragments: wait for that much room in the link's queue
+            // (or, to a local address, for one in the loopback's).
+            if !draining && (stack.outbox.capacity - stack.outbox.count < 48 || stack.loopbackIsFull) {
                 if !s.waitingForOutput {
                     s.waitingForOutput = true
                     waitingForOutput.append(s)

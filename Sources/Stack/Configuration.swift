@@ -17,6 +17,9 @@ public struct StackConfiguration: Sendable {
     public var icmpErrorBurst: UInt64 = 50
     /// Frames one wake-up may queue for the link before further output is dropped.
     public var outputQueueFrames = 1024
+    /// Bytes of looped datagrams (to 127/8 or our own address) waiting to be received; a
+    /// full queue holds TCP senders back as a full outbox does.
+    public var loopbackQueueBytes = 4 * 1024 * 1024
     /// Seeds the IP identification sequence, so tests are reproducible.
     public var seed: UInt64 = 0
 

@@ -16,6 +16,10 @@ public struct Counters: Sendable {
     public var linkOutFrames: UInt64 = 0
     /// Frames dropped because the output queue of one wake-up was full.
     public var linkOutQueueFull: UInt64 = 0
+    /// Datagrams sent to a local address (127/8, our own), received without the link.
+    public var loopbackDatagrams: UInt64 = 0
+    /// Looped datagrams dropped because the loopback queue was full.
+    public var loopbackQueueFull: UInt64 = 0
 
     // ARP (RFC 826)
     public var arpInPackets: UInt64 = 0
@@ -41,6 +45,9 @@ public struct Counters: Sendable {
     public var ipInCsumErrors: UInt64 = 0
     public var ipInTruncatedPkts: UInt64 = 0
     public var ipInAddrErrors: UInt64 = 0
+    /// Datagrams from the link whose source cannot be a host there: loopback, multicast,
+    /// broadcast, or our own address (RFC 1122 3.2.1.3, RFC 1812 5.3.7 "martian" addresses).
+    public var ipInMartianSources: UInt64 = 0
     public var ipInUnknownProtos: UInt64 = 0
     public var ipInDiscards: UInt64 = 0
     public var ipInDelivers: UInt64 = 0
@@ -133,6 +140,7 @@ public struct Counters: Sendable {
         ("LinkInOtherHost", \.linkInOtherHost), ("LinkInMulticast", \.linkInMulticast),
         ("LinkInBadSource", \.linkInBadSource), ("LinkInUnknownEtherType", \.linkInUnknownEtherType),
         ("LinkInIPv6", \.linkInIPv6), ("LinkOutFrames", \.linkOutFrames), ("LinkOutQueueFull", \.linkOutQueueFull),
+        ("LoopbackDatagrams", \.loopbackDatagrams), ("LoopbackQueueFull", \.loopbackQueueFull),
         ("ArpInPackets", \.arpInPackets), ("ArpInTruncated", \.arpInTruncated),
         ("ArpInUnsupported", \.arpInUnsupported), ("ArpInBadAddress", \.arpInBadAddress),
         ("ArpInRequests", \.arpInRequests), ("ArpInReplies", \.arpInReplies),
@@ -142,7 +150,7 @@ public struct Counters: Sendable {
         ("ArpPendingDrops", \.arpPendingDrops), ("ArpCacheFull", \.arpCacheFull),
         ("IpInReceives", \.ipInReceives), ("IpInHdrErrors", \.ipInHdrErrors),
         ("IpInCsumErrors", \.ipInCsumErrors), ("IpInTruncatedPkts", \.ipInTruncatedPkts),
-        ("IpInAddrErrors", \.ipInAddrErrors), ("IpInUnknownProtos", \.ipInUnknownProtos),
+        ("IpInAddrErrors", \.ipInAddrErrors), ("IpInMartianSources", \.ipInMartianSources), ("IpInUnknownProtos", \.ipInUnknownProtos),
         ("IpInDiscards", \.ipInDiscards), ("IpInDelivers", \.ipInDelivers),
         ("IpOutRequests", \.ipOutRequests), ("IpOutDiscards", \.ipOutDiscards), ("IpOutNoRoutes", \.ipOutNoRoutes),
         ("IpReasmTimeout", \.ipReasmTimeout), ("IpReasmReqds", \.ipReasmReqds), ("IpReasmOKs", \.ipReasmOKs),

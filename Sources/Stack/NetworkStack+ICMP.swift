@@ -30,7 +30,7 @@ extension NetworkStack {
             scratch.setBE16(0, ICMPMessage.Field.checksum)
             let reply = UnsafeRawBufferPointer(scratch.slice(0..<length))
             scratch.setBE16(InternetChecksum.checksum(reply), ICMPMessage.Field.checksum)
-            if sendIPv4(to: datagram.source, proto: .icmp, payload: reply, now: now) {
+            if sendIPv4(to: datagram.source, from: datagram.destination, proto: .icmp, payload: reply, now: now) {
                 counters.icmpOutMsgs &+= 1
                 counters.icmpOutEchoReps &+= 1
             }
@@ -54,11 +54,12 @@ extension NetworkStack {
         guard quote.count >= IPv4Packet.minimumHeaderLength + 8, quote[0] >> 4 == 4 else { return }
         let headerLength = Int(quote[0] & 0x0F) * 4
         guard headerLength >= 20, quote.count >= headerLength + 8,
-              IPv4Address(quote.be32(IPv4Packet.Field.source)) == address else { return }
+              isLocal(IPv4Address(quote.be32(IPv4Packet.Field.source))) else { return }
+        let source = IPv4Address(quote.be32(IPv4Packet.Field.source))
         let destination = IPv4Address(quote.be32(IPv4Packet.Field.destination))
         let transport = quote.suffix(from: headerLength)
         if quote[IPv4Packet.Field.proto] == IPProtocol.tcp.rawValue {
-            tcpICMPError(type: message.type, code: message.code, destination: destination,
+            tcpICMPError(type: message.type, code: message.code, source: source, destination: destination,
                          sourcePort: transport.be16(0), destinationPort: transport.be16(2),
                          seq: SeqNum(transport.be32(4)), now: now)
         } else if quote[IPv4Packet.Field.proto] == IPProtocol.udp.rawValue {
@@ -73,7 +74,9 @@ extension NetworkStack {
     func sendICMPError(type: ICMPType, code: UInt8, about datagram: IPv4Datagram, now: Instant) {
         guard !datagram.broadcast, !datagram.destination.isMulticast else { return }
         let source = datagram.source
-        guard !source.isUnspecified, !source.isMulticast, !source.isLimitedBroadcast, !source.isLoopback,
+        // (A loopback source is one host, this one: such datagrams came over the loopback,
+        // the link's were dropped as martians.)
+        guard !source.isUnspecified, !source.isMulticast, !source.isLimitedBroadcast,
               source != configuration.interface.subnetBroadcast
         else { return }
         if datagram.header.count >= IPv4Packet.minimumHeaderLength,
@@ -101,7 +104,7 @@ extension NetworkStack {
         scratch.copy(datagram.payload.slice(0..<quoted), to: ICMPMessage.headerLength + header.count)
         let message = UnsafeRawBufferPointer(scratch.slice(0..<length))
         scratch.setBE16(InternetChecksum.checksum(message), ICMPMessage.Field.checksum)
-        guard sendIPv4(to: source, proto: .icmp, payload: message, now: now) else { return }
+        guard sendIPv4(to: source, from: datagram.destination, proto: .icmp, payload: message, now: now) else { return }
         counters.icmpOutMsgs &+= 1
         if type == .destinationUnreachable { counters.icmpOutDestUnreachs &+= 1 }
         if type == .timeExceeded { counters.icmpOutTimeExcds &+= 1 }

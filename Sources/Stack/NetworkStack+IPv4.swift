@@ -33,16 +33,19 @@ extension NetworkStack {
             return
         }
         let source = packet.source
-        // A source that cannot be a single host is a martian (RFC 1122 3.2.1.3, RFC 1812 5.3.7).
+        // A source that cannot be a single host on the link is a martian (RFC 1122 3.2.1.3,
+        // RFC 1812 5.3.7): loopback addresses never arrive from outside (our own loopback
+        // traffic never reaches the link), nor does our own address.
         if source.isMulticast || source.isLimitedBroadcast || source.isLoopback
             || source == configuration.interface.subnetBroadcast || source == address {
-            counters.ipInAddrErrors &+= 1
+            counters.ipInMartianSources &+= 1
             return
         }
         let destination = packet.destination
         let ipBroadcast = destination.isLimitedBroadcast || destination == configuration.interface.subnetBroadcast
         // We are a host, not a router: anything else is not ours (RFC 1122 3.3.4.2, and
-        // InAddrErrors per RFC 4293 when not forwarding).
+        // InAddrErrors per RFC 4293 when not forwarding). A loopback destination from the
+        // link is not ours either (RFC 1122 3.2.1.3 (g)): it is only reached from inside.
         guard destination == address || ipBroadcast else {
             counters.ipInAddrErrors &+= 1
             return
@@ -93,11 +96,20 @@ extension NetworkStack {
         return nil
     }
 
-    /// Sends a datagram we originate, fragmenting it to the MTU. The payload is copied.
+    /// Sends a datagram we originate, fragmenting it to the MTU; to a local destination it
+    /// goes to the loopback (NetworkStack+Loopback). `source` nil: chosen by destination
+    /// (`sourceAddress(toward:)`). The payload is copied.
     @discardableResult
-    func sendIPv4(to destination: IPv4Address, proto: IPProtocol, payload: UnsafeRawBufferPointer, now: Instant) -> Bool {
+    func sendIPv4(to destination: IPv4Address, from source: IPv4Address? = nil, proto: IPProtocol,
+                  payload: UnsafeRawBufferPointer, now: Instant) -> Bool {
+        if isLocal(destination) {
+            return sendLoopback(source: source ?? sourceAddress(toward: destination), destination: destination,
+                                proto: proto, payloadLength: payload.count, now: now) { $0.copy(payload, to: 0) }
+        }
         counters.ipOutRequests &+= 1
-        guard destination != address, !destination.isUnspecified, !destination.isLoopback, !destination.isMulticast,
+        // Only the interface address may leave on the link (a loopback source must not:
+        // RFC 1122 3.2.1.3 (g)).
+        guard source == nil || source == address, !destination.isUnspecified, !destination.isMulticast,
               let route = route(destination)
         else {
             counters.ipOutNoRoutes &+= 1

@@ -1,9 +1,10 @@
 import Timing
 
-/// A connection's key in the demultiplexing table. The local address is the stack's own.
+/// A connection's key in the demultiplexing table.
 struct TCPFourTuple: Hashable {
     var remoteAddress: IPv4Address
     var remotePort: UInt16
+    var localAddress: IPv4Address
     var localPort: UInt16
 }
 
@@ -13,9 +14,14 @@ struct TCPTables {
     var generations: [UInt32] = []
     var freeSlots: [Int32] = []
     var connections: [TCPFourTuple: TCPConnection] = [:]
-    var listeners: [UInt16: TCPConnection] = [:]
-    /// Local ports in use, with the number of sockets using each.
+    /// Listeners by local name; the address is unspecified for one bound to any.
+    var listeners: [TCPLocalName: TCPConnection] = [:]
+    /// Listeners per port, whatever their address.
+    var listenersOnPort: [UInt16: Int] = [:]
+    /// Local ports in use, with the number of sockets using each, whatever their address.
     var portUsers: [UInt16: Int] = [:]
+    /// Sockets using each local name (address as bound: unspecified for any).
+    var nameUsers: [TCPLocalName: Int] = [:]
     /// Ports taken by an explicit bind(2), which ephemeral selection must not share.
     var explicitBinds: [UInt16: Int] = [:]
     var nextEphemeral: UInt32 = 0
@@ -29,6 +35,10 @@ struct TCPTables {
     var deferredAcks: [SocketID] = []
     var deferredAcksFlushing: [SocketID] = []
     var challengeAckBucket = TokenBucket(ratePerSecond: 1000, burst: 1000)
+
+    /// Moves the owed ACKs to `deferredAcksFlushing`. (A method: swapping two properties of
+    /// `tcp` from outside is two overlapping accesses to it, which debug builds trap.)
+    mutating func takeDeferredAcks() { swap(&deferredAcks, &deferredAcksFlushing) }
 }
 
 extension NetworkStack {
@@ -84,6 +94,10 @@ extension NetworkStack {
 
     func takeChallengeAckToken(now: Instant) -> Bool { tcp.challengeAckBucket.take(now: now) }
 
+    /// Whether the queue `c` sends into (the outbox, or the loopback's) has no room.
+    @inline(__always)
+    func outputFull(_ c: TCPConnection) -> Bool { c.viaLoopback ? loopback.isFull : outbox.isFull }
+
     func outputBlocked(_ c: TCPConnection) {
         if !tcp.blockedOnOutbox.contains(c.id) { tcp.blockedOnOutbox.append(c.id) }
     }
@@ -96,11 +110,12 @@ extension NetworkStack {
         let blocked = tcp.blockedOnOutbox
         tcp.blockedOnOutbox.removeAll(keepingCapacity: true)
         for id in blocked {
-            guard !outbox.isFull else {
+            guard let c = tcpSocket(id) else { continue }
+            guard !outputFull(c) else {
                 tcp.blockedOnOutbox.append(id)
                 continue
             }
-            tcpSocket(id)?.output(now: now)
+            c.output(now: now)
         }
     }
 
@@ -111,7 +126,7 @@ extension NetworkStack {
     /// `poll(now:)` calls it too.
     public func flushDeferredAcks(now: Instant) {
         guard !tcp.deferredAcks.isEmpty else { return }
-        swap(&tcp.deferredAcks, &tcp.deferredAcksFlushing)
+        tcp.takeDeferredAcks()
         for id in tcp.deferredAcksFlushing {
             guard let c = tcpSocket(id), c.deferredAckSegments > 0 else { continue }
             c.ackNow = true
@@ -125,64 +140,19 @@ extension NetworkStack {
     /// Called by a connection entering CLOSED; `free` when nobody holds its ID any more.
     func tcpConnectionClosed(_ c: TCPConnection, free: Bool) {
         if tcp.lastLookup?.connection === c { tcp.lastLookup = nil }
-        let tuple = TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localPort: c.localPort)
+        removeListener(c)
+        let tuple = TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localAddress: c.localAddress,
+                                 localPort: c.localPort)
         if tcp.connections[tuple] === c { tcp.connections[tuple] = nil }
-        if tcp.listeners[c.localPort] === c { tcp.listeners[c.localPort] = nil }
         releasePort(of: c)
         if free { freeSocket(c) }
     }
-
-    /// Gives the socket's local port back; the socket keeps the number for getsockname.
-    private func releasePort(of c: TCPConnection) {
-        guard c.localPort != 0, !c.portReleased else { return }
-        c.portReleased = true
-        if let users = tcp.portUsers[c.localPort] { tcp.portUsers[c.localPort] = users > 1 ? users - 1 : nil }
-        if c.boundExplicitly, let users = tcp.explicitBinds[c.localPort] {
-            tcp.explicitBinds[c.localPort] = users > 1 ? users - 1 : nil
-        }
-    }
-
-    private func usePort(_ port: UInt16) { tcp.portUsers[port, default: 0] += 1 }
 
     // MARK: - Socket API
 
     /// A new, unconnected TCP socket (socket(2)).
     public func tcpOpen(options: TCPSocketOptions = TCPSocketOptions()) -> SocketID {
         allocateSocket(options: options).id
-    }
-
-    /// bind(2) to a local port (0 picks an ephemeral one). Ports are exclusive unless the
-    /// holder is not listening and `reuseAddress` is set, as Linux's SO_REUSEADDR allows.
-    public func tcpBind(_ id: SocketID, port: UInt16, reuseAddress: Bool = false) throws(SocketError) {
-        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
-        guard s.state == .closed, s.localPort == 0, s.remotePort == 0 else { throw .invalidArgument }
-        var chosen = port
-        if chosen == 0 {
-            guard let p = ephemeralPort(remote: nil, remotePort: 0) else { throw .addressInUse }
-            chosen = p
-        } else if tcp.portUsers[chosen] != nil {
-            let listening = tcp.listeners[chosen] != nil
-            guard reuseAddress && !listening else { throw .addressInUse }
-        }
-        s.localPort = chosen
-        s.boundExplicitly = true
-        usePort(chosen)
-        tcp.explicitBinds[chosen, default: 0] += 1
-    }
-
-    /// listen(2).
-    public func tcpListen(_ id: SocketID, backlog: Int) throws(SocketError) {
-        guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
-        if s.isListener {
-            s.backlog = max(0, min(backlog, 4096))
-            return
-        }
-        guard s.state == .closed, s.remotePort == 0, s.terminalError == nil else { throw .invalidArgument }
-        if s.localPort == 0 { try tcpBind(id, port: 0) }
-        guard tcp.listeners[s.localPort] == nil else { throw .addressInUse }
-        s.state = .listen
-        s.backlog = max(0, min(backlog, 4096))
-        tcp.listeners[s.localPort] = s
     }
 
     /// accept(2): the next established connection, or `.wouldBlock`.
@@ -210,13 +180,18 @@ extension NetworkStack {
         guard port != 0, !address.isUnspecified, !address.isMulticast, !address.isLimitedBroadcast,
               address != configuration.interface.subnetBroadcast
         else { throw .networkUnreachable }
-        guard route(address) != nil, address != self.address else { throw .networkUnreachable }
+        let local = isLocal(address)
+        guard local || route(address) != nil else { throw .networkUnreachable }
+        guard sourceUsable(s.localAddress, toward: address) else { throw .invalidArgument }
+        let source = s.localAddress.isUnspecified ? sourceAddress(toward: address) : s.localAddress
         if s.localPort == 0 {
-            guard let p = ephemeralPort(remote: address, remotePort: port) else { throw .addressNotAvailable }
+            guard let p = ephemeralPort(remote: address, remotePort: port, local: source) else { throw .addressNotAvailable }
             s.localPort = p
-            usePort(p)
+            usePort(p, address: source, by: s)
         }
-        let tuple = TCPFourTuple(remoteAddress: address, remotePort: port, localPort: s.localPort)
+        s.localAddress = source
+        s.viaLoopback = local
+        let tuple = TCPFourTuple(remoteAddress: address, remotePort: port, localAddress: source, localPort: s.localPort)
         if let existing = tcp.connections[tuple] {
             // A TIME-WAIT with the same names is recycled (as Linux with timestamps); a live one
             // makes the names unavailable.
@@ -240,7 +215,7 @@ extension NetworkStack {
         s.sndMax = s.iss
         s.sendBufferSeq = s.iss + 1
         s.recover = s.iss
-        s.advertisedMSS = min(configuration.mtu - 40, s.options.maxSegment ?? Int.max)
+        s.advertisedMSS = min(pathMTU(toward: s.remoteAddress) - 40, s.options.maxSegment ?? Int.max)
         s.windowScaling = true
         // The shift must cover the largest window autotuning may offer (RFC 7323 2.2: it is
         // fixed at the SYN).
@@ -471,10 +446,11 @@ extension NetworkStack {
         }
     }
 
-    /// Names of the socket: local port, and the peer once connected.
-    public func tcpNames(_ id: SocketID) -> (localPort: UInt16, remote: IPv4Address, remotePort: UInt16)? {
+    /// Names of the socket: local address (unspecified while bound to any) and port, and the
+    /// peer once connected.
+    public func tcpNames(_ id: SocketID) -> (local: IPv4Address, localPort: UInt16, remote: IPv4Address, remotePort: UInt16)? {
         guard let s = tcpSocket(id) else { return nil }
-        return (s.localPort, s.remoteAddress, s.remotePort)
+        return (s.localAddress, s.localPort, s.remoteAddress, s.remotePort)
     }
 
     /// Every live socket, for display (lvlipctl ss).
@@ -501,7 +477,8 @@ extension NetworkStack {
         let flags = segment.flags
         let seg = IncomingSegment(seq: segment.seq, ack: segment.ack, flags: flags, window: segment.window,
                                   options: segment.options, payload: segment.payload)
-        let tuple = TCPFourTuple(remoteAddress: datagram.source, remotePort: segment.sourcePort, localPort: segment.destinationPort)
+        let tuple = TCPFourTuple(remoteAddress: datagram.source, remotePort: segment.sourcePort,
+                                 localAddress: datagram.destination, localPort: segment.destinationPort)
         // A one-entry cache in front of the table: bulk traffic hits the same connection.
         let cached: TCPConnection?
         if let last = tcp.lastLookup, last.tuple == tuple, last.connection.state != .closed {
@@ -512,7 +489,7 @@ extension NetworkStack {
         }
         if let c = cached {
             if c.state == .timeWait && flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst),
-               seg.seq > c.rcvNxt, let listener = tcp.listeners[tuple.localPort] {
+               seg.seq > c.rcvNxt, let listener = listener(for: tuple) {
                 // RFC 9293 3.10.7.4 note / RFC 6191: a new SYN beyond the old connection's
                 // sequence space may reopen the names.
                 c.close(reason: nil, now: now)
@@ -531,7 +508,7 @@ extension NetworkStack {
             }
             return
         }
-        if let listener = tcp.listeners[tuple.localPort] {
+        if let listener = listener(for: tuple) {
             listenerArrives(listener, seg, tuple: tuple, now: now)
             return
         }
@@ -594,9 +571,10 @@ extension NetworkStack {
     /// sequence number must lie in [SND.UNA, SND.MAX) or the message is ignored (blind
     /// attacks). While opening, the error ends the connect (as Linux does); later it is a
     /// soft error, reported if the connection then times out.
-    func tcpICMPError(type: ICMPType, code: UInt8, destination: IPv4Address, sourcePort: UInt16,
+    func tcpICMPError(type: ICMPType, code: UInt8, source: IPv4Address, destination: IPv4Address, sourcePort: UInt16,
                       destinationPort: UInt16, seq: SeqNum, now: Instant) {
-        let tuple = TCPFourTuple(remoteAddress: destination, remotePort: destinationPort, localPort: sourcePort)
+        let tuple = TCPFourTuple(remoteAddress: destination, remotePort: destinationPort, localAddress: source,
+                                 localPort: sourcePort)
         guard let c = tcp.connections[tuple], seq >= c.sndUna, seq < c.sndMax || (c.sndMax == c.sndUna && seq == c.sndUna)
         else {
             counters.tcpICMPIgnored &+= 1
@@ -625,7 +603,7 @@ extension NetworkStack {
     /// EHOSTUNREACH; established ones keep it as a soft error.
     func tcpNeighborUnreachable(_ nextHop: IPv4Address, now: Instant) {
         let affected = tcp.connections.values.filter { c in
-            if case .via(let hop)? = route(c.remoteAddress) { return hop == nextHop }
+            if !c.viaLoopback, case .via(let hop)? = route(c.remoteAddress) { return hop == nextHop }
             return false
         }
         for c in affected {
@@ -638,91 +616,19 @@ extension NetworkStack {
     }
 
     /// A connection born of a listener, registered under its names, handshake variables set.
-    private func makeChild(of listener: TCPConnection, tuple: TCPFourTuple, now: Instant) -> TCPConnection {
+    func makeChild(of listener: TCPConnection, tuple: TCPFourTuple, now: Instant) -> TCPConnection {
         let child = allocateSocket(options: listener.options)
+        child.localAddress = tuple.localAddress
         child.localPort = tuple.localPort
         child.remoteAddress = tuple.remoteAddress
         child.remotePort = tuple.remotePort
+        child.viaLoopback = isLocal(tuple.remoteAddress)
         child.listener = listener.id
-        usePort(tuple.localPort)
+        usePort(tuple.localPort, address: tuple.localAddress, by: child)
         tcp.connections[tuple] = child
         counters.tcpPassiveOpens &+= 1
         startHandshake(child, now: now)
         return child
-    }
-
-    // MARK: - SYN cookies (RFC 4987 section 3.6)
-
-    private func sendSynCookie(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) {
-        let peerMSS = Int(seg.options.mss ?? 536)
-        let index = SynCookie.mssTable.lastIndex { $0 <= peerMSS } ?? 0
-        let counter = SynCookie.counter(now)
-        let cookie = SynCookie.make(hash: secretHash(0x6B63 &+ UInt16(counter & 0xFF), tuple.localPort, tuple.remoteAddress,
-                                                     tuple.remotePort) ^ UInt64(seg.seq.rawValue),
-                                    counter: counter, mssIndex: index)
-        listener.lastSynCookie = now
-        counters.tcpSynCookiesSent &+= 1
-        // A SYN-ACK with only MSS: window scaling, SACK and timestamps need state we do not keep.
-        var options = TCPOptions()
-        options.mss = UInt16(clamping: configuration.mtu - 40)
-        let length = TCPSegment.minimumHeaderLength + options.encodedLength
-        let buffer = scratch.slice(0..<length)
-        TCPSegment.writeHeader(into: buffer, sourcePort: tuple.localPort, destinationPort: tuple.remotePort,
-                               seq: SeqNum(cookie), ack: seg.seq + 1, flags: [.syn, .ack],
-                               window: UInt16(clamping: configuration.tcp.receiveBuffer), options: options)
-        TCPSegment.finishChecksum(buffer, source: address, destination: tuple.remoteAddress)
-        counters.tcpOutSegs &+= 1
-        sendIPv4(to: tuple.remoteAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
-    }
-
-    /// Checks the cookie in an ACK to a listener; on success makes the connection, already
-    /// ESTABLISHED, queues it for accept and processes the segment. False if invalid.
-    private func acceptSynCookie(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) -> Bool {
-        let cookie = (seg.ack - 1).rawValue
-        let clientISN = (seg.seq - 1).rawValue
-        let current = SynCookie.counter(now)
-        let valid = [current, current &- 1].contains { counter in
-            SynCookie.counterBits(of: cookie) == counter & SynCookie.counterMask
-                && SynCookie.make(hash: secretHash(0x6B63 &+ UInt16(counter & 0xFF), tuple.localPort, tuple.remoteAddress,
-                                                   tuple.remotePort) ^ UInt64(clientISN),
-                                  counter: counter, mssIndex: SynCookie.mssIndex(of: cookie)) == cookie
-        }
-        guard valid else {
-            counters.tcpSynCookiesFailed &+= 1
-            return false
-        }
-        guard listener.acceptQueue.count < max(listener.backlog, 1) else {
-            counters.tcpListenOverflows &+= 1
-            return true  // dropped; the peer retransmits
-        }
-        counters.tcpSynCookiesReceived &+= 1
-        let child = makeChild(of: listener, tuple: tuple, now: now)
-        child.iss = SeqNum(cookie)
-        child.sndUna = child.iss + 1
-        child.sndNxt = child.iss + 1
-        child.sndMax = child.iss + 1
-        child.sendBufferSeq = child.iss + 1
-        child.recover = child.iss
-        child.irs = SeqNum(clientISN)
-        child.rcvNxt = seg.seq
-        child.rcvAdv = seg.seq
-        child.windowScaling = false
-        child.rcvScale = 0
-        child.sndScale = 0
-        child.sackPermitted = false
-        child.timestamps = false
-        child.peerMSS = SynCookie.mssTable[SynCookie.mssIndex(of: cookie)]
-        child.updateMSS()
-        child.sndWnd = Int(seg.window)
-        child.sndWl1 = seg.seq
-        child.sndWl2 = seg.ack
-        child.becomeEstablished(now: now)
-        listener.acceptQueue.append(child.id)
-        markReadinessChanged(listener.id)
-        child.segmentsIn = 1
-        child.processText(seg, now: now)
-        child.output(now: now)
-        return true
     }
 
     // MARK: - Output
@@ -732,9 +638,15 @@ extension NetworkStack {
                  dataOffset: Int, length: Int, now: Instant) {
         counters.tcpOutSegs &+= 1
         if flags.contains(.rst) { counters.tcpOutRsts &+= 1 }
+        if c.viaLoopback {
+            emitLoopbackTCP(c, seq: seq, ack: ack, flags: flags, window: window, options: options, dataOffset: dataOffset,
+                            length: length, now: now)
+            return
+        }
         let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
         let segmentLength = headerLength + length
         let destination = c.remoteAddress
+        let source = c.localAddress
         // A local function, not a closure value: nothing is allocated per segment.
         func writeSegment(_ buffer: UnsafeMutableRawBufferPointer) {
             TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
@@ -744,7 +656,7 @@ extension NetworkStack {
                 buffer.copy(a, to: headerLength)
                 buffer.copy(b, to: headerLength + a.count)
             }
-            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: address, destination: destination)
+            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: source, destination: destination)
         }
         // Fast path: the neighbour is known; build the frame in place in the outbox. The
         // connection caches the neighbour's MAC until the neighbour table changes.
@@ -767,7 +679,7 @@ extension NetworkStack {
             nextIdentification &+= 1
             let queued = outbox.append { buffer in
                 var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv4)
-                at += IPv4Packet.writeHeader(into: buffer.suffix(from: at), source: address, destination: destination,
+                at += IPv4Packet.writeHeader(into: buffer.suffix(from: at), source: source, destination: destination,
                                              proto: .tcp, payloadLength: segmentLength, identification: identification,
                                              ttl: configuration.defaultTTL, dontFragment: true)
                 writeSegment(buffer.slice(at..<at + segmentLength))
@@ -780,12 +692,14 @@ extension NetworkStack {
             return
         }
         writeSegment(scratch.slice(0..<segmentLength))
-        sendIPv4(to: destination, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)), now: now)
+        sendIPv4(to: destination, from: source, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)),
+                 now: now)
     }
 
     /// A RST for connection `c` (abort, or an unacceptable ACK in SYN states).
     func sendReset(seq: SeqNum, ack: SeqNum?, to c: TCPConnection, now: Instant) {
-        sendReset(to: TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localPort: c.localPort),
+        sendReset(to: TCPFourTuple(remoteAddress: c.remoteAddress, remotePort: c.remotePort, localAddress: c.localAddress,
+                                   localPort: c.localPort),
                   seq: seq, ack: ack, now: now)
     }
 
@@ -799,8 +713,8 @@ extension NetworkStack {
         if ack != nil { flags.insert(.ack) }
         TCPSegment.writeHeader(into: buffer, sourcePort: tuple.localPort, destinationPort: tuple.remotePort, seq: seq,
                                ack: ack ?? SeqNum(0), flags: flags, window: 0, options: nil)
-        TCPSegment.finishChecksum(buffer, source: address, destination: tuple.remoteAddress)
-        sendIPv4(to: tuple.remoteAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
+        TCPSegment.finishChecksum(buffer, source: tuple.localAddress, destination: tuple.remoteAddress)
+        sendIPv4(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
     }
 
     // MARK: - Names and numbers
@@ -821,32 +735,6 @@ extension NetworkStack {
         let m = UInt32(truncatingIfNeeded: now.nanoseconds / 4000)
         return SeqNum(m &+ UInt32(truncatingIfNeeded: secretHash(0x6973, localPort, remote, remotePort)))
     }
-
-    /// RFC 6056 Algorithm 3 (simple hash-based): a per-destination offset into the range
-    /// plus a global counter; the first port whose names are free is taken.
-    func ephemeralPort(remote: IPv4Address?, remotePort: UInt16) -> UInt16? {
-        let range = configuration.tcp.ephemeralPorts
-        let count = UInt32(range.upperBound - range.lowerBound) + 1
-        let offset = UInt32(truncatingIfNeeded: secretHash(0x6570, 0, remote, remotePort))
-        for i in 0..<count {
-            let port = UInt16(UInt32(range.lowerBound) + (offset &+ tcp.nextEphemeral &+ i) % count)
-            let free: Bool
-            if let remote {
-                // Connecting: the port may be shared with other destinations, never with a
-                // listener or an explicit bind.
-                free = tcp.listeners[port] == nil
-                    && tcp.connections[TCPFourTuple(remoteAddress: remote, remotePort: remotePort, localPort: port)] == nil
-                    && tcp.explicitBinds[port] == nil
-            } else {
-                free = tcp.portUsers[port] == nil
-            }
-            if free {
-                tcp.nextEphemeral &+= i + 1
-                return port
-            }
-        }
-        return nil
-    }
 }
 
 extension TCPConnection {
@@ -856,22 +744,4 @@ extension TCPConnection {
         listener = nil
         abort(error: nil, sendReset: true, now: now)
     }
-}
-
-/// The layout of a SYN cookie ISN: 5 bits of a 64-second counter, 3 bits of MSS index,
-/// 24 bits of keyed hash over the connection's names, the counter and the client's ISN.
-enum SynCookie {
-    static let period: UInt64 = 64
-    static let counterMask: UInt32 = 0x1F
-    static let mssTable = [536, 1300, 1440, 1460, 4312, 8960]
-
-    static func counter(_ now: Instant) -> UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / 1_000_000_000 / period) }
-
-    static func make(hash: UInt64, counter: UInt32, mssIndex: Int) -> UInt32 {
-        (counter & counterMask) << 27 | UInt32(mssIndex & 7) << 24 | UInt32(truncatingIfNeeded: hash) & 0xFF_FFFF
-    }
-
-    static func counterBits(of cookie: UInt32) -> UInt32 { cookie >> 27 }
-
-    static func mssIndex(of cookie: UInt32) -> Int { min(Int(cookie >> 24 & 7), mssTable.count - 1) }
 }

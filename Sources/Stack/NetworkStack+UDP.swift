@@ -32,6 +32,8 @@ final class UDPSocket {
     /// The local address bound, nil for any.
     var boundAddress: IPv4Address?
     var remote: (address: IPv4Address, port: UInt16)?
+    /// The source address chosen at connect (getsockname's address when bound to any).
+    var connectedSource: IPv4Address?
     var reuseAddress = false
     var reusePort = false
     var broadcast = false
@@ -123,7 +125,8 @@ extension NetworkStack {
         guard let s = udpSocket(id) else { throw .badSocket }
         if s.kind != .udp { return try icmpBind(s, address: address, identifier: port) }
         guard s.localPort == 0 else { throw .invalidArgument }
-        if let address, address != self.address, !address.isUnspecified, address != configuration.interface.subnetBroadcast,
+        // Ours, loopback (as Linux, any of 127.0.0.0/8), or a broadcast address to hear it.
+        if let address, !isBindable(address), address != configuration.interface.subnetBroadcast,
            !address.isLimitedBroadcast {
             throw .addressNotAvailable
         }
@@ -165,18 +168,21 @@ extension NetworkStack {
         guard let s = udpSocket(id) else { throw .badSocket }
         guard let peer else {
             s.remote = nil
+            s.connectedSource = nil
             return
         }
         if s.kind != .udp { return try icmpConnect(s, to: peer.address) }
         guard peer.port != 0 else { throw .connectionRefused }
-        guard route(peer.address) != nil, !peer.address.isLoopback, !peer.address.isUnspecified else {
+        guard isLocal(peer.address) || route(peer.address) != nil, !peer.address.isUnspecified else {
             throw .networkUnreachable
         }
         if peer.address.isLimitedBroadcast || peer.address == configuration.interface.subnetBroadcast {
             guard s.broadcast else { throw .permissionDenied }
         }
+        let source = try udpSource(s, toward: peer.address)
         if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
         s.remote = peer
+        s.connectedSource = source
         s.pendingError = nil
     }
 
@@ -196,9 +202,10 @@ extension NetworkStack {
         guard to.port != 0 else { throw .invalidArgument }
         let broadcast = to.address.isLimitedBroadcast || to.address == configuration.interface.subnetBroadcast
         if broadcast && !s.broadcast { throw .permissionDenied }
-        guard !to.address.isLoopback, !to.address.isUnspecified, !to.address.isMulticast, route(to.address) != nil else {
+        guard !to.address.isUnspecified, !to.address.isMulticast, isLocal(to.address) || route(to.address) != nil else {
             throw .networkUnreachable
         }
+        let source = try udpSource(s, toward: to.address)
         if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
         let length = 8 + payload.count
         scratch.setBE16(s.localPort, 0)
@@ -207,18 +214,30 @@ extension NetworkStack {
         scratch.setBE16(0, 6)
         scratch.copy(payload, to: 8)
         let datagram = UnsafeRawBufferPointer(scratch.slice(0..<length))
-        let pseudo = InternetChecksum.pseudoHeaderSum(source: address, destination: to.address, proto: .udp, length: length)
+        let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: to.address, proto: .udp, length: length)
         var sum = InternetChecksum.partialSum(datagram, pseudo)
         sum = UInt64(InternetChecksum.finish(sum))
         // RFC 768: a computed checksum of zero is sent as all ones (zero means "none").
         let checksum = UInt16(truncatingIfNeeded: sum)
         scratch.setBE16(checksum == 0 ? 0xFFFF : checksum, 6)
-        guard sendIPv4(to: to.address, proto: .udp, payload: datagram, now: now) else {
+        guard sendIPv4(to: to.address, from: source, proto: .udp, payload: datagram, now: now) else {
             counters.udpSndbufErrors &+= 1
             throw .networkUnreachable
         }
         counters.udpOutDatagrams &+= 1
         return payload.count
+    }
+
+    /// The source address of a datagram from `s` to `destination`: the address it is bound to
+    /// (unless a broadcast address), else as the route picks it. A loopback-bound socket
+    /// cannot reach the link (EINVAL, as Linux's route lookup refuses it).
+    private func udpSource(_ s: UDPSocket, toward destination: IPv4Address) throws(SocketError) -> IPv4Address {
+        if let bound = s.boundAddress, isLocal(bound) {
+            guard sourceUsable(bound, toward: destination) else { throw .invalidArgument }
+            return bound
+        }
+        if let remote = s.remote, remote.address == destination, let source = s.connectedSource { return source }
+        return sourceAddress(toward: destination)
     }
 
     /// The next datagram, removed from the queue (or only looked at, when peeking).
@@ -255,7 +274,7 @@ extension NetworkStack {
     /// The socket's names: local address (nil: any) and port, and the peer if connected.
     public func udpNames(_ id: SocketID) -> (local: IPv4Address?, localPort: UInt16, remote: (address: IPv4Address, port: UInt16)?)? {
         guard let s = udpSocket(id) else { return nil }
-        return (s.boundAddress ?? (s.remote != nil ? address : nil), s.localPort, s.remote)
+        return (s.boundAddress ?? s.connectedSource, s.localPort, s.remote)
     }
 
     /// SO_REUSEADDR, SO_REUSEPORT, SO_BROADCAST, SO_RCVBUF.

@@ -10,6 +10,9 @@ public final class NetworkStack {
     public internal(set) var counters = Counters()
     /// Frames to transmit, in order.
     public let outbox: FrameQueue
+    /// Datagrams to local addresses, received by `deliverLoopback(now:)` (NetworkStack+Loopback).
+    let loopback: LoopbackQueue
+    var loopbackQueuedAt = Instant(nanoseconds: 0)
 
     var wheel: TimingWheel<StackTimer>
     /// Neighbour (ARP) table; `neighborGeneration` moves on every change of a MAC or state, so
@@ -35,6 +38,7 @@ public final class NetworkStack {
         precondition(configuration.mtu >= StackConfiguration.minimumMTU && configuration.mtu <= StackConfiguration.maximumMTU)
         self.configuration = configuration
         outbox = FrameQueue(slotSize: configuration.mtu + EthernetFrame.headerLength, capacity: configuration.outputQueueFrames)
+        loopback = LoopbackQueue(capacity: configuration.loopbackQueueBytes)
         wheel = TimingWheel(start: now)
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
@@ -55,11 +59,16 @@ public final class NetworkStack {
         }
     }
 
-    /// The earliest time `poll(now:)` has work; nil when no timer is armed.
-    public var nextDeadline: Instant? { wheel.nextDeadline }
+    /// The earliest time `poll(now:)` has work; nil when no timer is armed and nothing waits
+    /// on the loopback.
+    public var nextDeadline: Instant? {
+        guard let looped = loopbackDeadline else { return wheel.nextDeadline }
+        return min(looped, wheel.nextDeadline ?? looped)
+    }
 
-    /// Runs every timer due at `now`.
+    /// Runs every timer due at `now`, and receives what was sent to local addresses.
     public func poll(now: Instant) {
+        defer { deliverLoopback(now: now) }
         flushDeferredAcks(now: now)
         while let (_, timer) = wheel.popExpired(now: now) {
             switch timer {

@@ -51,6 +51,8 @@ final class Daemon {
     private let frameBuffer: UnsafeMutableRawBufferPointer
     /// Frames read per wake-up before yielding to other descriptors.
     private static let readBatch = 256
+    /// Rounds of loopback delivery and application wake-ups per reactor wake-up.
+    private static let loopbackRounds = 16
 
     init(options: Options, logger: Logger) throws {
         self.options = options
@@ -188,20 +190,27 @@ final class Daemon {
     }
 
     private func afterWake() {
-        stack.flushDeferredAcks(now: reactor.now)
-        dispatchReadiness(now: reactor.now)
-        transmit()
-        dispatchReadiness(now: reactor.now)
+        // Loopback traffic is received in transmit(), in rounds: what one round delivers
+        // wakes sockets whose owners answer, which makes the next. Bounded: what is left
+        // keeps the stack's deadline due, so the next wake-up goes on at once.
+        for _ in 0..<Self.loopbackRounds {
+            stack.flushDeferredAcks(now: reactor.now)
+            dispatchReadiness(now: reactor.now)
+            transmit()
+            dispatchReadiness(now: reactor.now)
+            if !stack.hasLoopbackPending { break }
+        }
         service?.closeReleasedEnds()
         pcap?.flush()
         scheduleStackTimer()
     }
 
-    /// Writes the outbox to the TAP; connections that were held back by a full outbox then
-    /// send on, until none is waiting.
+    /// Writes the outbox to the TAP and receives what the stack sent itself (its loopback);
+    /// connections that were held back by a full queue then send on, until none is waiting.
     private func transmit() {
         repeat {
             writeOutbox()
+            stack.deliverLoopback(now: reactor.now)
             stack.resumeOutput(now: reactor.now)
             service?.outputDrained()
         } while !stack.outbox.isEmpty

@@ -52,7 +52,7 @@ final class IPv4ICMPTests: XCTestCase {
         XCTAssertEqual(h.stack.counters.ipInReceives, 4)
     }
 
-    func testNotForUsAndMartiansAreAddressErrors() {
+    func testNotForUsIsAnAddressErrorAndMartianSourcesAreCountedApart() {
         let h = Harness()
         h.learnPeer()
         h.receive(Frames.ethernet(type: 0x0800, Frames.ipv4(to: IPv4Address(10, 0, 0, 9), proto: 1, Frames.echoRequest(data: []))))
@@ -60,7 +60,8 @@ final class IPv4ICMPTests: XCTestCase {
         h.receive(Frames.ethernet(type: 0x0800, Frames.ipv4(from: IPv4Address(127, 0, 0, 1), proto: 1, Frames.echoRequest(data: []))))
         h.receive(Frames.ethernet(type: 0x0800, Frames.ipv4(from: Frames.stackIP, proto: 1, Frames.echoRequest(data: []))))
         XCTAssertTrue(h.output().isEmpty)
-        XCTAssertEqual(h.stack.counters.ipInAddrErrors, 4)
+        XCTAssertEqual(h.stack.counters.ipInAddrErrors, 1)
+        XCTAssertEqual(h.stack.counters.ipInMartianSources, 3)
     }
 
     func testLinkLayerFiltering() {

@@ -94,11 +94,12 @@ def build_categories(flood: Flood):
         message = flood.echo()
         datagram = ipv4(message, total_length=min(65535, 20 + len(message) + rng.randrange(1, 2000)))
         flood.add("ip-truncated", [ip_frame(flood, datagram)], IpInReceives=1, IpInTruncatedPkts=1)
-    for i in range(200):  # Martian source, or a destination that is not ours.
+    for i in range(200):  # Martian source (RFC 1812 5.3.7), or a destination that is not ours.
         source, destination = [("127.0.0.1", STACK_IP), (STACK_IP, STACK_IP), ("224.0.0.9", STACK_IP),
-                               (KERNEL_IP, "10.0.0.9"), (KERNEL_IP, "192.0.2.1")][i % 5]
+                               (KERNEL_IP, "10.0.0.9"), (KERNEL_IP, "192.0.2.1"), (KERNEL_IP, "127.0.0.1")][i % 6]
         datagram = ipv4(flood.echo(), source=source, destination=destination)
-        flood.add("ip-bad-address", [ip_frame(flood, datagram)], IpInReceives=1, IpInAddrErrors=1)
+        counter = "IpInMartianSources" if source != KERNEL_IP else "IpInAddrErrors"
+        flood.add("ip-bad-address", [ip_frame(flood, datagram)], IpInReceives=1, **{counter: 1})
 
     for _ in range(300):
         ethertype = ETHERTYPE_IPV4

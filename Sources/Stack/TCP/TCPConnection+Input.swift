@@ -496,7 +496,7 @@ extension TCPConnection {
     /// The MSS for data we send: the peer's MSS, our MTU, TCP_MAXSEG, less the option bytes
     /// every segment carries (RFC 9293 3.7.1: the MSS counts data only, excluding options).
     func updateMSS() {
-        var m = min(peerMSS, stack.configuration.mtu - 40)
+        var m = min(peerMSS, stack.pathMTU(toward: remoteAddress) - 40)
         if let cap = options.maxSegment { m = min(m, cap) }
         if timestamps { m -= 12 }
         mss = max(m, 64)

@@ -20,8 +20,8 @@ extension TCPConnection {
         if inRecovery && sackPermitted { sackRecoveryOutput(now: now) }
         var sentData = false
         while let (length, fin) = nextSegment() {
-            // The link's queue for this wake-up is full: resume once the owner drains it.
-            guard !stack.outbox.isFull else {
+            // The link's queue for this wake-up (or the loopback's) is full: resume once drained.
+            guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
                 break
             }
@@ -230,7 +230,7 @@ extension TCPConnection {
     /// Sends while cwnd - pipe allows: lost segments first, then new data (RFC 6675 5 (C)).
     private func sackRecoveryOutput(now: Instant) {
         while cc.cwnd - rackPipe >= currentSegmentSize {
-            guard !stack.outbox.isFull else {
+            guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
                 return
             }

@@ -35,9 +35,16 @@ final class TCPConnection {
     /// is unchanged.
     var neighborMAC: MACAddress?
     var neighborGeneration: UInt64 = 0
+    /// The local address: unspecified while bound to any (a listener may stay so); set by
+    /// connect or by the segment that made the connection.
+    var localAddress = IPv4Address.any
     var localPort: UInt16 = 0
+    /// The address the local port is held under in the bind table (NetworkStack+TCPBind).
+    var heldAddress = IPv4Address.any
     var remoteAddress = IPv4Address.any
     var remotePort: UInt16 = 0
+    /// The peer is this host (127/8 or our address): segments go through the loopback.
+    var viaLoopback = false
     var boundExplicitly = false
     /// The local port has been given back to the table (the connection is closed).
     var portReleased = false
@@ -320,7 +327,7 @@ final class TCPConnection {
 
     var info: TCPInfo {
         TCPInfo(
-            state: state, localAddress: stack.address, localPort: localPort, remoteAddress: remoteAddress,
+            state: state, localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress,
             remotePort: remotePort, rtt: UInt32(clamping: rtt.smoothed), rttVariance: UInt32(clamping: rtt.variance),
             rto: UInt32(clamping: currentRTO), sendMSS: mss, receiveMSS: advertisedMSS, congestionWindow: cc.cwnd,
             slowStartThreshold: cc.ssthresh, sendWindow: sndWnd, receiveWindow: rcvNxt.distance(to: rcvAdv),

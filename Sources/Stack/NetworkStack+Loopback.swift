@@ -1,0 +1,135 @@
+import Timing
+
+/// The stack's loopback: datagrams to 127.0.0.0/8 or to the interface's own address are
+/// received by the stack itself and never framed onto the link (RFC 1122 3.2.1.3 (g): an
+/// address of the form {127, <any>} "MUST NOT appear outside a host"; Linux routes the
+/// host's own addresses through `lo` likewise).
+///
+/// Sending queues the datagram (`LoopbackQueue`); `deliverLoopback(now:)` receives what is
+/// queued. The owner calls it after draining the outbox, and `poll(now:)` calls it too, with
+/// `nextDeadline` due while anything waits, so no datagram waits for a timer.
+extension NetworkStack {
+    /// Linux's `lo` MTU. IPv4's own limit (a 16-bit total length) caps a datagram at 65535,
+    /// so TCP over loopback announces an MSS of 65495 (65483 with timestamps), as Linux does.
+    public static let loopbackMTU = 65536
+
+    /// Whether `destination` is one of this host's addresses: the loopback network or the
+    /// interface's own address.
+    @inline(__always)
+    public func isLocal(_ destination: IPv4Address) -> Bool {
+        destination.isLoopback || destination == address
+    }
+
+    /// Whether `candidate` can be a socket's local address (bind(2)): any, ours, or loopback.
+    public func isBindable(_ candidate: IPv4Address) -> Bool {
+        candidate.isUnspecified || isLocal(candidate)
+    }
+
+    /// The source address for datagrams to `destination` from a socket bound to any address,
+    /// as Linux's route lookup picks it: 127.0.0.1 toward the loopback network (the `lo`
+    /// route's preferred source), the interface address otherwise (also toward itself).
+    @inline(__always)
+    public func sourceAddress(toward destination: IPv4Address) -> IPv4Address {
+        destination.isLoopback ? IPv4Address(127, 0, 0, 1) : address
+    }
+
+    /// Whether a socket with local address `source` (unspecified: any) may send to
+    /// `destination`. A loopback source may reach only local destinations (Linux refuses the
+    /// route with EINVAL: loopback addresses must not leave the host).
+    func sourceUsable(_ source: IPv4Address, toward destination: IPv4Address) -> Bool {
+        !source.isLoopback || isLocal(destination)
+    }
+
+    /// The largest datagram toward `destination` in one piece: the loopback's or the link's.
+    @inline(__always)
+    func pathMTU(toward destination: IPv4Address) -> Int {
+        isLocal(destination) ? min(Self.loopbackMTU, IPv4Packet.maximumLength) : configuration.mtu
+    }
+
+    /// Whether looped datagrams wait to be received (`deliverLoopback(now:)`).
+    public var hasLoopbackPending: Bool { !loopback.isEmpty }
+
+    /// Whether the loopback queue may lack room for one more datagram of the largest size.
+    public var loopbackIsFull: Bool { loopback.isFull }
+
+    /// When a looped datagram has been waiting since (due at once in `nextDeadline`).
+    var loopbackDeadline: Instant? { loopback.isEmpty ? nil : loopbackQueuedAt }
+
+    /// Queues one datagram to a local destination; `writePayload` fills its payload.
+    @inline(__always)
+    func sendLoopback(source: IPv4Address, destination: IPv4Address, proto: IPProtocol, payloadLength: Int,
+                      dontFragment: Bool = false, now: Instant,
+                      _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
+        counters.ipOutRequests &+= 1
+        let header = IPv4Packet.minimumHeaderLength
+        guard header + payloadLength <= IPv4Packet.maximumLength else {
+            counters.ipFragFails &+= 1
+            return false
+        }
+        let identification = nextIdentification
+        nextIdentification &+= 1
+        let wasEmpty = loopback.isEmpty
+        let queued = loopback.append(length: header + payloadLength) { buffer in
+            _ = IPv4Packet.writeHeader(into: buffer, source: source, destination: destination, proto: proto,
+                                       payloadLength: payloadLength, identification: identification,
+                                       ttl: configuration.defaultTTL, dontFragment: dontFragment)
+            writePayload(buffer.suffix(from: header))
+        }
+        guard queued else {
+            counters.loopbackQueueFull &+= 1
+            counters.ipOutDiscards &+= 1
+            return false
+        }
+        if wasEmpty { loopbackQueuedAt = now }
+        counters.loopbackDatagrams &+= 1
+        return true
+    }
+
+    /// `emitTCP` toward a local address: the segment is built in place in the loopback queue.
+    /// Apart from emitTCP so that the link's path keeps its shape (measured: sharing the
+    /// segment writer between both queues cost retains on every segment).
+    @inline(never)
+    func emitLoopbackTCP(_ c: TCPConnection, seq: SeqNum, ack: SeqNum, flags: TCPFlags, window: UInt16, options: TCPOptions?,
+                         dataOffset: Int, length: Int, now: Instant) {
+        let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
+        let segmentLength = headerLength + length
+        let source = c.localAddress
+        let destination = c.remoteAddress
+        _ = sendLoopback(source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
+                         dontFragment: true, now: now) { buffer in
+            TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
+                                   ack: ack, flags: flags, window: window, options: options)
+            if length > 0 {
+                let (a, b) = c.sendBuffer.regions(from: dataOffset, length: length)
+                buffer.copy(a, to: headerLength)
+                buffer.copy(b, to: headerLength + a.count)
+            }
+            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: source, destination: destination)
+        }
+    }
+
+    /// Receives looped datagrams until none is left (or `rounds` passes, each delivering
+    /// what the previous one sent; what remains keeps `nextDeadline` due). Connections held
+    /// back by a full loopback queue send on.
+    public func deliverLoopback(now: Instant, rounds: Int = 64) {
+        var round = 0
+        while !loopback.isEmpty && round < rounds {
+            round += 1
+            loopback.drain { bytes in
+                counters.ipInReceives &+= 1
+                // Built by this stack a moment ago: the header is sound, the transport
+                // checksum was computed over these very bytes.
+                guard let packet = try? IPv4Packet(bytes) else {
+                    counters.ipInHdrErrors &+= 1
+                    return
+                }
+                deliver(IPv4Datagram(source: packet.source, destination: packet.destination, proto: packet.proto,
+                                     header: packet.header, payload: packet.payload, broadcast: false,
+                                     checksumVerified: true), now: now)
+            }
+            flushDeferredAcks(now: now)
+            resumeOutput(now: now)
+        }
+        if !loopback.isEmpty { loopbackQueuedAt = now }
+    }
+}
