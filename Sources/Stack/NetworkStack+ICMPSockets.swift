@@ -40,10 +40,10 @@ extension NetworkStack {
         return s.icmpFilter
     }
 
-    /// bind(2): a local address (ours or any) and, for a ping socket, its identifier (0: one
+    /// bind(2): a local address (any, ours or loopback) and, for a ping socket, its identifier (0: one
     /// the stack picks), unique among ping sockets.
     func icmpBind(_ s: UDPSocket, address: IPv4Address?, identifier: UInt16) throws(SocketError) {
-        if let address, address != self.address, !address.isUnspecified { throw .addressNotAvailable }
+        if let address, !isBindable(address) { throw .addressNotAvailable }
         guard s.kind == .ping else {
             s.boundAddress = address.flatMap { $0.isUnspecified ? nil : $0 }
             return
@@ -75,7 +75,8 @@ extension NetworkStack {
 
     /// connect(2): only messages from `peer` are delivered; writes without an address go there.
     func icmpConnect(_ s: UDPSocket, to peer: IPv4Address) throws(SocketError) {
-        guard route(peer) != nil, !peer.isLoopback, !peer.isUnspecified else { throw .networkUnreachable }
+        guard isLocal(peer) || route(peer) != nil, !peer.isUnspecified else { throw .networkUnreachable }
+        if let bound = s.boundAddress, !sourceUsable(bound, toward: peer) { throw .invalidArgument }
         if peer.isLimitedBroadcast || peer == configuration.interface.subnetBroadcast {
             guard s.broadcast else { throw .permissionDenied }
         }
@@ -91,7 +92,14 @@ extension NetworkStack {
         guard message.count <= Self.icmpMaximumMessage else { throw .messageTooLong }
         let broadcast = to.isLimitedBroadcast || to == configuration.interface.subnetBroadcast
         if broadcast && !s.broadcast { throw .permissionDenied }
-        guard !to.isLoopback, !to.isUnspecified, !to.isMulticast, route(to) != nil else { throw .networkUnreachable }
+        guard !to.isUnspecified, !to.isMulticast, isLocal(to) || route(to) != nil else { throw .networkUnreachable }
+        // From the bound address, or as the route picks it (127.0.0.1 toward loopback); a
+        // loopback-bound socket cannot reach the link (EINVAL, as Linux).
+        var source = sourceAddress(toward: to)
+        if let bound = s.boundAddress {
+            guard sourceUsable(bound, toward: to) else { throw .invalidArgument }
+            if isLocal(bound) { source = bound }
+        }
         var bytes = message
         if s.kind == .ping {
             guard message.count >= ICMPMessage.headerLength,
@@ -104,7 +112,7 @@ extension NetworkStack {
             bytes = UnsafeRawBufferPointer(scratch.slice(0..<message.count))
             scratch.setBE16(InternetChecksum.checksum(bytes), ICMPMessage.Field.checksum)
         }
-        guard sendIPv4(to: to, proto: .icmp, payload: bytes, now: now) else { throw .networkUnreachable }
+        guard sendIPv4(to: to, from: source, proto: .icmp, payload: bytes, now: now) else { throw .networkUnreachable }
         counters.icmpOutMsgs &+= 1
         if bytes.count >= 1 {
             switch ICMPType(rawValue: bytes.u8(ICMPMessage.Field.type)) {

@@ -171,6 +171,20 @@ def test_lvlip_ping_measures_the_stack(daemon, args, count, size):
         assert delta(before, after, "IpFragCreates") >= 2 * count and delta(before, after, "IpReasmOKs") == count
 
 
+@pytest.mark.parametrize("target", ["127.0.0.1", STACK_IP])
+def test_lvlip_ping_over_the_stacks_loopback(daemon, target):
+    """ping under lvlip to the stack's own addresses: the echo goes round inside lvlipd (the
+    stack answers itself over its loopback), nothing on the TAP."""
+    before = daemon.stats()
+    result, sent, received, loss = lvlip_ping(daemon, "-c", "3", "-i", "0.2", "-s", "20000", "-W", "2", target)
+    assert (sent, received, loss) == (3, 3, 0.0), result.stdout + result.stderr
+    assert f"20008 bytes from {target}: icmp_seq=1" in result.stdout, result.stdout
+    after = daemon.stats()
+    assert delta(before, after, "IcmpOutEchos") == 3 and delta(before, after, "IcmpOutEchoReps") == 3
+    assert delta(before, after, "LoopbackDatagrams") == 6
+    assert delta(before, after, "IpFragCreates") == 0, "a loopback datagram is never fragmented"
+
+
 PING_SOCKET = """
 import errno, json, os, socket, struct, sys, time
 
