@@ -208,7 +208,34 @@ extension OptionTable {
                       c.store(IPV6, K.IPV6_TCLASS, Int64(max(v.int, 0) & (c.udp ? 0xff : 0xfc)))
                       return 0
                   }),
-    ]
+    ] + [
+        // Kept and read back, as Linux answers them on an AF_INET6 socket (measured: hop
+        // limits 64 and 1, loops, PMTU discovery "want", flow labels on). The stack does not
+        // act on them yet: it has no IPv6 (dnsmasq asks for IPV6_RECVPKTINFO on its [::]
+        // socket and gives up without it).
+        .ranged(IPV6, 16, "IPV6_UNICAST_HOPS", initial: 64, -1...255),
+        .ranged(IPV6, 18, "IPV6_MULTICAST_HOPS", initial: 1, -1...255),
+        .flag(IPV6, 19, "IPV6_MULTICAST_LOOP", initial: true),
+        .ranged(IPV6, 23, "IPV6_MTU_DISCOVER", initial: 1, 0...5),
+        .flag(IPV6, K.IPV6_RECVERR, "IPV6_RECVERR"),
+        .flag(IPV6, 49, "IPV6_RECVPKTINFO"),
+        .flag(IPV6, 51, "IPV6_RECVHOPLIMIT"),
+        .flag(IPV6, 62, "IPV6_DONTFRAG"),
+        .flag(IPV6, 66, "IPV6_RECVTCLASS"),
+        .flag(IPV6, 70, "IPV6_AUTOFLOWLABEL", initial: true),
+        .flag(IPV6, 74, "IPV6_RECVORIGDSTADDR"),
+        .flag(IPV6, 75, "IPV6_TRANSPARENT", capability: EPERM),
+        .flag(IPV6, 78, "IPV6_FREEBIND"),
+    ].map(onlyInet6)
+
+    /// The row for AF_INET6 sockets: an AF_INET socket's write is ENOPROTOOPT (its reads are
+    /// refused by the level rule).
+    private static func onlyInet6(_ row: OptionRow) -> OptionRow {
+        var r = row
+        let set = row.set
+        r.set = { c, v in c.socket.family == AF_INET6 ? set?(c, v) ?? -ENOPROTOOPT : -ENOPROTOOPT }
+        return r
+    }
 
     private static func bool6(_ v: Bool) -> OptionRow.Value { .int(v ? 1 : 0) }
 }
