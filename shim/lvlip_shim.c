@@ -99,9 +99,20 @@ enum {
     F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link
 };
 
+// Receive control messages a datagram socket asked for (setsockopt), built from what lvlipd
+// tells of each datagram (struct lvlip_dgram_header).
+enum {
+    W_PKTINFO = 1,          // IP_PKTINFO
+    W_TTL = 2,              // IP_RECVTTL
+    W_TOS = 4,              // IP_RECVTOS
+    W_TIMESTAMP = 8,        // SO_TIMESTAMP_OLD: struct timeval
+    W_TIMESTAMPNS = 16,     // SO_TIMESTAMPNS_OLD: struct timespec
+    W6_PKTINFO = 32,        // IPV6_RECVPKTINFO
+};
+
 struct entry {
     uint8_t kind;
-    uint8_t unused;
+    uint8_t wants;         // W_* above
     uint16_t family;
     uint32_t send_buffer;  // the send buffer to restore after connect (F_SMALL_BUFFER)
     uint64_t inode;
@@ -1032,6 +1043,8 @@ static int option_cannot_fail(const struct entry *e, int level, int name, sockle
     return level == SOL_SOCKET && (name == SO_KEEPALIVE || name == SO_REUSEADDR || name == SO_REUSEPORT);
 }
 
+static void note_control_option(struct entry *e, int level, int name, const void *value, socklen_t len);
+
 EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len) {
     struct entry *e = stack_socket(fd);
     if (!e || native_option(level, name)) return get_setsockopt()(fd, level, name, value, len);
@@ -1059,6 +1072,7 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
         memcpy(&on, value, sizeof on);
         if (on) e->flags |= F_BROADCAST; else e->flags &= ~F_BROADCAST;
     }
+    if (is_dgram(e)) note_control_option(e, level, name, value, len);
     return 0;
 }
 
@@ -1201,6 +1215,73 @@ static ssize_t dgram_send(int fd, struct entry *e, const struct iovec *iov, size
     return n >= DGRAM_HEADER ? n - DGRAM_HEADER : 0;
 }
 
+// MARK: - Receive control messages (ip(7), ipv6(7), socket(7) SO_TIMESTAMP)
+
+// Which control messages a datagram socket asked for, kept as setsockopt succeeds.
+static void note_control_option(struct entry *e, int level, int name, const void *value, socklen_t len) {
+    int bit = 0;
+    if (level == IPPROTO_IP) bit = name == IP_PKTINFO ? W_PKTINFO : name == IP_RECVTTL ? W_TTL : name == IP_RECVTOS ? W_TOS : 0;
+    if (level == SOL_SOCKET) bit = name == SO_TIMESTAMP_OLD ? W_TIMESTAMP : name == SO_TIMESTAMPNS_OLD ? W_TIMESTAMPNS : 0;
+    if (level == IPPROTO_IPV6 && e->family == AF_INET6)
+        bit = name == IPV6_RECVPKTINFO ? W6_PKTINFO : 0;
+    if (!bit || !value || len < 1) return;
+    int on = 0;
+    if (len >= sizeof on) memcpy(&on, value, sizeof on); else on = *(const unsigned char *)value;
+    if (on) e->wants |= (uint8_t)bit; else e->wants &= (uint8_t)~bit;
+}
+
+// Appends one control message if it fits; 0 when it did not (MSG_CTRUNC).
+static int add_control(struct msghdr *msg, size_t *used, int level, int type, const void *data, size_t length) {
+    if (!msg->msg_control || *used + CMSG_SPACE(length) > msg->msg_controllen) return 0;
+    struct cmsghdr *c = (struct cmsghdr *)((char *)msg->msg_control + *used);
+    memset(c, 0, CMSG_SPACE(length));
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(length);
+    memcpy(CMSG_DATA(c), data, length);
+    *used += CMSG_SPACE(length);
+    return 1;
+}
+
+// The control messages of one received datagram, in the order Linux puts them.
+static void fill_control(const struct entry *e, struct msghdr *msg, const struct lvlip_dgram_header *h) {
+    size_t used = 0;
+    int fitted = 1;
+    if (e->wants & W_TIMESTAMP) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        fitted &= add_control(msg, &used, SOL_SOCKET, SO_TIMESTAMP_OLD, &tv, sizeof tv);
+    }
+    if (e->wants & W_TIMESTAMPNS) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fitted &= add_control(msg, &used, SOL_SOCKET, SO_TIMESTAMPNS_OLD, &ts, sizeof ts);
+    }
+    if (e->wants & W_PKTINFO) {
+        struct in_pktinfo info = {.ipi_ifindex = h->ifindex};
+        info.ipi_spec_dst.s_addr = htonl(h->local);
+        info.ipi_addr.s_addr = htonl(h->local);
+        fitted &= add_control(msg, &used, IPPROTO_IP, IP_PKTINFO, &info, sizeof info);
+    }
+    if (e->wants & W_TTL) {
+        int ttl = h->ttl;
+        fitted &= add_control(msg, &used, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl);
+    }
+    if (e->wants & W_TOS) fitted &= add_control(msg, &used, IPPROTO_IP, IP_TOS, &h->tos, 1);
+    if (e->wants & W6_PKTINFO) {
+        struct in6_pktinfo info = {.ipi6_ifindex = h->ifindex};
+        info.ipi6_addr.s6_addr[10] = 0xff;
+        info.ipi6_addr.s6_addr[11] = 0xff;
+        uint32_t v4 = htonl(h->local);
+        memcpy(&info.ipi6_addr.s6_addr[12], &v4, 4);
+        fitted &= add_control(msg, &used, IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof info);
+    }
+    // IPV6_HOPLIMIT and IPV6_TCLASS come only with IPv6 datagrams (ip6_datagram_recv_
+    // specific_ctl): an IPv4 one on an AF_INET6 socket, all lvlip has, carries neither.
+    msg->msg_controllen = used;
+    if (!fitted) msg->msg_flags |= MSG_CTRUNC;
+}
+
 // MARK: - The error queue (IP_RECVERR, MSG_ERRQUEUE)
 
 // lvlipd writes an ICMP error about a datagram of a socket with IP_RECVERR as two records: a
@@ -1326,7 +1407,7 @@ static ssize_t dgram_recv_errqueue(int fd, struct entry *e, struct msghdr *msg) 
 }
 
 static ssize_t dgram_recv(int fd, struct entry *e, const struct iovec *iov, size_t count, int flags,
-                          struct sockaddr *from, socklen_t *fromlen, int *msg_flags) {
+                          struct sockaddr *from, socklen_t *fromlen, int *msg_flags, struct lvlip_dgram_header *got) {
     if (count > 1023) return fail(EMSGSIZE);
     for (;;) {
         struct lvlip_dgram_header h;
@@ -1369,6 +1450,7 @@ static ssize_t dgram_recv(int fd, struct entry *e, const struct iovec *iov, size
             format_address(e, &a, from, fromlen);
         }
         if (msg_flags) *msg_flags = msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC);
+        if (got) *got = h;
         return n - DGRAM_HEADER;
     }
 }
@@ -1376,7 +1458,7 @@ static ssize_t dgram_recv(int fd, struct entry *e, const struct iovec *iov, size
 static ssize_t dgram_recv_buffer(int fd, struct entry *e, void *buf, size_t n, int flags, struct sockaddr *from,
                                  socklen_t *fromlen) {
     struct iovec iov = {.iov_base = buf, .iov_len = n};
-    return dgram_recv(fd, e, &iov, 1, flags, from, fromlen, NULL);
+    return dgram_recv(fd, e, &iov, 1, flags, from, fromlen, NULL, NULL);
 }
 
 static ssize_t dgram_send_buffer(int fd, struct entry *e, const void *buf, size_t n, int flags,
@@ -1415,7 +1497,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) {
     struct entry *e = known_stack(fd);
     if (__builtin_expect(is_dgram(e), 0)) {
         if (count < 0) return fail(EINVAL);
-        ssize_t r = dgram_recv(fd, e, iov, (size_t)count, 0, NULL, NULL, NULL);
+        ssize_t r = dgram_recv(fd, e, iov, (size_t)count, 0, NULL, NULL, NULL, NULL);
         if (r >= 0 || !stale(e, fd)) return r;
     }
     ssize_t r = get_readv()(fd, iov, count);
@@ -1464,12 +1546,13 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
     if (is_dgram(e)) {
         socklen_t len = msg->msg_name ? msg->msg_namelen : 0;
         int out_flags = 0;
+        struct lvlip_dgram_header h;
         ssize_t r = dgram_recv(fd, e, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name ? msg->msg_name : NULL,
-                               msg->msg_name ? &len : NULL, &out_flags);
+                               msg->msg_name ? &len : NULL, &out_flags, &h);
         if (r >= 0) {
             if (msg->msg_name) msg->msg_namelen = len;
-            msg->msg_controllen = 0;
             msg->msg_flags = out_flags;
+            fill_control(e, msg, &h);
         }
         return r;
     }

@@ -209,6 +209,9 @@ public final class SocketService {
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
     public private(set) var counters = Counters()
     private let daemonPid = getpid()
+    /// The kernel's index of the TAP (the stack's interface) and of `lo`, for IP_PKTINFO.
+    public var interfaceIndex: UInt16 = 0
+    static let loopbackIndex = UInt16(truncatingIfNeeded: if_nametoindex("lo"))
     /// The process whose request is being handled (its credentials at the time it sent it).
     private var requester: Int32 = 0
 
@@ -1391,7 +1394,10 @@ extension SocketService {
             if let error = stack.udpTakeError(id) { pushError(s, error.errno) }
         }
         while s.fd >= 0, let d = stack.udpReceive(id, peek: true) {
-            var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, magic: LVLIP_DGRAM_MAGIC)
+            var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, magic: LVLIP_DGRAM_MAGIC,
+                                       local: d.destination.value,
+                                       ifindex: stack.isLocal(d.source) ? Self.loopbackIndex : interfaceIndex,
+                                       ttl: d.ttl, tos: d.tos)
             let n = d.payload.withUnsafeBytes { payload in
                 withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, payload.baseAddress, payload.count) }
             }
@@ -1405,7 +1411,8 @@ extension SocketService {
     /// queue record with its details and quoted payload follows (docs/ipc.md).
     private func pushError(_ s: Socket, _ code: Int32, _ report: UDPErrorReport? = nil) {
         guard s.fd >= 0 else { return }
-        var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, magic: LVLIP_DGRAM_MAGIC)
+        var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, magic: LVLIP_DGRAM_MAGIC,
+                                   local: 0, ifindex: 0, ttl: 0, tos: 0)
         _ = withUnsafeBytes(of: &h) { lvlip_writev2(s.fd, $0.baseAddress, $0.count, nil, 0) }
         guard let report else { return }
         var e = lvlip_dgram_error(type: report.type, code: report.code, port: report.destinationPort, info: report.info,

@@ -143,7 +143,7 @@ extension NetworkStack {
             return true
         }
         if message.type == .echoReply, let s = udp.pingByIdentifier[message.identifier], wants(s) {
-            enqueue(s, source: datagram.source, port: 0, payload: message.bytes)
+            enqueue(s, datagram, port: 0, payload: message.bytes)
         }
         guard !udp.rawICMP.isEmpty else { return }
         let type = message.type.rawValue
@@ -151,7 +151,7 @@ extension NetworkStack {
         raw.withUnsafeBytes { bytes in
             for s in udp.rawICMP where wants(s) {
                 if type < 32 && s.icmpFilter & (1 << UInt32(type)) != 0 { continue }
-                enqueue(s, source: datagram.source, port: 0, payload: bytes)
+                enqueue(s, datagram, port: 0, payload: bytes)
             }
         }
     }

@@ -5,6 +5,11 @@ public struct UDPDatagram: Sendable {
     public var source: IPv4Address
     public var sourcePort: UInt16
     public var payload: [UInt8]
+    /// Where it was sent (one of our addresses, or a broadcast address), and its IP header's
+    /// TTL and TOS: what IP_PKTINFO, IP_RECVTTL and IP_RECVTOS tell the application.
+    public var destination = IPv4Address(0)
+    public var ttl: UInt8 = 0
+    public var tos: UInt8 = 0
 }
 
 /// An ICMP error about a datagram a socket with IP_RECVERR sent: what Linux queues on the
@@ -345,7 +350,7 @@ extension NetworkStack {
             var delivered = false
             for s in holders where s.boundAddress == nil || s.boundAddress == datagram.destination {
                 if let remote = s.remote, remote.address != datagram.source || remote.port != sourcePort { continue }
-                enqueue(s, source: datagram.source, port: sourcePort, payload: payload)
+                enqueue(s, datagram, port: sourcePort, payload: payload)
                 delivered = true
             }
             if !delivered { counters.udpNoPorts &+= 1 }
@@ -356,7 +361,7 @@ extension NetworkStack {
             sendICMPError(type: .destinationUnreachable, code: UnreachableCode.port, about: datagram, now: now)
             return
         }
-        enqueue(s, source: datagram.source, port: sourcePort, payload: payload)
+        enqueue(s, datagram, port: sourcePort, payload: payload)
     }
 
     /// The socket a unicast datagram is for: a connected one matching the peer first, then one
@@ -390,7 +395,7 @@ extension NetworkStack {
         return best
     }
 
-    func enqueue(_ s: UDPSocket, source: IPv4Address, port: UInt16, payload: UnsafeRawBufferPointer) {
+    func enqueue(_ s: UDPSocket, _ datagram: IPv4Datagram, port: UInt16, payload: UnsafeRawBufferPointer) {
         let cost = payload.count + Self.udpDatagramOverhead
         guard s.queuedBytes + cost <= s.receiveBuffer else {
             // A full receive buffer drops the datagram (Linux: RcvbufErrors and InErrors).
@@ -398,7 +403,10 @@ extension NetworkStack {
             counters.udpInErrors &+= 1
             return
         }
-        s.queue.append(UDPDatagram(source: source, sourcePort: port, payload: Array(payload)))
+        let header = datagram.header
+        s.queue.append(UDPDatagram(source: datagram.source, sourcePort: port, payload: Array(payload),
+                                   destination: datagram.destination, ttl: header.count > 8 ? header[8] : 0,
+                                   tos: header.count > 1 ? header[1] : 0))
         s.queuedBytes += cost
         if s.kind == .udp { counters.udpInDatagrams &+= 1 }
         markUDPReadiness(s)

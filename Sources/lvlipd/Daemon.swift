@@ -116,6 +116,8 @@ final class Daemon {
         reactor.addAfterWakeHook { [unowned self] in afterWake() }
 
         service = SocketService(stack: stack, reactor: reactor, logger: logger, limits: options.limits)
+        // The TAP's kernel index names the interface in IP_PKTINFO, as the kernel would.
+        service.interfaceIndex = UInt16(truncatingIfNeeded: if_nametoindex(tap.name))
         var ipcConfiguration = IPCServer.Configuration(path: options.socketPath)
         ipcConfiguration.group = options.group
         ipc = IPCServer(configuration: ipcConfiguration, reactor: reactor, logger: logger,

@@ -48,6 +48,7 @@ P_BROADCAST = 5361
 P_NC_SHUTDOWN = 5371
 P_SEND_AT_ONCE = 5372
 P_UNRESOLVED = 5373
+P_CONTROL = 5381
 
 UDP_COUNTERS = ("UdpInDatagrams", "UdpNoPorts", "UdpInErrors", "UdpOutDatagrams", "UdpRcvbufErrors",
                 "UdpSndbufErrors", "UdpInCsumErrors")
@@ -145,6 +146,85 @@ def test_dig_on_stack_resolves_from_kernel_dnsmasq(daemon, procs, workdir):
     # dnsmasq saw the query come from the stack's address.
     wait_until(lambda: f"query[A] host.test from {STACK_IP}" in tail(dnsmasq.err_path, 100000), 5,
                "dnsmasq to log the query from the stack", dnsmasq, procs)
+
+
+def test_dnsmasq_with_its_defaults_on_stack_answers_the_kernel(daemon, procs, workdir):
+    """dnsmasq as packaged (a wildcard socket, no --bind-interfaces) on the stack: it asks for
+    IP_PKTINFO on its 0.0.0.0 socket and IPV6_RECVPKTINFO on its [::] one, and drops a query
+    whose IP_PKTINFO does not name an interface; the kernel's dig gets the answer."""
+    need("dnsmasq", "dig")
+    dnsmasq = procs.start("dnsmasq-stack", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                                            f"--pid-file={workdir / 'dnsmasq-stack.pid'}", "--no-resolv", "--no-hosts",
+                                            "--address=/host.test/10.9.8.7", "--log-facility=-"], stack=True)
+    wait_stack_udp(daemon, P_DNS, dnsmasq, procs)
+    before = daemon.stats()
+    result = ok(bounded(["dig", "+short", "+time=2", "+tries=2", f"@{STACK_IP}", "host.test"], timeout=20))
+    assert result.stdout.strip() == "10.9.8.7", f"stdout: {result.stdout!r} stderr: {result.stderr!r}"
+    after = daemon.stats()
+    assert delta(before, after, "UdpInDatagrams") >= 1 and delta(before, after, "UdpOutDatagrams") >= 1, \
+        deltas(before, after)
+    assert "lvlip:" not in tail(dnsmasq.err_path), procs.describe(dnsmasq)
+
+
+CONTROL_MESSAGES = """
+import json, socket, struct, sys
+family, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, SO_TIMESTAMP = 8, 12, 13, 29
+s = socket.socket(socket.AF_INET6 if family == "6" else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("::" if family == "6" else "0.0.0.0", port))
+if family == "6":
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+else:
+    for name in (IP_PKTINFO, IP_RECVTTL, IP_RECVTOS):
+        s.setsockopt(socket.IPPROTO_IP, name, 1)
+s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+s.settimeout(5)
+print("ready", flush=True)
+data, ancillary, flags, source = s.recvmsg(100, 512)
+out = {"data": data.decode(), "flags": flags, "messages": []}
+for level, kind, blob in ancillary:
+    if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMP):
+        value = "timeval" if len(blob) == 16 else len(blob)
+    elif (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO):
+        index, spec, addr = struct.unpack("i4s4s", blob)
+        value = [socket.if_indextoname(index), socket.inet_ntoa(spec), socket.inet_ntoa(addr)]
+    elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+        addr, index = struct.unpack("16si", blob)
+        value = [socket.if_indextoname(index), socket.inet_ntop(socket.AF_INET6, addr)]
+    elif len(blob) == 4:
+        value = struct.unpack("i", blob)[0]
+    else:
+        value = blob[0]
+    out["messages"].append([level, kind, value])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_receive_control_messages(daemon, procs, family):
+    """IP_PKTINFO, IP_RECVTTL, IP_RECVTOS (or IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT and
+    IPV6_RECVTCLASS on an AF_INET6 socket) and SO_TIMESTAMP on a stack socket: what the
+    datagram from the kernel side carried (TTL 33, TOS 0x20) and where it came in (tap0,
+    10.0.0.4), in the order and layout the kernel gives (measured on the kernel's lo)."""
+    receiver = procs.start("cmsg", [PY, "-c", CONTROL_MESSAGES, family, STACK_IP, P_CONTROL], stack=True,
+                           stdout=subprocess.PIPE)
+    assert read_line(receiver, 10) == b"ready\n"
+    wait_stack_udp(daemon, P_CONTROL, receiver, procs)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 33)
+    sender.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x20)
+    sender.sendto(b"hello", (STACK_IP, P_CONTROL))
+    sender.close()
+    out = json.loads(read_line(receiver, 10))
+    procs.finish(receiver, 10)
+    if family == "4":
+        expected = [[1, 29, "timeval"], [0, 8, ["tap0", STACK_IP, STACK_IP]], [0, 2, 33], [0, 1, 0x20]]
+    else:
+        # IPV6_HOPLIMIT and IPV6_TCLASS come only with IPv6 datagrams (checked on the kernel).
+        expected = [[1, 29, "timeval"], [41, 50, ["tap0", f"::ffff:{STACK_IP}"]]]
+    assert out == {"data": "hello", "flags": 0, "messages": expected}, out
 
 
 # MARK: - 2. netcat-openbsd -u

@@ -207,6 +207,13 @@ struct lvlip_dgram_header {
     uint16_t flags;
     int32_t error;               // with LVLIP_DGRAM_ERROR: a positive errno
     uint32_t magic;              // LVLIP_DGRAM_MAGIC
+    // To the application, what its receive control messages say (IP_PKTINFO, IP_RECVTTL,
+    // IP_RECVTOS and their IPv6 forms): where the datagram was sent (host byte order), the
+    // kernel's index of the interface it came in on (the TAP's, or lo's), its TTL and TOS.
+    uint32_t local;
+    uint16_t ifindex;
+    uint8_t ttl;
+    uint8_t tos;
 };
 
 // An error queue record (LVLIP_DGRAM_ERRQUEUE) carries, after its header, the ICMP error's
