@@ -185,6 +185,7 @@ extension NetworkStack {
                 // Like an ICMP Host Unreachable from ourselves (RFC 1122 2.3.2.1): connections
                 // still opening through this neighbour fail with EHOSTUNREACH.
                 tcpNeighborUnreachable(ip, now: now)
+                reportHostUnreachable(neighbor.pending, now: now)
                 return
             }
             neighbors[ip]!.state = .incomplete(requests: requests + 1)

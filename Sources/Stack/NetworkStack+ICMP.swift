@@ -65,6 +65,59 @@ extension NetworkStack {
         } else if quote[IPv4Packet.Field.proto] == IPProtocol.udp.rawValue {
             udpICMPError(message, offender: offender, destination: destination, sourcePort: transport.be16(0),
                          destinationPort: transport.be16(2), quoted: transport.suffix(from: 8))
+        } else if quote[IPv4Packet.Field.proto] == IPProtocol.icmp.rawValue {
+            icmpSocketError(message, offender: offender, destination: destination, quoted: transport)
+        }
+    }
+
+    /// The errno an ICMP error means to a socket, and whether it is a hard error that a
+    /// connected socket reports without IP_RECVERR: Linux's icmp_err_convert table (RFC 1122
+    /// 4.2.3.9 lets transient ones pass).
+    static func icmpErrorConversion(type: ICMPType, code: UInt8) -> (SocketError, fatal: Bool) {
+        switch type {
+        case .destinationUnreachable:
+            let table: [(SocketError, Bool)] = [
+                (.networkUnreachable, false), (.hostUnreachable, false), (.protocolOption, true),
+                (.connectionRefused, true), (.messageTooLong, false), (.notSupported, false),
+                (.networkUnreachable, true), (.hostDown, true), (.noNetwork, true), (.networkUnreachable, true),
+                (.hostUnreachable, true), (.networkUnreachable, false), (.hostUnreachable, false),
+                (.hostUnreachable, true), (.hostUnreachable, true), (.hostUnreachable, true),
+            ]
+            return Int(code) < table.count ? table[Int(code)] : (.hostUnreachable, false)
+        case .parameterProblem:
+            return (.protocolError, true)
+        default:
+            return (.hostUnreachable, false)  // time exceeded, source quench...
+        }
+    }
+
+    /// Datagrams of ours lost because their next hop never answered ARP: each is answered with
+    /// an ICMP Host Unreachable from ourselves to ourselves, as Linux's ipv4_link_failure does,
+    /// so that the programs that sent them learn it as from the network (IP_RECVERR reports
+    /// EHOSTUNREACH, a raw ICMP socket reads it: ping's "Destination Host Unreachable"; a
+    /// transient error, so a plain connected UDP socket is not told). TCP learns it from the
+    /// neighbour.
+    func reportHostUnreachable(_ lost: [PendingDatagram], now: Instant) {
+        for d in lost where d.proto != .tcp {
+            var header = [UInt8](repeating: 0, count: IPv4Packet.minimumHeaderLength)
+            let total = header.count + d.payload.count
+            header[0] = 0x45
+            header[2] = UInt8(total >> 8 & 0xFF)
+            header[3] = UInt8(total & 0xFF)
+            header[8] = 64
+            header[9] = d.proto.rawValue
+            withUnsafeBytes(of: address.value.bigEndian) { header.replaceSubrange(12..<16, with: $0) }
+            withUnsafeBytes(of: d.destination.value.bigEndian) { header.replaceSubrange(16..<20, with: $0) }
+            let sum = header.withUnsafeBytes { InternetChecksum.checksum($0) }
+            header[10] = UInt8(sum >> 8)
+            header[11] = UInt8(sum & 0xFF)
+            header.withUnsafeBytes { h in
+                d.payload.withUnsafeBytes { payload in
+                    sendICMPError(type: .destinationUnreachable, code: UnreachableCode.host,
+                                  about: IPv4Datagram(source: address, destination: d.destination, proto: d.proto,
+                                                      header: h, payload: payload, broadcast: false), now: now)
+                }
+            }
         }
     }
 
@@ -104,7 +157,10 @@ extension NetworkStack {
         scratch.copy(datagram.payload.slice(0..<quoted), to: ICMPMessage.headerLength + header.count)
         let message = UnsafeRawBufferPointer(scratch.slice(0..<length))
         scratch.setBE16(InternetChecksum.checksum(message), ICMPMessage.Field.checksum)
-        guard sendIPv4(to: source, from: datagram.destination, proto: .icmp, payload: message, now: now) else { return }
+        // From the address the datagram was sent to when it is ours (Linux's icmp_send), else
+        // as the route picks (an error about our own datagram that could not leave).
+        let from = isLocal(datagram.destination) ? datagram.destination : nil
+        guard sendIPv4(to: source, from: from, proto: .icmp, payload: message, now: now) else { return }
         counters.icmpOutMsgs &+= 1
         if type == .destinationUnreachable { counters.icmpOutDestUnreachs &+= 1 }
         if type == .timeExceeded { counters.icmpOutTimeExcds &+= 1 }

@@ -126,6 +126,22 @@ extension NetworkStack {
         return message.count
     }
 
+    /// An ICMP error about an ICMP message we sent (an echo request that met Host
+    /// Unreachable): to the error queue of the raw ICMP sockets with IP_RECVERR, and of the
+    /// ping socket owning the quoted echo's identifier if it asked (Linux's raw_icmp_error and
+    /// ping_err). ping reads its "Destination Host Unreachable" lines there.
+    func icmpSocketError(_ message: ICMPMessage, offender: IPv4Address, destination: IPv4Address,
+                         quoted: UnsafeRawBufferPointer) {
+        let error = Self.icmpErrorConversion(type: message.type, code: message.code).0
+        for s in udp.rawICMP where s.receiveErrors {
+            if let bound = s.boundAddress, !isLocal(bound) { continue }
+            queueErrorReport(s, message, error: error, offender: offender, destination: destination, port: 0, quoted: quoted)
+        }
+        guard quoted.count >= ICMPMessage.headerLength, quoted.u8(ICMPMessage.Field.type) == ICMPType.echoRequest.rawValue,
+              let s = udp.pingByIdentifier[quoted.be16(ICMPMessage.Field.identifier)], s.receiveErrors else { return }
+        queueErrorReport(s, message, error: error, offender: offender, destination: destination, port: 0, quoted: quoted)
+    }
+
     func icmpForget(_ s: UDPSocket) {
         if s.kind == .ping, s.localPort != 0, udp.pingByIdentifier[s.localPort] === s {
             udp.pingByIdentifier[s.localPort] = nil

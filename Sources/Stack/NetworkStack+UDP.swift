@@ -101,7 +101,7 @@ extension NetworkStack {
         return udp.sockets[i]
     }
 
-    private func markUDPReadiness(_ s: UDPSocket) {
+    func markUDPReadiness(_ s: UDPSocket) {
         guard !s.readinessQueued else { return }
         s.readinessQueued = true
         tcp.readinessChanged.append(s.id)
@@ -412,37 +412,39 @@ extension NetworkStack {
         markUDPReadiness(s)
     }
 
-    /// An ICMP error about a datagram we sent: connected sockets learn it as their error
-    /// (ECONNREFUSED for port unreachable), as Linux without IP_RECVERR; sockets with
-    /// IP_RECVERR, connected or not, get a report for their error queue instead.
+    /// An ICMP error about a datagram we sent: connected sockets learn the hard ones as their
+    /// error (ECONNREFUSED for port unreachable), as Linux without IP_RECVERR; sockets with
+    /// IP_RECVERR, connected or not, get a report of any for their error queue instead.
     func udpICMPError(_ message: ICMPMessage, offender: IPv4Address, destination: IPv4Address, sourcePort: UInt16,
                       destinationPort: UInt16, quoted: UnsafeRawBufferPointer) {
         guard let holders = udp.byPort[sourcePort] else { return }
-        let error: SocketError
-        switch (message.type, message.code) {
-        case (.destinationUnreachable, UnreachableCode.port), (.destinationUnreachable, UnreachableCode.proto):
-            error = .connectionRefused
-        case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
-        case (.destinationUnreachable, UnreachableCode.fragmentationNeeded): error = .messageTooLong
-        case (.destinationUnreachable, _): error = .hostUnreachable
-        default: error = .hostUnreachable
-        }
+        let (error, fatal) = Self.icmpErrorConversion(type: message.type, code: message.code)
         for s in holders {
             if let remote = s.remote, remote.address != destination || remote.port != destinationPort { continue }
             if s.receiveErrors {
-                // Bounded as Linux bounds the error queue by the receive buffer.
-                if s.errorReports.count >= 64 { s.errorReports.removeFirst() }
-                let info = message.type == .destinationUnreachable && message.code == UnreachableCode.fragmentationNeeded
-                    ? UInt32(message.bytes.be16(6)) : 0
-                s.errorReports.append(UDPErrorReport(error: error, type: message.type.rawValue, code: message.code, info: info,
-                                                     offender: offender, destination: destination,
-                                                     destinationPort: destinationPort, payload: Array(quoted)))
+                queueErrorReport(s, message, error: error, offender: offender, destination: destination,
+                                 port: destinationPort, quoted: quoted)
             } else {
-                guard s.remote != nil else { continue }
+                // Without IP_RECVERR only hard errors reach a connected socket (Linux's
+                // __udp4_lib_err): a host or network unreachable may be transient.
+                guard s.remote != nil, fatal else { continue }
                 s.pendingError = error
             }
             markUDPReadiness(s)
         }
+    }
+
+    /// Puts a report on an IP_RECVERR socket's error queue, bounded as Linux bounds it by the
+    /// receive buffer.
+    func queueErrorReport(_ s: UDPSocket, _ message: ICMPMessage, error: SocketError, offender: IPv4Address,
+                          destination: IPv4Address, port: UInt16, quoted: UnsafeRawBufferPointer) {
+        if s.errorReports.count >= 64 { s.errorReports.removeFirst() }
+        let info = message.type == .destinationUnreachable && message.code == UnreachableCode.fragmentationNeeded
+            ? UInt32(message.bytes.be16(6)) : 0
+        s.errorReports.append(UDPErrorReport(error: error, type: message.type.rawValue, code: message.code, info: info,
+                                             offender: offender, destination: destination, destinationPort: port,
+                                             payload: Array(quoted)))
+        markUDPReadiness(s)
     }
 
     /// IP_RECVERR.

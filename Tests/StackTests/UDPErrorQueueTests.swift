@@ -42,6 +42,18 @@ final class UDPErrorQueueTests: XCTestCase {
         XCTAssertNil(h.stack.udpTakeError(s), "with IP_RECVERR the report carries the error")
     }
 
+    func testHostUnreachableIsTransientWithoutIPRecvErr() throws {
+        // Linux's icmp_err_convert: host unreachable is not a hard error; protocol unreachable is.
+        let h = Harness()
+        h.learnPeer()
+        let s = h.stack.udpOpen()
+        try h.stack.udpConnect(s, to: (Frames.peerIP, 53))
+        try sendAndRefuse(h, s, [1], code: 1)
+        XCTAssertFalse(h.stack.udpHasError(s))
+        try sendAndRefuse(h, s, [1], code: 2)
+        XCTAssertEqual(h.stack.udpTakeError(s), .protocolOption)
+    }
+
     func testFragmentationNeededCarriesTheNextHopMTU() throws {
         let h = Harness()
         h.learnPeer()

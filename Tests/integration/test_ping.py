@@ -287,3 +287,14 @@ def test_lvlipctl_ss_lists_icmp_sockets(daemon):
     finally:
         ping_proc.kill()
         ping_proc.wait(5)
+
+
+def test_lvlip_ping_to_a_silent_neighbour_says_host_unreachable(daemon):
+    """Nothing answers ARP for 10.0.0.9: when lvlipd gives up, each lost echo is answered by a
+    Host Unreachable from the stack to itself (as Linux's ipv4_link_failure); ping reads it
+    from its raw socket's error queue (IP_RECVERR) and prints it, as with the kernel."""
+    result, sent, received, loss = lvlip_ping(daemon, "-c", "8", "-i", "0.5", "-W", "1", "10.0.0.9", timeout=40)
+    assert received == 0 and loss == 100.0, result.stdout
+    assert "From 10.0.0.4 icmp_seq=1 Destination Host Unreachable" in result.stdout, result.stdout
+    stats = daemon.stats()
+    assert stats["ArpResolutionFailures"] >= 1 and stats["IcmpOutDestUnreachs"] >= 1, stats

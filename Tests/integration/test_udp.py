@@ -227,6 +227,46 @@ def test_receive_control_messages(daemon, procs, family):
     assert out == {"data": "hello", "flags": 0, "messages": expected}, out
 
 
+SILENT_NEIGHBOUR = """
+import errno, json, socket, struct, sys, time
+recverr = sys.argv[1] == "1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if recverr:
+    s.setsockopt(socket.IPPROTO_IP, 11, 1)  # IP_RECVERR
+s.connect(("10.0.0.9", 9))
+s.send(b"lost")
+time.sleep(5)  # ARP gives up within about 3 s
+out = {}
+try:
+    s.send(b"again")
+    out["send"] = "ok"
+except OSError as error:
+    out["send"] = errno.errorcode[error.errno]
+if recverr:
+    s.setblocking(False)
+    try:
+        data, ancillary, flags, address = s.recvmsg(100, 256, socket.MSG_ERRQUEUE)
+        ee_errno, origin, ee_type, ee_code = struct.unpack("IBBB", ancillary[0][2][:7])
+        out["queue"] = [data.decode(), errno.errorcode[ee_errno], origin, ee_type, ee_code,
+                        socket.inet_ntoa(ancillary[0][2][20:24])]
+    except OSError as error:
+        out["queue"] = errno.errorcode[error.errno]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("recverr", ["0", "1"], ids=["plain", "recverr"])
+def test_udp_to_a_silent_neighbour(daemon, recverr):
+    """When ARP gives up, the datagrams that waited are answered with a Host Unreachable from
+    the stack itself: a transient error, so a plain connected socket is not told (Linux
+    reports only hard errors without IP_RECVERR) and one with IP_RECVERR finds it queued."""
+    out = run_script(SILENT_NEIGHBOUR, recverr, daemon=daemon, timeout=30)
+    if recverr == "0":
+        assert out == {"send": "ok"}, out
+    else:
+        assert out == {"send": "EHOSTUNREACH", "queue": ["lost", "EHOSTUNREACH", 2, 3, 1, STACK_IP]}, out
+
+
 # MARK: - 2. netcat-openbsd -u
 
 

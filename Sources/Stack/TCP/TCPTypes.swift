@@ -55,6 +55,9 @@ public enum SocketError: Error, Equatable, Sendable {
     case destinationRequired
     case messageTooLong
     case permissionDenied
+    case hostDown
+    case noNetwork
+    case protocolError
 
     /// The Linux errno value.
     public var errno: Int32 {
@@ -78,6 +81,9 @@ public enum SocketError: Error, Equatable, Sendable {
         case .noBufferSpace: 105
         case .notSupported: 95  // EOPNOTSUPP
         case .protocolOption: 92  // ENOPROTOOPT
+        case .hostDown: 112  // EHOSTDOWN
+        case .noNetwork: 64  // ENONET
+        case .protocolError: 71  // EPROTO
         case .destinationRequired: 89  // EDESTADDRREQ
         case .messageTooLong: 90  // EMSGSIZE
         case .permissionDenied: 13  // EACCES
