@@ -162,6 +162,8 @@ static uint64_t inode_of(int fd) {
 // MARK: - Control connection
 
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+// Guards the datagram sockets' kept ICMP errors (below, "The error queue").
+static pthread_mutex_t error_queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static int ctl_fd = -1;
 // The stack's interface, from HELLO_REPLY (host byte order; gateway 0: none).
 static uint32_t stack_address, stack_netmask, stack_gateway;
@@ -381,16 +383,15 @@ static void ctl_adopt(int fd) {
 // With ctl_lock held: reads the HELLO reply, which comes before any other. -1: dropped.
 static int ctl_greet(void) {
     struct lvlip_hello_reply reply;
-    ssize_t n = read_some(ctl_fd, &reply, sizeof reply, sizeof(struct lvlip_msg_header));
-    if (n < 0) {
+    if (read_all(ctl_fd, &reply.header, sizeof reply.header) < 0) {
         int e = errno;
         ctl_drop();
         warn_unreachable(e == ECONNRESET ? "lvlipd closed the connection (see its log)" : "handshake failed: ", e == ECONNRESET ? 0 : e);
         return -1;
     }
-    if (n < (ssize_t)sizeof reply && read_all(ctl_fd, (char *)&reply + n, sizeof reply - (size_t)n) < 0) n = -1;
-    if (n < 0 || reply.header.type != LVLIP_MSG_HELLO_REPLY || reply.header.length != sizeof reply.body ||
-        reply.body.version != LVLIP_IPC_VERSION) {
+    // Another version answers ERROR (shorter) and closes: the header says enough.
+    if (reply.header.type != LVLIP_MSG_HELLO_REPLY || reply.header.length != sizeof reply.body ||
+        read_all(ctl_fd, &reply.body, sizeof reply.body) < 0 || reply.body.version != LVLIP_IPC_VERSION) {
         ctl_drop();
         warn_unreachable("the daemon speaks another protocol version", 0);
         return -1;
@@ -416,19 +417,13 @@ static int ctl_ready(void) {
         int fd = ctl_connect(1);
         if (fd < 0) {
             int e = errno;
-            if (ctl_lost && (e == EACCES || e == EPERM)) {
-                char why[160];
-                snprintf(why, sizeof why, "the program closed lvlip's connection, and uid %u may not open it again: ",
-                         (unsigned)geteuid());
-                warn_unreachable(why, e);
-            } else if (e == EACCES || e == EPERM) {
-                // Started as, or exec'd after becoming, a user the socket does not admit.
-                char why[160];
-                snprintf(why, sizeof why, "uid %u may not open it (see lvlipd --group): ", (unsigned)geteuid());
-                warn_unreachable(why, e);
-            } else {
-                warn_unreachable("", e);
-            }
+            char why[160] = "";
+            // Started as, or exec'd after becoming, a user the socket does not admit; or the
+            // program closed the connection it had.
+            if (e == EACCES || e == EPERM)
+                snprintf(why, sizeof why, "%suid %u may not open it%s: ", ctl_lost ? "the program closed lvlip's connection, and " : "",
+                         (unsigned)geteuid(), ctl_lost ? " again" : " (see lvlipd --group)");
+            warn_unreachable(why, e);
             errno = ENETDOWN;
             return -1;
         }
@@ -447,11 +442,7 @@ static int ctl_ready(void) {
 static int send_request(uint16_t type, const struct entry *about, const void *body, uint32_t length,
                         const void *extra, uint32_t extra_length, int pass_fd, uint32_t *tag) {
     if (ctl_ready() < 0) return -1;
-    struct {
-        uint32_t length;
-        uint16_t type, flags;
-        uint32_t tag;
-    } header = {length + extra_length, type, pass_fd >= 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
+    struct lvlip_msg_header header = {length + extra_length, type, pass_fd >= 0 ? LVLIP_FLAG_FD : 0, ++ctl_tag};
     char out[sizeof header + 64 + 1024];
     if (length > 64 || extra_length > 1024) {
         errno = EINVAL;
@@ -478,11 +469,7 @@ static char ctl_in[4096];
 // With ctl_lock held: reads the reply to request `tag`. Returns its body length, or -1
 // (the connection is dropped).
 static ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room) {
-    struct {
-        uint32_t length;
-        uint16_t type, flags;
-        uint32_t tag;
-    } in;
+    struct lvlip_msg_header in;
     while (ctl_in_length < sizeof in) {
         ssize_t n = read_some(ctl_fd, ctl_in + ctl_in_length, sizeof ctl_in - ctl_in_length, 1);
         if (n < 0) goto broken;
@@ -584,6 +571,7 @@ static void after_fork_parent(void) {
 static void after_fork_child(void) {
     pthread_mutex_init(&ctl_lock, NULL);
     pthread_mutex_init(&table_lock, NULL);
+    pthread_mutex_init(&error_queue_lock, NULL);
     ctl_drop();  // our copy of the parent's connection
     ctl_lost = 0;
     if (child_ctl_fd >= 0) ctl_adopt(child_ctl_fd);
@@ -1151,8 +1139,6 @@ static inline int write_refused(int fd, struct entry *e, int flags) {
 #define MAX_UDP_PAYLOAD 65507
 #define MAX_ICMP_MESSAGE 65515
 
-// An error lvlipd queued for a connected socket (an ICMP error about what it sent): taken by
-// the next send, as the kernel's sk_err.
 // An error waiting at the head of a connected socket's pair fails the next send, as Linux's
 // pending sk_err does.
 static int take_queued_error(int fd) {
@@ -1300,7 +1286,6 @@ struct queued_error {
 };
 static struct queued_error error_queue[ERROR_SLOTS];
 static int error_queue_count;
-static pthread_mutex_t error_queue_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void keep_error(int fd, const struct entry *e, int32_t error, const void *data, size_t length) {
     if (length < sizeof(struct lvlip_dgram_error)) return;

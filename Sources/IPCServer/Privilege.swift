@@ -16,9 +16,9 @@ enum Privilege {
     /// Ping sockets (icmp(7)): the sender's effective group or one of its supplementary
     /// groups must lie in net.ipv4.ping_group_range ("1 0", the default, admits no one).
     static func mayOpenPingSocket(pid: Int32) -> Bool {
-        guard let text = readSmallFile("/proc/sys/net/ipv4/ping_group_range") else { return false }
+        guard let text = HostSettings.text("/proc/sys/net/ipv4/ping_group_range") else { return false }
         let bounds = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { UInt32($0) }
-        guard bounds.count == 2, bounds[0] <= bounds[1], let status = readSmallFile("/proc/\(pid)/status") else { return false }
+        guard bounds.count == 2, bounds[0] <= bounds[1], let status = HostSettings.text("/proc/\(pid)/status") else { return false }
         var groups: [UInt32] = []
         for line in status.split(separator: "\n") {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -40,28 +40,18 @@ enum Privilege {
     /// net.ipv4.ip_unprivileged_port_start of lvlipd's network namespace (the programs'
     /// too: they reach lvlipd's socket only from where it runs).
     static func unprivilegedPortStart() -> Int {
-        guard let text = readSmallFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+        guard let text = HostSettings.text("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
               let value = Int(firstWord(text)) else { return 1024 }
         return value
     }
 
     /// The CapEff mask of process `pid`, or nil if it cannot be read (the process is gone).
     static func effectiveCapabilities(_ pid: Int32) -> UInt64? {
-        guard pid > 0, let text = readSmallFile("/proc/\(pid)/status") else { return nil }
+        guard pid > 0, let text = HostSettings.text("/proc/\(pid)/status") else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("CapEff:") {
             return UInt64(firstWord(line.dropFirst("CapEff:".count)), radix: 16)
         }
         return nil
-    }
-
-    private static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 4096)
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        return String(decoding: bytes[0..<n], as: UTF8.self)
     }
 
     private static func firstWord<S: StringProtocol>(_ text: S) -> Substring {

@@ -32,7 +32,7 @@ extension OptionTable {
         .flag(IP, 8, "IP_PKTINFO"),
         packetOptions,
         .ranged(IP, 10, "IP_MTU_DISCOVER", initial: 1, 0...5),
-        .flag(IP, 11, "IP_RECVERR"),
+        .flag(IP, K.IP_RECVERR, "IP_RECVERR").acting(receiveErrors),
         .flag(IP, 12, "IP_RECVTTL"),
         .flag(IP, 13, "IP_RECVTOS"),
         .readOnly(IP, K.IP_MTU, "IP_MTU") { c, _ in
@@ -217,7 +217,7 @@ extension OptionTable {
         .ranged(IPV6, 18, "IPV6_MULTICAST_HOPS", initial: 1, -1...255),
         .flag(IPV6, 19, "IPV6_MULTICAST_LOOP", initial: true),
         .ranged(IPV6, 23, "IPV6_MTU_DISCOVER", initial: 1, 0...5),
-        .flag(IPV6, K.IPV6_RECVERR, "IPV6_RECVERR"),
+        .flag(IPV6, K.IPV6_RECVERR, "IPV6_RECVERR").acting(receiveErrors),
         .flag(IPV6, 49, "IPV6_RECVPKTINFO"),
         .flag(IPV6, 51, "IPV6_RECVHOPLIMIT"),
         .flag(IPV6, 62, "IPV6_DONTFRAG"),
@@ -238,6 +238,26 @@ extension OptionTable {
     }
 
     private static func bool6(_ v: Bool) -> OptionRow.Value { .int(v ? 1 : 0) }
+
+    /// IP_RECVERR and IPV6_RECVERR of a datagram socket: its ICMP errors reported in detail.
+    private static func receiveErrors(_ c: OptionContext, _ v: OptionRow.Input) {
+        if c.udp, let id = c.socket.stackID { c.stack.udpSetReceiveErrors(id, v.int != 0) }
+    }
+
+    /// SOL_RAW (raw(7)): ICMP_FILTER of a raw ICMP socket, a bit per type not delivered.
+    static let rawRows: [OptionRow] = [
+        OptionRow(level: K.SOL_RAW, name: K.ICMP_FILTER, label: "ICMP_FILTER", raw: true,
+                  get: { c, _ in
+                      guard let filter = c.socket.stackID.flatMap({ c.stack.icmpFilter($0) }) else { return .error(ENOPROTOOPT) }
+                      return .int(Int32(bitPattern: filter))
+                  },
+                  set: { c, v in
+                      guard let id = c.socket.stackID, c.datagramKind == .rawICMP else { return -ENOPROTOOPT }
+                      // Linux takes 4 bytes and refuses fewer.
+                      guard v.count >= 4 else { return -EINVAL }
+                      return (try? c.stack.icmpSetFilter(id, v.uint)) == nil ? -ENOPROTOOPT : 0
+                  }),
+    ]
 }
 
 extension OptionRow {
@@ -245,6 +265,18 @@ extension OptionRow {
     func reading(_ get: @escaping (OptionContext, Int) -> Value) -> OptionRow {
         var row = self
         row.get = get
+        return row
+    }
+
+    /// The same row, telling the stack of each write it accepts.
+    func acting(_ act: @escaping (OptionContext, Input) -> Void) -> OptionRow {
+        var row = self
+        let set = self.set
+        row.set = { c, v in
+            let code = set?(c, v) ?? -ENOPROTOOPT
+            if code == 0 { act(c, v) }
+            return code
+        }
         return row
     }
 }

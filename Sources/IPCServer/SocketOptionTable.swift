@@ -94,7 +94,7 @@ func le<T: FixedWidthInteger>(_ values: T...) -> [UInt8] {
 // MARK: - The rows
 
 extension OptionTable {
-    static let rows: [OptionRow] = socketRows + buffers + ipRows + multicastRows + tcpRows + ipv6Rows
+    static let rows: [OptionRow] = socketRows + buffers + ipRows + multicastRows + tcpRows + ipv6Rows + rawRows
 
     /// SOL_SOCKET (socket(7), net/core/sock.c).
     static let socketRows: [OptionRow] = [

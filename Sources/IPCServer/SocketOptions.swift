@@ -192,15 +192,20 @@ enum HostSettings {
     }()
 
     private static func read(_ path: String, _ fallback: Int, field: Int = 0) -> Int {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return fallback }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 128)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return fallback }
-        let fields = String(decoding: buffer.prefix(n), as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
-        guard field < fields.count, let value = Int(fields[field]) else { return fallback }
+        guard let fields = text(path)?.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }),
+              field < fields.count, let value = Int(fields[field]) else { return fallback }
         return value
+    }
+
+    /// A small file of /proc (at most 4 KB), or nil if it cannot be read.
+    static func text(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        return String(decoding: bytes[0..<n], as: UTF8.self)
     }
 }
 

@@ -212,8 +212,6 @@ public final class SocketService {
     /// The kernel's index of the TAP (the stack's interface) and of `lo`, for IP_PKTINFO.
     public var interfaceIndex: UInt16 = 0
     static let loopbackIndex = UInt16(truncatingIfNeeded: if_nametoindex("lo"))
-    /// The process whose request is being handled (its credentials at the time it sent it).
-    private var requester: Int32 = 0
 
     /// Send buffer of the daemon's end: how much received data may wait in the application's end.
     static let pushBuffer: Int32 = 1 << 20
@@ -294,7 +292,6 @@ public final class SocketService {
     public func handle(type: UInt16, tag: UInt32, body: UnsafeRawBufferPointer, fd received: Int32, pid: Int32,
                        uid: UInt32, created: inout Created) -> Reply? {
         var fd = received
-        requester = pid
         defer { if fd >= 0 { Syscall.close(fd) } }
         func lookup(_ ref: lvlip_ref) -> Socket? { self.lookup(created.resolve(ref)) }
         switch Int(type) {
@@ -315,7 +312,8 @@ public final class SocketService {
             guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_addr_req.self)
             guard let s = lookup(req.ref) else { return result(-EBADF) }
-            return result(s.udp ? udpBind(s, req.addr, uid: uid) : bind(s, req.addr, uid: uid))
+            let sender = (pid: pid, uid: uid)
+            return result(s.udp ? udpBind(s, req.addr, sender: sender) : bind(s, req.addr, sender: sender))
         case Int(LVLIP_MSG_LISTEN.rawValue):
             guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_int_req.self)
@@ -344,25 +342,12 @@ public final class SocketService {
             let req = body.loadUnaligned(as: lvlip_opt_req.self)
             guard Int(req.length) == body.count - header, req.length <= 1024 else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
-            if req.level == K.SOL_RAW {
-                return result(rawSetOption(s, name: req.name, value: UnsafeRawBufferPointer(rebasing: body[header...])))
-            }
-            if s.udp, (req.level == K.IPPROTO_IP && req.name == K.IP_RECVERR) || (req.level == K.IPPROTO_IPV6 && req.name == K.IPV6_RECVERR),
-               req.length >= 1, let id = s.stackID {
-                // Acted on here; kept and answered by the option table like any other.
-                let value = req.length >= 4 ? body.loadUnaligned(fromByteOffset: header, as: Int32.self) : Int32(body[header])
-                stack.udpSetReceiveErrors(id, value != 0)
-            }
             return result(setOption(s, level: req.level, name: req.name,
                                     value: UnsafeRawBufferPointer(rebasing: body[header...]), uid: uid))
         case Int(LVLIP_MSG_GETOPT.rawValue):
             guard body.count == MemoryLayout<lvlip_opt_req>.size else { return nil }
             let req = body.loadUnaligned(as: lvlip_opt_req.self)
             guard let s = lookup(req.ref) else { return optReply(-EBADF, []) }
-            if req.level == K.SOL_RAW {
-                let (code, value) = rawGetOption(s, name: req.name, room: Int(min(req.length, 1024)))
-                return optReply(code, value)
-            }
             let (code, value) = getOption(s, level: req.level, name: req.name, room: Int(min(req.length, 1024)), uid: uid)
             return optReply(code, value)
         case Int(LVLIP_MSG_STATUS.rawValue):
@@ -409,11 +394,12 @@ public final class SocketService {
         var r = lvlip_socket_rep()
         r.result = 0
         r.family = s.family
-        r.type = !s.udp ? K.SOCK_STREAM : s.stackID.flatMap { stack.datagramKind($0) } == .rawICMP ? K.SOCK_RAW : K.SOCK_DGRAM
+        let kind = s.udp ? s.stackID.flatMap { stack.datagramKind($0) } : nil
+        r.type = !s.udp ? K.SOCK_STREAM : kind == .rawICMP ? K.SOCK_RAW : K.SOCK_DGRAM
         r.state = stateCode(s)
         r.ref = lvlip_ref(index: UInt32(s.slot), generation: s.generation, token: s.token)
         r.headroom = UInt32(clamping: limits.socketsPerUser - s.user.sockets)
-        if s.udp, let id = s.stackID, stack.datagramKind(id) != .udp { r.protocol = UInt32(K.IPPROTO_ICMP) }
+        if kind == .ping || kind == .rawICMP { r.protocol = UInt32(K.IPPROTO_ICMP) }
         return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
     }
 
@@ -717,8 +703,10 @@ public final class SocketService {
         case error(Int32)
     }
 
-    private func bindTarget(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> BindTarget {
-        if !Privilege.mayBind(port: addr.port, uid: uid, pid: requester) { return .error(-EACCES) }
+    /// `sender`: who asks, for ports below ip_unprivileged_port_start; nil where the port is
+    /// no port (a ping socket's echo identifier).
+    private func bindTarget(_ s: Socket, _ addr: lvlip_addr, sender: (pid: Int32, uid: UInt32)?) -> BindTarget {
+        if let sender, !Privilege.mayBind(port: addr.port, uid: sender.uid, pid: sender.pid) { return .error(-EACCES) }
         switch Int(addr.kind) {
         case Int(LVLIP_ADDR_V6_OTHER.rawValue):
             return .error(-EADDRNOTAVAIL)
@@ -737,11 +725,11 @@ public final class SocketService {
         }
     }
 
-    private func bind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
+    private func bind(_ s: Socket, _ addr: lvlip_addr, sender: (pid: Int32, uid: UInt32)) -> Int32 {
         guard let id = s.stackID, s.phase == .unconnected, s.phantomPort == nil,
               stack.tcpNames(id)?.localPort == 0 else { return -EINVAL }
         let address: IPv4Address?
-        switch bindTarget(s, addr, uid: uid) {
+        switch bindTarget(s, addr, sender: sender) {
         case .phantom: return 0
         case .error(let code): return code
         case .ipv4(let a): address = a
@@ -1234,13 +1222,10 @@ public final class SocketService {
 // MARK: - Datagram sockets
 
 extension SocketService {
-    private func udpBind(_ s: Socket, _ addr: lvlip_addr, uid: UInt32) -> Int32 {
+    private func udpBind(_ s: Socket, _ addr: lvlip_addr, sender: (pid: Int32, uid: UInt32)) -> Int32 {
         guard let id = s.stackID, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
         let address: IPv4Address?
-        // A ping socket's "port" is its echo identifier: no privileged range.
-        var checked = addr
-        if stack.datagramKind(id) != .udp { checked.port = 0 }
-        switch bindTarget(s, checked, uid: uid) {
+        switch bindTarget(s, addr, sender: stack.datagramKind(id) == .udp ? sender : nil) {
         case .phantom: return 0
         case .error(let code): return code
         case .ipv4(let a): address = a
@@ -1434,26 +1419,6 @@ extension SocketService {
             readDatagrams(s)
             refreshInterest(s)
         }
-    }
-
-    /// SOL_RAW options (raw(7), icmp(7)): ICMP_FILTER on raw ICMP sockets.
-    private func rawSetOption(_ s: Socket, name: Int32, value: UnsafeRawBufferPointer) -> Int32 {
-        guard let id = s.stackID, stack.datagramKind(id) == .rawICMP else { return -ENOPROTOOPT }
-        guard name == K.ICMP_FILTER else { return -ENOPROTOOPT }
-        // Linux takes at most 4 bytes and refuses fewer.
-        guard value.count >= 4 else { return -EINVAL }
-        do {
-            try stack.icmpSetFilter(id, value.loadUnaligned(as: UInt32.self))
-        } catch {
-            return -error.errno
-        }
-        return 0
-    }
-
-    private func rawGetOption(_ s: Socket, name: Int32, room: Int) -> (Int32, [UInt8]) {
-        guard let id = s.stackID, let filter = stack.icmpFilter(id) else { return (-ENOPROTOOPT, []) }
-        guard name == K.ICMP_FILTER else { return (-ENOPROTOOPT, []) }
-        return (0, withUnsafeBytes(of: filter) { Array($0.prefix(max(0, room))) })
     }
 
     /// One line per UDP socket for SOCKETS_REPLY.

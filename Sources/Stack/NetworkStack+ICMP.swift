@@ -98,19 +98,13 @@ extension NetworkStack {
     /// transient error, so a plain connected UDP socket is not told). TCP learns it from the
     /// neighbour.
     func reportHostUnreachable(_ lost: [PendingDatagram], now: Instant) {
+        // The header the datagram would have carried, for the error to quote.
+        var header = [UInt8](repeating: 0, count: IPv4Packet.minimumHeaderLength)
         for d in lost where d.proto != .tcp {
-            var header = [UInt8](repeating: 0, count: IPv4Packet.minimumHeaderLength)
-            let total = header.count + d.payload.count
-            header[0] = 0x45
-            header[2] = UInt8(total >> 8 & 0xFF)
-            header[3] = UInt8(total & 0xFF)
-            header[8] = 64
-            header[9] = d.proto.rawValue
-            withUnsafeBytes(of: address.value.bigEndian) { header.replaceSubrange(12..<16, with: $0) }
-            withUnsafeBytes(of: d.destination.value.bigEndian) { header.replaceSubrange(16..<20, with: $0) }
-            let sum = header.withUnsafeBytes { InternetChecksum.checksum($0) }
-            header[10] = UInt8(sum >> 8)
-            header[11] = UInt8(sum & 0xFF)
+            header.withUnsafeMutableBytes {
+                _ = IPv4Packet.writeHeader(into: $0, source: address, destination: d.destination, proto: d.proto,
+                                           payloadLength: d.payload.count, identification: 0, ttl: configuration.defaultTTL)
+            }
             header.withUnsafeBytes { h in
                 d.payload.withUnsafeBytes { payload in
                     sendICMPError(type: .destinationUnreachable, code: UnreachableCode.host,

@@ -195,9 +195,10 @@ class Daemon:
 PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received(?:, \+\d+ errors)?, ([\d.]+)% packet loss")
 
 
-def ping(*args, timeout=30):
-    """Runs ping; returns (CompletedProcess, transmitted, received, loss percent)."""
-    result = run(["ping", *args], timeout=timeout)
+def ping(*args, timeout=30, env=None):
+    """Runs ping (under lvlip with env=daemon.lvlip_env()); returns (CompletedProcess,
+    transmitted, received, loss percent)."""
+    result = run(["ping", *args], timeout=timeout, env=env)
     match = PING_SUMMARY.search(result.stdout)
     assert match, f"no ping summary in:\n{result.stdout}\n{result.stderr}"
     return result, int(match[1]), int(match[2]), float(match[3])
