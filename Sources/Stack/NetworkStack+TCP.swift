@@ -649,14 +649,8 @@ extension NetworkStack {
         let source = c.localAddress
         // A local function, not a closure value: nothing is allocated per segment.
         func writeSegment(_ buffer: UnsafeMutableRawBufferPointer) {
-            TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
-                                   ack: ack, flags: flags, window: window, options: options)
-            if length > 0 {
-                let (a, b) = c.sendBuffer.regions(from: dataOffset, length: length)
-                buffer.copy(a, to: headerLength)
-                buffer.copy(b, to: headerLength + a.count)
-            }
-            TCPSegment.finishChecksum(buffer.slice(0..<segmentLength), source: source, destination: destination)
+            Self.writeSegment(of: c, into: buffer, seq: seq, ack: ack, flags: flags, window: window, options: options,
+                              headerLength: headerLength, dataOffset: dataOffset, length: length)
         }
         // Fast path: the neighbour is known; build the frame in place in the outbox. The
         // connection caches the neighbour's MAC until the neighbour table changes.
@@ -694,6 +688,22 @@ extension NetworkStack {
         writeSegment(scratch.slice(0..<segmentLength))
         sendIPv4(to: destination, from: source, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)),
                  now: now)
+    }
+
+    /// One segment of `c` into `buffer` (its whole length): header, data from the send
+    /// buffer, checksum. Shared by the link's path and the loopback's.
+    @inline(__always)
+    static func writeSegment(of c: TCPConnection, into buffer: UnsafeMutableRawBufferPointer, seq: SeqNum, ack: SeqNum,
+                             flags: TCPFlags, window: UInt16, options: TCPOptions?, headerLength: Int, dataOffset: Int,
+                             length: Int) {
+        TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
+                               ack: ack, flags: flags, window: window, options: options)
+        if length > 0 {
+            let (a, b) = c.sendBuffer.regions(from: dataOffset, length: length)
+            buffer.copy(a, to: headerLength)
+            buffer.copy(b, to: headerLength + a.count)
+        }
+        TCPSegment.finishChecksum(buffer.slice(0..<headerLength + length), source: c.localAddress, destination: c.remoteAddress)
     }
 
     /// A RST for connection `c` (abort, or an unacceptable ACK in SYN states).
