@@ -32,9 +32,12 @@ let package = Package(
         .target(name: "Reactor", dependencies: ["CLinux", "Timing"], swiftSettings: hotPath),
         // Pure protocol library: Ethernet, ARP, IPv4, ICMP. No syscalls, no clock reads.
         .target(name: "Stack", dependencies: ["Timing"], swiftSettings: hotPath),
+        // The IPC protocol's messages over the C structs of lvlip_ipc.h, and a blocking
+        // client: what lvlipctl and the tests need, without the server.
+        .target(name: "IPCProtocol", dependencies: ["CLinux"]),
         // The daemon's AF_UNIX control/IPC endpoint, on the reactor.
         .target(name: "IPCServer", dependencies: [
-            "CLinux", "Reactor", "Stack",
+            "CLinux", "IPCProtocol", "Reactor", "Stack",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPath),
         .executableTarget(name: "lvlipd", dependencies: [
@@ -43,7 +46,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPath),
         .executableTarget(name: "lvlipctl", dependencies: [
-            "CLinux", "IPCServer",
+            "CLinux", "IPCProtocol",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // In-memory two-stack TCP throughput (scripts/bench/tcp-memory).
@@ -51,6 +54,10 @@ let package = Package(
         .testTarget(name: "TimingTests", dependencies: ["Timing", "Stack"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),
+        .testTarget(name: "IPCServerTests", dependencies: [
+            "CLinux", "IPCProtocol", "IPCServer", "Reactor",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v5]
 )

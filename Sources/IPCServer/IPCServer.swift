@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import IPCProtocol
 import Logging
 import Reactor
 import Stack
@@ -279,7 +280,7 @@ public final class IPCServer {
 
     /// Handles one message; false when the client was closed.
     private func dispatch(_ client: Client, header: IPCHeader, body: UnsafeRawBufferPointer, fd: Int32) -> Bool {
-        if fd >= 0 && !(client.greeted && SocketService.handles(header.type)) {
+        if fd >= 0 && !(client.greeted && IPCMessageType.isSocketRequest(header.type)) {
             Syscall.close(fd)
             close(client.fd, reason: "message type \(header.type) cannot carry a descriptor")
             return false
@@ -294,16 +295,20 @@ public final class IPCServer {
                 return false
             }
             guard hello.version == UInt16(LVLIP_IPC_VERSION) else {
-                send(client, IPCFrame.encode(type: IPCMessageType.error, tag: header.tag,
-                                             body: errorBody(EPROTONOSUPPORT, "protocol version \(hello.version) not supported; daemon speaks \(LVLIP_IPC_VERSION)")))
+                let error = IPCError(code: EPROTONOSUPPORT,
+                                     reason: "protocol version \(hello.version) not supported; daemon speaks \(LVLIP_IPC_VERSION)")
+                send(client, IPCFrame.encode(type: IPCMessageType.error, tag: header.tag, body: error.encoded))
                 close(client.fd, reason: "unsupported protocol version \(hello.version)")
                 return false
             }
             client.greeted = true
-            send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag, body: IPCHello(pid: getpid(), interface: service?.interface).encoded))
+            let i = service?.interface ?? (address: 0, netmask: 0, gateway: 0)
+            let interface = IPCHello.Interface(address: i.address, netmask: i.netmask, gateway: i.gateway)
+            send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag,
+                                         body: IPCHello(pid: getpid(), interface: interface).encoded))
             return clients[client.fd] === client
         }
-        if SocketService.handles(header.type), let service {
+        if IPCMessageType.isSocketRequest(header.type), let service {
             guard let reply = service.handle(type: header.type, tag: header.tag, body: body, fd: fd, pid: client.pid,
                                              uid: client.uid, created: &client.created) else {
                 close(client.fd, reason: "malformed message type \(header.type) (\(body.count)-byte body)")
@@ -332,13 +337,6 @@ public final class IPCServer {
     private static func clientGone(_ error: any Error) -> Bool {
         guard let e = error as? SyscallError else { return false }
         return e.errno == ECONNRESET || e.errno == EPIPE
-    }
-
-    private func errorBody(_ code: Int32, _ reason: String) -> [UInt8] {
-        var body: [UInt8] = []
-        body.appendLE(code)
-        body.append(contentsOf: reason.utf8)
-        return body
     }
 
     private func send(_ client: Client, _ bytes: [UInt8]) {

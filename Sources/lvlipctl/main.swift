@@ -1,6 +1,6 @@
 import ArgumentParser
 import Glibc
-import IPCServer
+import IPCProtocol
 
 struct Lvlipctl: ParsableCommand {
     static let configuration = CommandConfiguration(

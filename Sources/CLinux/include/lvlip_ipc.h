@@ -45,15 +45,22 @@ struct lvlip_hello_msg {
 };
 
 // HELLO_REPLY: the daemon's hello and the stack's interface (host byte order; gateway 0: none).
+struct lvlip_hello_reply_body {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t zero;
+    int32_t pid;
+    uint32_t address, netmask, gateway;
+};
+
 struct lvlip_hello_reply {
     struct lvlip_msg_header header;
-    struct {
-        uint32_t magic;
-        uint16_t version;
-        uint16_t zero;
-        int32_t pid;
-        uint32_t address, netmask, gateway;
-    } body;
+    struct lvlip_hello_reply_body body;
+};
+
+// ERROR's body starts with this, followed by a UTF-8 reason (not terminated).
+struct lvlip_error {
+    int32_t error;               // a positive errno
 };
 
 enum lvlip_msg_type {
