@@ -635,22 +635,29 @@ def test_daemon_sigkill_fails_blocked_clients_and_later_ones(daemon, children):
 FUZZER = r'''
 """IPC fuzzer: argv = socket path, seed, messages, concurrency, idle clients, seconds."""
 import array, json, os, random, select, socket, struct, sys, time
+import ipc_wire as W  # the message layouts, read out of lvlip_ipc.h
 
 path, seed, budget, concurrency, idle_count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 rng = random.Random(seed)
 deadline = time.monotonic() + seconds
-MAGIC = 0x504C564C
-TYPES = [16, 18] + list(range(32, 51, 2))
+MAGIC = W.const("LVLIP_IPC_MAGIC")
+VERSION = W.const("LVLIP_IPC_VERSION")
+M = {name: W.const("LVLIP_MSG_" + name) for name in ("HELLO", "HELLO_REPLY", "ERROR", "STATS", "SOCKETS", "SOCKET",
+                                                     "IDENTIFY", "BIND", "LISTEN", "CONNECT", "SHUTDOWN", "NAME",
+                                                     "SETOPT", "GETOPT", "STATUS")}
+TYPES = [M["STATS"], M["SOCKETS"]] + list(range(M["SOCKET"], M["STATUS"] + 1, 2))
+HEADER = W.size("lvlip_msg_header")
+HELLO = W.size("lvlip_hello")
+FLAG_FD = W.const("LVLIP_FLAG_FD")
 KERNEL = 0x0A000005
 stats = {"messages": 0, "sessions": 0, "closed_by_daemon": 0, "replies": 0, "fds_received": 0,
          "fds_sent": 0, "refs": 0, "connect_failures": 0, "timeouts": 0, "idle": 0}
 echo_port = int(os.environ.get("FUZZ_ECHO_PORT", "7"))
 
-def header(length, type_, flags=0, tag=0):
-    return struct.pack("<IHHI", length & 0xFFFFFFFF, type_ & 0xFFFF, flags & 0xFFFF, tag & 0xFFFFFFFF)
+header = W.header
 
-def hello_body(magic=MAGIC, version=3, zero=0, pid=None):
-    return struct.pack("<IHHi", magic, version, zero, os.getpid() if pid is None else pid)
+def hello_body(magic=MAGIC, version=VERSION, zero=0, pid=None):
+    return W.pack("lvlip_hello", magic, version, zero, os.getpid() if pid is None else pid)
 
 def rand_u32():
     return rng.choice([0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, rng.getrandbits(32), rng.randrange(64)])
@@ -726,17 +733,18 @@ class Session:
             if not data:
                 return False
             self.input += data
-            while len(self.input) >= 12:
-                length, type_, _, _ = struct.unpack_from("<IHHI", self.input)
-                if len(self.input) < 12 + length:
+            while len(self.input) >= HEADER:
+                h = W.unpack_from("lvlip_msg_header", self.input)
+                length, type_ = h["length"], h["type"]
+                if len(self.input) < HEADER + length:
                     break
-                body = self.input[12:12 + length]
-                self.input = self.input[12 + length:]
+                body = self.input[HEADER:HEADER + length]
+                self.input = self.input[HEADER + length:]
                 stats["replies"] += 1
-                if type_ in (33, 35) and length >= 32:
-                    result = struct.unpack_from("<i", body)[0]
-                    if result == 0:
-                        self.refs.append(struct.unpack_from("<IIQ", body, 16))
+                if type_ in (M["SOCKET"] + 1, M["IDENTIFY"] + 1) and length >= W.size("lvlip_socket_rep"):
+                    reply = W.unpack_from("lvlip_socket_rep", body)
+                    if reply["result"] == 0:
+                        self.refs.append((reply["ref.index"], reply["ref.generation"], reply["ref.token"]))
                         self.refs = self.refs[-8:]
                         stats["refs"] += 1
 
@@ -763,10 +771,10 @@ def ref_bytes(s):
             generation = (generation + 1) & 0xFFFFFFFF
         elif m < 0.2:
             index = rng.randrange(256)
-        return struct.pack("<IIQ", index, generation, token)
+        return W.pack("lvlip_ref", index, generation, token)
     if r < 0.85:
-        return struct.pack("<IIQ", rng.randrange(128), rng.randrange(4), rng.getrandbits(64))
-    return os.urandom(16)
+        return W.pack("lvlip_ref", rng.randrange(128), rng.randrange(4), rng.getrandbits(64))
+    return os.urandom(W.size("lvlip_ref"))
 
 def addr_bytes(connecting):
     kind = rng.choice([0, 0, 0, 0, 1, 2, 3, rng.getrandbits(16)])
@@ -776,36 +784,42 @@ def addr_bytes(connecting):
     else:
         address = rng.choice([0, 0x0A000004, 0x0A000005, rng.getrandbits(32)])
         port = rng.choice([0, 0, rng.randrange(1, 1024), rng.getrandbits(16), 7])
-    return struct.pack("<IHH", address & 0xFFFFFFFF, port, kind & 0xFFFF)
+    return W.pack("lvlip_addr", address, port, kind)
 
 def body_for(type_, s):
-    if type_ in (16, 18):
+    if type_ in (M["STATS"], M["SOCKETS"]):
         return b"" if rng.random() < 0.9 else os.urandom(rng.randrange(1, 64))
-    if type_ == 32:
+    if type_ == M["SOCKET"]:
         if rng.random() < 0.6:
-            return struct.pack("<iiiI", rng.choice([2, 2, 10]), 1, rng.choice([0, 6]), 0)
+            return W.pack("lvlip_socket_req", rng.choice([2, 2, 10]), 1, rng.choice([0, 6]), 0)
         if rng.random() < 0.5:
             # Datagram sockets (UDP), where the daemon serves them.
-            return struct.pack("<iiiI", rng.choice([2, 2, 10]), 2, rng.choice([0, 17]), 0)
-        return struct.pack("<iiiI", rng.choice([2, 10, 1, rand_i32()]), rng.choice([1, 2, 5, rand_i32()]),
-                           rng.choice([0, 6, 17, rand_i32()]), rng.choice([0, rand_u32()]))
-    if type_ == 34:
+            return W.pack("lvlip_socket_req", rng.choice([2, 2, 10]), 2, rng.choice([0, 17]), 0)
+        return W.pack("lvlip_socket_req", rng.choice([2, 10, 1, rand_i32()]), rng.choice([1, 2, 5, rand_i32()]),
+                      rng.choice([0, 6, 17, rand_i32()]), rng.choice([0, rand_u32()]))
+    if type_ == M["IDENTIFY"]:
         return b"" if rng.random() < 0.9 else os.urandom(rng.randrange(1, 40))
-    if type_ in (36, 40):
+    # The requests below start with a reference (possibly random bytes) and continue with
+    # their struct's other fields.
+    if type_ in (M["BIND"], M["CONNECT"]):
         filler = rng.choice([0, 0, rng.randrange(1, 16384), rand_u32()])
-        return ref_bytes(s) + addr_bytes(type_ == 40) + struct.pack("<II", filler, rng.choice([0, 0, rand_u32()]))
-    if type_ in (38, 42, 44, 50):
+        rest = W.pack("lvlip_addr_req", filler=filler, reserved=rng.choice([0, 0, rand_u32()]))
+        return ref_bytes(s) + addr_bytes(type_ == M["CONNECT"]) + rest[W.offset("lvlip_addr_req", "filler"):]
+    if type_ in (M["LISTEN"], M["SHUTDOWN"], M["NAME"], M["STATUS"]):
         value = rng.choice([0, 1, 2, 3, -1, 128, rand_i32()])
-        return ref_bytes(s) + struct.pack("<iI", value, rng.choice([0, 0, rand_u32()]))
-    if type_ in (46, 48):
+        rest = W.pack("lvlip_int_req", value=value, reserved=rng.choice([0, 0, rand_u32()]))
+        return ref_bytes(s) + rest[W.offset("lvlip_int_req", "value"):]
+    if type_ in (M["SETOPT"], M["GETOPT"]):
         level = rng.choice([1, 1, 6, 6, 0, 41, rand_i32()])
         name = rng.choice([rng.randrange(0, 60), rng.randrange(0, 60), rand_i32()])
-        if type_ == 46:
+        opt = W.offset("lvlip_opt_req", "level")
+        if type_ == M["SETOPT"]:
             value = rng.choice([struct.pack("<i", rand_i32()), struct.pack("<ii", rng.randrange(2), rng.randrange(3)),
                                 b"cubic\0", b"reno", b"", os.urandom(rng.randrange(0, 1100))])
             length = len(value) if rng.random() < 0.9 else rand_u32()
-            return ref_bytes(s) + struct.pack("<iiII", level, name, length, 0) + value
-        return ref_bytes(s) + struct.pack("<iiII", level, name, rng.choice([4, 8, 16, 104, 232, 0, rand_u32()]), 0)
+            return ref_bytes(s) + W.pack("lvlip_opt_req", level=level, name=name, length=length)[opt:] + value
+        room = rng.choice([4, 8, 16, 104, 232, 0, rand_u32()])
+        return ref_bytes(s) + W.pack("lvlip_opt_req", level=level, name=name, length=room)[opt:]
     return os.urandom(rng.randrange(0, 64))
 
 def mutate(body):
@@ -849,7 +863,7 @@ def greet(s):
     s.tag += 1
     r = rng.random()
     if r < 0.9:
-        ok = s.send(header(12, 1, 0, s.tag) + hello_body())
+        ok = s.send(header(HELLO, M["HELLO"], 0, s.tag) + hello_body())
         s.greeted = ok
         return ok
     if r < 0.94:
@@ -858,7 +872,8 @@ def greet(s):
         body = hello_body(version=rng.choice([0, 1, 2, 4, 0xFFFF]))
     else:
         body = hello_body(zero=rng.randrange(1, 65536))
-    return s.send(header(len(body) if rng.random() < 0.8 else rand_u32() % 64, rng.choice([1, 1, 2, 3, 16]), 0, s.tag) + body)
+    type_ = rng.choice([M["HELLO"], M["HELLO"], M["HELLO_REPLY"], M["ERROR"], M["STATS"]])
+    return s.send(header(len(body) if rng.random() < 0.8 else rand_u32() % 64, type_, 0, s.tag) + body)
 
 QUIET = "quiet"
 
@@ -872,7 +887,7 @@ def step(s):
         return s.send(os.urandom(rng.randrange(1, 2048)))
     if r < 0.05:
         # A truncated message, then gone.
-        type_ = rng.choice(TYPES + [1])
+        type_ = rng.choice(TYPES + [M["HELLO"]])
         body = body_for(type_, s)
         whole = header(len(body) + rng.randrange(0, 4096), type_, 0, 1) + body
         s.send(whole[:rng.randrange(1, max(2, len(whole)))])
@@ -887,26 +902,33 @@ def step(s):
         payload = os.urandom(rng.randrange(1, 4096))
         if rng.random() < 0.5:
             # What a datagram socket's pair carries: lvlip_dgram_header (address, port,
-            # flags, error) and the payload; on a stream socket, just more bytes.
-            payload = struct.pack("<IHHiI", rng.choice([KERNEL, 0, rng.getrandbits(32)]),
-                                  rng.choice([echo_port, 0, rng.getrandbits(16)]), rng.choice([0, 0, 1]), 0, 0) + payload
+            # flags, error, magic or not) and the payload; on a stream socket, just more bytes.
+            payload = W.pack("lvlip_dgram_header", addr=rng.choice([KERNEL, 0, rng.getrandbits(32)]),
+                             port=rng.choice([echo_port, 0, rng.getrandbits(16)]),
+                             flags=rng.choice([0, 0, 1, 2, rng.getrandbits(16)]),
+                             magic=rng.choice([0, W.const("LVLIP_DGRAM_MAGIC")])) + payload
         try:
             os.write(s.fds[rng.randrange(len(s.fds))], payload)
         except OSError:
             pass
         return QUIET
     s.tag += 1
-    type_ = rng.choice(TYPES) if rng.random() < 1 - 0.03 * h else rng.choice([0, 1, 2, 3, 17, 19, 33, 51, 52, 0xFFFF, rng.getrandbits(16)])
-    if not s.refs and type_ != 32 and rng.random() < 0.5:
-        type_ = 32
+    if rng.random() < 1 - 0.03 * h:
+        type_ = rng.choice(TYPES)
+    else:
+        # Types a client must not send: replies, unknown numbers, odd ones past the last.
+        type_ = rng.choice([0, M["HELLO"], M["HELLO_REPLY"], M["ERROR"], M["STATS"] + 1, M["SOCKETS"] + 1,
+                            M["SOCKET"] + 1, M["STATUS"] + 1, M["STATUS"] + 2, 0xFFFF, rng.getrandbits(16)])
+    if not s.refs and type_ != M["SOCKET"] and rng.random() < 0.5:
+        type_ = M["SOCKET"]
     body = body_for(type_, s)
     if rng.random() < 0.25 * h:
         body = mutate(body)
     length = len(body)
     if rng.random() < 0.03 * h:
         length = rng.choice([length + 1, max(0, length - 1), rand_u32() % (300 * 1024), 0xFFFFFFFF])
-    wants_fd = type_ in (32, 34) or (type_ == 40 and rng.random() < 0.5)
-    flags = 1 if (wants_fd and rng.random() < 1 - 0.1 * h) or rng.random() < 0.05 * h else 0
+    wants_fd = type_ in (M["SOCKET"], M["IDENTIFY"]) or (type_ == M["CONNECT"] and rng.random() < 0.5)
+    flags = FLAG_FD if (wants_fd and rng.random() < 1 - 0.1 * h) or rng.random() < 0.05 * h else 0
     if rng.random() < 0.03 * h:
         flags = rng.getrandbits(16)
     data = header(length, type_, flags, s.tag) + body
@@ -914,14 +936,15 @@ def step(s):
         # The daemon waits for the rest of the body, or takes the next messages as part of it.
         s.hostility = 1.0
         return s.send(data) and QUIET
-    if flags & 1:
+    if flags & FLAG_FD:
         attach = 1 if rng.random() < 1 - 0.15 * h else rng.choice([0, 0, 2, 5, 6])
     else:
         attach = 0 if rng.random() < 1 - 0.03 * h else rng.choice([1, 2, 5])
-    if attach == 1 and type_ == 32 and rng.random() < 0.85:
+    if attach == 1 and type_ == M["SOCKET"] and rng.random() < 0.85:
         # What the shim does: a new pair, lvlipd's end sent, the other kept as the
         # program's end (the data path above writes into it).
-        kind = socket.SOCK_SEQPACKET if len(body) >= 8 and body[4] == 2 else socket.SOCK_STREAM
+        datagram = len(body) >= W.size("lvlip_socket_req") and W.unpack_from("lvlip_socket_req", body)["type"] == 2
+        kind = socket.SOCK_SEQPACKET if datagram else socket.SOCK_STREAM
         if rng.random() < 0.1:
             kind = rng.choice([socket.SOCK_STREAM, socket.SOCK_SEQPACKET, socket.SOCK_DGRAM])
         mine, theirs = socket.socketpair(socket.AF_UNIX, kind)
@@ -952,9 +975,9 @@ while len(idle) < idle_count and retries < 500:
         continue
     i = len(idle)
     if i % 3 == 0:
-        c.sendall(header(12, 1, 0, i) + hello_body())
+        c.sendall(header(HELLO, M["HELLO"], 0, i) + hello_body())
     elif i % 3 == 1:
-        c.sendall(header(12, 1, 0, i)[:7])   # a partial header, left hanging
+        c.sendall(header(HELLO, M["HELLO"], 0, i)[:7])   # a partial header, left hanging
     idle.append(c)
 stats["idle"] = len(idle)
 
@@ -1040,7 +1063,7 @@ def test_hundred_thousand_fuzzed_ipc_messages(start_daemon, children):
     budget = 100_000
     seed = int(os.environ.get("LVLIP_FUZZ_SEED", str(random.randrange(1 << 30))))
     started = time.monotonic()
-    env = dict(os.environ, FUZZ_ECHO_PORT=str(echo_port))
+    env = dict(os.environ, FUZZ_ECHO_PORT=str(echo_port), PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
     fuzzers = [Child([PYTHON, "-c", FUZZER, daemon.socket, seed + i, -(-budget // workers), 8, 100, 50], env=env,
                      registry=children, name=f"fuzzer {i} (seed {seed + i})") for i in range(workers)]
     totals = {}
