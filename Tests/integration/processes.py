@@ -1,6 +1,6 @@
 """Programs the integration tests run: background processes in their own process groups
 (killed by pid at teardown, logs in the test's workdir; the `procs` fixture in conftest.py),
-bounded runs, and the waits and diagnostics around them."""
+bounded runs, and the waits, checks and diagnostics around them."""
 
 import os
 import shutil
@@ -36,6 +36,15 @@ def stack_ss(daemon, listening=False, udp=False) -> str:
     except subprocess.TimeoutExpired:
         return "(lvlipctl ss timed out)"
     return result.stdout + result.stderr
+
+
+def assert_on_stack(daemon, active=0, passive=0) -> dict:
+    """The connections went through lvlipd: a program whose shim did not load would use the
+    kernel's own sockets without a word. Returns the daemon's counters."""
+    stats = daemon.stats()
+    assert stats["TcpActiveOpens"] >= active and stats["TcpPassiveOpens"] >= passive, \
+        f"expected >= {active} active and >= {passive} passive opens on the stack: {stats}"
+    return stats
 
 
 class Processes:
