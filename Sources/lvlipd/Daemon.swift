@@ -13,8 +13,6 @@ final class Daemon {
         var stack: StackConfiguration
         var socketPath: String
         var pcapPath: String?
-        var testListeners: [(TestApplications.ListenKind, UInt16)] = []
-        var testClients: [TestApplications.ClientSpec] = []
         var faults: FaultInjector.Settings?
         var group: gid_t?
         var offload = true
@@ -39,7 +37,6 @@ final class Daemon {
     private var service: SocketService!
     private var io = IOCounters()
     private var stackTimer: TimerHandle?
-    private var tests: TestApplications?
     private var faults: FaultInjector?
     private var stackTimerDeadline: Instant?
     private var framesSinceDispatch = 0
@@ -67,11 +64,6 @@ final class Daemon {
         stack = NetworkStack(configuration: options.stack, now: reactor.now)
         frameBuffer = .allocate(byteCount: TapDevice.maximumRead + 64, alignment: 16)
         faults = options.faults.map { FaultInjector(settings: $0) }
-        if !options.testListeners.isEmpty || !options.testClients.isEmpty {
-            let apps = TestApplications(stack: stack, logger: logger)
-            for (kind, port) in options.testListeners { try apps.listen(kind, port: port) }
-            tests = apps
-        }
         lvlip_ignore_sigpipe()
         Self.raiseDescriptorLimit()
         // Connection buffers (256 KB rings, up to 4 MB) from the heap rather than a fresh
@@ -131,7 +123,6 @@ final class Daemon {
         let config = options.stack
         logger.info("lvlipd serving \(config.interface) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath)")
         stack.start(now: reactor.now)
-        for client in options.testClients { tests?.connect(client, now: reactor.now) }
         afterWake()
         try reactor.run()
         service.shutdown()
@@ -186,7 +177,6 @@ final class Daemon {
         for _ in 0..<8 {
             stack.takeReadinessChanges(into: &readinessChanges)
             if readinessChanges.isEmpty { return }
-            tests?.readinessChanged(readinessChanges, now: now)
             service?.readinessChanged(readinessChanges)
         }
     }
@@ -303,9 +293,9 @@ final class Daemon {
                 text += " sack=\(i.sack ? 1 : 0) ts=\(i.timestamps ? 1 : 0)"
                 if let ws = i.windowScale { text += " wscale=\(ws.send),\(ws.receive)" }
             }
-            // Sockets of lvlipd's own test applications, and orphans (closed by their
-            // application, finishing their FIN or TIME-WAIT), have no owning process.
-            text += " owner=\(service?.owner(of: id) ?? (tests != nil ? "lvlipd" : "-"))\n"
+            // Orphans (closed by their application, finishing their FIN or TIME-WAIT) have
+            // no owning process.
+            text += " owner=\(service?.owner(of: id) ?? "-")\n"
         }
         text += service?.udpSocketLines() ?? ""
         return text

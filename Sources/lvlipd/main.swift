@@ -56,21 +56,6 @@ struct LvlipdCommand: ParsableCommand {
     @Option(help: ArgumentHelp("TIME-WAIT duration in milliseconds (default 60000).", visibility: .hidden))
     var tcpTimeWaitMs: UInt64?
 
-    @Option(help: ArgumentHelp("Test mode: TCP echo server on PORT (repeatable).", visibility: .hidden))
-    var testEcho: [UInt16] = []
-
-    @Option(help: ArgumentHelp("Test mode: TCP pattern sink on PORT (see docs/testing.md).", visibility: .hidden))
-    var testSink: [UInt16] = []
-
-    @Option(help: ArgumentHelp("Test mode: TCP pattern source on PORT.", visibility: .hidden))
-    var testSource: [UInt16] = []
-
-    @Option(help: ArgumentHelp("Test mode: upload a pattern, IP:PORT:BYTES:SEED.", visibility: .hidden))
-    var testUpload: [String] = []
-
-    @Option(help: ArgumentHelp("Test mode: download a pattern, IP:PORT:BYTES:SEED.", visibility: .hidden))
-    var testDownload: [String] = []
-
     @Option(help: ArgumentHelp("Fault injection on the link: DROP,DUPLICATE,REORDER,CORRUPT probabilities and SEED, e.g. 0.01,0.01,0.01,0,7.", visibility: .hidden))
     var faults: String?
 
@@ -94,9 +79,6 @@ struct LvlipdCommand: ParsableCommand {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         guard !tap.isEmpty, tap.utf8.count < 16 else { throw ValidationError("--tap '\(tap)' must be 1 to 15 characters") }
-        for spec in testUpload + testDownload where Self.parseClient(spec, kind: .upload) == nil {
-            throw ValidationError("test client '\(spec)' is not IP:PORT:BYTES:SEED")
-        }
         if let faults, Self.parseFaults(faults) == nil {
             throw ValidationError("--faults '\(faults)' is not DROP,DUPLICATE,REORDER,CORRUPT,SEED with probabilities in 0...1")
         }
@@ -104,13 +86,6 @@ struct LvlipdCommand: ParsableCommand {
         guard maxSocketsPerUser >= 1 else { throw ValidationError("--max-sockets-per-user must be at least 1") }
         guard (1...1 << 20).contains(maxBufferedMbPerUser) else { throw ValidationError("--max-buffered-mb-per-user must be 1...1048576") }
         if let tcpSynRetries, !(0...20).contains(tcpSynRetries) { throw ValidationError("--tcp-syn-retries must be 0...20") }
-    }
-
-    static func parseClient(_ spec: String, kind: TestApplications.ClientKind) -> TestApplications.ClientSpec? {
-        let parts = spec.split(separator: ":").map(String.init)
-        guard parts.count == 4, let ip = IPv4Address(parts[0]), let port = UInt16(parts[1]), port != 0,
-              let bytes = UInt64(parts[2]), let seed = UInt64(parts[3]) else { return nil }
-        return .init(kind: kind, address: ip, port: port, bytes: bytes, seed: seed)
     }
 
     static func parseFaults(_ text: String) -> FaultInjector.Settings? {
@@ -137,9 +112,6 @@ struct LvlipdCommand: ParsableCommand {
         if let tcpSynRetries { stack.tcp.synRetries = tcpSynRetries }
         if let tcpTimeWaitMs { stack.tcp.timeWaitMilliseconds = tcpTimeWaitMs }
         var options = Daemon.Options(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap)
-        options.testListeners = testEcho.map { (.echo, $0) } + testSink.map { (.sink, $0) } + testSource.map { (.source, $0) }
-        options.testClients = testUpload.compactMap { Self.parseClient($0, kind: .upload) }
-            + testDownload.compactMap { Self.parseClient($0, kind: .download) }
         options.faults = faults.flatMap(Self.parseFaults)
         options.group = group.flatMap { getgrnam($0)?.pointee.gr_gid }
         // The fault injector corrupts frames to test checksums: the kernel's offloaded

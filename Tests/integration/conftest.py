@@ -88,10 +88,22 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def procs(daemon, workdir, request):
-    """Background processes of one test (processes.Processes). Depends on daemon so that its
-    processes are killed before the daemon stops."""
-    processes = Processes(workdir, daemon)
-    yield processes
+def procs_for(start_daemon, workdir, request):
+    """A factory of Processes (processes.py) for a daemon the test started with options of its
+    own. Depends on start_daemon so that the processes are killed before the daemons stop."""
+    made = []
+
+    def processes_of(daemon):
+        made.append(Processes(workdir, daemon))
+        return made[-1]
+
+    yield processes_of
     report = getattr(request.node, "rep_call", None)
-    processes.cleanup(report is not None and report.failed)
+    for processes in made:
+        processes.cleanup(report is not None and report.failed)
+
+
+@pytest.fixture
+def procs(daemon, procs_for):
+    """Background processes of one test, on the default daemon (processes.Processes)."""
+    return procs_for(daemon)

@@ -1,6 +1,11 @@
 """The PatternStream of Sources/Stack/Util/PatternStream.swift, in numpy: the little-endian
 bytes of successive SplitMix64 outputs from a seed. Output i (from 0) depends only on
-seed + (i + 1) * gamma, so blocks are generated vectorised at any offset."""
+seed + (i + 1) * gamma, so blocks are generated vectorised at any offset.
+
+Also the stream's transfer over a socket, the same on the kernel's side of a test and in the
+pattern peer that runs on the stack (clients/pattern_peer.py)."""
+
+import hashlib
 
 import numpy as np
 
@@ -44,3 +49,57 @@ class Pattern:
         a = np.frombuffer(expected, dtype=np.uint8)
         b = np.frombuffer(data, dtype=np.uint8)
         return self.position - len(data) + int(np.argmax(a != b))
+
+
+CHUNK = 1 << 20
+
+
+def send_pattern(sock, seed: int, total: int) -> str:
+    """Sends the first `total` bytes of the stream; returns their sha256."""
+    pattern = Pattern(seed)
+    digest = hashlib.sha256()
+    sent = 0
+    while sent < total:
+        block = pattern.read(min(CHUNK, total - sent))
+        sock.sendall(block)
+        digest.update(block)
+        sent += len(block)
+    return digest.hexdigest()
+
+
+def receive_pattern(sock, seed: int) -> tuple[int, int | None, str]:
+    """Reads to EOF, checking the stream; returns (bytes, first mismatch or None, sha256)."""
+    pattern = Pattern(seed)
+    digest = hashlib.sha256()
+    received = 0
+    mismatch = None
+    while True:
+        block = sock.recv(CHUNK)
+        if not block:
+            return received, mismatch, digest.hexdigest()
+        digest.update(block)
+        if mismatch is None:
+            mismatch = pattern.check(block)
+        received += len(block)
+
+
+def pattern_digest(seed: int, total: int) -> str:
+    """The sha256 of the first `total` bytes of the stream."""
+    pattern = Pattern(seed)
+    digest = hashlib.sha256()
+    left = total
+    while left:
+        block = pattern.read(min(CHUNK, left))
+        digest.update(block)
+        left -= len(block)
+    return digest.hexdigest()
+
+
+def recv_exactly(sock, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        block = sock.recv(n - len(data))
+        if not block:
+            raise ConnectionError(f"EOF after {len(data)} of {n} header bytes")
+        data += block
+    return data

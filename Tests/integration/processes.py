@@ -1,11 +1,14 @@
 """Programs the integration tests run: background processes in their own process groups
 (killed by pid at teardown, logs in the test's workdir; the `procs` fixture in conftest.py),
-bounded runs, and the waits and diagnostics around them."""
+bounded runs, Python scenario scripts, and the waits, checks and diagnostics around them."""
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -36,6 +39,25 @@ def stack_ss(daemon, listening=False, udp=False) -> str:
     except subprocess.TimeoutExpired:
         return "(lvlipctl ss timed out)"
     return result.stdout + result.stderr
+
+
+def ss_rows(text) -> list:
+    """(state, local, peer) of each socket line of `lvlipctl ss` (not its detail lines)."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if not line.startswith("\t") and len(fields) >= 5:
+            rows.append((fields[0], fields[3], fields[4]))
+    return rows
+
+
+def assert_on_stack(daemon, active=0, passive=0) -> dict:
+    """The connections went through lvlipd: a program whose shim did not load would use the
+    kernel's own sockets without a word. Returns the daemon's counters."""
+    stats = daemon.stats()
+    assert stats["TcpActiveOpens"] >= active and stats["TcpPassiveOpens"] >= passive, \
+        f"expected >= {active} active and >= {passive} passive opens on the stack: {stats}"
+    return stats
 
 
 class Processes:
@@ -157,3 +179,22 @@ def wait_until(predicate, timeout, what, proc=None, procs=None):
             pytest.fail(f"timed out after {timeout} s waiting for {what}"
                         + (f": {procs.describe(proc)}" if procs and proc else ""))
         time.sleep(0.05)
+
+
+def run_script(script, *args, stack=None, timeout=30, stderr=False):
+    """Runs a Python scenario as `python3 -c SCRIPT ARGS` (under lvlip with stack=daemon, else
+    on the kernel alone); fails the test unless it exits 0 having printed a JSON object or
+    list. Returns the last one it printed, and with stderr=True its stderr too."""
+    where = "under lvlip" if stack else "on the kernel"
+    try:
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *[str(a) for a in args]],
+                                env=stack.lvlip_env() if stack else None, capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"script {where} did not finish within {timeout} s; stdout: {error.stdout!r} "
+                    f"stderr: {error.stderr!r}")
+    assert result.returncode == 0, f"script {where} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("{", "["))]
+    assert lines, f"no JSON output {where}:\n{result.stdout}\n{result.stderr}"
+    out = json.loads(lines[-1])
+    return (out, result.stderr) if stderr else out

@@ -1,60 +1,41 @@
-"""Kernel-side peers and helpers for the TCP tests: pattern clients and servers on the
-kernel's sockets, lvlipd's test-result log lines, and nftables loss on tap0."""
+"""Helpers for the TCP tests: the pattern peer on the stack (clients/pattern_peer.py under
+lvlip), kernel clients of its sink and source, and nftables loss on tap0."""
 
 import contextlib
-import hashlib
 import re
 import socket
 import struct
-import threading
+import sys
 import time
+from pathlib import Path
 
-from harness import KERNEL_IP, STACK_IP, TAP, run
-from pattern import Pattern
+from harness import STACK_IP, TAP, run
+from pattern import pattern_digest, receive_pattern, send_pattern
+from processes import wait_until
 
-RESULT = re.compile(r"test-result app=(\S+) status=(\S+)(.*)")
-CHUNK = 1 << 20
+PEER = Path(__file__).resolve().parent / "clients" / "pattern_peer.py"
+RESULT = re.compile(r"^result status=(\S+) (.*)$", re.MULTILINE)
 
 
-def wait_result(daemon, app, timeout=60.0, count=1):
-    """Waits for `count` test-result lines of `app` in lvlipd's log; returns them parsed."""
+def start_peer(procs, name, *args):
+    """Starts the pattern peer under lvlip; a server is waited for until it listens."""
+    proc = procs.start(name, [sys.executable, PEER, *args], stack=True)
+    if args[0] in ("echo", "sink", "source"):
+        wait_until(lambda: f"listening {args[1]}" in proc.out_path.read_text(), 10,
+                   f"{name} listening on port {args[1]}", proc, procs)
+    return proc
+
+
+def peer_results(proc, procs, count=1, timeout=60.0):
+    """The first `count` result lines of a peer, as {"status", "detail"}, once it printed them."""
+    def found():
+        return [{"status": m[1], "detail": m[2]} for m in RESULT.finditer(proc.out_path.read_text())]
     deadline = time.monotonic() + timeout
-    while True:
-        found = [{"app": m[1], "status": m[2], "detail": m[3].strip()}
-                 for m in RESULT.finditer(daemon.stderr()) if m[1] == app]
-        if len(found) >= count:
-            return found
+    while len(found()) < count:
         if time.monotonic() > deadline:
-            raise AssertionError(f"no test-result for {app} within {timeout} s:\n{daemon.stderr()[-3000:]}")
+            raise AssertionError(f"no result from {proc.name} within {timeout} s: {procs.describe(proc)}")
         time.sleep(0.05)
-
-
-def send_pattern(sock, seed, total):
-    pattern = Pattern(seed)
-    digest = hashlib.sha256()
-    sent = 0
-    while sent < total:
-        block = pattern.read(min(CHUNK, total - sent))
-        sock.sendall(block)
-        digest.update(block)
-        sent += len(block)
-    return digest.hexdigest()
-
-
-def receive_pattern(sock, seed):
-    """Reads to EOF, checking the stream; returns (bytes, first mismatch or None, sha256)."""
-    pattern = Pattern(seed)
-    digest = hashlib.sha256()
-    received = 0
-    mismatch = None
-    while True:
-        block = sock.recv(CHUNK)
-        if not block:
-            return received, mismatch, digest.hexdigest()
-        digest.update(block)
-        if mismatch is None:
-            mismatch = pattern.check(block)
-        received += len(block)
+    return found()[:count]
 
 
 def upload_to_stack_sink(port, seed, total, timeout=120):
@@ -76,68 +57,7 @@ def download_from_stack_source(port, seed, total, timeout=120):
     with socket.create_connection((STACK_IP, port), timeout=timeout) as s:
         s.sendall(struct.pack("<QQ", seed, total))
         received = receive_pattern(s, seed)
-    expected = hashlib.sha256()
-    pattern = Pattern(seed)
-    left = total
-    while left:
-        block = pattern.read(min(CHUNK, left))
-        expected.update(block)
-        left -= len(block)
-    return received, expected.hexdigest()
-
-
-def recv_exactly(sock, n):
-    data = b""
-    while len(data) < n:
-        block = sock.recv(n - len(data))
-        if not block:
-            raise AssertionError(f"EOF after {len(data)} of {n} header bytes")
-        data += block
-    return data
-
-
-class KernelServer:
-    """A kernel TCP server on 10.0.0.5 in a thread: 'sink' checks an uploaded stream and
-    answers a verdict; 'source' answers a (seed, length) request with the stream."""
-
-    def __init__(self, kind, port=0, timeout=120):
-        self.kind = kind
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Any address: tap0 and 10.0.0.5 appear only once lvlipd runs.
-        self.listener.bind(("0.0.0.0", port))
-        self.listener.listen(16)
-        self.listener.settimeout(timeout)
-        self.port = self.listener.getsockname()[1]
-        self.results = []
-        self.error = None
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        try:
-            conn, _ = self.listener.accept()
-            conn.settimeout(self.listener.gettimeout())
-            with conn:
-                if self.kind == "sink":
-                    seed = struct.unpack("<Q", recv_exactly(conn, 8))[0]
-                    received, mismatch, digest = receive_pattern(conn, seed)
-                    verdict = f"OK {received}" if mismatch is None else f"MISMATCH {mismatch}"
-                    conn.sendall((verdict + "\n").encode())
-                    self.results.append((received, mismatch, digest))
-                else:
-                    seed, total = struct.unpack("<QQ", recv_exactly(conn, 16))
-                    self.results.append(send_pattern(conn, seed, total))
-        except Exception as error:  # reported by join()
-            self.error = error
-
-    def join(self, timeout=130):
-        self.thread.join(timeout)
-        self.listener.close()
-        assert not self.thread.is_alive(), "kernel server did not finish"
-        if self.error:
-            raise self.error
-        return self.results
+    return received, pattern_digest(seed, total)
 
 
 SINK, SINK_PEER = "lvliplosssink0", "lvliplosssink1"

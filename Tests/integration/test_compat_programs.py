@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import KERNEL_IP, STACK_IP
-from processes import bounded, need, ok, stack_ss, tail, wait_until
+from processes import assert_on_stack, bounded, need, ok, stack_ss, tail, wait_until
 
 MB = 1 << 20
 PY = sys.executable
@@ -85,13 +85,6 @@ def data():
     files["dir"] = path
     yield files
     shutil.rmtree(path, ignore_errors=True)
-
-
-def assert_on_stack(daemon, active=0, passive=0):
-    """The connections really went through lvlipd (not the kernel's own sockets)."""
-    stats = daemon.stats()
-    assert stats["TcpActiveOpens"] >= active and stats["TcpPassiveOpens"] >= passive, \
-        f"expected >= {active} active and >= {passive} passive opens on the stack: {stats}"
 
 
 def kernel_ss(*options) -> str:

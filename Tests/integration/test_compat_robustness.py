@@ -27,6 +27,7 @@ import time
 import pytest
 
 from harness import KERNEL_IP, bin_dir, rss_kib, run
+from processes import ss_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MB = 1 << 20
@@ -152,17 +153,6 @@ def ss(daemon):
     result = lvlipctl("ss", "--socket", daemon.socket)
     assert result.returncode == 0, f"lvlipctl ss failed ({result.returncode}): {result.stderr}"
     return result.stdout
-
-
-def ss_rows(text):
-    """(state, local, peer) of each socket line of `lvlipctl ss`."""
-    rows = []
-    for line in text.splitlines()[1:]:
-        if line.startswith("\t") or not line.strip():
-            continue
-        fields = line.split()
-        rows.append((fields[0], fields[3], fields[4]))
-    return rows
 
 
 def fd_count(pid):

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from harness import ETHERTYPE_IPV4, KERNEL_IP, STACK_IP, STACK_MAC, TAP, RawLink, ethernet, ipv4
-from processes import bounded, need, ok, stack_ss, wait_until
+from processes import bounded, need, ok, ss_rows, stack_ss, wait_until
 
 PY = sys.executable
 
@@ -35,16 +35,6 @@ P_MAPPED = 7161
 RESOLVER = "127.0.0.53"  # systemd-resolved's stub address
 
 MB = 1 << 20
-
-
-def ss_rows(daemon, listening=False):
-    """lvlipctl ss as (state, local, peer) rows."""
-    rows = []
-    for line in stack_ss(daemon, listening=listening).splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 5:
-            rows.append((fields[0], fields[3], fields[4]))
-    return rows
 
 
 class Capture:
@@ -223,7 +213,8 @@ print({"sent_ok": int(total) == size and digest == hashlib.sha256(data).hexdiges
 def test_two_programs_over_loopback_and_ss_shows_them(daemon, procs, capture):
     before = daemon.stats()
     server = procs.start("server", [PY, "-c", TWO_SERVER, P_TWO_PROGRAMS], stack=True)
-    wait_until(lambda: ("LISTEN", f"127.0.0.1:{P_TWO_PROGRAMS}") in [r[:2] for r in ss_rows(daemon, listening=True)],
+    listening = ("LISTEN", f"127.0.0.1:{P_TWO_PROGRAMS}")
+    wait_until(lambda: listening in [r[:2] for r in ss_rows(stack_ss(daemon, listening=True))],
                10, "the server's listener on 127.0.0.1", server, procs)
     client = procs.start("client", [PY, "-c", TWO_CLIENT, P_TWO_PROGRAMS, MB], stack=True,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -231,7 +222,7 @@ def test_two_programs_over_loopback_and_ss_shows_them(daemon, procs, capture):
     assert line.startswith("connected ('127.0.0.1',"), line
     # Both ends of the connection, with their loopback names, in lvlipctl ss.
     client_name = line.split("'127.0.0.1', ")[1].split(")")[0]
-    established = [r for r in ss_rows(daemon) if r[0] == "ESTAB"]
+    established = [r for r in ss_rows(stack_ss(daemon)) if r[0] == "ESTAB"]
     assert ("ESTAB", f"127.0.0.1:{client_name}", f"127.0.0.1:{P_TWO_PROGRAMS}") in established, established
     assert ("ESTAB", f"127.0.0.1:{P_TWO_PROGRAMS}", f"127.0.0.1:{client_name}") in established, established
     client.stdin.write(b"go\n")
@@ -342,7 +333,7 @@ def test_redis_server_and_cli_on_the_stack_over_loopback(daemon, procs, workdir,
         return result.stdout.strip() == "PONG"
 
     wait_until(answers, 20, "redis-server on 127.0.0.1 of the stack", server, procs)
-    listeners = ss_rows(daemon, listening=True)
+    listeners = ss_rows(stack_ss(daemon, listening=True))
     assert ("LISTEN", f"127.0.0.1:{P_REDIS}") in [r[:2] for r in listeners], listeners
     assert ok(bounded([*cli, "set", "greeting", "x" * 100000], timeout=15, stack=daemon)).stdout.strip() == "OK"
     value = ok(bounded([*cli, "get", "greeting"], timeout=15, stack=daemon)).stdout.strip()

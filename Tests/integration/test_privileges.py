@@ -9,20 +9,15 @@ drops to nobody (65534) the ways daemons do; where the kernel can run the same p
 does, and lvlip must answer the same.
 """
 
-import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from harness import KERNEL_IP, STACK_IP
 from kernel_servers import KernelServer, echo
-from processes import need, tail, wait_until
+from processes import assert_on_stack, need, run_script, tail, wait_until
 
-PY = sys.executable
 NOBODY = 65534
 
 P_ECHO = 7401
@@ -34,18 +29,6 @@ def kernel_echo(daemon):
     server = KernelServer(P_ECHO, echo, host=KERNEL_IP)
     yield server
     server.close()
-
-
-def run_python(script, *args, env=None, timeout=30):
-    """Runs a Python program (as root: it drops privileges itself); its last JSON line."""
-    result = subprocess.run([PY, "-c", textwrap.dedent(PRELUDE + script), *[str(a) for a in args]], env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert result.returncode == 0 and lines, \
-        f"program failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    out = json.loads(lines[-1])
-    out["stderr"] = result.stderr
-    return out
 
 
 # Helpers every scenario program starts with: privilege dropping as daemons do it, and a
@@ -100,15 +83,15 @@ print(json.dumps({"child": child, "status": status, "parent_echo": echo_round_tr
 
 
 def test_fork_child_drops_privileges_then_connects(daemon, kernel_echo):
-    stack = run_python(FORK_THEN_DROP, KERNEL_IP, P_ECHO, env=daemon.lvlip_env())
-    kernel = run_python(FORK_THEN_DROP, KERNEL_IP, P_ECHO)
+    stack, stack_stderr = run_script(PRELUDE + FORK_THEN_DROP, KERNEL_IP, P_ECHO, stack=daemon, stderr=True)
+    kernel = run_script(PRELUDE + FORK_THEN_DROP, KERNEL_IP, P_ECHO)
     assert stack["child"] == {"uid": NOBODY, "echo": True, "bind80": "EACCES", "bind8080": 0}, stack
     assert stack["status"] == 0 and stack["parent_echo"] and stack["parent_bind80"] == 0, stack
-    assert "lvlip:" not in stack["stderr"], stack["stderr"]
+    assert "lvlip:" not in stack_stderr, stack_stderr
     # The same program on the kernel's own sockets answers the same.
     for key in ("child", "parent_echo", "parent_bind80"):
         assert stack[key] == kernel[key], (stack, kernel)
-    assert daemon.stats()["TcpActiveOpens"] >= 2
+    assert_on_stack(daemon, active=2)
 
 
 DROP_BEFORE_FIRST_SOCKET = """
@@ -135,13 +118,14 @@ print(json.dumps({"uid": os.getuid(), "echo": echo_round_trip(host, port), "bind
 
 @pytest.mark.parametrize("how", ["none", "closerange", "syscall", "loop"])
 def test_drop_privileges_before_the_first_socket(daemon, kernel_echo, how):
-    stack = run_python(DROP_BEFORE_FIRST_SOCKET, KERNEL_IP, P_ECHO, how, env=daemon.lvlip_env())
-    kernel = run_python(DROP_BEFORE_FIRST_SOCKET, KERNEL_IP, P_ECHO, how)
+    stack, stack_stderr = run_script(PRELUDE + DROP_BEFORE_FIRST_SOCKET, KERNEL_IP, P_ECHO, how, stack=daemon,
+                                     stderr=True)
+    kernel = run_script(PRELUDE + DROP_BEFORE_FIRST_SOCKET, KERNEL_IP, P_ECHO, how)
     expected = {"uid": NOBODY, "echo": True, "bind80": "EACCES", "bind1023": "EACCES", "bind1024": 0}
     assert {k: stack[k] for k in expected} == expected, stack
     assert {k: kernel[k] for k in expected} == expected, kernel
-    assert "lvlip:" not in stack["stderr"], stack["stderr"]
-    assert daemon.stats()["TcpActiveOpens"] >= 1
+    assert "lvlip:" not in stack_stderr, stack_stderr
+    assert_on_stack(daemon, active=1)
 
 
 EXEC_AFTER_DROP = """
@@ -160,7 +144,7 @@ def test_exec_after_dropping_privileges_fails_clearly(daemon, kernel_echo):
     nc -z exits 1) and stderr gets one line that names the cause (never a hang). docs/shim.md says how to
     admit such users."""
     need("nc")
-    out = run_python(EXEC_AFTER_DROP, KERNEL_IP, P_ECHO, env=daemon.lvlip_env())
+    out = run_script(PRELUDE + EXEC_AFTER_DROP, KERNEL_IP, P_ECHO, stack=daemon)
     assert out["status"] != 0, out
     assert f"uid {NOBODY} may not open it" in out["err"] and "Permission denied" in out["err"], out
 

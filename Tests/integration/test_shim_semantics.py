@@ -18,19 +18,10 @@ import pytest
 
 import harness
 from kernel_servers import KernelServer, echo
+from processes import run_script
 
 KERNEL = harness.KERNEL_IP
 STACK = harness.STACK_IP
-
-
-def run_script(daemon, script, *args, timeout=30, lvlip=True):
-    env = daemon.lvlip_env() if lvlip else dict(os.environ)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *[str(a) for a in args]], env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"script failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"no JSON output:\n{result.stdout}\n{result.stderr}"
-    return json.loads(lines[-1])
 
 
 @pytest.fixture
@@ -93,8 +84,8 @@ print(json.dumps(out))
 
 
 def test_connect_styles_succeed(daemon, echo_server):
-    got = run_script(daemon, CONNECT_STYLES, KERNEL, 7001)
-    ref = run_script(daemon, CONNECT_STYLES, KERNEL, 7001, lvlip=False)
+    got = run_script(CONNECT_STYLES, KERNEL, 7001, stack=daemon)
+    ref = run_script(CONNECT_STYLES, KERNEL, 7001)
     assert ref == {"poll": ["EINPROGRESS", ["OUT"], "0"], "second": "0", "third": "EISCONN", "send": "ok",
                    "blocking": "ok", "timeout": "ok"}, ref
     assert got == ref, got
@@ -102,9 +93,9 @@ def test_connect_styles_succeed(daemon, echo_server):
 
 def test_connect_styles_refused_as_the_kernel(daemon):
     # Port 7999 is closed on 10.0.0.5: every style must surface ECONNREFUSED.
-    got = run_script(daemon, CONNECT_STYLES, KERNEL, 7999)
+    got = run_script(CONNECT_STYLES, KERNEL, 7999, stack=daemon)
     # The kernel itself, connecting to its own closed port, as the reference.
-    ref = run_script(daemon, CONNECT_STYLES, KERNEL, 7999, lvlip=False)
+    ref = run_script(CONNECT_STYLES, KERNEL, 7999)
     assert got["poll"][0] == "EINPROGRESS" and got["poll"][2] == "ECONNREFUSED", got
     assert "OUT" in got["poll"][1] and "ERR" in got["poll"][1] and "HUP" in got["poll"][1], got
     assert got["poll"] == ref["poll"], (got, ref)
@@ -127,7 +118,7 @@ def test_connect_timeout_to_silent_host_is_honoured(daemon):
         r = e.strerror
     print(json.dumps({"result": r, "elapsed": time.monotonic() - start}))
     """
-    got = run_script(daemon, script)
+    got = run_script(script, stack=daemon)
     assert got["result"] == "timeout" and 0.8 < got["elapsed"] < 2.5, got
 
 
@@ -190,7 +181,7 @@ def reset_after_one_byte(conn):
 
 @pytest.mark.parametrize("lvlip", [True, False], ids=["lvlip", "kernel"])
 def test_half_close_keeps_the_other_direction(daemon, echo_server, lvlip):
-    got = run_script(daemon, ENDS, KERNEL, 7001, "half-close", lvlip=lvlip)
+    got = run_script(ENDS, KERNEL, 7001, "half-close", stack=daemon if lvlip else None)
     assert got == {"echo": "hello world", "after-shutdown": "EPIPE"}, got
 
 
@@ -198,7 +189,7 @@ def test_half_close_keeps_the_other_direction(daemon, echo_server, lvlip):
 def test_reset_gives_econnreset_then_eof_then_epipe(daemon, lvlip):
     server = KernelServer(7002, reset_after_one_byte)
     try:
-        got = run_script(daemon, ENDS, KERNEL, 7002, "reset", lvlip=lvlip)
+        got = run_script(ENDS, KERNEL, 7002, "reset", stack=daemon if lvlip else None)
     finally:
         server.close()
     assert got == {"recv1": "ECONNRESET", "recv2": 0, "send": "EPIPE"}, got
@@ -208,7 +199,7 @@ def test_reset_gives_econnreset_then_eof_then_epipe(daemon, lvlip):
 def test_write_after_reset_raises_sigpipe(daemon, lvlip):
     server = KernelServer(7003, reset_after_one_byte)
     try:
-        got = run_script(daemon, ENDS, KERNEL, 7003, "sigpipe", lvlip=lvlip)
+        got = run_script(ENDS, KERNEL, 7003, "sigpipe", stack=daemon if lvlip else None)
     finally:
         server.close()
     # The order in which Python runs the handler and raises the error is its own business.
@@ -245,7 +236,7 @@ def test_peek_waitall_fionread_and_names(daemon, echo_server):
     out["cc"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\\0").decode()
     print(json.dumps(out))
     """
-    got = run_script(daemon, script)
+    got = run_script(script, stack=daemon)
     assert got["fionread"] == 8 and got["peek"] == "abcd" and got["waitall"] == "abcdefgh", got
     assert got["peer"] == ["::ffff:10.0.0.5", 7001] and got["local"] == "::ffff:10.0.0.4", got
     assert got["dontwait"] == "EAGAIN" and got["nodelay"] == [0, 1], got
@@ -346,8 +337,8 @@ print(json.dumps(out))
 
 
 def test_sockets_made_before_fork_and_options_without_waiting(daemon, echo_server):
-    got = run_script(daemon, SOCKETS_BEFORE_FORK, KERNEL, 7001)
-    ref = run_script(daemon, SOCKETS_BEFORE_FORK, KERNEL, 7001, lvlip=False)
+    got = run_script(SOCKETS_BEFORE_FORK, KERNEL, 7001, stack=daemon)
+    ref = run_script(SOCKETS_BEFORE_FORK, KERNEL, 7001)
     assert ref == {"status": 0, "nodelay": True, "keepalive": True, "error": 0, "names": [["0.0.0.0", 0]]}, ref
     assert got == ref, got
 
@@ -406,8 +397,8 @@ def test_peer_name_through_the_connection_lifecycle(daemon):
 
     servers = [KernelServer(7021, echo), KernelServer(7022, lambda conn: None), KernelServer(7023, reset)]
     try:
-        got = run_script(daemon, PEER_NAME_LIFECYCLE, KERNEL)
-        ref = run_script(daemon, PEER_NAME_LIFECYCLE, KERNEL, lvlip=False)
+        got = run_script(PEER_NAME_LIFECYCLE, KERNEL, stack=daemon)
+        ref = run_script(PEER_NAME_LIFECYCLE, KERNEL)
     finally:
         for server in servers:
             server.close()
@@ -432,7 +423,7 @@ def test_threads_share_a_socket_and_block_independently(daemon, echo_server):
     t.join(10)
     print(json.dumps({"bytes": len(b"".join(got)), "alive": t.is_alive()}))
     """
-    got = run_script(daemon, script)
+    got = run_script(script, stack=daemon)
     assert got == {"bytes": 200000, "alive": False}, got
 
 
@@ -448,7 +439,7 @@ def test_mixed_select_with_a_pipe(daemon, echo_server):
     ready2 = select.select([s, r], [], [], 2)[0]
     print(json.dumps({"first": [x == r for x in ready1], "second": sorted(x == s for x in ready2)}))
     """
-    got = run_script(daemon, script)
+    got = run_script(script, stack=daemon)
     assert got == {"first": [True], "second": [False, True]}, got
 
 
@@ -485,7 +476,7 @@ def test_unix_and_netlink_sockets_pass_through(daemon):
     n.bind((0, 0))
     print(json.dumps({"unix": u, "netlink": n.getsockname()[0] > 0, "names": sorted(name for _, name in socket.if_nameindex())}))
     """
-    got = run_script(daemon, script)
+    got = run_script(script, stack=daemon)
     assert got == {"unix": "unix", "netlink": True, "names": ["lo", "tap0"]}, got
 
 
@@ -498,7 +489,7 @@ def test_lvlipctl_ss_shows_the_owner(daemon, echo_server):
     ss = subprocess.run([sys.argv[1], "ss", "--socket", sys.argv[2]], capture_output=True, text=True, env=env).stdout
     print(json.dumps({"pid": os.getpid(), "ss": ss}))
     """
-    got = run_script(daemon, script, harness.bin_dir() / "lvlipctl", daemon.socket)
+    got = run_script(script, harness.bin_dir() / "lvlipctl", daemon.socket, stack=daemon)
     lines = [line for line in got["ss"].splitlines() if "10.0.0.5:7001" in line]
     assert len(lines) == 1 and lines[0].startswith("ESTAB"), got["ss"]
     assert f'users:(("python3",pid={got["pid"]},uid=0))' in lines[0], got["ss"]
@@ -538,7 +529,7 @@ def test_close_ends_the_connection_as_the_kernel(daemon, mode, expected):
 
     server = KernelServer(7020, handler)
     try:
-        run_script(daemon, CLOSE_WAYS, mode)
+        run_script(CLOSE_WAYS, mode, stack=daemon)
         deadline = time.monotonic() + 10
         while not server.results and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,78 +1,106 @@
 """TCP between lvlipd and the Linux kernel over tap0: bulk transfers verified byte for byte
 (sha256 and the seeded pattern) both ways, with and without loss, many connections, the
-errors of connect, and zero-window probing. lvlipd's built-in test applications drive its
-socket API (the shim does not exist yet)."""
+errors of connect, and zero-window probing. The stack's end is a program under lvlip, as
+users run theirs: the pattern peer (clients/pattern_peer.py), which prints one result line
+per connection."""
 
 import os
 import socket
+import struct
 import threading
 import time
 
 import pytest
 
 from harness import KERNEL_IP, STACK_IP, run
-from tcp_helpers import (KernelServer, download_from_stack_source, kernel_tcp_counter, nft_loss, upload_to_stack_sink,
-                         wait_result)
+from kernel_servers import KernelServer, pattern_sink, pattern_source
+from pattern import Pattern, pattern_digest
+from processes import assert_on_stack
+from tcp_helpers import (download_from_stack_source, kernel_tcp_counter, nft_loss, peer_results, start_peer,
+                         upload_to_stack_sink)
 
 MB = 1 << 20
 BULK = int(os.environ.get("LVLIP_TCP_MB", "100")) * MB
 LOSSY = int(os.environ.get("LVLIP_TCP_LOSSY_MB", "100")) * MB
 
 
-def test_kernel_client_to_stack_sink(start_daemon):
-    daemon = start_daemon("--test-sink", "5001", "--log-level", "notice")
+def test_kernel_client_to_stack_sink(procs):
+    peer = start_peer(procs, "sink", "sink", 5001)
     verdict = upload_to_stack_sink(5001, seed=11, total=BULK)
     assert verdict == f"OK {BULK}"
-    assert wait_result(daemon, "sink")[0]["status"] == "OK"
+    result, = peer_results(peer, procs)
+    assert result["status"] == "OK" and f"received {BULK} bytes sha256 {pattern_digest(11, BULK)}" in result["detail"], result
+    procs.finish(peer, timeout=10)
+    assert_on_stack(procs.daemon, passive=1)
 
 
-def test_kernel_client_from_stack_source(start_daemon):
-    daemon = start_daemon("--test-source", "5002", "--log-level", "notice")
+def test_kernel_client_from_stack_source(procs):
+    peer = start_peer(procs, "source", "source", 5002)
     (received, mismatch, digest), expected = download_from_stack_source(5002, seed=12, total=BULK)
     assert (received, mismatch) == (BULK, None)
     assert digest == expected
-    assert wait_result(daemon, "source")[0]["status"] == "OK"
-
-
-def test_stack_client_to_kernel_sink(start_daemon):
-    server = KernelServer("sink")
-    daemon = start_daemon("--test-upload", f"{KERNEL_IP}:{server.port}:{BULK}:13", "--log-level", "notice")
-    (received, mismatch, _), = server.join()
-    assert (received, mismatch) == (BULK, None)
-    result = wait_result(daemon, "upload")[0]
+    result, = peer_results(peer, procs)
     assert result["status"] == "OK", result
+    procs.finish(peer, timeout=10)
+    assert_on_stack(procs.daemon, passive=1)
 
 
-def test_stack_client_from_kernel_source(start_daemon):
-    server = KernelServer("source")
-    daemon = start_daemon("--test-download", f"{KERNEL_IP}:{server.port}:{BULK}:14", "--log-level", "notice")
-    server.join()
-    result = wait_result(daemon, "download")[0]
+def test_stack_client_to_kernel_sink(procs):
+    server = KernelServer(0, pattern_sink, timeout=120)
+    try:
+        peer = start_peer(procs, "upload", "upload", KERNEL_IP, server.port, BULK, 13)
+        (received, mismatch, digest), = server.wait(timeout=130)
+    finally:
+        server.close()
+    assert (received, mismatch, digest) == (BULK, None, pattern_digest(13, BULK))
+    result, = peer_results(peer, procs)
+    assert result["status"] == "OK" and f"server says 'OK {BULK}'" in result["detail"], result
+    procs.finish(peer, timeout=10)
+    assert_on_stack(procs.daemon, active=1)
+
+
+def test_stack_client_from_kernel_source(procs):
+    server = KernelServer(0, pattern_source, timeout=120)
+    try:
+        peer = start_peer(procs, "download", "download", KERNEL_IP, server.port, BULK, 14)
+        server.wait(timeout=130)
+    finally:
+        server.close()
+    result, = peer_results(peer, procs)
     assert result["status"] == "OK", result
-    assert f"received {BULK} of {BULK}" in result["detail"]
+    assert f"received {BULK} of {BULK} bytes sha256 {pattern_digest(14, BULK)}" in result["detail"], result
+    procs.finish(peer, timeout=10)
+    assert_on_stack(procs.daemon, active=1)
 
 
 @pytest.mark.parametrize("percent", [1, 5])
-def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, percent):
+def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, procs_for, percent):
     """nftables loses `percent`% of frames each way; lvlipd's injector reorders and
     duplicates 1% and corrupts 0.1% each way (the checksums must catch every corruption).
-    Data flows both ways at once, byte-exact: lvlipd downloads from a kernel source while a
-    kernel client downloads from lvlipd's source."""
-    server = KernelServer("source", timeout=300)
-    daemon = start_daemon("--test-source", "5003", "--test-download", f"{KERNEL_IP}:{server.port}:{LOSSY}:15",
-                          "--faults", "0,0.01,0.01,0.001,99", "--log-level", "notice")
-    kernel_retransmits = kernel_tcp_counter("RetransSegs")
-    with nft_loss(percent):
-        result = {}
-        download = threading.Thread(target=lambda: result.update(d=download_from_stack_source(5003, 16, LOSSY, timeout=300)))
-        download.start()
-        server.join(timeout=300)
-        download.join(300)
-        stack_download = wait_result(daemon, "download", timeout=120)[0]
-    assert stack_download["status"] == "OK" and f"received {LOSSY} of {LOSSY}" in stack_download["detail"], stack_download
-    (got, bad, digest), expected = result["d"]
-    assert (got, bad, digest) == (LOSSY, None, expected)
-    stats = daemon.stats()
+    Data flows both ways at once, byte-exact: a program on the stack downloads from a kernel
+    source while a kernel client downloads from a source on the stack."""
+    daemon = start_daemon("--faults", "0,0.01,0.01,0.001,99")
+    procs = procs_for(daemon)
+    server = KernelServer(0, pattern_source, timeout=300)
+    try:
+        source = start_peer(procs, "source", "source", 5003)
+        kernel_retransmits = kernel_tcp_counter("RetransSegs")
+        with nft_loss(percent):
+            result = {}
+            download = threading.Thread(target=lambda: result.update(d=download_from_stack_source(5003, 16, LOSSY, timeout=300)))
+            download.start()
+            stack_download = start_peer(procs, "download", "download", KERNEL_IP, server.port, LOSSY, 15)
+            server.wait(timeout=310)
+            download.join(300)
+            stack_result, = peer_results(stack_download, procs, timeout=120)
+            source_result, = peer_results(source, procs, timeout=120)
+        assert stack_result["status"] == "OK" and f"received {LOSSY} of {LOSSY} bytes" in stack_result["detail"], stack_result
+        assert source_result["status"] == "OK", source_result
+        (got, bad, digest), expected = result["d"]
+        assert (got, bad, digest) == (LOSSY, None, expected)
+        stats = assert_on_stack(daemon, active=1, passive=1)
+    finally:
+        server.close()
     # The kernel's segments to lvlipd were lost too, and it retransmitted them: at least half
     # the expected losses among its ~LOSSY/1448 data segments (measured: 857 of ~724 at 1%,
     # 3,587 of ~3,620 at 5%). A `drop` on tap0 egress is reported to the kernel's TCP, which
@@ -85,49 +113,55 @@ def test_transfers_both_ways_under_loss_reordering_duplication(start_daemon, per
     assert stats["FaultReordered"] > 0 and stats["FaultDuplicated"] > 0 and stats["FaultCorrupted"] > 0
 
 
-def test_stack_connect_to_closed_kernel_port_is_refused(start_daemon):
-    daemon = start_daemon("--test-upload", f"{KERNEL_IP}:9:1000:1", "--log-level", "notice")
-    result = wait_result(daemon, "upload", timeout=10)[0]
-    assert result["status"] == "ERROR" and "connectionRefused (errno 111)" in result["detail"], result
+def test_stack_connect_to_closed_kernel_port_is_refused(procs):
+    peer = start_peer(procs, "upload", "upload", KERNEL_IP, 9, 1000, 1)
+    result, = peer_results(peer, procs, timeout=10)
+    assert result["status"] == "ERROR" and "connect: ECONNREFUSED (errno 111)" in result["detail"], result
+    procs.finish(peer, timeout=10, expect=1)
+    assert_on_stack(procs.daemon, active=1)
 
 
-def test_stack_connect_to_absent_host_fails_with_host_unreachable(start_daemon):
+def test_stack_connect_to_absent_host_fails_with_host_unreachable(procs):
     """Nobody answers ARP for 10.0.0.99: after three requests the connect fails with
     EHOSTUNREACH, as on Linux, in about 3 s."""
     started = time.monotonic()
-    daemon = start_daemon("--test-upload", "10.0.0.99:80:1000:1", "--log-level", "notice")
-    result = wait_result(daemon, "upload", timeout=15)[0]
-    assert result["status"] == "ERROR" and "hostUnreachable (errno 113)" in result["detail"], result
+    peer = start_peer(procs, "upload", "upload", "10.0.0.99", 80, 1000, 1)
+    result, = peer_results(peer, procs, timeout=15)
+    assert result["status"] == "ERROR" and "connect: EHOSTUNREACH (errno 113)" in result["detail"], result
     assert time.monotonic() - started < 8
-    assert daemon.stats()["ArpResolutionFailures"] >= 1
+    procs.finish(peer, timeout=10, expect=1)
+    assert procs.daemon.stats()["ArpResolutionFailures"] >= 1
 
 
-def test_stack_connect_to_silent_port_times_out(start_daemon):
+def test_stack_connect_to_silent_port_times_out(start_daemon, procs_for):
     """The kernel drops the SYNs (nftables): connect fails with ETIMEDOUT after the SYN
     retries (shortened to 2 here: 1 + 2 + 4 s)."""
+    daemon = start_daemon("--tcp-syn-retries", "2")
+    procs = procs_for(daemon)
     run(["nft", "add", "table", "inet", "lvlipsilent"], check=True)
     try:
         run(["nft", "add", "chain", "inet", "lvlipsilent", "in", "{ type filter hook input priority 0; }"], check=True)
         run(["nft", "add", "rule", "inet", "lvlipsilent", "in", "tcp", "dport", "7777", "drop"], check=True)
         started = time.monotonic()
-        daemon = start_daemon("--test-upload", f"{KERNEL_IP}:7777:1000:1", "--tcp-syn-retries", "2",
-                              "--log-level", "notice")
-        result = wait_result(daemon, "upload", timeout=20)[0]
+        peer = start_peer(procs, "upload", "upload", KERNEL_IP, 7777, 1000, 1)
+        result, = peer_results(peer, procs, timeout=20)
         elapsed = time.monotonic() - started
+        procs.finish(peer, timeout=10, expect=1)
     finally:
         run(["nft", "delete", "table", "inet", "lvlipsilent"])
-    assert result["status"] == "ERROR" and "timedOut (errno 110)" in result["detail"], result
+    assert result["status"] == "ERROR" and "connect: ETIMEDOUT (errno 110)" in result["detail"], result
     assert 6 < elapsed < 15, elapsed
+    assert_on_stack(daemon, active=1)
 
 
-def test_thousand_simultaneous_connections(start_daemon):
-    """1,000 kernel clients connect at once to the stack's echo server, each echoes 100
+def test_thousand_simultaneous_connections(procs):
+    """1,000 kernel clients connect at once to an echo server on the stack, each echoes 100
     bytes, all complete."""
     import resource
     import selectors
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
-    daemon = start_daemon("--test-echo", "7", "--log-level", "warning")
+    echo = start_peer(procs, "echo", "echo", 7)
     count = 1000
     selector = selectors.DefaultSelector()
     state = {}
@@ -159,24 +193,24 @@ def test_thousand_simultaneous_connections(start_daemon):
                     s.close()
                     done += 1
     assert done == count, f"only {done} of {count} connections completed"
-    stats = daemon.stats()
-    assert stats["TcpPassiveOpens"] >= count
+    assert_on_stack(procs.daemon, passive=count)
+    results = peer_results(echo, procs, count=count, timeout=10)
+    assert all(r == {"status": "OK", "detail": "echoed 100 bytes"} for r in results), \
+        [r for r in results if r != {"status": "OK", "detail": "echoed 100 bytes"}][:5]
 
 
-def test_zero_window_probing_and_recovery(start_daemon):
+def test_zero_window_probing_and_recovery(daemon, procs):
     """A kernel client with a small receive buffer stops reading: the stack's window
     probes keep the connection alive, and the transfer completes when it reads again."""
-    daemon = start_daemon("--test-source", "5004", "--log-level", "notice")
+    source = start_peer(procs, "source", "source", 5004)
     total = 8 * MB
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     s.settimeout(30)
     s.connect((STACK_IP, 5004))
-    import struct
     s.sendall(struct.pack("<QQ", 21, total))
     time.sleep(3)  # not reading: the window closes and the stack must probe
     stats = daemon.wait_for(lambda st: st["TcpExtTCPWinProbe"] >= 2, timeout=10, what="zero-window probes")
-    from pattern import Pattern
     pattern = Pattern(21)
     received = 0
     while True:
@@ -187,13 +221,13 @@ def test_zero_window_probing_and_recovery(start_daemon):
         received += len(block)
     s.close()
     assert received == total
-    assert wait_result(daemon, "source")[0]["status"] == "OK"
+    assert peer_results(source, procs)[0]["status"] == "OK"
     assert stats["TcpExtTCPWinProbe"] >= 2
 
 
-def test_lvlipctl_ss_lists_listeners_and_connections(start_daemon):
+def test_lvlipctl_ss_lists_listeners_and_connections(daemon, procs):
     from harness import bin_dir
-    daemon = start_daemon("--test-echo", "7", "--log-level", "warning")
+    start_peer(procs, "echo", "echo", 7)
     with socket.create_connection((STACK_IP, 7), timeout=10) as s:
         s.sendall(b"x" * 50000)
         got = 0

@@ -20,14 +20,13 @@ import socket
 import struct
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
 from harness import ETHERTYPE_IPV4, KERNEL_IP, STACK_IP, STACK_MAC, RawLink, checksum, ethernet, ip_address, ipv4
-from processes import Processes, bounded, need, ok, stack_ss, tail, wait_until
+from processes import Processes, bounded, need, ok, run_script, stack_ss, tail, wait_until
 
 PY = sys.executable
 BROADCAST_IP = "10.0.0.255"
@@ -82,21 +81,6 @@ def wait_stack_udp(daemon, port, proc, procs, timeout=10):
     def bound():
         return _bound(stack_ss(daemon, udp=True).splitlines()[1:], STACK_IP, port)
     wait_until(bound, timeout, f"a stack UDP socket on port {port}", proc, procs)
-
-
-def run_script(script, *args, daemon=None, timeout=30):
-    """Runs a Python program (under lvlip when daemon is given); the JSON object it prints last."""
-    env = daemon.lvlip_env() if daemon else dict(os.environ)
-    try:
-        result = subprocess.run([PY, "-c", textwrap.dedent(script), *[str(a) for a in args]], env=env,
-                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"script did not finish within {timeout} s; stdout: {error.stdout!r} stderr: {error.stderr!r}")
-    where = "under lvlip" if daemon else "on the kernel"
-    assert result.returncode == 0, f"script {where} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    lines = [line for line in result.stdout.splitlines() if line.startswith(("{", "["))]
-    assert lines, f"no JSON output {where}:\n{result.stdout}\n{result.stderr}"
-    return json.loads(lines[-1])
 
 
 def read_line(proc, timeout) -> bytes:
@@ -260,7 +244,7 @@ def test_udp_to_a_silent_neighbour(daemon, recverr):
     """When ARP gives up, the datagrams that waited are answered with a Host Unreachable from
     the stack itself: a transient error, so a plain connected socket is not told (Linux
     reports only hard errors without IP_RECVERR) and one with IP_RECVERR finds it queued."""
-    out = run_script(SILENT_NEIGHBOUR, recverr, daemon=daemon, timeout=30)
+    out = run_script(SILENT_NEIGHBOUR, recverr, stack=daemon, timeout=30)
     if recverr == "0":
         assert out == {"send": "ok"}, out
     else:
@@ -386,7 +370,7 @@ def test_datagrams_sent_right_before_close_or_shutdown_arrive(daemon, how):
     sink = KernelUDPSink(P_SEND_AT_ONCE)
     try:
         before = daemon.stats()
-        run_script(SEND_AT_ONCE, KERNEL_IP, P_SEND_AT_ONCE, how, 50, daemon=daemon)
+        run_script(SEND_AT_ONCE, KERNEL_IP, P_SEND_AT_ONCE, how, 50, stack=daemon)
         got = sink.collect(50)
         after = daemon.stats()
     finally:
@@ -403,7 +387,7 @@ def test_datagrams_to_an_unresolved_neighbour_wait_for_arp(daemon):
     sink = KernelUDPSink(P_UNRESOLVED)
     try:
         before = daemon.stats()
-        run_script(SEND_AT_ONCE, unresolved, P_UNRESOLVED, "close", 20, daemon=daemon)
+        run_script(SEND_AT_ONCE, unresolved, P_UNRESOLVED, "close", 20, stack=daemon)
         got = sink.collect(20)
         after = daemon.stats()
     finally:
@@ -616,7 +600,7 @@ def test_fragmented_datagrams_from_stack_client_to_kernel_echo(daemon):
     echo = KernelUDPEcho(P_FRAG_KERNEL_SERVER)
     try:
         before = daemon.stats()
-        results = run_script(FRAG_CLIENT, KERNEL_IP, P_FRAG_KERNEL_SERVER, daemon=daemon)
+        results = run_script(FRAG_CLIENT, KERNEL_IP, P_FRAG_KERNEL_SERVER, stack=daemon)
         after = daemon.stats()
     finally:
         echo.close()
@@ -695,7 +679,7 @@ def test_connected_socket_learns_port_unreachable(daemon, case):
     Unreachable is ECONNREFUSED on the socket's next call, once (as Linux without IP_RECVERR).
     The same program on the kernel alone (to its own closed port) must print the same."""
     before = daemon.stats()
-    on_stack = run_script(CONNECTED_REFUSED, KERNEL_IP, P_CLOSED, case, daemon=daemon)
+    on_stack = run_script(CONNECTED_REFUSED, KERNEL_IP, P_CLOSED, case, stack=daemon)
     datagrams = 2 if case == "send" else 1
     after = daemon.wait_for(lambda s: delta(before, s, "IcmpInDestUnreachs") >= datagrams, what="the unreachables")
     on_kernel = run_script(CONNECTED_REFUSED, KERNEL_IP, P_CLOSED, case)
@@ -816,7 +800,7 @@ def test_so_broadcast(daemon):
         receiver.bind(("0.0.0.0", P_BROADCAST))
         receiver.settimeout(5)
         before = daemon.stats()
-        on_stack = run_script(BROADCAST_SENDER, BROADCAST_IP, P_BROADCAST, daemon=daemon)
+        on_stack = run_script(BROADCAST_SENDER, BROADCAST_IP, P_BROADCAST, stack=daemon)
         received = [receiver.recvfrom(2048)]
         after = daemon.stats()
         on_kernel = run_script(BROADCAST_SENDER, BROADCAST_IP, P_BROADCAST)
@@ -967,7 +951,7 @@ def test_ip_recverr_reports_icmp_errors_as_the_kernel(daemon):
     (sock_extended_err from ICMP, the offender, the datagram's destination and payload), the
     same on lvlip as on the kernel; without it, nothing."""
     before = daemon.stats()
-    stack = run_script(RECVERR, KERNEL_IP, P_CLOSED, daemon=daemon)
+    stack = run_script(RECVERR, KERNEL_IP, P_CLOSED, stack=daemon)
     after = daemon.stats()
     kernel = run_script(RECVERR, KERNEL_IP, P_CLOSED)
     assert stack == kernel, (stack, kernel)

@@ -1,6 +1,7 @@
 /// A reproducible byte stream for end-to-end verification: the little-endian bytes of
-/// successive SplitMix64 outputs from a seed. Tests and the daemon's test applications
-/// produce and check it on both ends of a connection without storing the data.
+/// successive SplitMix64 outputs from a seed. The simulation tests produce and check it on
+/// both ends of a connection without storing the data (Tests/integration/pattern.py is the
+/// same stream for the integration tests).
 public struct PatternStream {
     private var rng: SplitMix64
     private var word: UInt64 = 0

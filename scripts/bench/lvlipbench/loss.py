@@ -1,0 +1,99 @@
+"""Phase 5: goodput of a download under 1% and 5% random loss (nftables `numgen random`)."""
+
+import json
+import re
+
+from .settings import KERNEL_TAP_IP, LOSS_ROUND_BUDGET, LOSSES, PEER_NS, SOURCE_PORT, VETH_PEER_IP
+from .testbed import sh
+
+
+def loss_rule(bed, percent, device, hook, peer=False):
+    """The same nftables selection for both stacks, on the link to the receiver of the data.
+    The counter rule before it counts the frames the rule saw. On an ingress hook the
+    frame is dropped; on tap0's egress it is sent to a sink device instead (veth lvlipsink0,
+    whose peer discards it): a frame dropped in the sender's own egress path is reported
+    to its TCP, which sends it again at once without counting a retransmission (and only
+    shrinks its window), so that would be no loss at all."""
+    table = "lvlip_bench_loss"
+    prefix = ["ip", "netns", "exec", PEER_NS] if peer else []
+    verdict = ["drop"] if hook == "ingress" else ["fwd", "to", "lvlipsink0"]
+    rules = [
+        ["nft", "add", "table", "netdev", table],
+        ["nft", "add", "chain", "netdev", table, "c", f"{{ type filter hook {hook} device {device} priority 0; }}"],
+        ["nft", "add", "rule", "netdev", table, "c", "counter"],
+        ["nft", "add", "rule", "netdev", table, "c", "numgen", "random", "mod", "100", "<", str(percent),
+         "counter", *verdict],
+    ]
+    for rule in rules:
+        sh(*prefix, *rule)
+        bed.record(rule, "peer" if peer else "")
+    return table
+
+
+def loss_counts(bed, table, peer=False):
+    prefix = ["ip", "netns", "exec", PEER_NS] if peer else []
+    text = sh(*prefix, "nft", "list", "table", "netdev", table)
+    counts = [int(m) for m in re.findall(r"counter packets (\d+)", text)]
+    sh(*prefix, "nft", "delete", "table", "netdev", table)
+    return counts if len(counts) == 2 else [0, 0]
+
+
+def lossy_download(bed, stack, percent, total):
+    if stack == "lvlip":
+        table = loss_rule(bed, percent, "tap0", "egress")
+    else:
+        table = loss_rule(bed, percent, "veth0", "ingress")
+    target = KERNEL_TAP_IP if stack == "lvlip" else VETH_PEER_IP
+    try:
+        code, out, err = bed.run(f"download {stack}", [bed.loadgen, "download", target, SOURCE_PORT, total,
+                                                       bed.cfg["loss_timeout"]],
+                                 timeout=bed.cfg["loss_timeout"] + 30, stack=stack == "lvlip")
+    finally:
+        counts = loss_counts(bed, table)
+    try:
+        result = json.loads(out)
+    except ValueError:
+        result = None
+    if result is None or not result.get("complete"):
+        bed.problem(f"{total // 1_000_000} MB download under {percent}% loss ({stack}) did not complete: "
+                    f"exit {code}, {out.strip() or err.strip()[-300:]}")
+    if result is not None:
+        result["frames_seen"], result["frames_dropped"] = counts
+    return result
+
+
+def run(bed):
+    total = bed.cfg["loss_bytes"]
+    bed.start_daemon()
+    # Frame-for-frame loss on both paths: the kernel sender builds one-segment skbs (the
+    # netdev hooks run before software GSO), and the veth receiver does no GRO.
+    for command in (["ip", "link", "set", "tap0", "gso_max_segs", "1"],
+                    ["ip", "link", "set", "veth0", "gso_max_segs", "1"],
+                    ["ethtool", "-K", "veth0", "gro", "off", "tso", "off", "gso", "off"],
+                    ["ip", "link", "add", "lvlipsink0", "type", "veth", "peer", "name", "lvlipsink1"],
+                    ["ip", "link", "set", "lvlipsink0", "up"], ["ip", "link", "set", "lvlipsink1", "up"]):
+        sh(*command)
+        bed.record(command)
+    for command in (["ip", "link", "set", "veth1", "gso_max_segs", "1"],
+                    ["ethtool", "-K", "veth1", "gro", "off", "tso", "off", "gso", "off"]):
+        bed.in_peer(command)
+        bed.record(command, "peer")
+    bed.start("source (tap)", [bed.loadgen, "source", KERNEL_TAP_IP, SOURCE_PORT, total])
+    bed.start("source (peer)", [bed.loadgen, "source", VETH_PEER_IP, SOURCE_PORT, total], peer=True)
+    bed.wait_listening(SOURCE_PORT)
+    bed.wait_listening(SOURCE_PORT, peer=True)
+    bed.warm_up()
+    bed.results["loss"] = {(stack, p): [] for p in LOSSES for stack in ("kernel", "lvlip")}
+    runs = bed.cfg["loss_runs"]
+    for run in range(runs):
+        if run > 0 and bed.progress.elapsed() > LOSS_ROUND_BUDGET:
+            bed.problem(f"loss: time budget reached, {run} of {runs} rounds run")
+            break
+        for percent in LOSSES:
+            for stack in ("kernel", "lvlip"):
+                bed.progress.set(f"5/5 goodput under {percent}% loss: {stack} downloads {total // 1_000_000} MB, "
+                                 f"run {run + 1}/{runs} (at most {bed.cfg['loss_timeout']} s)")
+                bed.results["loss"][(stack, percent)].append(lossy_download(bed, stack, percent, total))
+    bed.daemon_alive("loss")
+    bed.stop_all()
+    bed.stop_daemon()
