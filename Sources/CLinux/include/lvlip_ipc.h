@@ -16,6 +16,13 @@
 // there), by lvlipd for an accepted connection.
 #define LVLIP_APP_SEND_BUFFER (512u * 1024u)
 
+// lvlipd's end of every stack socket's pair has an abstract name that starts so
+// ("lvlip-<daemon pid>-<slot>-<generation>"): a descriptor whose peer is named so is a stack
+// socket, which the shim then identifies with IDENTIFY.
+#define LVLIP_PAIR_NAME_PREFIX "lvlip-"
+// SETOPT carries at most this many value bytes, and GETOPT's room is at most this.
+#define LVLIP_OPT_MAX_VALUE 1024u
+
 // Every message: a 12-byte header followed by `length` bytes of body.
 //   uint32 length   body bytes after the header
 //   uint16 type     enum lvlip_msg_type

@@ -20,11 +20,11 @@ def git_revision():
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--",
-                                "Sources", "shim", "Package.swift"], capture_output=True, text=True,
+                                "Sources", "Package.swift"], capture_output=True, text=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return f"{head}{' with uncommitted changes in Sources/ or shim/' if dirty else ''}" if head else "unknown"
+    return f"{head}{' with uncommitted changes in Sources/' if dirty else ''}" if head else "unknown"
 
 
 def machine():

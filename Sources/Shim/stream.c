@@ -1,0 +1,160 @@
+// TCP sockets: connect (the pair made unwritable with filler bytes until the handshake ends),
+// accept (one record and the connection's descriptor from the listener's pair), and the
+// kernel's errors where the pair's own would differ: end of stream after a reset, EPIPE and
+// SIGPIPE (docs/ipc.md, "Socket service: the data path").
+#include "shim.h"
+#include "rights.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/time.h>
+
+// Makes the application's end unwritable until the handshake completes: a tiny send buffer
+// holding a little unread data. The daemon reads the filler and restores the buffer then.
+static uint32_t add_filler(int fd, struct entry *e) {
+    // 2 KB in one skb is ~2.8 KB of write memory against the minimum send buffer of
+    // 4.6 KB: more than the quarter above which an AF_UNIX socket stops being writable.
+    static const char filler[2048];
+    e->send_buffer = LVLIP_APP_SEND_BUFFER;
+    e->flags |= F_SMALL_BUFFER;
+    int small = 1;
+    get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    ssize_t n = get_send()(fd, filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n > 0 ? (uint32_t)n : 0;
+}
+
+// The end's send buffer back to its size once the handshake is over (the first write, or
+// the end of a blocking connect). Root may keep lvlipd's larger size; others get wmem_max.
+void restore_send_buffer(int fd, struct entry *e) {
+    if (!(e->flags & F_SMALL_BUFFER)) return;
+    e->flags &= ~F_SMALL_BUFFER;
+    int size = (int)e->send_buffer;
+    if (get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+        get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
+// Waits for the end of a blocking connect; returns the poll events, or -errno.
+static int wait_writable(int fd) {
+    struct timeval tv = {0, 0};
+    socklen_t len = sizeof tv;
+    int timeout = -1;
+    if (get_getsockopt()(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0 && (tv.tv_sec || tv.tv_usec))
+        timeout = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r = poll(&p, 1, timeout);
+    if (r < 0) return -errno;  // EINTR: the connect goes on, as in the kernel
+    if (r == 0) return -EINPROGRESS;
+    return p.revents;
+}
+
+// lvlipd ends a failed connection by closing its end (POLLHUP here), so an end without
+// POLLHUP or POLLERR has no error to tell, and SO_ERROR or the result of a connect that
+// became writable is 0 without asking.
+int stream_healthy(int fd, int revents) {
+    if (revents < 0) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) < 0) return 0;
+        revents = p.revents;
+    }
+    return !(revents & (POLLHUP | POLLERR | POLLNVAL));
+}
+
+// The rest of a connect lvlipd has started: EINPROGRESS for a non-blocking socket, else the
+// handshake's end (writable and not hung up: established; lvlipd took the filler then).
+// Returns 0 or -errno.
+static int connect_in_progress(int fd, struct entry *e, const struct lvlip_addr *wire) {
+    e->flags |= F_STARTED;
+    if (fcntl(fd, F_GETFL) & O_NONBLOCK) return -EINPROGRESS;
+    int r = wait_writable(fd);
+    if (r < 0) return r;
+    r = (r & POLLOUT) && stream_healthy(fd, r) ? 0 : connect_request(e, wire, 0);
+    restore_send_buffer(fd, e);
+    return r;
+}
+
+int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen_t len) {
+    struct lvlip_addr wire;
+    int r = parse_address(e->family, addr, len, &wire);
+    if (r < 0) return fail(-r);
+    uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd, e);
+    r = connect_request(e, &wire, filler);
+    if (r == -EINPROGRESS) {
+        r = connect_in_progress(fd, e, &wire);
+    } else if (filler) {
+        restore_send_buffer(fd, e);  // it did not start: lvlipd took the filler back
+    }
+    if (r == 0) e->flags |= F_STARTED;
+    return r < 0 ? fail(-r) : 0;
+}
+
+// One accept record and the connection's descriptor from a listener's pair (blocking or not
+// as the listener is). Returns the descriptor, or -1 with errno.
+static int receive_connection(int fd, struct lvlip_accept_record *record, int flags) {
+    struct iovec iov = {.iov_base = record, .iov_len = sizeof *record};
+    union rights_space control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof control.space};
+    ssize_t n = get_recvmsg()(fd, &msg, (flags & SOCK_CLOEXEC) ? MSG_CMSG_CLOEXEC : 0);
+    if (n < 0) return -1;
+    int conn = rights_received(&msg);
+    if (n == 0) return fail(EINVAL);  // lvlipd closed the listener (it stopped)
+    if (n != (ssize_t)sizeof *record || conn < 0 || record->magic != LVLIP_ACCEPT_MAGIC) {
+        if (conn >= 0) get_close()(conn);
+        return fail(ECONNABORTED);
+    }
+    return conn;
+}
+
+int stream_accept(int fd, struct entry *listener, struct sockaddr *addr, socklen_t *len, int flags) {
+    if (is_dgram(listener)) return fail(EOPNOTSUPP);
+    if (!(listener->flags & F_LISTENING)) return fail(EINVAL);
+    struct lvlip_accept_record record;
+    int conn = receive_connection(fd, &record, flags);
+    if (conn < 0) return -1;
+    if (flags & SOCK_NONBLOCK) fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
+    struct entry *e = slot_create(conn);
+    if (e) {
+        memset(e, 0, sizeof *e);
+        e->kind = FD_STACK;
+        e->family = listener->family;
+        e->inode = inode_of(conn);
+        e->ref = record.ref;
+        e->flags = F_STARTED;
+        format_address(e->family, &record.peer, addr, len);
+    }
+    return conn;
+}
+
+// A stream socket reports no source address (the pair's would name lvlipd's end).
+ssize_t stream_recvmsg(int fd, struct entry *e, struct msghdr *msg, int flags) {
+    void *name = msg->msg_name;
+    msg->msg_name = NULL;
+    ssize_t r = get_recvmsg()(fd, msg, flags);
+    int err = errno;
+    msg->msg_name = name;
+    msg->msg_namelen = 0;
+    errno = err;
+    if (__builtin_expect(r <= 0, 0) && read_needs_check(r, iov_length(msg->msg_iov, msg->msg_iovlen)))
+        return read_ended(e, r, errno);
+    return r;
+}
+
+ssize_t read_ended(struct entry *e, ssize_t result, int err) {
+    if (e->flags & F_RD_SHUT) return 0;
+    int r = int_request(LVLIP_MSG_STATUS, e, LVLIP_STATUS_READ_END);
+    if (r == -EBADF) r = 0;                      // forgotten long ago: a plain end
+    if (r == -ENETDOWN) r = -ECONNRESET;         // lvlipd is gone: the connection with it
+    if (r < 0) return fail(-r);
+    if (result < 0 && err == ECONNRESET) return 0;
+    errno = err;
+    return result;
+}
+
+ssize_t write_ended(struct entry *e, int flags) {
+    int r = int_request(LVLIP_MSG_STATUS, e, LVLIP_STATUS_WRITE_END);
+    if (r == -EBADF || r == -ENETDOWN || r >= 0) r = -EPIPE;
+    if (r == -EPIPE && !(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
+    return fail(-r);
+}
