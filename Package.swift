@@ -51,6 +51,12 @@ let package = Package(
         .testTarget(name: "TimingTests", dependencies: ["Timing", "Stack"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),
+        // The socket service driven through its requests, over real socketpairs and a real
+        // reactor, against two stacks on an in-memory link.
+        .testTarget(name: "SocketServiceTests", dependencies: [
+            "IPCServer", "CLinux", "Reactor", "Stack", "Timing",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v5]
 )

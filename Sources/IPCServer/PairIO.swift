@@ -20,7 +20,8 @@ enum PairIO {
     }
 
     /// Writes `a` then `b` as one message (on a datagram socket's SEQPACKET pair: one datagram).
-    static func write(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> Result {
+    static func write(_ fd: Int32, _ a: UnsafeRawBufferPointer,
+                      _ b: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> Result {
         run("sendmsg") { lvlip_writev2(fd, a.baseAddress, a.count, b.baseAddress, b.count) }
     }
 
