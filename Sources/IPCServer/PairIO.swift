@@ -15,17 +15,20 @@ enum PairIO {
     }
 
     /// Reads at most `count` bytes into `buffer`.
+    @inline(__always)
     static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, count: Int) -> Result {
         run("recv") { Glibc.recv(fd, buffer.baseAddress, min(count, buffer.count), Int32(MSG_DONTWAIT)) }
     }
 
     /// Writes `a` then `b` as one message (on a datagram socket's SEQPACKET pair: one datagram).
+    @inline(__always)
     static func write(_ fd: Int32, _ a: UnsafeRawBufferPointer,
                       _ b: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> Result {
         run("sendmsg") { lvlip_writev2(fd, a.baseAddress, a.count, b.baseAddress, b.count) }
     }
 
     /// Sends `record` with the descriptor `attached` (SCM_RIGHTS).
+    @inline(__always)
     static func send(_ fd: Int32, _ record: UnsafeRawBufferPointer, attaching attached: Int32) -> Result {
         run("sendmsg") { lvlip_send_with_fd(fd, record.baseAddress, record.count, attached) }
     }

@@ -206,11 +206,10 @@ extension SocketService {
         }
     }
 
-    /// Charges a TCP socket for its send and receive queues and what waits to enter them.
-    func chargeBuffers(_ s: Socket) {
-        var bytes = 0
-        if case .stream(let stream) = s.kind { bytes = stream.overflow.count }
-        if let id = s.stackID { bytes += stack.tcpSendQueued(id) + stack.tcpReadable(id) }
-        charge(s, bytes)
+    /// Charges a TCP socket for its send and receive queues and what waits to enter them
+    /// (`overflow`: a stream's bytes read after its application closed).
+    func chargeBuffers(_ s: Socket, overflow: Int = 0) {
+        guard let id = s.stackID else { return charge(s, overflow) }
+        charge(s, stack.tcpSendQueued(id) + stack.tcpReadable(id) + overflow)
     }
 }

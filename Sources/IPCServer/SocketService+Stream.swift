@@ -131,7 +131,7 @@ extension SocketService {
             // application's end: it closed its last descriptor).
             applicationClosed(s, stream, reset: false)
         }
-        if s.fd >= 0 { refreshInterest(s) }
+        if s.fd >= 0 { setInterest(s, streamInterest(s, stream)) }
     }
 
     func updateStream(_ s: Socket, _ stream: Socket.Stream, _ id: SocketID) {
@@ -172,8 +172,8 @@ extension SocketService {
             break
         }
         if s.fd >= 0 {
-            chargeBuffers(s)
-            refreshInterest(s)
+            chargeBuffers(s, overflow: stream.overflow.count)
+            setInterest(s, streamInterest(s, stream))
         }
     }
 
@@ -187,6 +187,7 @@ extension SocketService {
         pushToApp(s, stream)
     }
 
+    /// What the daemon's end of an open stream waits for (the caller checked `s.fd`).
     func streamInterest(_ s: Socket, _ stream: Socket.Stream) -> IOEvents {
         switch stream.phase {
         case .unconnected, .connecting:
@@ -253,7 +254,7 @@ extension SocketService {
             // Less than asked: the pair is empty now (the FIN waits for the next event).
             if n < room && !stream.finPending { break }
         }
-        chargeBuffers(s)
+        chargeBuffers(s, overflow: stream.overflow.count)
     }
 
     private func sendFin(_ s: Socket, _ stream: Socket.Stream) {
