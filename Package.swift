@@ -54,8 +54,15 @@ let package = Package(
         .testTarget(name: "TimingTests", dependencies: ["Timing", "Stack"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),
+        // The IPC server on a real reactor and socket, pumped on the test's thread.
         .testTarget(name: "IPCServerTests", dependencies: [
             "CLinux", "IPCProtocol", "IPCServer", "Reactor",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The socket service driven through its requests, over real socketpairs and a real
+        // reactor, against two stacks on an in-memory link.
+        .testTarget(name: "SocketServiceTests", dependencies: [
+            "IPCServer", "CLinux", "Reactor", "Stack", "Timing",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -302,8 +302,7 @@ public final class IPCServer {
                 return false
             }
             client.greeted = true
-            let i = service?.interface ?? (address: 0, netmask: 0, gateway: 0)
-            let interface = IPCHello.Interface(address: i.address, netmask: i.netmask, gateway: i.gateway)
+            let interface = service?.interface ?? IPCHello.Interface(address: 0, netmask: 0, gateway: 0)
             send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag,
                                          body: IPCHello(pid: getpid(), interface: interface).encoded))
             return clients[client.fd] === client

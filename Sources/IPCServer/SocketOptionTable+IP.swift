@@ -194,7 +194,7 @@ extension OptionTable {
                       guard c.socket.family == AF_INET6 else { return -ENOPROTOOPT }
                       guard v.count >= 4 else { return -EINVAL }
                       let s = c.socket
-                      guard s.phase == .unconnected, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
+                      guard s.isUnconnected, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
                       s.v6only = v.int != 0
                       return 0
                   }),

@@ -1,19 +1,6 @@
 import Glibc
 import Stack
 
-/// Option numbers beyond those SocketService names (asm-generic/socket.h, linux/in.h,
-/// linux/tcp.h of Linux 6.18).
-extension K {
-    static let SO_NO_CHECK: Int32 = 11
-    static let SO_BSDCOMPAT: Int32 = 14
-    static let SO_SNDLOWAT: Int32 = 19
-    static let SO_BINDTODEVICE: Int32 = 25
-    static let SO_NETNS_COOKIE: Int32 = 71
-    static let SO_COOKIE: Int32 = 57
-    static let IP_OPTIONS: Int32 = 4
-    static let IP_MTU: Int32 = 14
-}
-
 private let SOL = K.SOL_SOCKET
 
 // MARK: - Row shapes

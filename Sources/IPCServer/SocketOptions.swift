@@ -58,13 +58,13 @@ struct OptionContext {
     let uid: UInt32
 
     var stack: NetworkStack { service.stack }
-    var udp: Bool { socket.udp }
+    /// A datagram socket: UDP, ping or raw ICMP.
+    var udp: Bool { socket.isDatagram }
     /// UDP, a ping socket or a raw ICMP socket (nil for TCP).
     var datagramKind: DatagramKind? { udp ? socket.stackID.flatMap { stack.datagramKind($0) } : nil }
-    var listening: Bool { socket.phase == .listening }
-    /// The kernel's TCP_CLOSE: neither connecting, connected nor listening.
-    var unconnected: Bool { socket.phase == .unconnected }
-    var connected: Bool { socket.phase == .connected || (socket.phase == .closed && socket.peerName.port != 0) }
+    var listening: Bool { socket.isListening }
+    var unconnected: Bool { socket.isUnconnected }
+    var connected: Bool { socket.isConnected }
     /// CAP_NET_ADMIN and CAP_NET_RAW, as the kernel asks capable(): the caller is root.
     var privileged: Bool { uid == 0 }
 

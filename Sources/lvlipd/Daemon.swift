@@ -273,34 +273,12 @@ final class Daemon {
         return text
     }
 
-    /// Creates the socket's parent directory (for the default under /run) if it is missing.
-    /// One line per TCP socket, "key=value" fields (docs/ipc.md, SOCKETS_REPLY).
+    /// One line per socket for SOCKETS_REPLY (lvlipctl ss).
     private func socketsText() -> String {
-        var text = ""
-        for id in stack.tcpSocketIDs {
-            guard let i = stack.tcpInfo(id) else { continue }
-            let listening = i.state == .listen
-            text += "proto=tcp state=\(i.state.rawValue) local=\(i.localAddress):\(i.localPort)"
-            text += listening ? " peer=*:*" : " peer=\(i.remoteAddress):\(i.remotePort)"
-            text += " recvq=\(listening ? i.acceptQueue : i.receiveQueue) sendq=\(listening ? i.backlog : i.sendQueue)"
-            if !listening {
-                text += " cc=\(i.congestionControl) rtt_us=\(i.rtt) rttvar_us=\(i.rttVariance) rto_us=\(i.rto)"
-                text += " mss=\(i.sendMSS) rcvmss=\(i.receiveMSS) cwnd=\(i.congestionWindow)"
-                text += " ssthresh=\(i.slowStartThreshold == Int.max ? -1 : i.slowStartThreshold)"
-                text += " snd_wnd=\(i.sendWindow) rcv_wnd=\(i.receiveWindow) unacked=\(i.unacked)"
-                text += " retrans=\(i.retransmits) backoff=\(i.backoff) bytes_acked=\(i.bytesAcked)"
-                text += " bytes_received=\(i.bytesReceived) segs_out=\(i.segmentsOut) segs_in=\(i.segmentsIn)"
-                text += " sack=\(i.sack ? 1 : 0) ts=\(i.timestamps ? 1 : 0)"
-                if let ws = i.windowScale { text += " wscale=\(ws.send),\(ws.receive)" }
-            }
-            // Orphans (closed by their application, finishing their FIN or TIME-WAIT) have
-            // no owning process.
-            text += " owner=\(service?.owner(of: id) ?? "-")\n"
-        }
-        text += service?.udpSocketLines() ?? ""
-        return text
+        service?.socketLines() ?? ""
     }
 
+    /// Creates the socket's parent directory (for the default under /run) if it is missing.
     private static func ensureSocketDirectory(_ path: String) throws {
         guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
         let directory = String(path[..<slash])

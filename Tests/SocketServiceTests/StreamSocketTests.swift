@@ -1,0 +1,221 @@
+import CLinux
+import Glibc
+import IPCServer
+import Stack
+import XCTest
+
+/// Stream sockets through the service: connect, listen and accept, data both ways through the
+/// pairs, shutdown and end of stream, reset and refusal.
+final class StreamSocketTests: XCTestCase {
+    let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+
+    /// A connection from the peer to a listener of the service, accepted through the pair.
+    func acceptedConnection(_ h: ServiceHarness, _ client: ShimClient, port: UInt16 = 8080)
+        -> (listener: ShimSocket, accepted: ShimSocket, peer: SocketID) {
+        let listener = client.open()
+        XCTAssertEqual(client.bind(listener, .any, port), 0)
+        XCTAssertEqual(client.listen(listener), 0)
+        let peer = h.peer.tcpOpen()
+        XCTAssertNoThrow(try h.peer.tcpConnect(peer, to: ServiceHarness.address, port: port, now: h.now))
+        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
+        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
+        return (listener, accepted!.socket, peer)
+    }
+
+    func testAcceptHandsTheConnectionOverWithItsNamesAndCarriesDataBothWays() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let listener = client.open()
+        XCTAssertEqual(client.bind(listener, .any, 8080), 0)
+        XCTAssertEqual(client.listen(listener), 0)
+        let peer = h.peer.tcpOpen()
+        try h.peer.tcpConnect(peer, to: ServiceHarness.address, port: 8080, now: h.now)
+        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
+        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
+        let (record, socket) = try XCTUnwrap(accepted)
+        XCTAssertEqual(record.magic, LVLIP_ACCEPT_MAGIC)
+        XCTAssertEqual(record.local.addr, ServiceHarness.address.value)
+        XCTAssertEqual(record.local.port, 8080)
+        XCTAssertEqual(record.peer.addr, ServiceHarness.peerAddress.value)
+        XCTAssertEqual(record.peer.port, h.peer.tcpNames(peer)?.localPort)
+        XCTAssertEqual(h.service.counters.socketsAccepted, 1)
+        // The record's handle names the connection.
+        XCTAssertEqual(client.name(socket, peer: true).addr.addr, ServiceHarness.peerAddress.value)
+
+        // Application to peer, then peer to application, each larger than one write's worth.
+        var written = 0
+        var received: [UInt8] = []
+        XCTAssertTrue(h.run {
+            if written < payload.count { written += max(0, appWrite(socket.fd, Array(payload[written...]))) }
+            received += h.peerReceive(peer)
+            return received.count == payload.count
+        })
+        XCTAssertEqual(received, payload)
+        var sent = 0
+        var read: [UInt8] = []
+        XCTAssertTrue(h.run {
+            if sent < payload.count { sent += h.peerSend(peer, Array(payload[sent...])) }
+            read += appReadAll(socket.fd)
+            return read.count == payload.count
+        })
+        XCTAssertEqual(read, payload)
+        XCTAssertEqual(h.service.counters.appBytesIn, UInt64(payload.count))
+        XCTAssertEqual(h.service.counters.appBytesOut, UInt64(payload.count))
+    }
+
+    func testConnectConsumesTheFillerWhenTheHandshakeCompletes() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let listener = h.peer.tcpOpen()
+        try h.peer.tcpBind(listener, port: 9000)
+        try h.peer.tcpListen(listener, backlog: 4)
+        let s = client.open()
+        let (result, local) = client.connect(s, ServiceHarness.peerAddress, 9000, filler: 100)
+        XCTAssertEqual(result, -EINPROGRESS)
+        XCTAssertEqual(local.addr, ServiceHarness.address.value)
+        var child: SocketID?
+        XCTAssertTrue(h.run { child = try? h.peer.tcpAccept(listener); return child != nil })
+        h.settle()
+        // A second connect reports the completion once, then EISCONN.
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000).result, 0)
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000).result, -EISCONN)
+        appWrite(s.fd, Array("hello".utf8))
+        var received: [UInt8] = []
+        XCTAssertTrue(h.run { received += h.peerReceive(child!); return received.count >= 5 })
+        h.settle()
+        received += h.peerReceive(child!)
+        // The filler never reached the peer.
+        XCTAssertEqual(received, Array("hello".utf8))
+    }
+
+    func testLoopbackConnectionThroughTwoPairsOfOneService() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let listener = client.open()
+        XCTAssertEqual(client.bind(listener, IPv4Address(127, 0, 0, 1), 7000), 0)
+        XCTAssertEqual(client.listen(listener), 0)
+        let s = client.open()
+        XCTAssertEqual(client.connect(s, IPv4Address(127, 0, 0, 1), 7000).result, -EINPROGRESS)
+        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
+        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
+        let server = try XCTUnwrap(accepted).socket
+        appWrite(s.fd, Array("ping".utf8))
+        var got: [UInt8] = []
+        XCTAssertTrue(h.run { got += appReadAll(server.fd); return got.count == 4 })
+        appWrite(server.fd, Array("pong".utf8))
+        var back: [UInt8] = []
+        XCTAssertTrue(h.run { back += appReadAll(s.fd); return back.count == 4 })
+        XCTAssertEqual(got, Array("ping".utf8))
+        XCTAssertEqual(back, Array("pong".utf8))
+    }
+
+    func testShutdownSendsFinAfterTheDataAndPeerFinIsEndOfStream() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let (_, socket, peer) = acceptedConnection(h, client)
+        appWrite(socket.fd, Array("last words".utf8))
+        XCTAssertEqual(client.shutdown(socket, Int32(SHUT_WR)), 0)
+        var received: [UInt8] = []
+        XCTAssertTrue(h.run { received += h.peerReceive(peer); return h.peerSawEnd(peer) })
+        XCTAssertEqual(received, Array("last words".utf8))
+        // The peer's FIN: end of stream after its data, and the connection's names stay.
+        _ = h.peerSend(peer, Array("bye".utf8))
+        try h.peer.tcpShutdown(peer, .write, now: h.now)
+        var read: [UInt8] = []
+        var ended = false
+        XCTAssertTrue(h.run {
+            switch appRead(socket.fd) {
+            case .bytes(let b): read += b
+            case .end: ended = true
+            case .error: break
+            }
+            return ended
+        })
+        XCTAssertEqual(read, Array("bye".utf8))
+        XCTAssertEqual(client.status(socket, LVLIP_STATUS_READ_END), 0)
+        XCTAssertEqual(client.shutdown(socket, 7), -EINVAL)
+    }
+
+    func testResetClosesThePairAndReportsECONNRESET() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let (_, socket, peer) = acceptedConnection(h, client)
+        h.peer.tcpAbort(peer, now: h.now)
+        XCTAssertTrue(h.run { appRead(socket.fd) == .end })
+        // The shim asks why the stream ended; SO_ERROR was taken with it.
+        XCTAssertEqual(client.status(socket, LVLIP_STATUS_READ_END), -ECONNRESET)
+        XCTAssertEqual(client.intOption(socket, 1, 4), 0)  // SOL_SOCKET, SO_ERROR
+        let written = appWrite(socket.fd, [1])
+        let error = errno
+        XCTAssertEqual(written, -1)
+        XCTAssertEqual(error, EPIPE)
+    }
+
+    func testResetIsTheSocketErrorOnce() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let (_, socket, peer) = acceptedConnection(h, client)
+        h.peer.tcpAbort(peer, now: h.now)
+        XCTAssertTrue(h.run { appRead(socket.fd) == .end })
+        XCTAssertEqual(client.intOption(socket, 1, 4), ECONNRESET)
+        XCTAssertEqual(client.intOption(socket, 1, 4), 0)
+        XCTAssertEqual(client.status(socket, LVLIP_STATUS_WRITE_END), -EPIPE)
+    }
+
+    func testRefusedConnectEndsThePairAndTheNextConnectSaysWhy() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let s = client.open()
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9999, filler: 10).result, -EINPROGRESS)
+        XCTAssertTrue(h.run { appRead(s.fd) != .error(EAGAIN) })
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9999).result, -ECONNREFUSED)
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9999).result, -ECONNABORTED)
+        // TCP_INFO of the tombstone: the state the connection ended in (CLOSE).
+        XCTAssertEqual(client.getOption(s, 6, 11, room: 1).value, [7])
+    }
+
+    func testApplicationCloseSendsFinAfterWhatItWrote() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let (_, socket, peer) = acceptedConnection(h, client)
+        appWrite(socket.fd, Array("goodbye".utf8))
+        client.close(socket)
+        var received: [UInt8] = []
+        XCTAssertTrue(h.run { received += h.peerReceive(peer); return h.peerSawEnd(peer) })
+        XCTAssertEqual(received, Array("goodbye".utf8))
+        XCTAssertEqual(h.service.counters.socketsClosedByApp, 1)
+        // The record is gone: its handle is refused.
+        XCTAssertEqual(client.name(socket, peer: false).result, -EBADF)
+    }
+
+    func testApplicationCloseWithUnreadDataResets() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let (_, socket, peer) = acceptedConnection(h, client)
+        _ = h.peerSend(peer, Array("unread".utf8))
+        XCTAssertTrue(h.run { (pending(socket.fd) ?? 0) > 0 })
+        client.close(socket)
+        XCTAssertTrue(h.run { h.peer.tcpTerminalError(peer) != nil })
+        XCTAssertEqual(h.peer.tcpTerminalError(peer), .connectionReset)
+    }
+
+    func testListenerTakesNoConnectAndNoBind() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let listener = client.open()
+        XCTAssertEqual(client.listen(listener), 0)
+        XCTAssertEqual(client.connect(listener, ServiceHarness.peerAddress, 80).result, -EISCONN)
+        XCTAssertEqual(client.bind(listener, .any, 81), -EINVAL)
+        XCTAssertEqual(client.shutdown(listener, Int32(SHUT_RDWR)), -ENOTCONN)
+        XCTAssertEqual(client.name(listener, peer: true).result, -ENOTCONN)
+        // Listening again changes the backlog only.
+        XCTAssertEqual(client.listen(listener, backlog: 4), 0)
+        XCTAssertEqual(client.identify(listener.fd).state, LVLIP_STATE_LISTENING.rawValue)
+    }
+}
+
+/// Bytes waiting to be read at `fd` (FIONREAD).
+func pending(_ fd: Int32) -> Int? {
+    var count: Int32 = 0
+    return ioctl(fd, UInt(FIONREAD), &count) == 0 ? Int(count) : nil
+}
