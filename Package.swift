@@ -51,6 +51,14 @@ let package = Package(
         ]),
         // In-memory two-stack TCP throughput (scripts/bench/tcp-memory).
         .executableTarget(name: "lvlip-membench", dependencies: ["Stack", "Timing"]),
+        // Fuzz targets (scripts/fuzz): libFuzzer entry points in a fuzzing build, replayers of
+        // saved inputs (the seed corpus in Fuzz/corpus) otherwise.
+        .target(name: "FuzzSupport", path: "Fuzz/support"),
+        .executableTarget(name: "fuzz-frames", dependencies: ["Stack", "Timing", "FuzzSupport"], path: "Fuzz/frames"),
+        .executableTarget(name: "fuzz-ipc", dependencies: [
+            "CLinux", "IPCProtocol", "IPCServer", "Reactor", "Stack", "Timing", "FuzzSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Fuzz/ipc"),
         .testTarget(name: "TimingTests", dependencies: ["Timing", "Stack"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),
