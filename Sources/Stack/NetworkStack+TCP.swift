@@ -29,8 +29,11 @@ struct TCPTables {
     var readinessChanged: [SocketID] = []
     /// The connection found by the last demultiplexing lookup.
     var lastLookup: (tuple: TCPFourTuple, connection: TCPConnection)?
-    /// Connections that stopped sending because the outbox was full.
+    /// Connections that stopped sending because the outbox was full; `blockedResuming`
+    /// holds them while they are given the chance to send again (the two alternate, so
+    /// resuming allocates nothing).
     var blockedOnOutbox: [SocketID] = []
+    var blockedResuming: [SocketID] = []
     /// Connections owing a coalesced duplicate ACK (`TCPConnection.duplicateAck`).
     var deferredAcks: [SocketID] = []
     var deferredAcksFlushing: [SocketID] = []
@@ -39,6 +42,9 @@ struct TCPTables {
     /// Moves the owed ACKs to `deferredAcksFlushing`. (A method: swapping two properties of
     /// `tcp` from outside is two overlapping accesses to it, which debug builds trap.)
     mutating func takeDeferredAcks() { swap(&deferredAcks, &deferredAcksFlushing) }
+
+    /// Moves the blocked connections to `blockedResuming` (a method for the same reason).
+    mutating func takeBlockedOnOutbox() { swap(&blockedOnOutbox, &blockedResuming) }
 }
 
 extension NetworkStack {
@@ -107,9 +113,9 @@ extension NetworkStack {
 
     /// Call after draining the outbox: connections that stopped for lack of room send on.
     public func resumeOutput(now: Instant) {
-        let blocked = tcp.blockedOnOutbox
-        tcp.blockedOnOutbox.removeAll(keepingCapacity: true)
-        for id in blocked {
+        guard !tcp.blockedOnOutbox.isEmpty else { return }
+        tcp.takeBlockedOnOutbox()
+        for id in tcp.blockedResuming {
             guard let c = tcpSocket(id) else { continue }
             guard !outputFull(c) else {
                 tcp.blockedOnOutbox.append(id)
@@ -117,6 +123,7 @@ extension NetworkStack {
             }
             c.output(now: now)
         }
+        tcp.blockedResuming.removeAll(keepingCapacity: true)
     }
 
     func deferAck(_ id: SocketID) { tcp.deferredAcks.append(id) }
