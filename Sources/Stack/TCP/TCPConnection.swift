@@ -31,10 +31,8 @@ final class TCPConnection {
     var state = TCPState.closed
     var options: TCPSocketOptions
 
-    /// The next hop's MAC as last resolved, valid while the stack's neighbour generation
-    /// is unchanged.
-    var neighborMAC: MACAddress?
-    var neighborGeneration: UInt64 = 0
+    /// The next hop's MAC as last resolved (`NetworkStack.knownNextHopMAC`).
+    var neighborCache = NeighborCache()
     /// The local address: unspecified while bound to any (a listener may stay so); set by
     /// connect or by the segment that made the connection.
     var localAddress = IPv4Address.any
