@@ -365,9 +365,9 @@ extension TCPConnection {
     /// An out-of-order segment arrived (with SACK in use). RFC 5681 4.2 asks for an immediate
     /// duplicate ACK; the first three for one RCV.NXT go at once, which is what a sender
     /// needs to start fast retransmit. Later ones are coalesced, as Linux does (SACK
-    /// compression, tcp_comp_sack_nr): the ACK is owed until the owner of the stack has
-    /// handled the frames already at hand (`NetworkStack.flushDeferredAcks`, at most 8
-    /// frames in lvlipd) or until 8 segments are owed, and then one ACK carries the
+    /// compression, tcp_comp_sack_nr): the ACK is owed until the driver has handled the
+    /// frames already at hand (`NetworkStack.flushDeferredAcks`, at most every 8 frames:
+    /// `StackDriver.dispatchFrames`) or until 8 segments are owed, and then one ACK carries the
     /// latest SACK blocks. During a recovery with a hundred segments in flight this spares
     /// the sender most of a hundred ACKs, each of which it must walk its SACK scoreboard for.
     func duplicateAck() {
