@@ -88,7 +88,7 @@ public final class StackDriver {
 
     @inline(__always)
     private func drainOutbox<L: Link>(to link: L) {
-        link.transmit(batch: stack.outbox)
+        if !stack.outbox.isEmpty { link.transmit(batch: stack.outbox) }
         link.flush()
     }
 }
