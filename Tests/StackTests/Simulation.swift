@@ -54,9 +54,6 @@ final class Simulation {
         set { wire.faults = newValue }
     }
 
-    var framesCorrupted: Int { wire.framesCorrupted }
-    var framesDelivered: Int { wire.framesDelivered }
-
     /// Moves time forward to the next event (an arrival or a timer) and polls both stacks.
     /// Returns false when nothing at all is pending.
     @discardableResult

@@ -35,8 +35,6 @@ public final class SimulatedWire {
     /// either) and the reordering queues.
     private var faultless: Bool
     private var rng: SplitMix64
-    public private(set) var framesCorrupted = 0
-    public private(set) var framesDelivered = 0
     /// Sees every frame as it is delivered (true: toward end `a`), for traces.
     public var onDeliver: ((_ towardA: Bool, _ frame: UnsafeRawBufferPointer) -> Void)?
     /// Frames in flight: per direction, one queue for the normal delay and one for the
@@ -131,10 +129,7 @@ public final class SimulatedWire {
         let copies = rng.chance(faults.duplicate) ? 2 : 1
         for _ in 0..<copies {
             var flip: Int?
-            if rng.chance(faults.corrupt) {
-                flip = Int(rng.next() % UInt64(frame.count * 8))
-                framesCorrupted += 1
-            }
+            if rng.chance(faults.corrupt) { flip = Int(rng.next() % UInt64(frame.count * 8)) }
             var delay = faults.delayMicroseconds
             let reordered = rng.chance(faults.reorder)
             if reordered { delay += faults.reorderDelayMicroseconds }
@@ -162,7 +157,6 @@ public final class SimulatedWire {
                 deliver(ReceivedFrame(bytes: frame))
             }
             batchNext[b] = next
-            framesDelivered += delivered
         }
         while delivered < limit {
             let q: UnsafeMutablePointer<TimedFrameRing>
@@ -179,7 +173,6 @@ public final class SimulatedWire {
                 }
             }
             let frame = q.pointee.oldest
-            framesDelivered += 1
             delivered += 1
             onDeliver?(towardA, frame)
             deliver(ReceivedFrame(bytes: frame))
