@@ -38,19 +38,19 @@ extension NetworkStack {
                seg.seq > c.rcvNxt, let listener = listener(for: tuple) {
                 // RFC 9293 3.10.7.4 note / RFC 6191: a new SYN beyond the old connection's
                 // sequence space may reopen the names.
-                c.close(reason: nil, now: now)
+                c.close(reason: nil, now: now, in: self)
                 listenerArrives(listener, seg, tuple: tuple, now: now)
                 return
             }
             c.segmentsIn &+= 1
             if c.state == .synSent {
-                c.synSentArrives(seg, now: now)
+                c.synSentArrives(seg, now: now, in: self)
             } else {
-                c.synchronizedArrives(seg, now: now)
+                c.synchronizedArrives(seg, now: now, in: self)
             }
             if c.state != .closed {
-                if c.state == .established || c.state == .closeWait { c.armKeepalive(now: now) }
-                c.output(now: now)
+                if c.state == .established || c.state == .closeWait { c.armKeepalive(now: now, in: self) }
+                c.output(now: now, in: self)
             }
             return
         }
@@ -98,7 +98,7 @@ extension NetworkStack {
         listener.synQueue += 1
         child.irs = seg.seq
         child.rcvNxt = seg.seq + 1
-        child.negotiateOptions(seg.options, synAck: false)
+        child.negotiateOptions(seg.options, synAck: false, in: self)
         if !child.windowScaling { child.rcvScale = 0 }
         if child.timestamps, let ts = seg.options.timestamp {
             child.tsRecent = ts.value
@@ -108,7 +108,7 @@ extension NetworkStack {
         child.sndWl1 = seg.seq
         child.state = .synReceived
         child.segmentsIn = 1
-        child.output(now: now)
+        child.output(now: now, in: self)
     }
 
     /// An ICMP error about a segment we sent (RFC 1122 4.2.3.9, RFC 5927). The quoted
@@ -137,7 +137,7 @@ extension NetworkStack {
         }
         counters.tcpICMPErrors &+= 1
         if c.state == .synSent || c.state == .synReceived {
-            c.abort(error: error, sendReset: false, now: now)
+            c.abort(error: error, sendReset: false, now: now, in: self)
         } else {
             c.softError = error
         }
@@ -152,7 +152,7 @@ extension NetworkStack {
         }
         for c in affected {
             if c.state == .synSent {
-                c.abort(error: .hostUnreachable, sendReset: false, now: now)
+                c.abort(error: .hostUnreachable, sendReset: false, now: now, in: self)
             } else {
                 c.softError = .hostUnreachable
             }

@@ -50,7 +50,7 @@ extension NetworkStack {
             // A TIME-WAIT with the same names is recycled (as Linux with timestamps); a live one
             // makes the names unavailable.
             guard existing.state == .timeWait else { throw .addressNotAvailable }
-            existing.close(reason: nil, now: now)
+            existing.close(reason: nil, now: now, in: self)
         }
         s.remoteAddress = address
         s.remotePort = port
@@ -59,7 +59,7 @@ extension NetworkStack {
         counters.tcpActiveOpens &+= 1
         startHandshake(s, now: now)
         s.state = .synSent
-        s.output(now: now)
+        s.output(now: now, in: self)
     }
 
     func startHandshake(_ s: TCPConnection, now: Instant) {
@@ -108,7 +108,7 @@ extension NetworkStack {
         guard !bytes.isEmpty else { return 0 }
         let n = s.sendBuffer.append(bytes)
         guard n > 0 else { throw .wouldBlock }
-        s.output(now: now)
+        s.output(now: now, in: self)
         return n
     }
 
@@ -135,9 +135,9 @@ extension NetworkStack {
         guard !buffer.isEmpty else { return 0 }
         let n = s.receive.read(into: buffer, peek: peek)
         if !peek {
-            s.tuneReceiveBuffer(read: n, now: now)
+            s.tuneReceiveBuffer(read: n, now: now, in: self)
             s.windowUpdateIfUseful(now: now)
-            s.output(now: now)
+            s.output(now: now, in: self)
         }
         return n
     }
@@ -162,9 +162,9 @@ extension NetworkStack {
     public func tcpConsume(_ id: SocketID, _ count: Int, now: Instant) {
         guard count > 0, let s = tcpSocket(id), !s.orphaned else { return }
         s.receive.consume(count)
-        s.tuneReceiveBuffer(read: count, now: now)
+        s.tuneReceiveBuffer(read: count, now: now, in: self)
         s.windowUpdateIfUseful(now: now)
-        s.output(now: now)
+        s.output(now: now, in: self)
     }
 
     /// Whether the peer's FIN has arrived (reads end once the readable bytes are taken).
@@ -190,13 +190,13 @@ extension NetworkStack {
     private func queueFin(_ s: TCPConnection, now: Instant) {
         switch s.state {
         case .established:
-            s.leaveEstablishedCount()
+            s.leaveEstablishedCount(in: self)
             s.state = .finWait1
         case .closeWait:
-            s.leaveEstablishedCount()
+            s.leaveEstablishedCount(in: self)
             s.state = .lastAck
         case .synSent:
-            s.close(reason: nil, now: now)
+            s.close(reason: nil, now: now, in: self)
             return
         case .synReceived:
             // RFC 9293 3.10.4: queue the FIN until ESTABLISHED; with no data to send first,
@@ -208,7 +208,7 @@ extension NetworkStack {
         }
         s.finQueued = true
         markReadinessChanged(s.id)
-        s.output(now: now)
+        s.output(now: now, in: self)
     }
 
     /// close(2): the application gives the socket up. Unread data (or SO_LINGER 0) aborts
@@ -219,23 +219,23 @@ extension NetworkStack {
         s.orphaned = true
         switch s.state {
         case .listen:
-            for child in s.acceptQueue { tcpSocket(child)?.orphanAndAbort(now: now) }
+            for child in s.acceptQueue { tcpSocket(child)?.orphanAndAbort(now: now, in: self) }
             s.acceptQueue.removeAll()
             // Embryonic children die with the listener.
-            for c in tcp.connections.values where c.listener == id { c.orphanAndAbort(now: now) }
-            s.close(reason: nil, now: now)
+            for c in tcp.connections.values where c.listener == id { c.orphanAndAbort(now: now, in: self) }
+            s.close(reason: nil, now: now, in: self)
         case .closed:
             tcpConnectionClosed(s, free: true)
         case .synSent:
-            s.close(reason: nil, now: now)
+            s.close(reason: nil, now: now, in: self)
         default:
             if s.receive.readable > 0 || s.options.lingerZero {
                 counters.tcpAbortOnClose &+= 1
-                s.abort(error: nil, sendReset: true, now: now)
+                s.abort(error: nil, sendReset: true, now: now, in: self)
             } else {
                 queueFin(s, now: now)
                 if s.state == .finWait2 {
-                    s.setTimer(.lifetime, at: now.adding(milliseconds: configuration.tcp.finWait2Milliseconds))
+                    s.setTimer(.lifetime, at: now.adding(milliseconds: configuration.tcp.finWait2Milliseconds), in: self)
                 }
             }
         }
@@ -248,7 +248,7 @@ extension NetworkStack {
         if s.state == .closed {
             tcpConnectionClosed(s, free: true)
         } else {
-            s.abort(error: nil, sendReset: true, now: now)
+            s.abort(error: nil, sendReset: true, now: now, in: self)
         }
     }
 
@@ -289,14 +289,14 @@ extension NetworkStack {
         let nodelay = !s.options.noDelay && o.noDelay
         let keepalive = s.options.keepAlive != o.keepAlive || s.options.keepIdle != o.keepIdle
         s.options = o
-        if keepalive { s.armKeepalive(now: now) }
+        if keepalive { s.armKeepalive(now: now, in: self) }
         if uncork {
             // Uncorking pushes what waits, past Nagle too (as Linux's TCP_NAGLE_PUSH).
             s.corkExpired = true
-            s.output(now: now)
+            s.output(now: now, in: self)
             s.corkExpired = false
         } else if nodelay {
-            s.output(now: now)
+            s.output(now: now, in: self)
         }
     }
 
@@ -310,9 +310,9 @@ extension NetworkStack {
 
 extension TCPConnection {
     /// Used when a listener closes with connections it had not handed out.
-    func orphanAndAbort(now: Instant) {
+    func orphanAndAbort(now: Instant, in stack: NetworkStack) {
         orphaned = true
         listener = nil
-        abort(error: nil, sendReset: true, now: now)
+        abort(error: nil, sendReset: true, now: now, in: stack)
     }
 }

@@ -68,7 +68,7 @@ extension NetworkStack {
             tcp.generations.append(0)
         }
         let id = SocketID(index: index, generation: tcp.generations[Int(index)])
-        let socket = TCPConnection(stack: self, id: id, options: options)
+        let socket = TCPConnection(id: id, options: options, configuration: configuration.tcp)
         tcp.sockets[Int(index)] = socket
         return socket
     }
@@ -123,7 +123,7 @@ extension NetworkStack {
                 tcp.blockedOnOutbox.append(id)
                 continue
             }
-            c.output(now: now)
+            c.output(now: now, in: self)
         }
         tcp.blockedResuming.removeAll(keepingCapacity: true)
     }
@@ -139,7 +139,7 @@ extension NetworkStack {
         for id in tcp.deferredAcksFlushing {
             guard let c = tcpSocket(id), c.deferredAckSegments > 0 else { continue }
             c.ackNow = true
-            c.output(now: now)
+            c.output(now: now, in: self)
             // Sent with that output, or not sendable in this state (then nothing is owed).
             c.deferredAckSegments = 0
         }
