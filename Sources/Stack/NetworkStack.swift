@@ -86,7 +86,9 @@ public final class NetworkStack {
             case .reassembly(let key):
                 reassemblyTimedOut(key, now: now)
             case .tcp(let id, let kind):
-                if let c = tcpSocket(id), c.timerEntryFired(kind, now: now, in: self) { c.timerFired(kind, now: now, in: self) }
+                if let c = tcpSocket(id), c.timerEntryFired(kind, now: now, in: self) {
+                    c.timerFired(kind, now: now, in: self)
+                }
             }
         }
     }

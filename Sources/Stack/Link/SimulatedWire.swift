@@ -250,7 +250,8 @@ struct TimedFrameRing {
         precondition(frame.count <= slotSize)
         if count == capacity { grow() }
         let i = (head + count) & (capacity - 1)
-        let slot = UnsafeMutableRawBufferPointer(start: storage.baseAddress.unsafelyUnwrapped + i * slotSize, count: frame.count)
+        let slot = UnsafeMutableRawBufferPointer(start: storage.baseAddress.unsafelyUnwrapped + i * slotSize,
+                                                 count: frame.count)
         slot.baseAddress.unsafelyUnwrapped.copyMemory(from: frame.baseAddress.unsafelyUnwrapped, byteCount: frame.count)
         (entries + i).initialize(to: Entry(length: frame.count, at: at, order: order))
         count += 1

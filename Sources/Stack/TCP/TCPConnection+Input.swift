@@ -245,7 +245,8 @@ extension TCPConnection {
             if let fin = finSeq, sndUna > fin {
                 state = .finWait2
                 if orphaned {
-                    setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.finWait2Milliseconds), in: stack)
+                    setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.finWait2Milliseconds),
+                             in: stack)
                 }
             }
         case .closing:
@@ -438,7 +439,8 @@ extension TCPConnection {
                 // At least every second full-sized segment (RFC 5681 4.2).
                 ackNow = true
             } else if !ackNow {
-                setTimer(.delayedAck, at: now.adding(milliseconds: stack.configuration.tcp.delayedAckMilliseconds), in: stack)
+                setTimer(.delayedAck, at: now.adding(milliseconds: stack.configuration.tcp.delayedAckMilliseconds),
+                         in: stack)
             }
         }
         if seg.flags.contains(.fin) {
