@@ -38,14 +38,17 @@ final class FrameFuzzer {
 
     let stack: NetworkStack
     private let peer: NetworkStack
+    private let driver: StackDriver
+    private let peerDriver: StackDriver
+    private let wire: SimulatedWire
+    /// A's link: the wire to B during set-up, then the script's frames.
+    private let link: ScriptLink
     private(set) var now = Instant.milliseconds(1_000_000)
     private(set) var flows: [Flow] = []
     private var sockets: [SocketID] = []
     private var udpSockets: [SocketID] = []
     private var listener: SocketID?
     private var scratch = [UInt8](repeating: 0, count: 65536)
-    private(set) var framesIn = 0
-    private(set) var framesOut = 0
 
     init() {
         var ca = StackConfiguration(mac: Self.macA, interface: IPv4Interface(address: Self.addressA, prefixLength: 24))
@@ -58,6 +61,16 @@ final class FrameFuzzer {
         cb.outputQueueFrames = 128
         stack = NetworkStack(configuration: ca, now: now)
         peer = NetworkStack(configuration: cb, now: now)
+        driver = StackDriver(stack: stack)
+        peerDriver = StackDriver(stack: peer)
+        wire = SimulatedWire(seed: 1, faults: SimulatedWire.Faults(delayMicroseconds: 0), now: now,
+                             frameSize: ca.mtu + EthernetFrame.headerLength)
+        link = ScriptLink(wire: wire.a)
+        link.watch = { [unowned self] frame in
+            let bytes = Array(frame)
+            FrameCheck.verify(bytes)
+            learn(bytes)
+        }
         setUp()
     }
 
@@ -85,50 +98,29 @@ final class FrameFuzzer {
             _ = [UInt8](repeating: 0x42, count: 2000).withUnsafeBytes { try? peer.tcpSend(served, $0, now: now) }
         }
         exchange()
-        // Data in flight that B never acknowledges: retransmission and loss recovery have work.
+        // The wire is cut: what A sends from now on goes nowhere, so data in flight is never
+        // acknowledged by B and retransmission and loss recovery have work.
+        link.wire = nil
         if let first = sockets.first { send(first, 5000) }
         let bound = stack.udpOpen()
         try? stack.udpBind(bound, address: nil, port: 53)
         let connected = stack.udpOpen()
         try? stack.udpConnect(connected, to: (Self.addressB, 5353))
         udpSockets = [bound, connected, stack.icmpOpen(raw: false)]
-        collect()
+        driver.transmit(to: link, now: now)
     }
 
-    /// Runs the link between A and B until neither has anything to say (bounded).
+    /// Runs the wire between A and B until nothing is in flight (bounded), 100 µs a round.
     private func exchange() {
         for _ in 0..<64 {
-            let fromA = collect()
-            let fromB = drain(peer)
-            if fromA.isEmpty && fromB.isEmpty { break }
-            for frame in fromA { frame.withUnsafeBytes { peer.receive(frame: $0, now: now) } }
-            for frame in fromB { deliver(frame) }
+            wire.now = now
+            driver.transmit(to: link, now: now)
+            peerDriver.transmit(to: wire.b, now: now)
+            driver.poll(now: now, link: link)
+            peerDriver.poll(now: now, link: wire.b)
+            if wire.isEmpty { break }
             now = now.adding(nanoseconds: 100_000)
-            stack.poll(now: now)
-            peer.poll(now: now)
         }
-    }
-
-    private func drain(_ s: NetworkStack) -> [[UInt8]] {
-        var frames: [[UInt8]] = []
-        while !s.outbox.isEmpty {
-            for i in 0..<s.outbox.count { frames.append(Array(s.outbox[i])) }
-            s.outbox.removeAll()
-            s.resumeOutput(now: now)
-        }
-        return frames
-    }
-
-    /// Takes A's output: checks every frame and learns the connections' sequence numbers.
-    @discardableResult
-    private func collect() -> [[UInt8]] {
-        let frames = drain(stack)
-        for frame in frames {
-            framesOut += 1
-            FrameCheck.verify(frame)
-            learn(frame)
-        }
-        return frames
     }
 
     private func learn(_ f: [UInt8]) {
@@ -155,9 +147,10 @@ final class FrameFuzzer {
         if flags & 0x10 != 0 { flows[i].receiveNext = ack }
     }
 
+    /// One frame from the script, taken as lvlipd takes one from the TAP: the driver's poll.
     private func deliver(_ frame: [UInt8], verified: Bool = false) {
-        framesIn += 1
-        frame.withUnsafeBytes { stack.receive(frame: $0, checksumVerified: verified, now: now) }
+        link.queued.append((frame, verified))
+        driver.poll(now: now, link: link)
     }
 
     private func send(_ id: SocketID, _ count: Int) {
@@ -183,7 +176,6 @@ final class FrameFuzzer {
             case 7: application(&r)
             default: arp(&r)
             }
-            collect()
         }
     }
 
@@ -280,7 +272,7 @@ final class FrameFuzzer {
         let amount = UInt64(r.u8())
         let milliseconds = r.u8() & 1 == 0 ? amount * 4 : amount * 1000
         now = now.adding(nanoseconds: milliseconds * 1_000_000)
-        stack.poll(now: now)
+        driver.poll(now: now, link: link)
     }
 
     /// The application acts on one of A's sockets.
@@ -306,8 +298,36 @@ final class FrameFuzzer {
         default:
             for target in udpSockets { while stack.udpReceive(target) != nil {} }
         }
-        stack.flushDeferredAcks(now: now)
+        driver.poll(now: now, link: link)
     }
+}
+
+/// A's link in the fuzzer: the wire to B during set-up; afterwards frames the script queued
+/// come in and what A sends goes nowhere. Every frame A sends is watched (checked and learnt
+/// from) on its way.
+final class ScriptLink: Link {
+    var wire: SimulatedWire.End?
+    var queued: [(bytes: [UInt8], verified: Bool)] = []
+    var watch: (UnsafeRawBufferPointer) -> Void = { _ in }
+
+    init(wire: SimulatedWire.End) { self.wire = wire }
+
+    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
+        if let wire { return wire.receive(limit: limit, deliver) }
+        let taken = queued.prefix(limit)
+        queued.removeFirst(taken.count)
+        for frame in taken {
+            frame.bytes.withUnsafeBytes { deliver(ReceivedFrame(bytes: $0, checksumVerified: frame.verified)) }
+        }
+        return taken.count
+    }
+
+    func transmit(_ frame: UnsafeRawBufferPointer) {
+        watch(frame)
+        wire?.transmit(frame)
+    }
+
+    func flush() { wire?.flush() }
 }
 
 enum Bytes {

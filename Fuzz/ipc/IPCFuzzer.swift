@@ -33,6 +33,9 @@ final class IPCFuzzer {
     private let stack: NetworkStack
     private let peer: NetworkStack
     private let service: SocketService
+    private let wire: SimulatedWire
+    private let driver: StackDriver
+    private let peerDriver: StackDriver
     private var created = SocketService.Created()
     private var refs: [lvlip_ref] = []
     private var ends: [Int32] = []
@@ -56,6 +59,11 @@ final class IPCFuzzer {
         var limits = SocketService.Limits()
         limits.socketsPerUser = 24
         service = SocketService(stack: stack, reactor: reactor, logger: Self.logger, limits: limits)
+        wire = SimulatedWire(seed: 1, faults: SimulatedWire.Faults(delayMicroseconds: 0), now: reactor.now,
+                             frameSize: local.mtu + EthernetFrame.headerLength)
+        driver = StackDriver(stack: stack)
+        driver.delegate = service
+        peerDriver = StackDriver(stack: peer)
         let listener = peer.tcpOpen()
         try? peer.tcpBind(listener, port: 81)
         try? peer.tcpListen(listener, backlog: 16)
@@ -289,45 +297,20 @@ final class IPCFuzzer {
 
     private func wake() {
         try? reactor.runOnce(timeoutMilliseconds: 0)
-        for s in [stack, peer] {
-            if let deadline = s.nextDeadline, deadline <= reactor.now { s.poll(now: reactor.now) }
-        }
         afterWake()
     }
 
+    /// As lvlipd after a wake-up: both drivers poll their ends of the wire until nothing is in
+    /// flight; released ends are closed.
     private func afterWake() {
         let now = reactor.now
         for _ in 0..<16 {
-            stack.flushDeferredAcks(now: now)
-            peer.flushDeferredAcks(now: now)
-            readiness()
-            repeat {
-                carry(from: stack, to: peer, now: now)
-                carry(from: peer, to: stack, now: now)
-                stack.deliverLoopback(now: now)
-                peer.deliverLoopback(now: now)
-                stack.resumeOutput(now: now)
-                peer.resumeOutput(now: now)
-                service.outputDrained()
-            } while !stack.outbox.isEmpty || !peer.outbox.isEmpty
-            readiness()
-            if !stack.hasLoopbackPending && !peer.hasLoopbackPending { break }
+            wire.now = now
+            driver.poll(now: now, link: wire.a)
+            peerDriver.poll(now: now, link: wire.b)
+            peer.takeReadinessChanges(into: &changes)
+            guard let next = wire.nextArrival, next <= now else { break }
         }
         service.closeReleasedEnds()
-    }
-
-    private func readiness() {
-        for _ in 0..<8 {
-            stack.takeReadinessChanges(into: &changes)
-            if changes.isEmpty { break }
-            service.readinessChanged(changes)
-        }
-        peer.takeReadinessChanges(into: &changes)
-    }
-
-    private func carry(from source: NetworkStack, to destination: NetworkStack, now: Instant) {
-        let outbox = source.outbox
-        for i in 0..<outbox.count { destination.receive(frame: outbox[i], now: now) }
-        outbox.removeAll()
     }
 }

@@ -30,7 +30,7 @@ import Timing
 /// the registry of handles, users, tombstones and closing (+Registry), requests (+Requests),
 /// each kind's data path (+Stream, +Listener, +Datagram), TCP_INFO (+TCPInfo), the `ss` lines
 /// (+SocketList), and options as data (SocketOptions.swift, SocketOptionTable*.swift).
-public final class SocketService {
+public final class SocketService: StackDriverDelegate {
     public struct Limits {
         /// Sockets one user may hold at once.
         public var socketsPerUser = 65536
@@ -65,6 +65,8 @@ public final class SocketService {
     var generations: [UInt32] = []
     var freeSlots: [Int32] = []
     var byStack: [SocketID: Socket] = [:]
+    /// Reused by readinessMayHaveChanged so that taking the stack's readiness list does not allocate.
+    private var readinessScratch: [SocketID] = []
     var users: [UInt32: User] = [:]
     var tombstones: [Socket] = []
     /// Daemon ends to close at the end of the wake-up (closeReleasedEnds).
@@ -127,6 +129,20 @@ public final class SocketService {
             update(s)
         }
     }
+
+    /// What the stack's driver calls (StackDriverDelegate): takes the stack's readiness
+    /// changes and serves them, in rounds, since what the service does (reading a pair into a
+    /// send queue, consuming received data) may change more. Bounded: what is left is served
+    /// on the driver's next call.
+    public func readinessMayHaveChanged(now: Instant) {
+        for _ in 0..<8 {
+            stack.takeReadinessChanges(into: &readinessScratch)
+            if readinessScratch.isEmpty { return }
+            readinessChanged(readinessScratch)
+        }
+    }
+
+    public func outputDrained(now: Instant) { outputDrained() }
 
     /// The stack's socket changed: move data and state between it and the pair.
     func update(_ s: Socket) {

@@ -10,8 +10,7 @@ public struct StackConfiguration: Sendable {
     public var arp = ARPConfiguration()
     public var reassembly = ReassemblyConfiguration()
     public var tcp = TCPConfiguration()
-    /// A UDP socket's receive buffer (Linux: net.core.rmem_default).
-    public var udpReceiveBuffer = 212_992
+    public var udp = UDPConfiguration()
     /// ICMP error rate limit (Linux: icmp_msgs_per_sec 1000, icmp_msgs_burst 50).
     public var icmpErrorsPerSecond: UInt64 = 1000
     public var icmpErrorBurst: UInt64 = 50
@@ -61,6 +60,14 @@ public struct ReassemblyConfiguration: Sendable {
     public var memoryLimit = 4 * 1024 * 1024
     public var maxDatagrams = 1024
     public var maxFragmentsPerDatagram = 256
+    public init() {}
+}
+
+public struct UDPConfiguration: Sendable {
+    /// A socket's receive buffer (Linux: net.core.rmem_default).
+    public var receiveBuffer = 212_992
+    /// Ephemeral port range (Linux: ip_local_port_range 32768 60999, shared with TCP).
+    public var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
     public init() {}
 }
 

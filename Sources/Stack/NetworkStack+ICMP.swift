@@ -1,5 +1,8 @@
 import Timing
 
+/// ICMP (RFC 792, host rules of RFC 1122 3.2.2): echo replies, errors about datagrams we
+/// received (rate-limited), and errors about datagrams we sent, handed to the transport or
+/// socket that sent them.
 extension NetworkStack {
     func receiveICMP(_ datagram: IPv4Datagram, now: Instant) {
         counters.icmpInMsgs &+= 1

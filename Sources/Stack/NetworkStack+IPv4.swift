@@ -15,6 +15,9 @@ struct IPv4Datagram {
     var checksumVerified = false
 }
 
+/// IPv4 (RFC 791, host rules of RFC 1122 3.2.1): receive checks and hands datagrams to ICMP,
+/// UDP or TCP (fragments to NetworkStack+Reassembly); every datagram we send is framed here
+/// or, toward a local address, in NetworkStack+Loopback.
 extension NetworkStack {
     func receiveIPv4(_ bytes: UnsafeRawBufferPointer, linkBroadcast: Bool, checksumVerified: Bool = false, now: Instant) {
         counters.ipInReceives &+= 1
@@ -138,8 +141,7 @@ extension NetworkStack {
     func emitIPv4(to mac: MACAddress, destination: IPv4Address, proto: IPProtocol, payload: UnsafeRawBufferPointer) {
         let header = IPv4Packet.minimumHeaderLength
         let maxPayload = configuration.mtu - header
-        let identification = nextIdentification
-        nextIdentification &+= 1
+        let identification = takeIdentification()
         guard header + payload.count <= IPv4Packet.maximumLength else {
             counters.ipFragFails &+= 1
             return
@@ -150,25 +152,72 @@ extension NetworkStack {
             let length = min(fragmentSize, payload.count - offset)
             let more = offset + length < payload.count
             let chunk = payload.slice(offset..<offset + length)
-            let fragmentOffset = offset
-            let queued = outbox.append { buffer in
-                var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv4)
-                at += IPv4Packet.writeHeader(
-                    into: buffer.suffix(from: at), source: address, destination: destination, proto: proto,
-                    payloadLength: length, identification: identification, ttl: configuration.defaultTTL,
-                    moreFragments: more, fragmentOffset: fragmentOffset)
-                buffer.copy(chunk, to: at)
-                return at + length
-            }
-            guard queued else {
-                counters.linkOutQueueFull &+= 1
-                counters.ipOutDiscards &+= 1
-                return
-            }
-            counters.linkOutFrames &+= 1
+            guard frameIPv4(to: mac, source: address, destination: destination, proto: proto, payloadLength: length,
+                            identification: identification, moreFragments: more, fragmentOffset: offset,
+                            { $0.copy(chunk, to: 0) })
+            else { return }
             if fragmentSize < payload.count { counters.ipFragCreates &+= 1 }
             offset += length
         } while offset < payload.count
         if fragmentSize < payload.count { counters.ipFragOKs &+= 1 }
     }
+
+    /// Frames one datagram (or fragment) in place in the outbox: the Ethernet and IPv4
+    /// headers, then `writePayload` fills the payload where it lies, so a transport writes its
+    /// segment straight into the frame. The one place where what leaves on the link gets its
+    /// IPv4 header. False when the outbox is full (counted as a discard).
+    @inline(__always)
+    func frameIPv4(to mac: MACAddress, source: IPv4Address, destination: IPv4Address, proto: IPProtocol,
+                   payloadLength: Int, identification: UInt16, dontFragment: Bool = false, moreFragments: Bool = false,
+                   fragmentOffset: Int = 0, _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
+        let queued = outbox.append { buffer in
+            var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv4)
+            at += IPv4Packet.writeHeader(into: buffer.suffix(from: at), source: source, destination: destination,
+                                         proto: proto, payloadLength: payloadLength, identification: identification,
+                                         ttl: configuration.defaultTTL, dontFragment: dontFragment,
+                                         moreFragments: moreFragments, fragmentOffset: fragmentOffset)
+            writePayload(buffer.slice(at..<at + payloadLength))
+            return at + payloadLength
+        }
+        guard queued else {
+            counters.linkOutQueueFull &+= 1
+            counters.ipOutDiscards &+= 1
+            return false
+        }
+        counters.linkOutFrames &+= 1
+        return true
+    }
+
+    /// The next hop's MAC for `destination` when it is known now, without queueing anything:
+    /// the sender's `cache` while the neighbour table has not changed, else the table (a
+    /// stale entry is used and probed, and not cached). Nil: the caller takes the slow path
+    /// (`sendIPv4`), which resolves and queues.
+    @inline(__always)
+    func knownNextHopMAC(toward destination: IPv4Address, cache: inout NeighborCache, now: Instant) -> MACAddress? {
+        if cache.generation == neighborGeneration, let mac = cache.mac { return mac }
+        guard case .via(let nextHop)? = route(destination), let neighbor = neighbors[nextHop], let mac = neighbor.mac,
+              neighbor.isUsable
+        else { return nil }
+        if case .stale = neighbor.state {
+            _ = resolve(nextHop, now: now)
+        } else {
+            cache = NeighborCache(mac: mac, generation: neighborGeneration)
+        }
+        return mac
+    }
+
+    /// The next identification field (RFC 791; RFC 6864 allows any sequence for atomic
+    /// datagrams).
+    @inline(__always)
+    func takeIdentification() -> UInt16 {
+        defer { nextIdentification &+= 1 }
+        return nextIdentification
+    }
+}
+
+/// A next hop's MAC as a sender last resolved it, valid while the stack's neighbour
+/// generation is unchanged (a connection keeps one, to skip the table per segment).
+struct NeighborCache {
+    var mac: MACAddress?
+    var generation: UInt64 = 0
 }

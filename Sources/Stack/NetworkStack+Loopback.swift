@@ -66,8 +66,7 @@ extension NetworkStack {
             counters.ipFragFails &+= 1
             return false
         }
-        let identification = nextIdentification
-        nextIdentification &+= 1
+        let identification = takeIdentification()
         let wasEmpty = loopback.isEmpty
         let queued = loopback.append(length: header + payloadLength) { buffer in
             _ = IPv4Packet.writeHeader(into: buffer, source: source, destination: destination, proto: proto,

@@ -30,6 +30,8 @@ struct PartialDatagram {
     static let overhead = 128
 }
 
+/// IPv4 reassembly, bounded in datagrams, fragments and memory; a datagram left incomplete
+/// times out, with an ICMP Time Exceeded when its first fragment came (RFC 1122 3.3.2).
 extension NetworkStack {
     /// RFC 791 reassembly with RFC 815's observation that only the received ranges matter.
     /// Overlapping fragments are refused and the whole datagram dropped, as Linux does since

@@ -62,16 +62,16 @@ extension NetworkStack {
         child.sackPermitted = false
         child.timestamps = false
         child.peerMSS = SynCookie.mssTable[SynCookie.mssIndex(of: cookie)]
-        child.updateMSS()
+        child.updateMSS(in: self)
         child.sndWnd = Int(seg.window)
         child.sndWl1 = seg.seq
         child.sndWl2 = seg.ack
-        child.becomeEstablished(now: now)
+        child.becomeEstablished(now: now, in: self)
         listener.acceptQueue.append(child.id)
         markReadinessChanged(listener.id)
         child.segmentsIn = 1
-        child.processText(seg, now: now)
-        child.output(now: now)
+        child.processText(seg, now: now, in: self)
+        child.output(now: now, in: self)
         return true
     }
 }

@@ -84,6 +84,10 @@ struct UDPTables {
     var rawICMP: [UDPSocket] = []
 }
 
+/// UDP (RFC 768, RFC 1122 4.1) and the datagram sockets over it: bind with Linux's reuse
+/// rules, send through the IPv4 layer, demultiplex received datagrams (connected sockets
+/// first), queue ICMP errors for IP_RECVERR. The header is `UDPPacket` (Wire/UDP.swift);
+/// ICMP's datagram sockets share this table (NetworkStack+ICMPSockets).
 extension NetworkStack {
     /// UDP socket IDs carry this bit in their index, so one readiness list serves TCP and UDP.
     public static let udpIndexBit: Int32 = 0x4000_0000
@@ -120,7 +124,7 @@ extension NetworkStack {
             udp.generations.append(0)
         }
         let id = SocketID(index: index | Self.udpIndexBit, generation: udp.generations[Int(index)])
-        udp.sockets[Int(index)] = UDPSocket(id: id, receiveBuffer: configuration.udpReceiveBuffer)
+        udp.sockets[Int(index)] = UDPSocket(id: id, receiveBuffer: configuration.udp.receiveBuffer)
         return id
     }
 
@@ -154,7 +158,7 @@ extension NetworkStack {
     }
 
     private func udpEphemeralPort() -> UInt16? {
-        let range = configuration.tcp.ephemeralPorts
+        let range = configuration.udp.ephemeralPorts
         let count = UInt32(range.upperBound - range.lowerBound) + 1
         let offset = UInt32(truncatingIfNeeded: secretHash(0x7564, 0, nil, 0))
         for i in 0..<count {
@@ -212,20 +216,11 @@ extension NetworkStack {
         }
         let source = try udpSource(s, toward: to.address)
         if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
-        let length = 8 + payload.count
-        scratch.setBE16(s.localPort, 0)
-        scratch.setBE16(to.port, 2)
-        scratch.setBE16(UInt16(length), 4)
-        scratch.setBE16(0, 6)
-        scratch.copy(payload, to: 8)
-        let datagram = UnsafeRawBufferPointer(scratch.slice(0..<length))
-        let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: to.address, proto: .udp, length: length)
-        var sum = InternetChecksum.partialSum(datagram, pseudo)
-        sum = UInt64(InternetChecksum.finish(sum))
-        // RFC 768: a computed checksum of zero is sent as all ones (zero means "none").
-        let checksum = UInt16(truncatingIfNeeded: sum)
-        scratch.setBE16(checksum == 0 ? 0xFFFF : checksum, 6)
-        guard sendIPv4(to: to.address, from: source, proto: .udp, payload: datagram, now: now) else {
+        let datagram = scratch.slice(0..<UDPPacket.headerLength + payload.count)
+        datagram.copy(payload, to: UDPPacket.headerLength)
+        UDPPacket.writeHeader(into: datagram, sourcePort: s.localPort, destinationPort: to.port, source: source,
+                              destination: to.address)
+        guard sendIPv4(to: to.address, from: source, proto: .udp, payload: UnsafeRawBufferPointer(datagram), now: now) else {
             counters.udpSndbufErrors &+= 1
             throw .networkUnreachable
         }
@@ -317,33 +312,18 @@ extension NetworkStack {
     // MARK: - Input
 
     func receiveUDP(_ datagram: IPv4Datagram, now: Instant) {
-        let bytes = datagram.payload
-        // RFC 768: the length covers header and data; the IP payload may be longer (padding)
-        // but never shorter.
-        guard bytes.count >= 8 else {
+        let packet: UDPPacket
+        do {
+            packet = try UDPPacket(datagram.payload, source: datagram.source, destination: datagram.destination,
+                                   checksumVerified: datagram.checksumVerified)
+        } catch {
+            if case .badChecksum = error { counters.udpInCsumErrors &+= 1 }
             counters.udpInErrors &+= 1
             return
         }
-        let length = Int(bytes.be16(4))
-        guard length >= 8, length <= bytes.count else {
-            counters.udpInErrors &+= 1
-            return
-        }
-        let udpBytes = bytes.slice(0..<length)
-        // A zero checksum means the sender computed none (RFC 768), which IPv4 allows.
-        if bytes.be16(6) != 0 && !datagram.checksumVerified {
-            let sum = InternetChecksum.partialSum(
-                udpBytes, InternetChecksum.pseudoHeaderSum(source: datagram.source, destination: datagram.destination,
-                                                           proto: .udp, length: length))
-            guard InternetChecksum.finish(sum) == 0 else {
-                counters.udpInCsumErrors &+= 1
-                counters.udpInErrors &+= 1
-                return
-            }
-        }
-        let sourcePort = bytes.be16(0)
-        let destinationPort = bytes.be16(2)
-        let payload = udpBytes.suffix(from: 8)
+        let sourcePort = packet.sourcePort
+        let destinationPort = packet.destinationPort
+        let payload = packet.payload
         let holders = udp.byPort[destinationPort] ?? []
         if datagram.broadcast {
             // Broadcasts go to every socket on the port bound to any or to the broadcast address.

@@ -1,10 +1,13 @@
 import Timing
 
-/// The protocol stack of one interface: Ethernet, ARP, IPv4 and ICMP.
+/// The protocol stack of one interface: Ethernet, ARP, IPv4 (with fragmentation,
+/// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them.
 ///
-/// Pure: it performs no I/O and reads no clock. The owner hands it received frames with
-/// `receive(frame:now:)`, calls `poll(now:)` when `nextDeadline` passes, and transmits what
-/// accumulates in `outbox` (then empties it). Everything runs on the caller's thread.
+/// Pure: it performs no I/O and reads no clock. `StackDriver` runs it over a `Link`: it hands
+/// it received frames with `receive(frame:now:)`, calls `poll(now:)` for the timers due, and
+/// transmits what accumulates in `outbox` (then empties it). Everything runs on the caller's
+/// thread. The protocols live in extensions, one file each (NetworkStack+ARP, +IPv4, +ICMP,
+/// +UDP, +TCPDemux...).
 public final class NetworkStack {
     public let configuration: StackConfiguration
     public internal(set) var counters = Counters()
@@ -83,7 +86,9 @@ public final class NetworkStack {
             case .reassembly(let key):
                 reassemblyTimedOut(key, now: now)
             case .tcp(let id, let kind):
-                if let c = tcpSocket(id), c.timerEntryFired(kind, now: now) { c.timerFired(kind, now: now) }
+                if let c = tcpSocket(id), c.timerEntryFired(kind, now: now, in: self) {
+                    c.timerFired(kind, now: now, in: self)
+                }
             }
         }
     }

@@ -6,7 +6,9 @@ import Reactor
 import Stack
 import Timing
 
-/// Wires the TAP, the reactor, the stack and the IPC server together.
+/// Wires the TAP, the reactor, the stack and the IPC server together: after every reactor
+/// wake-up the stack's driver polls the link (the TAP, wrapped by the pcap writer and the
+/// fault injector when asked for).
 final class Daemon {
     struct Options {
         var tap: String
@@ -19,37 +21,20 @@ final class Daemon {
         var limits = SocketService.Limits()
     }
 
-    /// Counters of the daemon's own I/O, beside the stack's.
-    private struct IOCounters {
-        var tapReads: UInt64 = 0
-        var tapReadErrors: UInt64 = 0
-        var tapWrites: UInt64 = 0
-        var tapWriteErrors: UInt64 = 0
-    }
-
     private let options: Options
     private let logger: Logger
     private let reactor: Reactor
     private let tap: TapDevice
     private let stack: NetworkStack
+    private let driver: StackDriver
+    /// What the driver polls: the TAP, or its wrappers.
+    private let link: any Link
     private let pcap: PcapWriter?
     private var ipc: IPCServer!
     private var service: SocketService!
-    private var io = IOCounters()
     private var stackTimer: TimerHandle?
-    private var faults: FaultInjector?
+    private let faults: FaultInjector?
     private var stackTimerDeadline: Instant?
-    private var framesSinceDispatch = 0
-    /// Applications hear of received data, and owed duplicate ACKs go out, every this many
-    /// MTU frames of a batch.
-    private static let dispatchFrames = 8
-    /// Reused by dispatchReadiness so that taking the stack's readiness list does not allocate.
-    private var readinessChanges: [SocketID] = []
-    private let frameBuffer: UnsafeMutableRawBufferPointer
-    /// Frames read per wake-up before yielding to other descriptors.
-    private static let readBatch = 256
-    /// Rounds of loopback delivery and application wake-ups per reactor wake-up.
-    private static let loopbackRounds = 16
 
     init(options: Options, logger: Logger) throws {
         self.options = options
@@ -57,13 +42,18 @@ final class Daemon {
         // Refuse early if another daemon serves this socket, before touching its TAP.
         try Self.checkSocketFree(options.socketPath)
         reactor = try Reactor()
-        tap = try TapDevice(name: options.tap, offload: options.offload)
+        tap = try TapDevice(name: options.tap, offload: options.offload, logger: logger)
         try tap.configureKernelSide(mtu: options.stack.mtu)
         try Self.ensureSocketDirectory(options.socketPath)
-        pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path) }
+        // The pcap writer sits next to the TAP: it records what the kernel gave and what
+        // reaches the kernel, before and after the faults.
+        let tap = tap
+        pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path, wrapping: tap) }
+        let recorded: any Link = pcap ?? tap
+        faults = options.faults.map { FaultInjector(settings: $0, wrapping: recorded) }
+        link = faults ?? recorded
         stack = NetworkStack(configuration: options.stack, now: reactor.now)
-        frameBuffer = .allocate(byteCount: TapDevice.maximumRead + 64, alignment: 16)
-        faults = options.faults.map { FaultInjector(settings: $0) }
+        driver = StackDriver(stack: stack)
         lvlip_ignore_sigpipe()
         Self.raiseDescriptorLimit()
         // Connection buffers (256 KB rings, up to 4 MB) from the heap rather than a fresh
@@ -92,8 +82,6 @@ final class Daemon {
         _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
-    deinit { frameBuffer.deallocate() }
-
     /// Serves until SIGINT or SIGTERM, then shuts down in order.
     func run() throws {
         try reactor.handleSignals([SIGINT, SIGTERM, SIGUSR1]) { [unowned self] signo in
@@ -104,12 +92,13 @@ final class Daemon {
             logger.info("received signal \(signo), shutting down")
             reactor.stop()
         }
-        try reactor.register(fd: tap.fd, events: .readable) { [unowned self] _ in readFrames() }
+        try reactor.register(fd: tap.fd, events: .readable) { [unowned self] _ in tap.readable = true }
         reactor.addAfterWakeHook { [unowned self] in afterWake() }
 
         service = SocketService(stack: stack, reactor: reactor, logger: logger, limits: options.limits)
         // The TAP's kernel index names the interface in IP_PKTINFO, as the kernel would.
         service.interfaceIndex = UInt16(truncatingIfNeeded: if_nametoindex(tap.name))
+        driver.delegate = service
         var ipcConfiguration = IPCServer.Configuration(path: options.socketPath)
         ipcConfiguration.group = options.group
         ipc = IPCServer(configuration: ipcConfiguration, reactor: reactor, logger: logger,
@@ -128,114 +117,20 @@ final class Daemon {
         service.shutdown()
         ipc.shutdown()
         afterWake()
-        pcap?.flush()
+        pcap?.writeBuffered()
         logger.info("lvlipd stopped")
     }
 
-    private func readFrames() {
-        for _ in 0..<Self.readBatch {
-            let read: (frame: Range<Int>, checksumVerified: Bool)?
-            do {
-                read = try tap.read(into: frameBuffer)
-            } catch {
-                io.tapReadErrors &+= 1
-                logger.warning("\(error)")
-                return
-            }
-            guard let read else { return }
-            io.tapReads &+= 1
-            let frame = UnsafeRawBufferPointer(frameBuffer.slice(read.frame))
-            let verified = read.checksumVerified
-            pcap?.record(frame)
-            // The clock is read per frame (a vDSO call, tens of ns), not once per wake-up: a
-            // reply to what we wrote can arrive within the same wake-up (the kernel handles
-            // our TAP write synchronously), and RTT samples of zero would make RACK's
-            // reordering window vanish.
-            let now = Syscall.monotonicNow()
-            if let faults {
-                faults.receive(frame) { stack.receive(frame: $0, checksumVerified: verified, now: now) }
-            } else {
-                stack.receive(frame: frame, checksumVerified: verified, now: now)
-            }
-            // Applications hear of received data every 8 MTU frames (or after each large TSO
-            // segment, which fills a receive window fast), not after every frame: one write
-            // into a socket's pair then carries several segments.
-            framesSinceDispatch += frame.count > 16384 ? Self.dispatchFrames : 1
-            if framesSinceDispatch >= Self.dispatchFrames {
-                framesSinceDispatch = 0
-                stack.flushDeferredAcks(now: now)
-                dispatchReadiness(now: now)
-            }
-            // Send what the frame produced before reading on: each frame costs one write
-            // either way, and a reply should not wait for the read that finds the queue empty.
-            if !stack.outbox.isEmpty { transmit() }
-        }
-    }
-
-    /// Gives the stack's readiness changes to their owners; what they do may change more.
-    private func dispatchReadiness(now: Instant) {
-        for _ in 0..<8 {
-            stack.takeReadinessChanges(into: &readinessChanges)
-            if readinessChanges.isEmpty { return }
-            service?.readinessChanged(readinessChanges)
-        }
-    }
-
     private func afterWake() {
-        // Loopback traffic is received in transmit(), in rounds: what one round delivers
-        // wakes sockets whose owners answer, which makes the next. Bounded: what is left
-        // keeps the stack's deadline due, so the next wake-up goes on at once.
-        for _ in 0..<Self.loopbackRounds {
-            stack.flushDeferredAcks(now: reactor.now)
-            dispatchReadiness(now: reactor.now)
-            transmit()
-            dispatchReadiness(now: reactor.now)
-            if !stack.hasLoopbackPending { break }
-        }
+        link.polled(by: driver, now: reactor.now)
         service?.closeReleasedEnds()
-        pcap?.flush()
-        scheduleStackTimer()
+        pcap?.writeBuffered()
+        scheduleStackTimer(at: driver.nextDeadline)
     }
 
-    /// Writes the outbox to the TAP and receives what the stack sent itself (its loopback);
-    /// connections that were held back by a full queue then send on, until none is waiting.
-    private func transmit() {
-        repeat {
-            writeOutbox()
-            stack.deliverLoopback(now: reactor.now)
-            stack.resumeOutput(now: reactor.now)
-            service?.outputDrained()
-        } while !stack.outbox.isEmpty
-    }
-
-    private func writeOutbox() {
-        let outbox = stack.outbox
-        for i in 0..<outbox.count {
-            if let faults {
-                faults.transmit(outbox[i]) { write($0) }
-            } else {
-                write(outbox[i])
-            }
-        }
-        outbox.removeAll()
-        faults?.flush(receive: { stack.receive(frame: $0, now: reactor.now) }, transmit: { write($0) })
-    }
-
-    private func write(_ frame: UnsafeRawBufferPointer) {
-        pcap?.record(frame)
-        if let error = tap.write(frame) {
-            io.tapWriteErrors &+= 1
-            if io.tapWriteErrors == 1 || io.tapWriteErrors % 1000 == 0 {
-                logger.warning("TAP write failed (\(io.tapWriteErrors) so far): \(SyscallError("write(\(tap.name))", errno: error))")
-            }
-        } else {
-            io.tapWrites &+= 1
-        }
-    }
-
-    /// Keeps one reactor timer at the stack's next deadline, moved only when it changes.
-    private func scheduleStackTimer() {
-        let deadline = stack.nextDeadline
+    /// Keeps one reactor timer at the stack's next deadline, moved only when it changes. The
+    /// timer only wakes the reactor: the driver's poll after the wake-up runs what is due.
+    private func scheduleStackTimer(at deadline: Instant?) {
         guard deadline != stackTimerDeadline else { return }
         if let handle = stackTimer { reactor.cancel(handle) }
         stackTimer = nil
@@ -244,7 +139,6 @@ final class Daemon {
         stackTimer = reactor.schedule(at: deadline) { [unowned self] in
             stackTimer = nil
             stackTimerDeadline = nil
-            stack.poll(now: reactor.now)
         }
     }
 
@@ -252,8 +146,9 @@ final class Daemon {
         var text = ""
         let counters = stack.counters
         for field in Counters.fields { text += "\(field.name) \(counters[keyPath: field.path])\n" }
-        text += "TapReads \(io.tapReads)\nTapReadErrors \(io.tapReadErrors)\n"
-        text += "TapWrites \(io.tapWrites)\nTapWriteErrors \(io.tapWriteErrors)\n"
+        let io = tap.counters
+        text += "TapReads \(io.reads)\nTapReadErrors \(io.readErrors)\n"
+        text += "TapWrites \(io.writes)\nTapWriteErrors \(io.writeErrors)\n"
         let reassembly = stack.reassemblyState
         text += "IpReasmPending \(reassembly.datagrams)\nIpReasmBytes \(reassembly.bytes)\n"
         text += "ArpEntries \(stack.neighborTable.count)\n"
@@ -296,4 +191,10 @@ final class Daemon {
             throw DaemonError("socket path \(path) is in use by a running lvlipd")
         }
     }
+}
+
+extension Link {
+    /// Polls this link, whatever its concrete type: a method of the protocol opens the
+    /// existential the daemon holds (its link is chosen at run time).
+    fileprivate func polled(by driver: StackDriver, now: Instant) { driver.poll(now: now, link: self) }
 }

@@ -1,10 +1,11 @@
 import Stack
 
-/// A seeded fault injector on lvlipd's link, for tests (off by default): drops, duplicates,
-/// reorders (holds a frame back until the end of the wake-up) and corrupts (flips one bit
-/// past the Ethernet header, so the IP or TCP checksum must catch it) frames in both
-/// directions. Netem is not available on this kernel; nftables gives loss only.
-final class FaultInjector {
+/// A link that injects seeded faults into the link it wraps, for tests (off by default):
+/// drops, duplicates, reorders (holds a frame back: a received one until the end of the
+/// batch it came in, a sent one until the end of the burst) and corrupts (flips one bit past
+/// the Ethernet header, so the IP or TCP checksum must catch it) frames in both directions.
+/// Netem is not available on this kernel; nftables gives loss only.
+final class FaultInjector: Link {
     struct Settings {
         var drop = 0.0
         var duplicate = 0.0
@@ -20,36 +21,45 @@ final class FaultInjector {
         var corrupted: UInt64 = 0
     }
 
+    private let inner: any Link
     private let settings: Settings
     private var rng: SplitMix64
     private(set) var counters = Counters()
     private var heldIn: [[UInt8]] = []
     private var heldOut: [[UInt8]] = []
 
-    init(settings: Settings) {
+    init(settings: Settings, wrapping inner: any Link) {
+        self.inner = inner
         self.settings = settings
         rng = SplitMix64(state: settings.seed)
     }
 
-    func receive(_ frame: UnsafeRawBufferPointer, deliver: (UnsafeRawBufferPointer) -> Void) {
-        apply(frame, held: &heldIn, deliver: deliver)
-    }
-
-    func transmit(_ frame: UnsafeRawBufferPointer, deliver: (UnsafeRawBufferPointer) -> Void) {
-        apply(frame, held: &heldOut, deliver: deliver)
-    }
-
-    /// Releases the frames held back for reordering.
-    func flush(receive: (UnsafeRawBufferPointer) -> Void, transmit: (UnsafeRawBufferPointer) -> Void) {
-        let inbound = heldIn
-        let outbound = heldOut
+    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
+        var count = inner.receive(limit: limit) { frame in
+            apply(frame.bytes, inbound: true) {
+                deliver(ReceivedFrame(bytes: $0, checksumVerified: frame.checksumVerified, timestamp: frame.timestamp))
+            }
+        }
+        let held = heldIn
         heldIn.removeAll()
-        heldOut.removeAll()
-        for f in inbound { f.withUnsafeBytes(receive) }
-        for f in outbound { f.withUnsafeBytes(transmit) }
+        for f in held { f.withUnsafeBytes { deliver(ReceivedFrame(bytes: $0)) } }
+        count += held.count
+        return count
     }
 
-    private func apply(_ frame: UnsafeRawBufferPointer, held: inout [[UInt8]], deliver: (UnsafeRawBufferPointer) -> Void) {
+    func transmit(_ frame: UnsafeRawBufferPointer) {
+        apply(frame, inbound: false) { inner.transmit($0) }
+    }
+
+    /// Releases the sent frames held back for reordering.
+    func flush() {
+        let held = heldOut
+        heldOut.removeAll()
+        for f in held { f.withUnsafeBytes { inner.transmit($0) } }
+        inner.flush()
+    }
+
+    private func apply(_ frame: UnsafeRawBufferPointer, inbound: Bool, deliver: (UnsafeRawBufferPointer) -> Void) {
         if rng.chance(settings.drop) {
             counters.dropped &+= 1
             return
@@ -65,7 +75,7 @@ final class FaultInjector {
         for _ in 0..<copies {
             if rng.chance(settings.reorder) {
                 counters.reordered &+= 1
-                held.append(bytes)
+                if inbound { heldIn.append(bytes) } else { heldOut.append(bytes) }
             } else {
                 bytes.withUnsafeBytes(deliver)
             }

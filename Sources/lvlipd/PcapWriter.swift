@@ -1,16 +1,20 @@
 import CLinux
 import Glibc
 import Reactor
+import Stack
 
-/// Writes frames in the classic pcap format (LINKTYPE_ETHERNET), readable by tcpdump,
-/// tshark and Wireshark. Output is buffered and flushed once per reactor wake-up.
-final class PcapWriter {
+/// A link that records every frame received and sent through the link it wraps, in the
+/// classic pcap format (LINKTYPE_ETHERNET), readable by tcpdump, tshark and Wireshark.
+/// Output is buffered and written out once per reactor wake-up (`writeBuffered()`).
+final class PcapWriter: Link {
+    private let inner: any Link
     private let fd: Int32
     private var buffer: [UInt8] = []
     private static let flushThreshold = 256 * 1024
     private(set) var failed: SyscallError?
 
-    init(path: String) throws(DaemonError) {
+    init(path: String, wrapping inner: any Link) throws(DaemonError) {
+        self.inner = inner
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw .init("cannot open pcap file \(path): \(SyscallError("open", errno: errno))")
@@ -25,15 +29,29 @@ final class PcapWriter {
         append32(0)
         append32(65535)
         append32(1)
-        flush()
+        writeBuffered()
     }
 
     deinit {
-        flush()
+        writeBuffered()
         Syscall.close(fd)
     }
 
-    func record(_ frame: UnsafeRawBufferPointer) {
+    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
+        inner.receive(limit: limit) { frame in
+            record(frame.bytes)
+            deliver(frame)
+        }
+    }
+
+    func transmit(_ frame: UnsafeRawBufferPointer) {
+        record(frame)
+        inner.transmit(frame)
+    }
+
+    func flush() { inner.flush() }
+
+    private func record(_ frame: UnsafeRawBufferPointer) {
         var seconds: UInt32 = 0
         var microseconds: UInt32 = 0
         lvlip_realtime(&seconds, &microseconds)
@@ -42,10 +60,11 @@ final class PcapWriter {
         append32(UInt32(frame.count))
         append32(UInt32(frame.count))
         buffer.append(contentsOf: frame)
-        if buffer.count >= Self.flushThreshold { flush() }
+        if buffer.count >= Self.flushThreshold { writeBuffered() }
     }
 
-    func flush() {
+    /// Writes what is buffered to the file.
+    func writeBuffered() {
         guard !buffer.isEmpty, failed == nil else {
             buffer.removeAll(keepingCapacity: true)
             return

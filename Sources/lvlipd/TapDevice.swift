@@ -1,6 +1,8 @@
 import CLinux
 import Glibc
+import Logging
 import Reactor
+import Stack
 
 /// A TAP interface opened through /dev/net/tun (IFF_TAP | IFF_NO_PI): one Ethernet frame per
 /// read or write, non-blocking.
@@ -8,15 +10,32 @@ import Reactor
 /// With `offload` (the default) the TAP also carries a virtio-net header (IFF_VNET_HDR) and
 /// announces checksum and TCP segmentation offload: the kernel then hands over its TCP
 /// segments as built, up to 64 KB with the checksum left undone, instead of cutting them to
-/// the MTU — one read instead of up to 45. Frames we write carry an empty header.
-final class TapDevice {
+/// the MTU — one read instead of up to 45. Frames we write carry an empty header. The
+/// stack learns of the offload per frame (`ReceivedFrame.checksumVerified`).
+///
+/// As a `Link` it reads only after the reactor has said the descriptor is readable
+/// (`readable`), until the kernel has nothing more or the batch is full.
+final class TapDevice: Link {
+    /// Counters of the TAP's own I/O, beside the stack's.
+    struct Counters {
+        var reads: UInt64 = 0
+        var readErrors: UInt64 = 0
+        var writes: UInt64 = 0
+        var writeErrors: UInt64 = 0
+    }
+
     let fd: Int32
     let name: String
     let offload: Bool
+    /// The reactor saw the descriptor readable; cleared when a read finds nothing.
+    var readable = false
+    private(set) var counters = Counters()
+    private let logger: Logger
     private var header = [UInt8](repeating: 0, count: Int(LVLIP_VNET_HEADER_SIZE))
+    private let frameBuffer: UnsafeMutableRawBufferPointer
 
     /// Opens (creating if missing) the TAP `name`; errors are explained for a person.
-    init(name: String, offload: Bool = true) throws(DaemonError) {
+    init(name: String, offload: Bool = true, logger: Logger) throws(DaemonError) {
         let fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             let error = errno
@@ -54,9 +73,14 @@ final class TapDevice {
         self.fd = fd
         self.name = String(cString: kernelName)
         self.offload = offload
+        self.logger = logger
+        frameBuffer = .allocate(byteCount: Self.maximumRead + 64, alignment: 16)
     }
 
-    deinit { Syscall.close(fd) }
+    deinit {
+        Syscall.close(fd)
+        frameBuffer.deallocate()
+    }
 
     /// Brings the kernel side up and gives it our MTU, so both ends agree on frame sizes.
     func configureKernelSide(mtu: Int) throws(DaemonError) {
@@ -71,9 +95,51 @@ final class TapDevice {
     /// The largest read: a 64 KB TSO segment with its Ethernet and virtio-net headers.
     static let maximumRead = 65535 + 14 + Int(LVLIP_VNET_HEADER_SIZE)
 
+    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
+        var count = 0
+        while readable && count < limit {
+            let read: (frame: Range<Int>, checksumVerified: Bool)?
+            do {
+                read = try self.read(into: frameBuffer)
+            } catch {
+                counters.readErrors &+= 1
+                logger.warning("\(error)")
+                readable = false
+                break
+            }
+            guard let read else {
+                readable = false
+                break
+            }
+            counters.reads &+= 1
+            count += 1
+            // The clock is read per frame (a vDSO call, tens of ns), not once per wake-up: a
+            // reply to what we wrote can arrive within the same wake-up (the kernel handles
+            // our TAP write synchronously), and RTT samples of zero would make RACK's
+            // reordering window vanish.
+            deliver(ReceivedFrame(bytes: UnsafeRawBufferPointer(frameBuffer.slice(read.frame)),
+                                  checksumVerified: read.checksumVerified, timestamp: Syscall.monotonicNow()))
+        }
+        return count
+    }
+
+    func transmit(_ frame: UnsafeRawBufferPointer) {
+        if let error = write(frame) {
+            counters.writeErrors &+= 1
+            if counters.writeErrors == 1 || counters.writeErrors % 1000 == 0 {
+                logger.warning("TAP write failed (\(counters.writeErrors) so far): \(SyscallError("write(\(name))", errno: error))")
+            }
+        } else {
+            counters.writes &+= 1
+        }
+    }
+
+    /// Every frame is written as it is transmitted.
+    func flush() {}
+
     /// Reads one frame into `buffer`; nil when none is waiting. Returns where the frame lies
     /// in the buffer and whether the kernel vouched for its transport checksum.
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> (frame: Range<Int>, checksumVerified: Bool)? {
+    private func read(into buffer: UnsafeMutableRawBufferPointer) throws -> (frame: Range<Int>, checksumVerified: Bool)? {
         guard let n = try Syscall.nonBlocking("read(\(name))", { Glibc.read(fd, buffer.baseAddress, buffer.count) }) else {
             return nil
         }
@@ -87,8 +153,8 @@ final class TapDevice {
     }
 
     /// Writes one frame. Returns the errno if the kernel refused it (for example EIO while
-    /// the interface is down); the caller counts it.
-    func write(_ frame: UnsafeRawBufferPointer) -> Int32? {
+    /// the interface is down).
+    private func write(_ frame: UnsafeRawBufferPointer) -> Int32? {
         while true {
             let n: Int
             if offload {

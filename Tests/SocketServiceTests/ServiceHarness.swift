@@ -7,10 +7,11 @@ import Stack
 import Timing
 
 /// lvlipd in miniature, for driving the socket service without a TAP or a namespace: a
-/// service over a stack (10.0.0.1) whose link leads, in memory, to a second stack (10.0.0.2)
-/// that tests drive through its API as the remote host. The reactor is a real one (the pairs
-/// are real AF_UNIX socketpairs, in-memory kernel objects) polled with a zero timeout; frames
-/// cross the link at once, on the reactor's clock.
+/// service over a stack (10.0.0.1) whose link, a simulated wire without delay, leads to a
+/// second stack (10.0.0.2) that tests drive through its API as the remote host. Both stacks
+/// are driven by their `StackDriver`, the service being the local one's delegate, as in
+/// lvlipd. The reactor is a real one (the pairs are real AF_UNIX socketpairs, in-memory kernel
+/// objects) polled with a zero timeout; frames cross the wire at once, on the reactor's clock.
 final class ServiceHarness {
     static let address = IPv4Address(10, 0, 0, 1)
     static let peerAddress = IPv4Address(10, 0, 0, 2)
@@ -19,6 +20,9 @@ final class ServiceHarness {
     let stack: NetworkStack
     let peer: NetworkStack
     let service: SocketService
+    private let wire: SimulatedWire
+    private let driver: StackDriver
+    private let peerDriver: StackDriver
     private var changes: [SocketID] = []
 
     init(limits: SocketService.Limits = SocketService.Limits()) throws {
@@ -33,31 +37,33 @@ final class ServiceHarness {
         peer = NetworkStack(configuration: remote, now: reactor.now)
         service = SocketService(stack: stack, reactor: reactor, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() },
                                 limits: limits)
+        wire = SimulatedWire(seed: 1, faults: SimulatedWire.Faults(delayMicroseconds: 0), now: reactor.now,
+                             frameSize: local.mtu + EthernetFrame.headerLength)
+        driver = StackDriver(stack: stack)
+        driver.delegate = service
+        peerDriver = StackDriver(stack: peer)
     }
 
     deinit { service.shutdown() }
 
     var now: Instant { reactor.now }
 
-    /// One wake-up of lvlipd: the pairs' events, due timers, then what follows every wake-up.
+    /// One wake-up of lvlipd: the pairs' events, then what follows every wake-up.
     func wake() {
         try! reactor.runOnce(timeoutMilliseconds: 0)
-        for s in [stack, peer] {
-            if let deadline = s.nextDeadline, deadline <= reactor.now { s.poll(now: reactor.now) }
-        }
         afterWake()
     }
 
-    /// As lvlipd after each wake-up (and after each request): readiness to the service,
-    /// frames across the link and through the loopbacks, released ends closed.
+    /// As lvlipd after each wake-up (and after each request): each stack's driver polls its
+    /// end of the wire until no frame is left in flight; released ends are closed.
     func afterWake() {
         for _ in 0..<16 {
-            stack.flushDeferredAcks(now: now)
-            peer.flushDeferredAcks(now: now)
-            dispatchReadiness()
-            transmit()
-            dispatchReadiness()
-            if !stack.hasLoopbackPending && !peer.hasLoopbackPending { break }
+            wire.now = now
+            driver.poll(now: now, link: wire.a)
+            peerDriver.poll(now: now, link: wire.b)
+            // The peer is driven by the tests; its readiness is read when they ask.
+            peer.takeReadinessChanges(into: &changes)
+            guard let next = wire.nextArrival, next <= now else { break }
         }
         service.closeReleasedEnds()
     }
@@ -76,34 +82,6 @@ final class ServiceHarness {
     /// A few wake-ups, for what needs no condition to settle.
     func settle() {
         for _ in 0..<8 { wake() }
-    }
-
-    private func dispatchReadiness() {
-        for _ in 0..<8 {
-            stack.takeReadinessChanges(into: &changes)
-            if changes.isEmpty { break }
-            service.readinessChanged(changes)
-        }
-        // The peer is driven by the tests; its readiness is read when they ask.
-        peer.takeReadinessChanges(into: &changes)
-    }
-
-    private func transmit() {
-        repeat {
-            carry(from: stack, to: peer)
-            carry(from: peer, to: stack)
-            stack.deliverLoopback(now: now)
-            peer.deliverLoopback(now: now)
-            stack.resumeOutput(now: now)
-            peer.resumeOutput(now: now)
-            service.outputDrained()
-        } while !stack.outbox.isEmpty || !peer.outbox.isEmpty
-    }
-
-    private func carry(from source: NetworkStack, to destination: NetworkStack) {
-        let outbox = source.outbox
-        for i in 0..<outbox.count { destination.receive(frame: outbox[i], now: now) }
-        outbox.removeAll()
     }
 
     // MARK: - The remote host

@@ -71,10 +71,23 @@ enum Frames {
     }
 }
 
-/// A stack on a virtual clock with helpers to feed frames and collect its output.
+/// The link of a scripted test: it receives nothing on its own (the test hands the stack
+/// its frames) and keeps what the stack transmits.
+final class CapturingLink: Link {
+    var transmitted: [[UInt8]] = []
+
+    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int { 0 }
+    func transmit(_ frame: UnsafeRawBufferPointer) { transmitted.append(Array(frame)) }
+    func flush() {}
+}
+
+/// A stack on a virtual clock, driven by its `StackDriver` as lvlipd drives its stack, with
+/// helpers to feed frames and collect its output.
 final class Harness {
     var now = Instant.milliseconds(1_000_000)
     let stack: NetworkStack
+    let driver: StackDriver
+    let link = CapturingLink()
 
     init(configure: (inout StackConfiguration) -> Void = { _ in }) {
         var config = StackConfiguration(
@@ -82,26 +95,27 @@ final class Harness {
         config.seed = 42
         configure(&config)
         stack = NetworkStack(configuration: config, now: now)
+        driver = StackDriver(stack: stack)
     }
 
     func receive(_ frame: [UInt8]) { frame.withUnsafeBytes { stack.receive(frame: $0, now: now) } }
 
-    /// Advances virtual time, running the stack's timers on the way as a reactor would.
+    /// Advances virtual time, polling at each deadline on the way as a reactor would.
     func advance(milliseconds: UInt64) {
         let target = now.adding(milliseconds: milliseconds)
         while let deadline = stack.nextDeadline, deadline <= target {
             now = max(now, deadline)
-            stack.poll(now: now)
+            driver.poll(now: now, link: link)
         }
         now = target
-        stack.poll(now: now)
+        driver.poll(now: now, link: link)
     }
 
-    /// Takes every frame the stack has queued.
+    /// Takes every frame the stack has sent.
     func output() -> [[UInt8]] {
-        let frames = (0..<stack.outbox.count).map { Array(stack.outbox[$0]) }
-        stack.outbox.removeAll()
-        return frames
+        driver.transmit(to: link, now: now)
+        defer { link.transmitted.removeAll() }
+        return link.transmitted
     }
 
     /// Teaches the stack the peer's MAC through an ARP request for it, discarding the reply.

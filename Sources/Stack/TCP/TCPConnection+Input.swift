@@ -15,7 +15,7 @@ struct IncomingSegment {
 
 extension TCPConnection {
     /// RFC 9293 3.10.7.3: SYN-SENT.
-    func synSentArrives(_ seg: IncomingSegment, now: Instant) {
+    func synSentArrives(_ seg: IncomingSegment, now: Instant, in stack: NetworkStack) {
         if seg.flags.contains(.ack) {
             // First: an ACK must acknowledge our SYN and nothing beyond it.
             if seg.ack <= iss || seg.ack > sndMax {
@@ -26,7 +26,7 @@ extension TCPConnection {
         if seg.flags.contains(.rst) {
             // Second: a RST with an acceptable ACK refuses the connection (RFC 5961 3.2 also
             // requires the ACK check, done above); without ACK it is ignored.
-            if seg.flags.contains(.ack) { abort(error: .connectionRefused, sendReset: false, now: now) }
+            if seg.flags.contains(.ack) { abort(error: .connectionRefused, sendReset: false, now: now, in: stack) }
             return
         }
         guard seg.flags.contains(.syn) else { return }
@@ -34,25 +34,25 @@ extension TCPConnection {
         irs = seg.seq
         rcvNxt = seg.seq + 1
         rcvAdv = rcvNxt
-        negotiateOptions(seg.options, synAck: seg.flags.contains(.ack))
+        negotiateOptions(seg.options, synAck: seg.flags.contains(.ack), in: stack)
         if timestamps, let ts = seg.options.timestamp {
             tsRecent = ts.value
             tsRecentTime = now
         }
         if seg.flags.contains(.ack) {
-            acknowledge(upTo: seg.ack, now: now)
+            acknowledge(upTo: seg.ack, now: now, in: stack)
             sndWnd = Int(seg.window) // RFC 7323 2.2: the window in a SYN is never scaled.
             maxSndWnd = max(maxSndWnd, sndWnd)
             sndWl1 = seg.seq
             sndWl2 = seg.ack
-            becomeEstablished(now: now)
+            becomeEstablished(now: now, in: stack)
             ackNow = true
             // Data or FIN may ride on the SYN-ACK.
             if !seg.payload.isEmpty || seg.flags.contains(.fin) {
                 var rest = seg
                 rest.seq = seg.seq + 1
                 rest.flags.remove(.syn)
-                processText(rest, now: now)
+                processText(rest, now: now, in: stack)
             }
         } else {
             // Simultaneous open (RFC 9293 Figure 8): answer with SYN-ACK.
@@ -61,12 +61,12 @@ extension TCPConnection {
             sndWl1 = seg.seq
             sndWl2 = seg.ack
             sndNxt = iss
-            setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
+            setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
         }
     }
 
     /// RFC 9293 3.10.7.4: every state after SYN-SENT.
-    func synchronizedArrives(_ seg: IncomingSegment, now: Instant) {
+    func synchronizedArrives(_ seg: IncomingSegment, now: Instant, in stack: NetworkStack) {
         var seg = seg
         // RFC 7323 5.3: PAWS. A segment whose timestamp is older than TS.Recent is a
         // duplicate from an earlier incarnation; ACK it and drop it (not for RST).
@@ -87,12 +87,12 @@ extension TCPConnection {
                 // segments without data are limited to one per 500 ms, as Linux's
                 // tcp_invalid_ratelimit, so that two confused ends cannot ACK each other forever.
                 if seg.flags.contains(.syn) {
-                    sendChallengeAck(now: now)
+                    sendChallengeAck(now: now, in: stack)
                 } else if !seg.payload.isEmpty || now.nanoseconds(since: lastInvalidAckTime) >= 500_000_000 {
                     lastInvalidAckTime = now
                     ackNow = true
                     if sackPermitted && !seg.payload.isEmpty && seg.seq + seg.payload.count <= rcvNxt {
-                        noteDuplicate(seg.seq, seg.seq + seg.payload.count)
+                        noteDuplicate(seg.seq, seg.seq + seg.payload.count, in: stack)
                     }
                 } else {
                     stack.counters.tcpInvalidAcksLimited &+= 1
@@ -108,14 +108,14 @@ extension TCPConnection {
                 stack.counters.tcpEstabResets &+= (state == .established || state == .closeWait) ? 1 : 0
                 switch state {
                 case .synReceived:
-                    abort(error: activeOpen ? .connectionRefused : .connectionReset, sendReset: false, now: now)
+                    abort(error: activeOpen ? .connectionRefused : .connectionReset, sendReset: false, now: now, in: stack)
                 case .closing, .lastAck, .timeWait:
-                    close(reason: nil, now: now)
+                    close(reason: nil, now: now, in: stack)
                 default:
-                    abort(error: .connectionReset, sendReset: false, now: now)
+                    abort(error: .connectionReset, sendReset: false, now: now, in: stack)
                 }
             } else {
-                sendChallengeAck(now: now)
+                sendChallengeAck(now: now, in: stack)
             }
             return
         }
@@ -132,7 +132,7 @@ extension TCPConnection {
                 sndNxt = iss
                 return
             }
-            sendChallengeAck(now: now)
+            sendChallengeAck(now: now, in: stack)
             return
         }
 
@@ -163,11 +163,11 @@ extension TCPConnection {
             maxSndWnd = max(maxSndWnd, sndWnd)
             sndWl1 = seg.seq
             sndWl2 = seg.ack
-            becomeEstablished(now: now)
+            becomeEstablished(now: now, in: stack)
         }
         // RFC 5961 5.2: an ACK too far behind is a blind injection attempt.
         if seg.ack < sndUna - maxSndWnd {
-            sendChallengeAck(now: now)
+            sendChallengeAck(now: now, in: stack)
             return
         }
         if seg.ack > sndMax {
@@ -175,13 +175,13 @@ extension TCPConnection {
             ackNow = true
             return
         }
-        processAck(seg, now: now)
+        processAck(seg, now: now, in: stack)
         if state == .closed { return }
 
         // Sixth (URG) is not supported: urgent data is delivered inline (as SO_OOBINLINE).
         // Seventh and eighth: text and FIN.
         seg.flags.remove(.syn)
-        processText(seg, now: now)
+        processText(seg, now: now, in: stack)
     }
 
     /// RFC 9293 3.10.7.4's acceptability test.
@@ -197,7 +197,7 @@ extension TCPConnection {
             || (seg.seq < rcvNxt && last >= rcvNxt + window)
     }
 
-    private func processAck(_ seg: IncomingSegment, now: Instant) {
+    private func processAck(_ seg: IncomingSegment, now: Instant, in stack: NetworkStack) {
         let ack = seg.ack
         let advertised = Int(seg.window) << sndScale
         var windowChanged = false
@@ -215,29 +215,29 @@ extension TCPConnection {
         }
         var newSACK = false
         if sackPermitted && !seg.options.sack.isEmpty {
-            if isDSACK(seg.options.sack, ack: ack) { dsackReceived() }
+            if isDSACK(seg.options.sack, ack: ack) { dsackReceived(in: stack) }
             newSACK = scoreboard.update(seg.options.sack, una: sndUna, max: sndMax)
         }
         if sackPermitted { rackOnAck(ack: ack > sndUna ? ack : sndUna, newSACK: newSACK, now: now) }
         if ack > sndUna {
             let acked = sndUna.distance(to: ack)
-            acknowledge(upTo: ack, now: now)
-            newAckCongestion(acked: acked, ack: ack, now: now)
-            tuneSendBuffer()
+            acknowledge(upTo: ack, now: now, in: stack)
+            newAckCongestion(acked: acked, ack: ack, now: now, in: stack)
+            tuneSendBuffer(in: stack)
         } else if ack == sndUna && seg.payload.isEmpty && (!windowChanged || newSACK) && flight > 0
                     && !seg.flags.contains(.fin) {
             // RFC 5681 section 2 (and RFC 6675 section 2 with SACK): a duplicate ACK.
-            duplicateAck(now: now)
+            duplicateAck(now: now, in: stack)
         }
         if sackPermitted {
             // RACK (RFC 8985): time-based loss detection on every ACK.
-            rackDetectLoss(now: now)
+            rackDetectLoss(now: now, in: stack)
             // With SACK the loss is known, not guessed from duplicates: RFC 6582's guard
             // against a second reduction per window (ACK beyond "recover") is not needed, and
             // an ACK ending exactly at the last recovery point must not leave marked losses
             // to the RTO. Recovery itself lasts a window, so cwnd falls once per window.
-            if !inRecovery && rackHasLost { enterRecovery(now: now) }
-            armLossProbe(now: now)
+            if !inRecovery && rackHasLost { enterRecovery(now: now, in: stack) }
+            armLossProbe(now: now, in: stack)
         }
 
         switch state {
@@ -245,18 +245,19 @@ extension TCPConnection {
             if let fin = finSeq, sndUna > fin {
                 state = .finWait2
                 if orphaned {
-                    setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.finWait2Milliseconds))
+                    setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.finWait2Milliseconds),
+                             in: stack)
                 }
             }
         case .closing:
-            if let fin = finSeq, sndUna > fin { enterTimeWait(now: now) }
+            if let fin = finSeq, sndUna > fin { enterTimeWait(now: now, in: stack) }
         case .lastAck:
-            if let fin = finSeq, sndUna > fin { close(reason: nil, now: now) }
+            if let fin = finSeq, sndUna > fin { close(reason: nil, now: now, in: stack) }
         case .timeWait:
             // A retransmitted FIN: acknowledge and restart 2 MSL.
             if seg.flags.contains(.fin) {
                 ackNow = true
-                setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds))
+                setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds), in: stack)
             }
         default:
             break
@@ -264,7 +265,7 @@ extension TCPConnection {
     }
 
     /// SND.UNA moves to `ack`: release acknowledged bytes, measure RTT, restart the timer.
-    func acknowledge(upTo ack: SeqNum, now: Instant) {
+    func acknowledge(upTo ack: SeqNum, now: Instant, in stack: NetworkStack) {
         let acked = sndUna.distance(to: ack)
         guard acked > 0 else { return }
         // Data bytes acknowledged: exclude our SYN and FIN.
@@ -296,12 +297,12 @@ extension TCPConnection {
             clearTimer(.retransmit)
             clearTimer(.lossProbe)
         } else {
-            setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
+            setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
         }
     }
 
     /// Congestion control for an ACK that advanced SND.UNA (RFC 5681, RFC 6582).
-    private func newAckCongestion(acked: Int, ack: SeqNum, now: Instant) {
+    private func newAckCongestion(acked: Int, ack: SeqNum, now: Instant, in stack: NetworkStack) {
         let micros = now.nanoseconds / 1000
         if inRecovery {
             if ack >= recover {
@@ -312,7 +313,7 @@ extension TCPConnection {
             } else if !sackPermitted {
                 // Step 4: partial acknowledgment: retransmit the next hole, deflate the window
                 // by the amount acknowledged and add back one MSS.
-                retransmitFirstUnacked(now: now)
+                retransmitFirstUnacked(now: now, in: stack)
                 cc.setWindow(max(cc.cwnd - acked + mss, mss))
             }
             // With SACK, output() sends what RFC 6675's NextSeg picks within cwnd - pipe.
@@ -322,7 +323,7 @@ extension TCPConnection {
         cc.onAck(acked: acked, mss: mss, flight: flight, now: micros, rtt: rtt.smoothed)
     }
 
-    private func duplicateAck(now: Instant) {
+    private func duplicateAck(now: Instant, in stack: NetworkStack) {
         duplicateAcks += 1
         if inRecovery {
             // RFC 6582 3.2 step 4 / RFC 5681 3.2 step 4: inflate by one MSS per duplicate.
@@ -336,11 +337,11 @@ extension TCPConnection {
         guard sndUna > recover || recover == iss else { return }
         // DupThresh still starts recovery when RACK's reordering window has not yet passed.
         if sackPermitted { markFirstUnackedLost() }
-        enterRecovery(now: now)
+        enterRecovery(now: now, in: stack)
     }
 
     /// Fast retransmit and the start of loss recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5).
-    func enterRecovery(now: Instant) {
+    func enterRecovery(now: Instant, in stack: NetworkStack) {
         stack.counters.tcpFastRetransmits &+= 1
         if reoWndPersist > 0 {
             reoWndPersist -= 1
@@ -354,10 +355,10 @@ extension TCPConnection {
             clearTimer(.lossProbe)
             cc.onLoss(flight: rackPipe, mss: mss, now: now.nanoseconds / 1000)
             // RFC 6675 5 (4.2): the first retransmission goes regardless of cwnd - pipe.
-            if let (seq, length) = rackNextLost() { retransmit(seq: seq, length: length, now: now) }
+            if let (seq, length) = rackNextLost() { retransmit(seq: seq, length: length, now: now, in: stack) }
         } else {
             cc.onLoss(flight: flight, mss: mss, now: now.nanoseconds / 1000)
-            retransmitFirstUnacked(now: now)
+            retransmitFirstUnacked(now: now, in: stack)
             cc.setWindow(cc.ssthresh + 3 * mss)
         }
     }
@@ -365,12 +366,12 @@ extension TCPConnection {
     /// An out-of-order segment arrived (with SACK in use). RFC 5681 4.2 asks for an immediate
     /// duplicate ACK; the first three for one RCV.NXT go at once, which is what a sender
     /// needs to start fast retransmit. Later ones are coalesced, as Linux does (SACK
-    /// compression, tcp_comp_sack_nr): the ACK is owed until the owner of the stack has
-    /// handled the frames already at hand (`NetworkStack.flushDeferredAcks`, at most 8
-    /// frames in lvlipd) or until 8 segments are owed, and then one ACK carries the
+    /// compression, tcp_comp_sack_nr): the ACK is owed until the driver has handled the
+    /// frames already at hand (`NetworkStack.flushDeferredAcks`, at most every 8 frames:
+    /// `StackDriver.dispatchFrames`) or until 8 segments are owed, and then one ACK carries the
     /// latest SACK blocks. During a recovery with a hundred segments in flight this spares
     /// the sender most of a hundred ACKs, each of which it must walk its SACK scoreboard for.
-    func duplicateAck() {
+    func duplicateAck(in stack: NetworkStack) {
         if dupAckRcvNxt != rcvNxt {
             dupAckRcvNxt = rcvNxt
             dupAcksSent = 0
@@ -386,13 +387,13 @@ extension TCPConnection {
     }
 
     /// Data we already had arrived again: report it with a D-SACK (RFC 2883 section 4).
-    func noteDuplicate(_ start: SeqNum, _ end: SeqNum) {
+    func noteDuplicate(_ start: SeqNum, _ end: SeqNum, in stack: NetworkStack) {
         dsackToSend = (start, end)
         stack.counters.tcpDSACKSent &+= 1
     }
 
     /// Processes data and FIN of an acceptable segment (RFC 9293 3.10.7.4 seventh, eighth).
-    func processText(_ segment: IncomingSegment, now: Instant) {
+    func processText(_ segment: IncomingSegment, now: Instant, in stack: NetworkStack) {
         var seg = segment
         switch state {
         case .established, .finWait1, .finWait2, .synReceived:
@@ -408,7 +409,7 @@ extension TCPConnection {
                 // Data for a socket the application closed: RFC 9293 3.10.4 / RFC 2525
                 // "data after close": reset.
                 stack.counters.tcpDataAfterClose &+= 1
-                abort(error: .connectionReset, sendReset: true, now: now)
+                abort(error: .connectionReset, sendReset: true, now: now, in: stack)
                 return
             }
             // Trim to the window's right edge.
@@ -419,7 +420,7 @@ extension TCPConnection {
             }
             if sackPermitted && seg.seq < rcvNxt {
                 let end = seg.seq + seg.payload.count
-                noteDuplicate(seg.seq, end < rcvNxt ? end : rcvNxt)
+                noteDuplicate(seg.seq, end < rcvNxt ? end : rcvNxt, in: stack)
                 ackNow = true
             }
             let result = receive.insert(seq: seg.seq, data: seg.payload, rcvNxt: rcvNxt)
@@ -430,7 +431,7 @@ extension TCPConnection {
                 stack.markReadinessChanged(id)
             }
             if result.outOfOrder && result.advanced == 0 && sackPermitted {
-                duplicateAck()
+                duplicateAck(in: stack)
             } else if result.outOfOrder {
                 // RFC 5681 4.2: data filling a hole (or out of order without SACK): ACK at once.
                 ackNow = true
@@ -438,23 +439,24 @@ extension TCPConnection {
                 // At least every second full-sized segment (RFC 5681 4.2).
                 ackNow = true
             } else if !ackNow {
-                setTimer(.delayedAck, at: now.adding(milliseconds: stack.configuration.tcp.delayedAckMilliseconds))
+                setTimer(.delayedAck, at: now.adding(milliseconds: stack.configuration.tcp.delayedAckMilliseconds),
+                         in: stack)
             }
         }
         if seg.flags.contains(.fin) {
             let finAt = seg.seq + seg.payload.count
             if finAt == rcvNxt {
-                peerFinReceived(now: now)
+                peerFinReceived(now: now, in: stack)
             } else if finAt > rcvNxt {
                 pendingPeerFin = finAt
                 ackNow = true
             }
         } else if let fin = pendingPeerFin, fin == rcvNxt {
-            peerFinReceived(now: now)
+            peerFinReceived(now: now, in: stack)
         }
     }
 
-    private func peerFinReceived(now: Instant) {
+    private func peerFinReceived(now: Instant, in stack: NetworkStack) {
         guard !peerFinished else { return }
         pendingPeerFin = nil
         peerFinished = true
@@ -465,16 +467,16 @@ extension TCPConnection {
         case .synReceived, .established:
             state = .closeWait
         case .finWait1:
-            if let fin = finSeq, sndUna > fin { enterTimeWait(now: now) } else { state = .closing }
+            if let fin = finSeq, sndUna > fin { enterTimeWait(now: now, in: stack) } else { state = .closing }
         case .finWait2:
-            enterTimeWait(now: now)
+            enterTimeWait(now: now, in: stack)
         default:
             break
         }
     }
 
     /// Applies the peer's SYN options (RFC 9293 3.7.1, RFC 7323, RFC 2018).
-    func negotiateOptions(_ options: TCPOptions, synAck: Bool) {
+    func negotiateOptions(_ options: TCPOptions, synAck: Bool, in stack: NetworkStack) {
         peerMSS = Int(options.mss ?? 536)  // RFC 9293 3.7.1: 536 when absent.
         if let ws = options.windowScale, windowScaling || !synAck {
             windowScaling = true
@@ -490,19 +492,19 @@ extension TCPConnection {
         } else {
             timestamps = false
         }
-        updateMSS()
+        updateMSS(in: stack)
     }
 
     /// The MSS for data we send: the peer's MSS, our MTU, TCP_MAXSEG, less the option bytes
     /// every segment carries (RFC 9293 3.7.1: the MSS counts data only, excluding options).
-    func updateMSS() {
+    func updateMSS(in stack: NetworkStack) {
         var m = min(peerMSS, stack.pathMTU(toward: remoteAddress) - 40)
         if let cap = options.maxSegment { m = min(m, cap) }
         if timestamps { m -= 12 }
         mss = max(m, 64)
     }
 
-    func becomeEstablished(now: Instant) {
+    func becomeEstablished(now: Instant, in stack: NetworkStack) {
         state = .established
         stack.counters.tcpCurrEstab &+= 1
         clearTimer(.retransmit)
@@ -510,18 +512,18 @@ extension TCPConnection {
         consecutiveRetransmits = 0
         firstRetransmitTime = nil
         cc = CongestionControlFactory.make(cc.name, mss: mss) ?? Cubic(mss: mss)
-        armKeepalive(now: now)
+        armKeepalive(now: now, in: stack)
         stack.markReadinessChanged(id)
     }
 
-    func enterTimeWait(now: Instant) {
-        leaveEstablishedCount()
+    func enterTimeWait(now: Instant, in stack: NetworkStack) {
+        leaveEstablishedCount(in: stack)
         state = .timeWait
         clearTimer(.retransmit)
         clearTimer(.persist)
         clearTimer(.keepalive)
         clearTimer(.delayedAck)
-        setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds))
+        setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds), in: stack)
         // TIME-WAIT lasts 2 MSL with nothing to send and (once read) nothing to keep: give the
         // rings back, so that thousands of connections waiting out TIME-WAIT cost little.
         if sendBuffer.count == 0 { sendBuffer = ByteRing(capacity: 1) }
@@ -530,11 +532,11 @@ extension TCPConnection {
     }
 
     /// CurrEstab counts ESTABLISHED and CLOSE-WAIT (RFC 4022).
-    func leaveEstablishedCount() {
+    func leaveEstablishedCount(in stack: NetworkStack) {
         if state == .established || state == .closeWait { stack.counters.tcpCurrEstab &-= 1 }
     }
 
-    private func sendChallengeAck(now: Instant) {
+    private func sendChallengeAck(now: Instant, in stack: NetworkStack) {
         stack.counters.tcpChallengeAcks &+= 1
         if stack.takeChallengeAckToken(now: now) { ackNow = true }
     }

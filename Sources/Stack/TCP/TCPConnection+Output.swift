@@ -3,21 +3,21 @@ import Timing
 extension TCPConnection {
     /// Sends whatever the state, the windows and the send-side rules allow now: SYN or
     /// SYN-ACK, data, FIN, and a pending ACK.
-    func output(now: Instant) {
+    func output(now: Instant, in stack: NetworkStack) {
         switch state {
         case .closed, .listen:
             return
         case .synSent, .synReceived:
-            if sndNxt == iss { sendSYN(now: now) }
+            if sndNxt == iss { sendSYN(now: now, in: stack) }
             ackNow = false
             return
         case .timeWait:
-            if ackNow { sendAck(now: now) }
+            if ackNow { sendAck(now: now, in: stack) }
             return
         default:
             break
         }
-        if inRecovery && sackPermitted { sackRecoveryOutput(now: now) }
+        if inRecovery && sackPermitted { sackRecoveryOutput(now: now, in: stack) }
         var sentData = false
         while let (length, fin) = nextSegment() {
             // The link's queue for this wake-up (or the loopback's) is full: resume once drained.
@@ -38,17 +38,17 @@ extension TCPConnection {
                 timedSeq = seq + length
                 timedAt = now
             }
-            transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
+            transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now, in: stack)
             sndNxt = seq + length + (fin ? 1 : 0)
             if sackPermitted { log.sent(start: seq, end: sndNxt, at: now) }
             if fin && finSeq == nil { finSeq = seq + length }
             if sndNxt > sndMax { sndMax = sndNxt }
-            if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+            if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
             sentData = true
         }
-        if sentData { armLossProbe(now: now) }
+        if sentData { armLossProbe(now: now, in: stack) }
         if corkHeld && !sentData && !isTimerSet(.cork) {
-            setTimer(.cork, at: now.adding(milliseconds: 200))
+            setTimer(.cork, at: now.adding(milliseconds: 200), in: stack)
         } else if sentData {
             corkExpired = false
             corkHeld = false
@@ -57,9 +57,9 @@ extension TCPConnection {
         let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndNxt)
         if unsent > 0 && sndWnd == 0 && flight == 0 && !isTimerSet(.persist) {
             // RFC 9293 3.8.6.1: probe a zero window.
-            setTimer(.persist, at: now.adding(nanoseconds: currentRTO * 1000))
+            setTimer(.persist, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
         }
-        if ackNow { sendAck(now: now) }
+        if ackNow { sendAck(now: now, in: stack) }
     }
 
     /// The next segment to send from SND.NXT: its data length and whether it carries FIN;
@@ -137,7 +137,7 @@ extension TCPConnection {
         return o
     }
 
-    func transmit(seq: SeqNum, dataOffset: Int, length: Int, flags: TCPFlags, now: Instant) {
+    func transmit(seq: SeqNum, dataOffset: Int, length: Int, flags: TCPFlags, now: Instant, in stack: NetworkStack) {
         let window = windowToAdvertise()
         stack.emitTCP(self, seq: seq, ack: flags.contains(.ack) ? rcvNxt : SeqNum(0), flags: flags, window: window,
                       options: segmentOptions(now: now), dataOffset: dataOffset, length: length, now: now)
@@ -154,12 +154,12 @@ extension TCPConnection {
 
     /// A pure ACK carries SND.MAX, not a rewound SND.NXT: the peer may already hold data up
     /// to SND.MAX, and a sequence number below its RCV.NXT would make the ACK unacceptable.
-    func sendAck(now: Instant) {
-        transmit(seq: sndMax, dataOffset: 0, length: 0, flags: .ack, now: now)
+    func sendAck(now: Instant, in stack: NetworkStack) {
+        transmit(seq: sndMax, dataOffset: 0, length: 0, flags: .ack, now: now, in: stack)
     }
 
     /// SYN (active open) or SYN-ACK (passive or simultaneous open) with our options.
-    func sendSYN(now: Instant) {
+    func sendSYN(now: Instant, in stack: NetworkStack) {
         var o = TCPOptions()
         o.mss = UInt16(clamping: advertisedMSS)
         if windowScaling { o.windowScale = rcvScale }
@@ -183,7 +183,7 @@ extension TCPConnection {
             timedSeq = nil
         }
         sndNxt = iss + 1
-        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
     }
 
     /// The window field for the next segment. The right edge never moves left, and moves
@@ -213,55 +213,55 @@ extension TCPConnection {
     }
 
     /// Retransmits one MSS from SND.UNA (fast retransmit, partial ACKs).
-    func retransmitFirstUnacked(now: Instant) {
+    func retransmitFirstUnacked(now: Instant, in stack: NetworkStack) {
         let outstanding = sndUna.distance(to: sndMax)
         guard outstanding > 0 else { return }
         let dataLeft = sendBuffer.count - sendBufferSeq.distance(to: sndUna)
         let length = min(currentSegmentSize, max(dataLeft, 0), outstanding)
         if length == 0 && finSeq != sndUna { return }
-        retransmit(seq: sndUna, length: length, now: now)
+        retransmit(seq: sndUna, length: length, now: now, in: stack)
         if sndNxt < highRxt { sndNxt = highRxt }
         // RFC 6582 3.2 step 4: the retransmission restarts the timer.
-        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
+        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
     }
 
     // MARK: - SACK loss recovery (RFC 6675)
 
     /// Sends while cwnd - pipe allows: lost segments first, then new data (RFC 6675 5 (C)).
-    private func sackRecoveryOutput(now: Instant) {
+    private func sackRecoveryOutput(now: Instant, in stack: NetworkStack) {
         while cc.cwnd - rackPipe >= currentSegmentSize {
             guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
                 return
             }
             if let (seq, length) = rackNextLost() {
-                retransmit(seq: seq, length: length, now: now)
+                retransmit(seq: seq, length: length, now: now, in: stack)
                 continue
             }
             // New data, within the peer's window.
-            guard sendNewSegment(window: sndWnd - sndUna.distance(to: sndMax), now: now) else { return }
+            guard sendNewSegment(window: sndWnd - sndUna.distance(to: sndMax), now: now, in: stack) else { return }
         }
     }
 
     /// Sends one segment of unsent data at SND.MAX, at most `window` bytes (recovery and
     /// loss probes, which bypass the normal output rules). False when nothing could go.
     @discardableResult
-    func sendNewSegment(window: Int, now: Instant) -> Bool {
+    func sendNewSegment(window: Int, now: Instant, in stack: NetworkStack) -> Bool {
         let dataOffset = sendBufferSeq.distance(to: sndMax)
         let length = min(sendBuffer.count - dataOffset, currentSegmentSize, window)
         guard length > 0 else { return false }
         var flags: TCPFlags = .ack
         if dataOffset + length == sendBuffer.count { flags.insert(.psh) }
-        transmit(seq: sndMax, dataOffset: dataOffset, length: length, flags: flags, now: now)
+        transmit(seq: sndMax, dataOffset: dataOffset, length: length, flags: flags, now: now, in: stack)
         log.sent(start: sndMax, end: sndMax + length, at: now)
         sndMax = sndMax + length
         sndNxt = sndMax
-        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
         return true
     }
 
     /// Retransmits `length` bytes at `seq` (with FIN if they end at it) and moves HighRxt.
-    func retransmit(seq: SeqNum, length: Int, now: Instant) {
+    func retransmit(seq: SeqNum, length: Int, now: Instant, in stack: NetworkStack) {
         var flags: TCPFlags = .ack
         let dataOffset = sendBufferSeq.distance(to: seq)
         var sequenceLength = length
@@ -269,45 +269,45 @@ extension TCPConnection {
             flags.insert(.fin)
             sequenceLength += 1
         }
-        transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now)
+        transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now, in: stack)
         if sackPermitted { log.sent(start: seq, end: seq + sequenceLength, at: now) }
         retransmits &+= 1
         stack.counters.tcpRetransSegs &+= 1
         if let timed = timedSeq, timed > seq { timedSeq = nil }
         let end = seq + sequenceLength
         if highRxt < end { highRxt = end }
-        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
     }
 
     // MARK: - Timers
 
-    func timerFired(_ kind: TCPTimerKind, now: Instant) {
+    func timerFired(_ kind: TCPTimerKind, now: Instant, in stack: NetworkStack) {
         switch kind {
-        case .retransmit: retransmissionTimeout(now: now)
-        case .persist: persistTimeout(now: now)
+        case .retransmit: retransmissionTimeout(now: now, in: stack)
+        case .persist: persistTimeout(now: now, in: stack)
         case .delayedAck:
             ackNow = true
             stack.counters.tcpDelayedAcks &+= 1
-        case .keepalive: keepaliveTimeout(now: now)
-        case .lifetime: close(reason: nil, now: now)
+        case .keepalive: keepaliveTimeout(now: now, in: stack)
+        case .lifetime: close(reason: nil, now: now, in: stack)
         case .reorder:
-            rackDetectLoss(now: now)
-            if !inRecovery && rackHasLost { enterRecovery(now: now) }
-        case .lossProbe: lossProbeTimeout(now: now)
+            rackDetectLoss(now: now, in: stack)
+            if !inRecovery && rackHasLost { enterRecovery(now: now, in: stack) }
+        case .lossProbe: lossProbeTimeout(now: now, in: stack)
         case .cork: corkExpired = true
         }
-        if state != .closed { output(now: now) }
+        if state != .closed { output(now: now, in: stack) }
     }
 
-    private func retransmissionTimeout(now: Instant) {
+    private func retransmissionTimeout(now: Instant, in stack: NetworkStack) {
         switch state {
         case .synSent, .synReceived:
             let limit = state == .synSent ? stack.configuration.tcp.synRetries : stack.configuration.tcp.synAckRetries
             if consecutiveRetransmits >= limit || userTimeoutExpired(now: now) {
                 if state == .synSent {
-                    abort(error: softError ?? .timedOut, sendReset: false, now: now)
+                    abort(error: softError ?? .timedOut, sendReset: false, now: now, in: stack)
                 } else {
-                    abort(error: .timedOut, sendReset: false, now: now)
+                    abort(error: .timedOut, sendReset: false, now: now, in: stack)
                 }
                 return
             }
@@ -324,7 +324,7 @@ extension TCPConnection {
         guard sndUna != sndMax else { return }
         if consecutiveRetransmits >= stack.configuration.tcp.maxRetransmits || userTimeoutExpired(now: now) {
             stack.counters.tcpTimeouts &+= 1
-            abort(error: softError ?? .timedOut, sendReset: false, now: now)
+            abort(error: softError ?? .timedOut, sendReset: false, now: now, in: stack)
             return
         }
         stack.counters.tcpRTOs &+= 1
@@ -341,7 +341,7 @@ extension TCPConnection {
         highRxt = sndUna
         clearTimer(.lossProbe)
         clearTimer(.reorder)
-        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000))
+        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
     }
 
     private func userTimeoutExpired(now: Instant) -> Bool {
@@ -349,7 +349,7 @@ extension TCPConnection {
         return now.nanoseconds(since: first) >= options.userTimeout * 1_000_000
     }
 
-    private func persistTimeout(now: Instant) {
+    private func persistTimeout(now: Instant, in stack: NetworkStack) {
         let unsent = sendBuffer.count - sendBufferSeq.distance(to: sndNxt)
         guard sndWnd == 0, unsent > 0, state.isSynchronized else {
             persistProbes = 0
@@ -358,46 +358,46 @@ extension TCPConnection {
         if options.userTimeout > 0 {
             firstRetransmitTime = firstRetransmitTime ?? now
             if userTimeoutExpired(now: now) {
-                abort(error: .timedOut, sendReset: false, now: now)
+                abort(error: .timedOut, sendReset: false, now: now, in: stack)
                 return
             }
         }
         // A probe with an old sequence number and no data (as Linux): the receiver must
         // answer with an ACK carrying its window, and an unanswered probe costs nothing.
         stack.counters.tcpWindowProbes &+= 1
-        transmit(seq: sndUna - 1, dataOffset: 0, length: 0, flags: .ack, now: now)
+        transmit(seq: sndUna - 1, dataOffset: 0, length: 0, flags: .ack, now: now, in: stack)
         persistProbes += 1
         let interval = min(currentRTO << UInt64(min(persistProbes, 10)), RTTEstimator.maximumRTO)
-        setTimer(.persist, at: now.adding(nanoseconds: interval * 1000))
+        setTimer(.persist, at: now.adding(nanoseconds: interval * 1000), in: stack)
     }
 
-    func armKeepalive(now: Instant) {
+    func armKeepalive(now: Instant, in stack: NetworkStack) {
         guard options.keepAlive, state == .established || state == .closeWait else {
             clearTimer(.keepalive)
             return
         }
         keepaliveProbes = 0
-        setTimer(.keepalive, at: now.adding(milliseconds: options.keepIdle * 1000))
+        setTimer(.keepalive, at: now.adding(milliseconds: options.keepIdle * 1000), in: stack)
     }
 
-    private func keepaliveTimeout(now: Instant) {
+    private func keepaliveTimeout(now: Instant, in stack: NetworkStack) {
         guard options.keepAlive, state == .established || state == .closeWait else { return }
         if keepaliveProbes >= options.keepCount {
-            abort(error: .timedOut, sendReset: true, now: now)
+            abort(error: .timedOut, sendReset: true, now: now, in: stack)
             return
         }
         // RFC 1122 4.2.3.6: a segment with SEG.SEQ = SND.NXT - 1 and no data.
         stack.counters.tcpKeepAliveProbes &+= 1
-        transmit(seq: sndUna - 1, dataOffset: 0, length: 0, flags: .ack, now: now)
+        transmit(seq: sndUna - 1, dataOffset: 0, length: 0, flags: .ack, now: now, in: stack)
         keepaliveProbes += 1
-        setTimer(.keepalive, at: now.adding(milliseconds: options.keepInterval * 1000))
+        setTimer(.keepalive, at: now.adding(milliseconds: options.keepInterval * 1000), in: stack)
     }
 
     // MARK: - Ending
 
     /// Ends the connection at once (RFC 9293 3.10.4 ABORT): RST if synchronized and asked,
     /// then CLOSED. `error` is reported to the application.
-    func abort(error: SocketError?, sendReset: Bool, now: Instant) {
+    func abort(error: SocketError?, sendReset: Bool, now: Instant, in stack: NetworkStack) {
         if sendReset && (state.isSynchronized || state == .synReceived) && state != .timeWait {
             stack.sendReset(seq: sndNxt, ack: nil, to: self, now: now)
         }
@@ -405,12 +405,12 @@ extension TCPConnection {
             terminalError = error
             pendingError = error
         }
-        close(reason: error, now: now)
+        close(reason: error, now: now, in: stack)
     }
 
     /// Enters CLOSED and releases the connection's resources.
-    func close(reason: SocketError?, now: Instant) {
-        leaveEstablishedCount()
+    func close(reason: SocketError?, now: Instant, in stack: NetworkStack) {
+        leaveEstablishedCount(in: stack)
         if state == .synSent || state == .synReceived { stack.counters.tcpAttemptFails &+= 1 }
         let unaccepted = listener != nil
         if let listenerID = listener, let parent = stack.tcpSocket(listenerID), parent.isListener {
@@ -423,7 +423,7 @@ extension TCPConnection {
             listener = nil
         }
         state = .closed
-        clearAllTimers()
+        clearAllTimers(in: stack)
         stack.tcpConnectionClosed(self, free: orphaned || unaccepted)
         stack.markReadinessChanged(id)
     }

@@ -59,7 +59,7 @@ extension TCPConnection {
     /// delivered one whose reordering window has expired; arms the reorder timer for the
     /// rest. Returns whether anything new was marked lost.
     @discardableResult
-    func rackDetectLoss(now: Instant) -> Bool {
+    func rackDetectLoss(now: Instant, in stack: NetworkStack) -> Bool {
         guard sackPermitted, rackValid else { return false }
         // RFC 8985 6.2 step 4: no window while no reordering has been seen and the loss is
         // already evident (recovery, DupThresh duplicates, or more than DupThresh segments
@@ -87,7 +87,7 @@ extension TCPConnection {
                 wait = max(wait, deadline.nanoseconds(since: now))
             }
         }
-        if wait > 0 { setTimer(.reorder, at: now.adding(nanoseconds: wait)) } else { clearTimer(.reorder) }
+        if wait > 0 { setTimer(.reorder, at: now.adding(nanoseconds: wait), in: stack) } else { clearTimer(.reorder) }
         if marked { stack.counters.tcpRACKLost &+= 1 }
         return marked
     }
@@ -106,7 +106,7 @@ extension TCPConnection {
 
     /// A D-SACK: a retransmission was spurious, so the path reorders more than the window
     /// allowed. Widens the window one step per round trip (RFC 8985 6.2 step 4).
-    func dsackReceived() {
+    func dsackReceived(in stack: NetworkStack) {
         stack.counters.tcpDSACKReceived &+= 1
         reorderingSeen = true
         if let end = dsackRoundEnd, sndUna < end { return }
@@ -151,7 +151,7 @@ extension TCPConnection {
 
     /// PTO = 2 SRTT (at least 2 ms), plus a delayed-ACK allowance when one segment is out,
     /// never later than the RTO would fire.
-    func armLossProbe(now: Instant) {
+    func armLossProbe(now: Instant, in stack: NetworkStack) {
         guard sackPermitted, !inRecovery, flight > 0, rtt.hasSample, state.isSynchronized else {
             clearTimer(.lossProbe)
             return
@@ -159,26 +159,26 @@ extension TCPConnection {
         var pto = max(2 * rtt.smoothed, 2000)
         if flight <= mss { pto += 200_000 }
         pto = min(pto, currentRTO)
-        setTimer(.lossProbe, at: now.adding(nanoseconds: pto * 1000))
+        setTimer(.lossProbe, at: now.adding(nanoseconds: pto * 1000), in: stack)
     }
 
-    func lossProbeTimeout(now: Instant) {
+    func lossProbeTimeout(now: Instant, in stack: NetworkStack) {
         guard sackPermitted, !inRecovery, flight > 0, state.isSynchronized, state != .timeWait else { return }
         stack.counters.tcpLossProbes &+= 1
         // New data if the windows allow one segment, else the last segment again.
-        if sndNxt == sndMax && sendNewSegment(window: sndWnd - flight, now: now) {
+        if sndNxt == sndMax && sendNewSegment(window: sndWnd - flight, now: now, in: stack) {
             // New data went out as the probe.
         } else if let lastIndex = log.indices.last {
             // The last segment sent: its data (never past SND.MAX), or the FIN alone.
             let last = log[lastIndex]
             let dataEnd = SeqNum.min(sendBufferSeq + sendBuffer.count, sndMax)
             if last.start >= dataEnd {
-                retransmit(seq: last.start, length: 0, now: now)
+                retransmit(seq: last.start, length: 0, now: now, in: stack)
             } else {
                 let start = SeqNum.max(last.start, dataEnd - currentSegmentSize)
-                retransmit(seq: start, length: start.distance(to: dataEnd), now: now)
+                retransmit(seq: start, length: start.distance(to: dataEnd), now: now, in: stack)
             }
         }
-        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000)) }
+        if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
     }
 }

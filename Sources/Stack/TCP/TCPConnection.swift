@@ -22,19 +22,16 @@ enum TCPTimerKind: Int, CaseIterable {
 }
 
 /// One TCP socket: a listener or a connection, with its transmission control block
-/// (RFC 9293 section 3.3.1). Owned by the stack's socket table.
+/// (RFC 9293 section 3.3.1). Owned by the stack's socket table. It keeps no reference to the
+/// stack: a call that sends, arms a timer or counts is given it (`in stack:`), and hands its
+/// segments to the stack's IPv4 layer (`NetworkStack.emitTCP`).
 final class TCPConnection {
-    // unowned(unsafe): the stack owns its connections and outlives them; a checked unowned
-    // reference costs a retain per access on the per-segment path.
-    unowned(unsafe) let stack: NetworkStack
     let id: SocketID
     var state = TCPState.closed
     var options: TCPSocketOptions
 
-    /// The next hop's MAC as last resolved, valid while the stack's neighbour generation
-    /// is unchanged.
-    var neighborMAC: MACAddress?
-    var neighborGeneration: UInt64 = 0
+    /// The next hop's MAC as last resolved (`NetworkStack.knownNextHopMAC`).
+    var neighborCache = NeighborCache()
     /// The local address: unspecified while bound to any (a listener may stay so); set by
     /// connect or by the segment that made the connection.
     var localAddress = IPv4Address.any
@@ -193,11 +190,9 @@ final class TCPConnection {
     var timerHandles = [TimerHandle?](repeating: nil, count: TCPTimerKind.allCases.count)
     var timerArmedAt = [Instant?](repeating: nil, count: TCPTimerKind.allCases.count)
 
-    init(stack: NetworkStack, id: SocketID, options: TCPSocketOptions) {
-        self.stack = stack
+    init(id: SocketID, options: TCPSocketOptions, configuration: TCPConfiguration) {
         self.id = id
         self.options = options
-        let configuration = stack.configuration.tcp
         sendBuffer = ByteRing(capacity: options.sendBuffer ?? configuration.sendBuffer)
         receive = ReceiveQueue(capacity: options.receiveBuffer ?? configuration.receiveBuffer)
         cc = CongestionControlFactory.make(options.congestionControl, mss: 536) ?? Cubic(mss: 536)
@@ -250,7 +245,7 @@ final class TCPConnection {
 
     // MARK: - Timers
 
-    func setTimer(_ kind: TCPTimerKind, at deadline: Instant) {
+    func setTimer(_ kind: TCPTimerKind, at deadline: Instant, in stack: NetworkStack) {
         deadlines[kind.rawValue] = deadline
         // Re-file in the wheel only if the entry there would fire too late (or is missing);
         // a later deadline is found when the earlier entry fires.
@@ -267,7 +262,7 @@ final class TCPConnection {
         deadlines[kind.rawValue] = nil
     }
 
-    func clearAllTimers() {
+    func clearAllTimers(in stack: NetworkStack) {
         for kind in TCPTimerKind.allCases {
             deadlines[kind.rawValue] = nil
             if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
@@ -279,12 +274,12 @@ final class TCPConnection {
     func isTimerSet(_ kind: TCPTimerKind) -> Bool { deadlines[kind.rawValue] != nil }
 
     /// The wheel entry for `kind` fired: returns true if its deadline has truly passed.
-    func timerEntryFired(_ kind: TCPTimerKind, now: Instant) -> Bool {
+    func timerEntryFired(_ kind: TCPTimerKind, now: Instant, in stack: NetworkStack) -> Bool {
         timerHandles[kind.rawValue] = nil
         timerArmedAt[kind.rawValue] = nil
         guard let deadline = deadlines[kind.rawValue] else { return false }
         if deadline > now {
-            setTimer(kind, at: deadline)
+            setTimer(kind, at: deadline, in: stack)
             return false
         }
         deadlines[kind.rawValue] = nil
@@ -296,7 +291,7 @@ final class TCPConnection {
     /// Dynamic right-sizing of the receive buffer (as Linux's tcp_rcv_space_adjust): if the
     /// application read more than half the buffer within one round trip, the window may be
     /// what limits the sender, so the buffer doubles, up to the configured maximum.
-    func tuneReceiveBuffer(read: Int, now: Instant) {
+    func tuneReceiveBuffer(read: Int, now: Instant, in stack: NetworkStack) {
         guard options.receiveBuffer == nil else { return }
         tuneRead += read
         let roundTrip = max(rtt.hasSample ? rtt.smoothed : 0, minRTT == .max ? 0 : minRTT, 1000)
@@ -312,7 +307,7 @@ final class TCPConnection {
 
     /// The send buffer grows while the congestion window could use more than half of it
     /// (as Linux's tcp_sndbuf_expand), so that a large window is not starved by the buffer.
-    func tuneSendBuffer() {
+    func tuneSendBuffer(in stack: NetworkStack) {
         guard options.sendBuffer == nil else { return }
         let capacity = sendBuffer.capacity
         guard capacity < stack.configuration.tcp.maximumBuffer, min(cc.cwnd, sndWnd) * 2 > capacity else { return }

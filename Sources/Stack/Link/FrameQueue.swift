@@ -1,10 +1,10 @@
-/// Frames the stack has produced and the owner of the link must transmit: one preallocated
-/// region of fixed-size slots, filled during a wake-up and drained by the daemon after it.
-/// Emitting a frame is writing into the next slot: no allocation per packet.
+/// Frames the stack has produced and its driver must transmit: one preallocated region of
+/// fixed-size slots, filled during a poll and drained to the link (`StackDriver`). Emitting
+/// a frame is writing into the next slot: no allocation per packet.
 public final class FrameQueue {
     public let slotSize: Int
     public let capacity: Int
-    private let storage: UnsafeMutableRawBufferPointer
+    private var storage: UnsafeMutableRawBufferPointer
     private var lengths: [Int]
     public private(set) var count = 0
 
@@ -40,4 +40,20 @@ public final class FrameQueue {
     }
 
     public func removeAll() { count = 0 }
+
+    /// Exchanges the frames of two queues of the same geometry: a batch changes hands
+    /// without a copy (the simulated wire takes a whole outbox so).
+    public func swapContents(with other: FrameQueue) {
+        precondition(slotSize == other.slotSize && capacity == other.capacity)
+        swap(&storage, &other.storage)
+        swap(&lengths, &other.lengths)
+        swap(&count, &other.count)
+    }
+
+    /// Hands every frame to `body`, oldest first, then empties the queue.
+    @inline(__always)
+    public func drain(_ body: (UnsafeRawBufferPointer) -> Void) {
+        for i in 0..<count { body(self[i]) }
+        count = 0
+    }
 }

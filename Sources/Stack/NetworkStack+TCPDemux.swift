@@ -1,0 +1,161 @@
+import Timing
+
+/// TCP input: a received segment is checked, then found its connection (a one-entry cache,
+/// then the four-tuple table), its listener, or answered with a RST (RFC 9293 3.10.7); and
+/// ICMP errors and failed address resolution reach the connections they concern.
+extension NetworkStack {
+    func receiveTCP(_ datagram: IPv4Datagram, now: Instant) {
+        let segment: TCPSegment
+        do {
+            segment = try TCPSegment(datagram.payload, source: datagram.source, destination: datagram.destination,
+                                     checksumVerified: datagram.checksumVerified)
+        } catch {
+            counters.tcpInErrs &+= 1
+            if case .badChecksum = error { counters.tcpInCsumErrors &+= 1 }
+            return
+        }
+        counters.tcpInSegs &+= 1
+        // RFC 9293 3.9.2 / RFC 1122 4.2.3.10: no segment to or from a broadcast is accepted.
+        guard !datagram.broadcast else {
+            counters.tcpInErrs &+= 1
+            return
+        }
+        let flags = segment.flags
+        let seg = IncomingSegment(seq: segment.seq, ack: segment.ack, flags: flags, window: segment.window,
+                                  options: segment.options, payload: segment.payload)
+        let tuple = TCPFourTuple(remoteAddress: datagram.source, remotePort: segment.sourcePort,
+                                 localAddress: datagram.destination, localPort: segment.destinationPort)
+        // A one-entry cache in front of the table: bulk traffic hits the same connection.
+        let cached: TCPConnection?
+        if let last = tcp.lastLookup, last.tuple == tuple, last.connection.state != .closed {
+            cached = last.connection
+        } else {
+            cached = tcp.connections[tuple]
+            if let c = cached { tcp.lastLookup = (tuple, c) }
+        }
+        if let c = cached {
+            if c.state == .timeWait && flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst),
+               seg.seq > c.rcvNxt, let listener = listener(for: tuple) {
+                // RFC 9293 3.10.7.4 note / RFC 6191: a new SYN beyond the old connection's
+                // sequence space may reopen the names.
+                c.close(reason: nil, now: now, in: self)
+                listenerArrives(listener, seg, tuple: tuple, now: now)
+                return
+            }
+            c.segmentsIn &+= 1
+            if c.state == .synSent {
+                c.synSentArrives(seg, now: now, in: self)
+            } else {
+                c.synchronizedArrives(seg, now: now, in: self)
+            }
+            if c.state != .closed {
+                if c.state == .established || c.state == .closeWait { c.armKeepalive(now: now, in: self) }
+                c.output(now: now, in: self)
+            }
+            return
+        }
+        if let listener = listener(for: tuple) {
+            listenerArrives(listener, seg, tuple: tuple, now: now)
+            return
+        }
+        // RFC 9293 3.10.7.1: CLOSED. Everything but a RST is answered with a RST.
+        counters.tcpNoSocket &+= 1
+        guard !flags.contains(.rst) else { return }
+        if flags.contains(.ack) {
+            sendReset(to: tuple, seq: seg.ack, ack: nil, now: now)
+        } else {
+            sendReset(to: tuple, seq: SeqNum(0), ack: seg.seq + seg.length, now: now)
+        }
+    }
+
+    /// RFC 9293 3.10.7.2: LISTEN.
+    private func listenerArrives(_ listener: TCPConnection, _ seg: IncomingSegment, tuple: TCPFourTuple, now: Instant) {
+        if seg.flags.contains(.rst) { return }
+        if seg.flags.contains(.ack) {
+            // The ACK completing a handshake answered with a SYN cookie (RFC 4987 3.6).
+            if !seg.flags.contains(.syn), let sentAt = listener.lastSynCookie,
+               now.nanoseconds(since: sentAt) < 2 * SynCookie.period * 1_000_000_000,
+               acceptSynCookie(listener, seg, tuple: tuple, now: now) {
+                return
+            }
+            sendReset(to: tuple, seq: seg.ack, ack: nil, now: now)
+            return
+        }
+        guard seg.flags.contains(.syn) else { return }
+        let queueLimit = max(listener.backlog, 1)
+        guard listener.acceptQueue.count < queueLimit else {
+            counters.tcpListenOverflows &+= 1
+            counters.tcpListenDrops &+= 1
+            return
+        }
+        guard listener.synQueue < max(configuration.tcp.maxSynBacklog, queueLimit) else {
+            // The SYN queue is full (a flood, or a slow handshake storm): answer without
+            // keeping state, with a SYN cookie as the ISN (RFC 4987 3.6).
+            sendSynCookie(listener, seg, tuple: tuple, now: now)
+            return
+        }
+        let child = makeChild(of: listener, tuple: tuple, now: now)
+        listener.synQueue += 1
+        child.irs = seg.seq
+        child.rcvNxt = seg.seq + 1
+        child.negotiateOptions(seg.options, synAck: false, in: self)
+        if !child.windowScaling { child.rcvScale = 0 }
+        if child.timestamps, let ts = seg.options.timestamp {
+            child.tsRecent = ts.value
+            child.tsRecentTime = now
+        }
+        child.sndWnd = Int(seg.window)
+        child.sndWl1 = seg.seq
+        child.state = .synReceived
+        child.segmentsIn = 1
+        child.output(now: now, in: self)
+    }
+
+    /// An ICMP error about a segment we sent (RFC 1122 4.2.3.9, RFC 5927). The quoted
+    /// sequence number must lie in [SND.UNA, SND.MAX) or the message is ignored (blind
+    /// attacks). While opening, the error ends the connect (as Linux does); later it is a
+    /// soft error, reported if the connection then times out.
+    func tcpICMPError(type: ICMPType, code: UInt8, source: IPv4Address, destination: IPv4Address, sourcePort: UInt16,
+                      destinationPort: UInt16, seq: SeqNum, now: Instant) {
+        let tuple = TCPFourTuple(remoteAddress: destination, remotePort: destinationPort, localAddress: source,
+                                 localPort: sourcePort)
+        guard let c = tcp.connections[tuple], seq >= c.sndUna, seq < c.sndMax || (c.sndMax == c.sndUna && seq == c.sndUna)
+        else {
+            counters.tcpICMPIgnored &+= 1
+            return
+        }
+        let error: SocketError
+        switch (type, code) {
+        case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
+        case (.destinationUnreachable, UnreachableCode.proto), (.destinationUnreachable, UnreachableCode.port):
+            error = .connectionRefused
+        case (.destinationUnreachable, UnreachableCode.fragmentationNeeded):
+            // Path MTU discovery is not implemented: segments are sized to the link MTU.
+            return
+        case (.destinationUnreachable, _): error = .hostUnreachable
+        default: error = .hostUnreachable  // Time Exceeded
+        }
+        counters.tcpICMPErrors &+= 1
+        if c.state == .synSent || c.state == .synReceived {
+            c.abort(error: error, sendReset: false, now: now, in: self)
+        } else {
+            c.softError = error
+        }
+    }
+
+    /// Address resolution for `nextHop` failed: connections opening through it end with
+    /// EHOSTUNREACH; established ones keep it as a soft error.
+    func tcpNeighborUnreachable(_ nextHop: IPv4Address, now: Instant) {
+        let affected = tcp.connections.values.filter { c in
+            if !c.viaLoopback, case .via(let hop)? = route(c.remoteAddress) { return hop == nextHop }
+            return false
+        }
+        for c in affected {
+            if c.state == .synSent {
+                c.abort(error: .hostUnreachable, sendReset: false, now: now, in: self)
+            } else {
+                c.softError = .hostUnreachable
+            }
+        }
+    }
+}
