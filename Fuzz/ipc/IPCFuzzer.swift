@@ -303,14 +303,8 @@ final class IPCFuzzer {
     /// As lvlipd after a wake-up: both drivers poll their ends of the wire until nothing is in
     /// flight; released ends are closed.
     private func afterWake() {
-        let now = reactor.now
-        for _ in 0..<16 {
-            wire.now = now
-            driver.poll(now: now, link: wire.a)
-            peerDriver.poll(now: now, link: wire.b)
-            peer.takeReadinessChanges(into: &changes)
-            guard let next = wire.nextArrival, next <= now else { break }
-        }
+        wire.settle(driver, peerDriver, now: reactor.now)
+        peer.takeReadinessChanges(into: &changes)
         service.closeReleasedEnds()
     }
 }

@@ -57,14 +57,9 @@ final class ServiceHarness {
     /// As lvlipd after each wake-up (and after each request): each stack's driver polls its
     /// end of the wire until no frame is left in flight; released ends are closed.
     func afterWake() {
-        for _ in 0..<16 {
-            wire.now = now
-            driver.poll(now: now, link: wire.a)
-            peerDriver.poll(now: now, link: wire.b)
-            // The peer is driven by the tests; its readiness is read when they ask.
-            peer.takeReadinessChanges(into: &changes)
-            guard let next = wire.nextArrival, next <= now else { break }
-        }
+        wire.settle(driver, peerDriver, now: now)
+        // The peer is driven by the tests; its readiness is read when they ask.
+        peer.takeReadinessChanges(into: &changes)
         service.closeReleasedEnds()
     }
 

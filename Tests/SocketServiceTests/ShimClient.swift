@@ -2,6 +2,7 @@ import CLinux
 import Glibc
 import IPCServer
 import Stack
+import XCTest
 
 /// A stack socket as a test's shim holds it: the handle and the application's end of the pair.
 struct ShimSocket {
@@ -154,6 +155,22 @@ final class ShimClient {
         guard n == MemoryLayout<lvlip_accept_record>.size, count == 1 else { return nil }
         ends.append(fd)
         return (record, ShimSocket(ref: record.ref, fd: fd))
+    }
+
+    /// A listener on `port` (`configure` runs before bind), a connection to it from the peer,
+    /// and the connection as accepted from the listener's end.
+    func acceptFromPeer(port: UInt16 = 8080, configure: (ShimSocket) -> Void = { _ in }) throws
+        -> (listener: ShimSocket, record: lvlip_accept_record, socket: ShimSocket, peer: SocketID) {
+        let listener = open()
+        configure(listener)
+        XCTAssertEqual(bind(listener, .any, port), 0)
+        XCTAssertEqual(listen(listener), 0)
+        let peer = harness.peer.tcpOpen()
+        try harness.peer.tcpConnect(peer, to: ServiceHarness.address, port: port, now: harness.now)
+        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
+        XCTAssertTrue(harness.run { accepted = accept(listener); return accepted != nil })
+        let (record, socket) = try XCTUnwrap(accepted)
+        return (listener, record, socket, peer)
     }
 
     /// Closes the application's end (its last descriptor).

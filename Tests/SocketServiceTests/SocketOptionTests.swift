@@ -69,16 +69,10 @@ final class SocketOptionTests: XCTestCase {
     func testAcceptedConnectionInheritsTheListenersOptions() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let listener = client.open()
-        XCTAssertEqual(client.setOption(listener, SOL_SOCKET, SO_REUSEADDR, int: 1), 0)
-        XCTAssertEqual(client.setOption(listener, IPPROTO_TCP, TCP_NODELAY, int: 1), 0)
-        XCTAssertEqual(client.bind(listener, .any, 8080), 0)
-        XCTAssertEqual(client.listen(listener), 0)
-        let peer = h.peer.tcpOpen()
-        try h.peer.tcpConnect(peer, to: ServiceHarness.address, port: 8080, now: h.now)
-        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
-        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
-        let socket = try XCTUnwrap(accepted).socket
+        let (_, _, socket, _) = try client.acceptFromPeer { listener in
+            XCTAssertEqual(client.setOption(listener, SOL_SOCKET, SO_REUSEADDR, int: 1), 0)
+            XCTAssertEqual(client.setOption(listener, IPPROTO_TCP, TCP_NODELAY, int: 1), 0)
+        }
         XCTAssertEqual(client.intOption(socket, SOL_SOCKET, SO_REUSEADDR), 1)
         XCTAssertEqual(client.intOption(socket, IPPROTO_TCP, TCP_NODELAY), 1)
         XCTAssertEqual(client.intOption(socket, SOL_SOCKET, SO_ACCEPTCONN), 0)

@@ -107,14 +107,7 @@ final class SocketRegistryTests: XCTestCase {
     func testTombstoneKeepsTheHandleAndNamesAfterTheConnectionEnds() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let listener = client.open()
-        XCTAssertEqual(client.bind(listener, .any, 8080), 0)
-        XCTAssertEqual(client.listen(listener), 0)
-        let peer = h.peer.tcpOpen()
-        try h.peer.tcpConnect(peer, to: ServiceHarness.address, port: 8080, now: h.now)
-        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
-        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
-        let socket = try XCTUnwrap(accepted).socket
+        let (_, _, socket, peer) = try client.acceptFromPeer()
         XCTAssertEqual(client.name(socket, peer: true).result, 0)
         h.peer.tcpAbort(peer, now: h.now)
         XCTAssertTrue(h.run { appRead(socket.fd) == .end })

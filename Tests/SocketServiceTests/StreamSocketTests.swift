@@ -9,30 +9,10 @@ import XCTest
 final class StreamSocketTests: XCTestCase {
     let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
 
-    /// A connection from the peer to a listener of the service, accepted through the pair.
-    func acceptedConnection(_ h: ServiceHarness, _ client: ShimClient, port: UInt16 = 8080)
-        -> (listener: ShimSocket, accepted: ShimSocket, peer: SocketID) {
-        let listener = client.open()
-        XCTAssertEqual(client.bind(listener, .any, port), 0)
-        XCTAssertEqual(client.listen(listener), 0)
-        let peer = h.peer.tcpOpen()
-        XCTAssertNoThrow(try h.peer.tcpConnect(peer, to: ServiceHarness.address, port: port, now: h.now))
-        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
-        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
-        return (listener, accepted!.socket, peer)
-    }
-
     func testAcceptHandsTheConnectionOverWithItsNamesAndCarriesDataBothWays() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let listener = client.open()
-        XCTAssertEqual(client.bind(listener, .any, 8080), 0)
-        XCTAssertEqual(client.listen(listener), 0)
-        let peer = h.peer.tcpOpen()
-        try h.peer.tcpConnect(peer, to: ServiceHarness.address, port: 8080, now: h.now)
-        var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
-        XCTAssertTrue(h.run { accepted = client.accept(listener); return accepted != nil })
-        let (record, socket) = try XCTUnwrap(accepted)
+        let (_, record, socket, peer) = try client.acceptFromPeer()
         XCTAssertEqual(record.magic, LVLIP_ACCEPT_MAGIC)
         XCTAssertEqual(record.local.addr, ServiceHarness.address.value)
         XCTAssertEqual(record.local.port, 8080)
@@ -112,7 +92,7 @@ final class StreamSocketTests: XCTestCase {
     func testShutdownSendsFinAfterTheDataAndPeerFinIsEndOfStream() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let (_, socket, peer) = acceptedConnection(h, client)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
         appWrite(socket.fd, Array("last words".utf8))
         XCTAssertEqual(client.shutdown(socket, Int32(SHUT_WR)), 0)
         var received: [UInt8] = []
@@ -139,7 +119,7 @@ final class StreamSocketTests: XCTestCase {
     func testResetClosesThePairAndReportsECONNRESET() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let (_, socket, peer) = acceptedConnection(h, client)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
         h.peer.tcpAbort(peer, now: h.now)
         XCTAssertTrue(h.run { appRead(socket.fd) == .end })
         // The shim asks why the stream ended; SO_ERROR was taken with it.
@@ -154,7 +134,7 @@ final class StreamSocketTests: XCTestCase {
     func testResetIsTheSocketErrorOnce() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let (_, socket, peer) = acceptedConnection(h, client)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
         h.peer.tcpAbort(peer, now: h.now)
         XCTAssertTrue(h.run { appRead(socket.fd) == .end })
         XCTAssertEqual(client.intOption(socket, 1, 4), ECONNRESET)
@@ -177,7 +157,7 @@ final class StreamSocketTests: XCTestCase {
     func testApplicationCloseSendsFinAfterWhatItWrote() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let (_, socket, peer) = acceptedConnection(h, client)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
         appWrite(socket.fd, Array("goodbye".utf8))
         client.close(socket)
         var received: [UInt8] = []
@@ -191,7 +171,7 @@ final class StreamSocketTests: XCTestCase {
     func testApplicationCloseWithUnreadDataResets() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
-        let (_, socket, peer) = acceptedConnection(h, client)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
         _ = h.peerSend(peer, Array("unread".utf8))
         XCTAssertTrue(h.run { (pending(socket.fd) ?? 0) > 0 })
         client.close(socket)

@@ -77,6 +77,18 @@ public final class SimulatedWire {
         return next
     }
 
+    /// Moves the wire's clock to `now` and polls the drivers of both ends (`a`'s, then `b`'s)
+    /// until no frame is in flight that is due by then: what two stacks say to each other in
+    /// one instant, with a wire without delay. Bounded by `rounds`.
+    public func settle(_ driverA: StackDriver, _ driverB: StackDriver, now: Instant, rounds: Int = 16) {
+        self.now = now
+        for _ in 0..<rounds {
+            driverA.poll(now: now, link: a)
+            driverB.poll(now: now, link: b)
+            guard let next = nextArrival, next <= now else { return }
+        }
+    }
+
     public var isEmpty: Bool {
         !batchPending(towardA: true) && !batchPending(towardA: false)
             && rings[0].isEmpty && rings[1].isEmpty && rings[2].isEmpty && rings[3].isEmpty
