@@ -30,7 +30,8 @@ let package = Package(
         .target(name: "Timing", swiftSettings: hotPath),
         // epoll + timerfd + signalfd event loop. Knows nothing of networking.
         .target(name: "Reactor", dependencies: ["CLinux", "Timing"], swiftSettings: hotPath),
-        // Pure protocol library: Ethernet, ARP, IPv4, ICMP. No syscalls, no clock reads.
+        // Pure protocol library: Ethernet, ARP, IPv4, ICMP, UDP, TCP, the loopback; the Link
+        // abstraction and the StackDriver that every owner polls. No syscalls, no clock reads.
         .target(name: "Stack", dependencies: ["Timing"], swiftSettings: hotPath),
         // The IPC protocol's messages over the C structs of lvlip_ipc.h, and a blocking
         // client: what lvlipctl and the tests need, without the server.
