@@ -41,8 +41,10 @@ let package = Package(
             "CLinux", "IPCProtocol", "Reactor", "Stack",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPath),
+        // Links that wrap any link: the pcap writer and the fault injector.
+        .target(name: "Links", dependencies: ["CLinux", "Reactor", "Stack"], swiftSettings: hotPath),
         .executableTarget(name: "lvlipd", dependencies: [
-            "CLinux", "Reactor", "Stack", "IPCServer", "Timing",
+            "CLinux", "Reactor", "Stack", "IPCServer", "Links", "Timing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPath),
@@ -60,6 +62,7 @@ let package = Package(
             "CLinux", "IPCProtocol", "IPCServer", "Reactor", "Stack", "Timing", "FuzzSupport",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Fuzz/ipc"),
+        .executableTarget(name: "fuzz-pcap", dependencies: ["Links", "Stack", "FuzzSupport"], path: "Fuzz/pcap"),
         .testTarget(name: "TimingTests", dependencies: ["Timing", "Stack"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CLinux", "Timing"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Timing"]),

@@ -4,6 +4,14 @@ import FuzzSupport
 /// inputs (files, or every file of a directory), which is how the seed corpus runs as a
 /// regression test.
 #if FUZZING
+import Glibc
+
+@_cdecl("LLVMFuzzerInitialize")
+public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+    atexit { fputs("fuzz-frames: \(FrameFuzzer.framesDelivered) crafted frames delivered\n", stderr) }
+    return 0
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     FrameFuzzer().run(UnsafeRawBufferPointer(start: data, count: size))
@@ -14,6 +22,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 enum Replay {
     static func main() {
         FuzzReplay.run(name: "fuzz-frames") { FrameFuzzer().run($0) }
+        print("fuzz-frames: \(FrameFuzzer.framesDelivered) crafted frames delivered")
     }
 }
 #endif

@@ -147,8 +147,12 @@ final class FrameFuzzer {
         if flags & 0x10 != 0 { flows[i].receiveNext = ack }
     }
 
+    /// Frames the scripts have delivered in this process, reported when it exits.
+    nonisolated(unsafe) static var framesDelivered = 0
+
     /// One frame from the script, taken as lvlipd takes one from the TAP: the driver's poll.
     private func deliver(_ frame: [UInt8], verified: Bool = false) {
+        Self.framesDelivered += 1
         link.queued.append((frame, verified))
         driver.poll(now: now, link: link)
     }

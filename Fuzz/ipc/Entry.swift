@@ -4,6 +4,14 @@ import FuzzSupport
 /// inputs (files, or every file of a directory), which is how the seed corpus runs as a
 /// regression test.
 #if FUZZING
+import Glibc
+
+@_cdecl("LLVMFuzzerInitialize")
+public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+    atexit { fputs("fuzz-ipc: \(IPCFuzzer.requestsSent) requests sent\n", stderr) }
+    return 0
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     IPCFuzzer.runOne(UnsafeRawBufferPointer(start: data, count: size))
@@ -14,6 +22,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 enum Replay {
     static func main() {
         FuzzReplay.run(name: "fuzz-ipc") { IPCFuzzer.runOne($0) }
+        print("fuzz-ipc: \(IPCFuzzer.requestsSent) requests sent")
     }
 }
 #endif

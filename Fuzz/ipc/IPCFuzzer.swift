@@ -118,7 +118,11 @@ final class IPCFuzzer {
 
     // MARK: - Requests
 
+    /// Requests the scripts have sent in this process, reported when it exits.
+    nonisolated(unsafe) static var requestsSent = 0
+
     private func send(_ type: lvlip_msg_type, _ body: [UInt8], fd: Int32 = -1) -> [UInt8]? {
+        Self.requestsSent += 1
         tag &+= 1
         let reply = body.withUnsafeBytes {
             service.handle(type: UInt16(type.rawValue), tag: tag, body: $0, fd: fd, pid: getpid(), uid: getuid(),

@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import IPCServer
+import Links
 import Logging
 import Reactor
 import Stack
@@ -48,7 +49,13 @@ final class Daemon {
         // The pcap writer sits next to the TAP: it records what the kernel gave and what
         // reaches the kernel, before and after the faults.
         let tap = tap
-        pcap = try options.pcapPath.map { path throws(DaemonError) in try PcapWriter(path: path, wrapping: tap) }
+        pcap = try options.pcapPath.map { path throws(DaemonError) in
+            do {
+                return try PcapWriter(path: path, wrapping: tap)
+            } catch {
+                throw DaemonError("cannot open pcap file: \(error)")
+            }
+        }
         let recorded: any Link = pcap ?? tap
         faults = options.faults.map { FaultInjector(settings: $0, wrapping: recorded) }
         link = faults ?? recorded

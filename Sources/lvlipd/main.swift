@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import Links
 import Logging
 import Stack
 

@@ -6,19 +6,23 @@ import Stack
 /// A link that records every frame received and sent through the link it wraps, in the
 /// classic pcap format (LINKTYPE_ETHERNET), readable by tcpdump, tshark and Wireshark.
 /// Output is buffered and written out once per reactor wake-up (`writeBuffered()`).
-final class PcapWriter: Link {
+///
+/// The snapshot length is 262144, tcpdump's default: every frame fits whole (a TSO segment
+/// from the TAP is up to 64 KB of IP plus the Ethernet header, more than the classic 65535),
+/// so each record's captured length is its frame's length.
+public final class PcapWriter: Link {
+    public static let snapshotLength: UInt32 = 262_144
     private let inner: any Link
     private let fd: Int32
     private var buffer: [UInt8] = []
     private static let flushThreshold = 256 * 1024
-    private(set) var failed: SyscallError?
+    public private(set) var failed: SyscallError?
 
-    init(path: String, wrapping inner: any Link) throws(DaemonError) {
+    /// Creates (or truncates) the file at `path`.
+    public init(path: String, wrapping inner: any Link) throws(SyscallError) {
         self.inner = inner
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw .init("cannot open pcap file \(path): \(SyscallError("open", errno: errno))")
-        }
+        guard fd >= 0 else { throw SyscallError("open \(path)", errno: errno) }
         self.fd = fd
         buffer.reserveCapacity(Self.flushThreshold * 2)
         // Global header: magic, version 2.4, GMT offset 0, sigfigs 0, snaplen, linktype 1.
@@ -27,7 +31,7 @@ final class PcapWriter: Link {
         append16(4)
         append32(0)
         append32(0)
-        append32(65535)
+        append32(Self.snapshotLength)
         append32(1)
         writeBuffered()
     }
@@ -37,19 +41,19 @@ final class PcapWriter: Link {
         Syscall.close(fd)
     }
 
-    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
+    public func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
         inner.receive(limit: limit) { frame in
             record(frame.bytes)
             deliver(frame)
         }
     }
 
-    func transmit(_ frame: UnsafeRawBufferPointer) {
+    public func transmit(_ frame: UnsafeRawBufferPointer) {
         record(frame)
         inner.transmit(frame)
     }
 
-    func flush() { inner.flush() }
+    public func flush() { inner.flush() }
 
     private func record(_ frame: UnsafeRawBufferPointer) {
         var seconds: UInt32 = 0
@@ -64,20 +68,20 @@ final class PcapWriter: Link {
     }
 
     /// Writes what is buffered to the file.
-    func writeBuffered() {
+    public func writeBuffered() {
         guard !buffer.isEmpty, failed == nil else {
             buffer.removeAll(keepingCapacity: true)
             return
         }
         var offset = 0
-        while offset < buffer.count {
-            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                failed = SyscallError("write(pcap)", errno: errno)
-                break
+        do {
+            while offset < buffer.count {
+                offset += try buffer.withUnsafeBytes { bytes in
+                    try Syscall.call("write(pcap)") { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+                }
             }
-            offset += n
+        } catch {
+            failed = error as? SyscallError
         }
         buffer.removeAll(keepingCapacity: true)
     }

@@ -5,36 +5,44 @@ import Stack
 /// batch it came in, a sent one until the end of the burst) and corrupts (flips one bit past
 /// the Ethernet header, so the IP or TCP checksum must catch it) frames in both directions.
 /// Netem is not available on this kernel; nftables gives loss only.
-final class FaultInjector: Link {
-    struct Settings {
-        var drop = 0.0
-        var duplicate = 0.0
-        var reorder = 0.0
-        var corrupt = 0.0
-        var seed: UInt64 = 1
+public final class FaultInjector: Link {
+    public struct Settings {
+        public var drop = 0.0
+        public var duplicate = 0.0
+        public var reorder = 0.0
+        public var corrupt = 0.0
+        public var seed: UInt64 = 1
+
+        public init(drop: Double = 0, duplicate: Double = 0, reorder: Double = 0, corrupt: Double = 0, seed: UInt64 = 1) {
+            self.drop = drop
+            self.duplicate = duplicate
+            self.reorder = reorder
+            self.corrupt = corrupt
+            self.seed = seed
+        }
     }
 
-    struct Counters {
-        var dropped: UInt64 = 0
-        var duplicated: UInt64 = 0
-        var reordered: UInt64 = 0
-        var corrupted: UInt64 = 0
+    public struct Counters {
+        public var dropped: UInt64 = 0
+        public var duplicated: UInt64 = 0
+        public var reordered: UInt64 = 0
+        public var corrupted: UInt64 = 0
     }
 
     private let inner: any Link
     private let settings: Settings
     private var rng: SplitMix64
-    private(set) var counters = Counters()
+    public private(set) var counters = Counters()
     private var heldIn: [[UInt8]] = []
     private var heldOut: [[UInt8]] = []
 
-    init(settings: Settings, wrapping inner: any Link) {
+    public init(settings: Settings, wrapping inner: any Link) {
         self.inner = inner
         self.settings = settings
         rng = SplitMix64(state: settings.seed)
     }
 
-    func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
+    public func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
         var count = inner.receive(limit: limit) { frame in
             apply(frame.bytes, inbound: true) {
                 deliver(ReceivedFrame(bytes: $0, checksumVerified: frame.checksumVerified, timestamp: frame.timestamp))
@@ -47,12 +55,12 @@ final class FaultInjector: Link {
         return count
     }
 
-    func transmit(_ frame: UnsafeRawBufferPointer) {
+    public func transmit(_ frame: UnsafeRawBufferPointer) {
         apply(frame, inbound: false) { inner.transmit($0) }
     }
 
     /// Releases the sent frames held back for reordering.
-    func flush() {
+    public func flush() {
         let held = heldOut
         heldOut.removeAll()
         for f in held { f.withUnsafeBytes { inner.transmit($0) } }
