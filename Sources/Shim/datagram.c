@@ -125,7 +125,12 @@ ssize_t dgram_recv(int fd, struct entry *e, struct msghdr *msg, int flags, struc
             msg->msg_flags = 0;
             return 0;  // shut down for reading (or lvlipd is gone)
         }
-        if (n < DGRAM_HEADER) continue;  // cannot happen: lvlipd writes whole headers
+        if (n < DGRAM_HEADER) {
+            // Cannot happen (lvlipd writes whole headers); a runt is dropped, by a peek too,
+            // or the peek would find it again forever.
+            if (flags & MSG_PEEK) (void)get_recv()(fd, &h, sizeof h, MSG_DONTWAIT);
+            continue;
+        }
         if (h.flags & LVLIP_DGRAM_ERRQUEUE) {
             // Not for this read: moved aside for MSG_ERRQUEUE; the next datagram is read.
             if (flags & MSG_PEEK) {
