@@ -42,6 +42,8 @@ public final class IPCServer {
     private let queries: [UInt16: (reply: UInt16, text: () -> String)]
     private var listenFD: Int32 = -1
     private var clients: [Int32: Client] = [:]
+    /// Accepts that failed in a row (out of descriptors or memory), each followed by a pause.
+    private var acceptFailures = 0
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     /// Descriptors that come with one read (at most one per message in practice).
     private let receivedFDs = UnsafeMutablePointer<Int32>.allocate(capacity: 4)
@@ -55,8 +57,12 @@ public final class IPCServer {
         var uid: UInt32
         var input: [UInt8] = []
         /// Replies not yet written, and how much of the first one was.
-        var output: [(bytes: [UInt8], sent: Int)] = []
-        var outputBytes = 0
+        /// Replies not yet written, back to back, and how much of them was. One buffer rather
+        /// than one array per reply: what a client that does not read costs the daemon is then
+        /// what `maxOutput` counts (a 12-byte reply held alone takes some 80 bytes of heap).
+        var output: [UInt8] = []
+        var outputSent = 0
+        var outputBytes: Int { output.count - outputSent }
         /// Descriptors received and not yet claimed by a message flagged LVLIP_FLAG_FD.
         var fds: [Int32] = []
         var greeted = false
@@ -74,6 +80,9 @@ public final class IPCServer {
     /// Replies a client has not read beyond this close it: it is not reading.
     private static let maxOutput = 4 << 20
     private static let maxPendingFDs = 8
+    /// An output buffer this small is kept for the next replies; a larger one is given back.
+    private static let keptOutputCapacity = 64 << 10
+    private static let acceptPauseMilliseconds: UInt64 = 100
 
     /// `stats` answers STATS (counters), `sockets` answers SOCKETS (one line per socket);
     /// `service` answers the socket operations of the shim.
@@ -147,9 +156,12 @@ public final class IPCServer {
             do {
                 guard let accepted = try Syscall.nonBlocking("accept4", { lvlip_accept(listenFD) }) else { return }
                 fd = accepted
+                if acceptFailures > 0 {
+                    logger.warning("IPC accept works again after \(acceptFailures) failed attempts")
+                    acceptFailures = 0
+                }
             } catch {
-                // EMFILE and friends: log and try again on the next readiness event.
-                logger.warning("IPC accept failed: \(error)")
+                pauseAccepting(after: error)
                 return
             }
             var pid: Int32 = 0
@@ -183,6 +195,32 @@ public final class IPCServer {
             }
             clients[fd] = client
             logger.debug("IPC client connected: pid \(pid) uid \(uid)")
+        }
+    }
+
+    /// The listener stays readable while its connection waits, and epoll is level-triggered:
+    /// retrying an accept that failed for want of descriptors (EMFILE, ENFILE) or memory at
+    /// once would spin the CPU. Stop watching it for a moment instead; the waiting clients
+    /// are served when descriptors come back.
+    /// One warning per run of failures, not one per retry.
+    private func pauseAccepting(after error: any Error) {
+        if acceptFailures == 0 {
+            logger.warning("IPC accept failed: \(error); retrying every \(Self.acceptPauseMilliseconds) ms")
+        }
+        acceptFailures += 1
+        do {
+            try reactor.modify(fd: listenFD, events: [])
+        } catch {
+            logger.error("IPC listener: \(error)")
+            return
+        }
+        reactor.schedule(at: reactor.now.adding(milliseconds: Self.acceptPauseMilliseconds)) { [weak self] in
+            guard let self, listenFD >= 0 else { return }
+            do {
+                try reactor.modify(fd: listenFD, events: .readable)
+            } catch {
+                logger.error("IPC listener: \(error)")
+            }
         }
     }
 
@@ -339,8 +377,7 @@ public final class IPCServer {
     }
 
     private func send(_ client: Client, _ bytes: [UInt8]) {
-        client.output.append((bytes, 0))
-        client.outputBytes += bytes.count
+        client.output.append(contentsOf: bytes)
         guard client.outputBytes <= Self.maxOutput else {
             close(client.fd, reason: "not reading its replies (\(client.outputBytes) bytes waiting)")
             return
@@ -349,12 +386,12 @@ public final class IPCServer {
     }
 
     private func flush(_ client: Client) {
-        while let first = client.output.first {
+        while client.outputBytes > 0 {
             let n: Int?
             do {
-                n = try first.bytes.withUnsafeBytes { b in
+                n = try client.output.withUnsafeBytes { b in
                     try Syscall.nonBlocking("sendmsg") {
-                        lvlip_send_with_fd(client.fd, b.baseAddress! + first.sent, b.count - first.sent, -1)
+                        lvlip_send_with_fd(client.fd, b.baseAddress! + client.outputSent, client.outputBytes, -1)
                     }
                 }
             } catch {
@@ -362,9 +399,14 @@ public final class IPCServer {
                 return
             }
             guard let written = n else { break }
-            client.output[0].sent += written
-            client.outputBytes -= written
-            if client.output[0].sent == first.bytes.count { client.output.removeFirst() }
+            client.outputSent += written
+        }
+        if client.outputBytes == 0 {
+            client.output.removeAll(keepingCapacity: client.output.capacity <= Self.keptOutputCapacity)
+            client.outputSent = 0
+        } else if client.outputSent >= Self.keptOutputCapacity {
+            client.output.removeFirst(client.outputSent)
+            client.outputSent = 0
         }
         let want = !client.output.isEmpty
         if want != client.wantsWrite {

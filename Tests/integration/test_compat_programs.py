@@ -8,9 +8,11 @@ time and killed (its own process group, by pid) at teardown. A missing tool is a
 scripts/install-deps installs them all.
 """
 
+import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -415,9 +417,28 @@ def start_redis(procs, workdir, port, bind, stack):
     return server
 
 
-def assert_benchmark(result):
-    ok(result)
-    assert "requests per second" in result.stdout, result.stdout[-2000:]
+BENCHMARK_TESTS = ("SET", "GET", "INCR", "LPUSH")
+BENCHMARK_REQUESTS = 2000
+
+
+def benchmark(host, port, *options, stack=None):
+    """Runs redis-benchmark (on the stack with stack=daemon) for SET, GET, INCR and LPUSH,
+    then checks what it did with redis-cli from the kernel's side: each test reported a
+    rate, the server counted every request of each test (INFO commandstats), and the values
+    written read back (SET's 3-byte value, the counter INCR raised, the list LPUSH grew)."""
+    result = ok(bounded(["redis-benchmark", *options, "-h", host, "-p", port, "-n", str(BENCHMARK_REQUESTS),
+                         "-t", ",".join(BENCHMARK_TESTS).lower(), "--csv"], timeout=60, stack=stack))
+    rows = list(csv.reader(result.stdout.splitlines()))
+    rates = {row[0]: float(row[1]) for row in rows[1:] if len(row) > 1}
+    assert sorted(rates) == sorted(BENCHMARK_TESTS) and all(rate > 0 for rate in rates.values()), result.stdout
+    cli = ["redis-cli", "-h", host, "-p", port]
+    stats = ok(bounded([*cli, "info", "commandstats"], timeout=15)).stdout
+    calls = {name: int(count) for name, count in re.findall(r"cmdstat_(\w+):calls=(\d+)", stats)}
+    for test in BENCHMARK_TESTS:
+        assert calls.get(test.lower()) == BENCHMARK_REQUESTS, f"{test}: {calls.get(test.lower())} calls\n{stats}"
+    assert ok(bounded([*cli, "get", "key:__rand_int__"], timeout=15)).stdout.strip() == "VXK"
+    assert ok(bounded([*cli, "get", "counter:__rand_int__"], timeout=15)).stdout.strip() == str(BENCHMARK_REQUESTS)
+    assert ok(bounded([*cli, "llen", "mylist"], timeout=15)).stdout.strip() == str(BENCHMARK_REQUESTS)
 
 
 def test_redis_stack_clients_ping_and_benchmark_kernel_server(daemon, procs, workdir):
@@ -425,16 +446,14 @@ def test_redis_stack_clients_ping_and_benchmark_kernel_server(daemon, procs, wor
     start_redis(procs, workdir, P_REDIS_KERNEL, KERNEL_IP, stack=False)
     result = ok(bounded(["redis-cli", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL, "ping"], timeout=15, stack=daemon))
     assert result.stdout.strip() == "PONG"
-    assert_benchmark(bounded(["redis-benchmark", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL, "-n", "2000", "-q"],
-                             timeout=60, stack=daemon))
+    benchmark(KERNEL_IP, P_REDIS_KERNEL, stack=daemon)
     assert_on_stack(daemon, active=51)  # redis-cli, then redis-benchmark's 50 clients
 
 
 def test_redis_benchmark_threads_on_stack_against_kernel_server(daemon, procs, workdir):
     need("redis-server", "redis-benchmark")
     start_redis(procs, workdir, P_REDIS_KERNEL_THREADS, KERNEL_IP, stack=False)
-    assert_benchmark(bounded(["redis-benchmark", "--threads", "2", "-h", KERNEL_IP, "-p", P_REDIS_KERNEL_THREADS,
-                              "-n", "2000", "-q"], timeout=60, stack=daemon))
+    benchmark(KERNEL_IP, P_REDIS_KERNEL_THREADS, "--threads", "2", stack=daemon)
     assert_on_stack(daemon, active=50)
 
 
@@ -456,7 +475,7 @@ def test_redis_cli_set_and_get_200k_value_from_stack(daemon, procs, workdir):
 def test_redis_server_on_stack_kernel_benchmark(daemon, procs, workdir):
     need("redis-server", "redis-cli", "redis-benchmark")
     server = start_redis(procs, workdir, P_REDIS_STACK, "* -::*", stack=True)
-    assert_benchmark(bounded(["redis-benchmark", "-h", STACK_IP, "-p", P_REDIS_STACK, "-n", "2000", "-q"], timeout=60))
+    benchmark(STACK_IP, P_REDIS_STACK)
     assert_on_stack(daemon, passive=51)
     assert procs.stop(server, signal.SIGTERM, timeout=10) == 0, procs.describe(server)
 
@@ -464,36 +483,67 @@ def test_redis_server_on_stack_kernel_benchmark(daemon, procs, workdir):
 # MARK: - 8. iperf3
 
 
-def iperf_bitrates(text):
+IPERF_BYTES = 1 << 30
+IPERF_BLOCK = 128 << 10  # iperf3 writes whole blocks: -n may be passed by one
+# iperf3 ends a test with a message on its control connection, and the receiver stops
+# counting when that arrives: bytes still in flight on the data connection (socket buffers
+# at both ends and the window between them) are sent but never counted, on any stack
+# except the kernel's loopback. lvlipd's send buffer grows to 4 MB; the kernel's receive
+# window to 6 MB.
+IPERF_IN_FLIGHT = 12 << 20
+# Least payload per segment: the stack sends MSS-sized ones on tap0 (MTU 1500); the kernel
+# hands the TAP GSO frames of up to 64 KB.
+STACK_SEGMENT = 1460
+KERNEL_SEGMENT = 65536
+
+
+def iperf_transfer(text):
+    """(bytes sent, bytes received) from one end's -J report."""
     report = json.loads(text)
     assert "error" not in report, report["error"]
     end = report["end"]
-    return end["sum_sent"]["bits_per_second"], end["sum_received"]["bits_per_second"]
+    return end["sum_sent"]["bytes"], end["sum_received"]["bytes"]
+
+
+def check_iperf(client_report, server, procs, before, after, stack_sends):
+    """A byte count (-n) test: the sender sent that many bytes (to a block), the receiver counted
+    all of them but what was in flight at the end, both ends' own reports agree (the server's
+    names only what it did itself: it sent, with -R, or received), and the stack's segment
+    counters moved for at least the bytes it carried in that direction."""
+    procs.finish(server, 15)
+    sent, received = iperf_transfer(client_report)
+    server_sent, server_received = iperf_transfer(server.out_path.read_text())
+    print(f"iperf3: {sent} bytes sent, {received} received; the server says {server_sent} and {server_received}")
+    assert IPERF_BYTES <= sent <= IPERF_BYTES + IPERF_BLOCK, sent
+    assert 0 <= sent - received <= IPERF_IN_FLIGHT, f"{sent} bytes sent, {received} received"
+    assert (server_sent, server_received) in ((sent, 0), (0, received)), \
+        f"the server reports {server_sent} sent, {server_received} received; the client {sent} and {received}"
+    counter, least = ("TcpOutSegs", STACK_SEGMENT) if stack_sends else ("TcpInSegs", KERNEL_SEGMENT)
+    moved = after[counter] - before[counter]
+    assert moved >= received // least, f"{counter} moved by {moved} for {received} bytes"
 
 
 @pytest.mark.parametrize("mode", ["", "-R", "-Z"], ids=["upload", "reverse", "sendfile"])
 def test_iperf3_client_on_stack(daemon, procs, mode):
     need("iperf3")
     port = P_IPERF[mode]
-    server = procs.start("iperf3-server", ["iperf3", "-s", "-B", KERNEL_IP, "-p", port, "-1"])
+    server = procs.start("iperf3-server", ["iperf3", "-s", "-B", KERNEL_IP, "-p", port, "-1", "-J"])
     wait_kernel_listener(port, server, procs)
-    result = ok(bounded(["iperf3", "-c", KERNEL_IP, "-p", port, "-t", "5", "-J", *([mode] if mode else [])],
+    before = daemon.stats()
+    result = ok(bounded(["iperf3", "-c", KERNEL_IP, "-p", port, "-n", str(IPERF_BYTES), "-J", *([mode] if mode else [])],
                         timeout=40, stack=daemon))
-    sent, received = iperf_bitrates(result.stdout)
-    assert sent > 0 and received > 0, (sent, received)
-    procs.finish(server, 15)
-    assert_on_stack(daemon, active=2)  # the control connection and the data stream
+    after = assert_on_stack(daemon, active=2)  # the control connection and the data stream
+    check_iperf(result.stdout, server, procs, before, after, stack_sends=mode != "-R")
 
 
 def test_iperf3_server_on_stack_dual_stack_listener(daemon, procs):
     need("iperf3")
-    server = procs.start("iperf3-server", ["iperf3", "-s", "-1", "-p", P_IPERF_STACK], stack=True)
+    server = procs.start("iperf3-server", ["iperf3", "-s", "-1", "-J", "-p", P_IPERF_STACK], stack=True)
     wait_stack_listener(daemon, P_IPERF_STACK, server, procs)
-    result = ok(bounded(["iperf3", "-c", STACK_IP, "-p", P_IPERF_STACK, "-t", "5", "-J"], timeout=40))
-    sent, received = iperf_bitrates(result.stdout)
-    assert sent > 0 and received > 0, (sent, received)
-    procs.finish(server, 15)
-    assert_on_stack(daemon, passive=2)
+    before = daemon.stats()
+    result = ok(bounded(["iperf3", "-c", STACK_IP, "-p", P_IPERF_STACK, "-n", str(IPERF_BYTES), "-J"], timeout=40))
+    after = assert_on_stack(daemon, passive=2)
+    check_iperf(result.stdout, server, procs, before, after, stack_sends=False)
 
 
 # MARK: - 9. nginx (master and two workers on the stack)

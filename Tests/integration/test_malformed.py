@@ -1,4 +1,4 @@
-"""A flood of 10,000 malformed frames from the kernel side of tap0.
+"""A flood of 10,000 malformed frames from the kernel side of tap0, paced and at full speed.
 
 Each category maps to the counters it must move, so the test checks every stack counter's
 change exactly: a frame counted under the wrong reason, or twice, fails it. Random frames
@@ -8,12 +8,15 @@ still answer ping with bounded memory.
 """
 
 import random
+import socket
 import struct
+import threading
 import time
 from collections import Counter
 
 from harness import (ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, KERNEL_IP, STACK_IP, STACK_MAC, RawLink, arp,
                      checksum, ethernet, icmp_echo, ipv4, ipv4_header, ping, rss_kib, tap_tx_dropped)
+from processes import run_script
 
 SEED = 0x1F1F_2024
 TOTAL_FRAMES = 10_000
@@ -334,5 +337,88 @@ def test_malformed_flood(daemon):
     assert daemon.alive()
     result, _, received, loss = ping("-c", "5", "-i", "0.05", "-W", "1", STACK_IP)
     assert received == 5 and loss == 0.0, result.stdout
+    growth = rss_kib(daemon.pid) - rss_before
+    assert growth < RSS_GROWTH_LIMIT_KIB, f"lvlipd RSS grew by {growth} KiB"
+
+
+# MARK: - The same flood at full speed
+
+TRANSFER_CLIENT = """
+import hashlib, json, os, socket, sys
+data = os.urandom(int(sys.argv[3]))
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+echoed = bytearray()
+while True:
+    block = s.recv(1 << 16)
+    if not block:
+        break
+    echoed += block
+print(json.dumps({"sent": len(data), "echoed": len(echoed), "exact": bytes(echoed) == data}))
+"""
+
+
+def kernel_echo_once():
+    """A kernel listener on 10.0.0.5 that echoes one connection until its FIN; (port, thread)."""
+    listener = socket.socket()
+    listener.bind((KERNEL_IP, 0))
+    listener.listen(1)
+    listener.settimeout(20)
+
+    def serve():
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(20)
+                while block := conn.recv(1 << 16):
+                    conn.sendall(block)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_malformed_flood_unpaced(daemon):
+    """The flood again (another seed), sent as fast as the raw socket takes it: the TAP's
+    queue may overflow. Every frame must be accounted for, read by lvlipd or counted as
+    dropped by the kernel at the TAP, none may provoke output, and afterwards lvlipd answers
+    ping and carries a 1 MB TCP transfer byte-exact."""
+    link = RawLink()
+    flood = Flood(link.mac, random.Random(SEED + 1))
+    build_categories(flood)
+    flood.rng.shuffle(flood.units)
+    frames = [frame for unit in flood.units for frame in unit]
+
+    _, _, received, _ = ping("-c", "2", "-i", "0.1", "-W", "1", STACK_IP)
+    assert received == 2
+    rss_before = rss_kib(daemon.pid)
+    before = daemon.stats()
+    dropped_before = tap_tx_dropped()
+
+    started = time.monotonic()
+    for frame in frames:
+        assert link.send(frame) == len(frame)
+    elapsed = time.monotonic() - started
+    link.close()
+
+    def accounted(stats):
+        return stats["LinkInFrames"] - before["LinkInFrames"] + tap_tx_dropped() - dropped_before == len(frames)
+    after = daemon.wait_for(accounted, timeout=15, what="every frame to be read by lvlipd or dropped at the TAP")
+    read = after["LinkInFrames"] - before["LinkInFrames"]
+    print(f"{len(frames)} frames in {elapsed:.2f} s: lvlipd read {read}, the TAP dropped {len(frames) - read}")
+    assert after["TapReads"] - before["TapReads"] == read
+    assert (after["LinkOutFrames"] - before["LinkOutFrames"]
+            == after["ArpOutAnnouncements"] - before["ArpOutAnnouncements"])
+    assert after["IpReasmOKs"] == before["IpReasmOKs"]
+    assert after["IpReasmBytes"] <= REASSEMBLY_LIMIT + 64 * 1024
+
+    assert daemon.alive()
+    result, _, received, loss = ping("-c", "5", "-i", "0.05", "-W", "1", STACK_IP)
+    assert received == 5 and loss == 0.0, result.stdout
+    port, echo = kernel_echo_once()
+    transfer = run_script(TRANSFER_CLIENT, KERNEL_IP, port, 1 << 20, stack=daemon)
+    echo.join(timeout=10)
+    assert transfer == {"sent": 1 << 20, "echoed": 1 << 20, "exact": True}, transfer
     growth = rss_kib(daemon.pid) - rss_before
     assert growth < RSS_GROWTH_LIMIT_KIB, f"lvlipd RSS grew by {growth} KiB"
