@@ -80,12 +80,13 @@ def test_challenge_acks_are_rate_limited(daemon, procs, peer):
     started = time.monotonic()
     for i in range(count):
         conn.send(RST | ACK, seq=conn.snd + 1 + i)
-    elapsed = time.monotonic() - started
     daemon.wait_for(lambda s: s["TcpExtTCPChallengeACK"] - before["TcpExtTCPChallengeACK"] == count,
                     what="every in-window RST seen")
+    # The daemon handled every RST within this time (it may lag behind our sending).
+    elapsed = time.monotonic() - started
     answers = [s for s in peer.drain(settle=0.5) if s.flags & ACK and not s.flags & RST]
     # RFC 5961 7: at most 1000 per second (burst 1000), as Linux's tcp_challenge_ack_limit.
-    assert 100 <= len(answers) <= 1000 + 1000 * elapsed + 50, (len(answers), elapsed)
+    assert 100 <= len(answers) <= 1000 + 1000 * elapsed + 10, (len(answers), elapsed)
     assert daemon.stats()["TcpCurrEstab"] == 1
     data = pattern(1500)
     conn.deliver(data)
