@@ -218,3 +218,52 @@ def test_connection_flood_hits_the_per_user_limit(start_daemon):
     assert again == {"opened": limit, "error": None}, again
     assert rss_kib(daemon.pid) - rss_before <= RSS_GROWTH_LIMIT_KIB
     server.close()
+
+
+# Under lvlip: accepts and holds connections until none arrives for 3 s; prints how many.
+HOLDER = r"""
+import json, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(128)
+print("listening", flush=True)
+s.settimeout(3)
+held = []
+try:
+    while True:
+        held.append(s.accept()[0])
+except socket.timeout:
+    pass
+print(json.dumps({"held": len(held)}), flush=True)
+"""
+
+
+def test_inbound_connection_flood_hits_the_per_user_limit(start_daemon, procs_for):
+    """docs/ipc.md "Limits": connections accepted beyond the user's quota are reset; the
+    ones within it keep working."""
+    limit, clients = 8, 30
+    daemon = start_daemon("--max-sockets-per-user", str(limit))
+    procs = procs_for(daemon)
+    holder = procs.start("holder", [sys.executable, "-c", HOLDER, 8100], stack=True)
+    wait_until(lambda: "listening" in holder.out_path.read_text(), 10, "holder", holder, procs)
+    before = daemon.stats()
+    conns, ended = [], 0
+    for _ in range(clients):
+        try:
+            conns.append(socket.create_connection((STACK_IP, 8100), timeout=5))
+        except ConnectionResetError:  # the reset can beat connect()'s return
+            ended += 1
+    procs.finish(holder, 30)
+    held = json.loads(holder.out_path.read_text().splitlines()[-1])["held"]
+    assert held == limit - 1, held  # the listener is one of the user's sockets
+    for conn in conns:
+        conn.settimeout(2)
+        try:
+            ended += conn.recv(1) == b""
+        except ConnectionResetError:
+            ended += 1
+        conn.close()
+    after = daemon.stats()
+    # The held ones closed when the holder exited (EOF); the refused ones were reset.
+    assert after["IpcLimitRefusals"] - before["IpcLimitRefusals"] == clients - held
+    assert after["TcpPassiveOpens"] - before["TcpPassiveOpens"] == clients
+    assert ended == clients
