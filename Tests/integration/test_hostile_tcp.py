@@ -3,6 +3,7 @@ kernel side of tap0 play the peer (rawpeer.py); a server under lvlip is the vict
 scenario checks what the program received (byte-exact), what lvlipd answered, and its
 counters."""
 
+import os
 import struct
 import time
 
@@ -238,9 +239,16 @@ def test_sack_blocks_outside_the_window(daemon, procs, peer):
     assert after["TcpExtTCPSackRecovery"] == before["TcpExtTCPSackRecovery"], "bogus SACK blocks started recovery"
 
 
+# How long the zero window is held: 9 s (five probes, four doublings) in the suite;
+# LVLIP_ZERO_WINDOW_SECONDS holds it longer (docs/reliability.md: three minutes).
+ZERO_WINDOW_SECONDS = float(os.environ.get("LVLIP_ZERO_WINDOW_SECONDS", "9"))
+# The persist timer backs off like the retransmission timer, up to its 120 s ceiling.
+MAX_PROBE_GAP = 120.0
+
+
 def test_zero_window_held(daemon, procs, peer):
-    """The peer closes its window for 9 s: the stack probes with backoff (RFC 9293 3.8.6.1),
-    sends no data into the closed window, and the stream resumes intact."""
+    """The peer closes its window (9 s by default): the stack probes with backoff (RFC 9293
+    3.8.6.1), sends no data into the closed window, and the stream resumes intact."""
     total = 60_000
     server = start_stack_server(procs, "source", "source", PORT, total)
     conn = PeerConnection(peer, PORT)
@@ -252,7 +260,7 @@ def test_zero_window_held(daemon, procs, peer):
     before = daemon.stats()
     held_from = time.monotonic()
     probes = []
-    while time.monotonic() - held_from < 9.0:
+    while time.monotonic() - held_from < ZERO_WINDOW_SECONDS:
         seg = peer.next_segment(0.2, PORT)
         if seg is None:
             continue
@@ -264,7 +272,7 @@ def test_zero_window_held(daemon, procs, peer):
     assert len(probes) >= 4, probes
     assert after["TcpExtTCPWinProbe"] - before["TcpExtTCPWinProbe"] == len(probes)
     # Exponential backoff: each gap at least 1.5 times the one before, to scheduling noise.
-    assert all(b >= 1.5 * a - 0.05 for a, b in zip(gaps, gaps[1:])), gaps
+    assert all(b >= min(1.5 * a, MAX_PROBE_GAP) - 0.05 for a, b in zip(gaps, gaps[1:])), gaps
     # The server has shut down its side (FIN-WAIT-1 with the FIN queued): nothing aborted it.
     assert after["TcpExtTCPAbortOnTimeout"] == before["TcpExtTCPAbortOnTimeout"]
 
