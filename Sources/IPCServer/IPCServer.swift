@@ -335,14 +335,14 @@ public final class IPCServer {
             guard hello.version == UInt16(LVLIP_IPC_VERSION) else {
                 let error = IPCError(code: EPROTONOSUPPORT,
                                      reason: "protocol version \(hello.version) not supported; daemon speaks \(LVLIP_IPC_VERSION)")
-                send(client, IPCFrame.encode(type: IPCMessageType.error, tag: header.tag, body: error.encoded))
+                send(client, type: IPCMessageType.error, tag: header.tag, body: error.encoded)
                 close(client.fd, reason: "unsupported protocol version \(hello.version)")
                 return false
             }
             client.greeted = true
             let interface = service?.interface ?? IPCHello.Interface(address: 0, netmask: 0, gateway: 0)
-            send(client, IPCFrame.encode(type: IPCMessageType.helloReply, tag: header.tag,
-                                         body: IPCHello(pid: getpid(), interface: interface).encoded))
+            send(client, type: IPCMessageType.helloReply, tag: header.tag,
+                 body: IPCHello(pid: getpid(), interface: interface).encoded)
             return clients[client.fd] === client
         }
         if IPCMessageType.isSocketRequest(header.type), let service {
@@ -351,10 +351,7 @@ public final class IPCServer {
                 close(client.fd, reason: "malformed message type \(header.type) (\(body.count)-byte body)")
                 return false
             }
-            var bytes: [UInt8] = []
-            IPCHeader(length: UInt32(reply.body.count), type: header.type + 1, tag: header.tag).append(to: &bytes)
-            bytes.append(contentsOf: reply.body)
-            send(client, bytes)
+            send(client, type: header.type + 1, tag: header.tag, body: reply.body)
             return clients[client.fd] === client
         }
         guard let query = queries[header.type] else {
@@ -365,7 +362,7 @@ public final class IPCServer {
             close(client.fd, reason: "query type \(header.type) with a \(body.count)-byte body")
             return false
         }
-        send(client, IPCFrame.encode(type: query.reply, tag: header.tag, body: Array(query.text().utf8)))
+        send(client, type: query.reply, tag: header.tag, body: Array(query.text().utf8))
         return clients[client.fd] === client
     }
 
@@ -376,8 +373,10 @@ public final class IPCServer {
         return e.errno == ECONNRESET || e.errno == EPIPE
     }
 
-    private func send(_ client: Client, _ bytes: [UInt8]) {
-        client.output.append(contentsOf: bytes)
+    /// Queues one message (header and body) straight into the client's output.
+    private func send(_ client: Client, type: UInt16, tag: UInt32, body: [UInt8]) {
+        IPCHeader(length: UInt32(body.count), type: type, tag: tag).append(to: &client.output)
+        client.output.append(contentsOf: body)
         guard client.outputBytes <= Self.maxOutput else {
             close(client.fd, reason: "not reading its replies (\(client.outputBytes) bytes waiting)")
             return

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import IPCProtocol
 import Reactor
 import Stack
 
@@ -34,8 +35,7 @@ extension SocketService {
         func lookup(_ ref: lvlip_ref) -> Socket? { self.lookup(created.resolve(ref)) }
         switch Int(type) {
         case Int(LVLIP_MSG_SOCKET.rawValue):
-            guard body.count == MemoryLayout<lvlip_socket_req>.size, fd >= 0 else { return nil }
-            let req = body.loadUnaligned(as: lvlip_socket_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_socket_req.self, body), fd >= 0 else { return nil }
             let (reply, socket) = open(req, daemonFD: fd, pid: pid, uid: uid)
             if let socket {
                 fd = -1  // the socket's now
@@ -46,8 +46,7 @@ extension SocketService {
             guard body.isEmpty, fd >= 0 else { return nil }
             return identify(fd)
         case Int(LVLIP_MSG_BIND.rawValue):
-            guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_addr_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             let sender = (pid: pid, uid: uid)
             switch s.kind {
@@ -56,13 +55,11 @@ extension SocketService {
             case .datagram: return result(udpBind(s, req.addr, sender: sender))
             }
         case Int(LVLIP_MSG_LISTEN.rawValue):
-            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_int_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             return result(s.isDatagram ? -EOPNOTSUPP : listen(s, backlog: Int(req.value)))
         case Int(LVLIP_MSG_CONNECT.rawValue):
-            guard body.count == MemoryLayout<lvlip_addr_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_addr_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             switch s.kind {
             case .stream(let stream):
@@ -76,8 +73,7 @@ extension SocketService {
                 return nameReply(udpConnect(s, datagram, req.addr), (s.localName.address, s.localName.port))
             }
         case Int(LVLIP_MSG_SHUTDOWN.rawValue):
-            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_int_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             guard req.value >= 0 && req.value <= 2 else { return result(-EINVAL) }
             switch s.kind {
@@ -86,14 +82,13 @@ extension SocketService {
             case .datagram(let datagram): return result(udpShutdown(s, datagram, how: req.value))
             }
         case Int(LVLIP_MSG_NAME.rawValue):
-            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_int_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             return name(s, peer: req.value != 0)
         case Int(LVLIP_MSG_SETOPT.rawValue):
             let header = MemoryLayout<lvlip_opt_req>.size
             guard body.count >= header else { return nil }
-            let req = body.loadUnaligned(as: lvlip_opt_req.self)
+            let req = IPCBody.decode(lvlip_opt_req.self, body)
             guard Int(req.length) == body.count - header, req.length <= LVLIP_OPT_MAX_VALUE else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             // `uid` decides privileged options (SO_MARK, SO_SNDBUFFORCE...).
@@ -101,15 +96,13 @@ extension SocketService {
             return result(OptionTable.set(context, level: req.level, name: req.name,
                                           value: UnsafeRawBufferPointer(rebasing: body[header...])))
         case Int(LVLIP_MSG_GETOPT.rawValue):
-            guard body.count == MemoryLayout<lvlip_opt_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_opt_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_opt_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return optReply(-EBADF, []) }
             let context = OptionContext(service: self, socket: s, uid: uid)
             let (code, value) = OptionTable.get(context, level: req.level, name: req.name, room: Int(min(req.length, LVLIP_OPT_MAX_VALUE)))
             return optReply(code, value)
         case Int(LVLIP_MSG_STATUS.rawValue):
-            guard body.count == MemoryLayout<lvlip_int_req>.size else { return nil }
-            let req = body.loadUnaligned(as: lvlip_int_req.self)
+            guard let req = IPCBody.decodeExactly(lvlip_int_req.self, body) else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             return result(status(s, kind: req.value))
         default:
@@ -120,20 +113,18 @@ extension SocketService {
     // MARK: - Replies
 
     func result(_ code: Int32) -> Reply {
-        var r = lvlip_result(result: code, reserved: 0)
-        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+        Reply(body: IPCBody.encode(lvlip_result(result: code, reserved: 0)))
     }
 
     func nameReply(_ code: Int32, _ name: (UInt32, UInt16)?, kind: UInt16 = UInt16(LVLIP_ADDR_V4.rawValue)) -> Reply {
         var r = lvlip_name_rep()
         r.result = code
         if let name { r.addr = lvlip_addr(addr: name.0, port: name.1, kind: kind) }
-        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+        return Reply(body: IPCBody.encode(r))
     }
 
     func optReply(_ code: Int32, _ value: [UInt8]) -> Reply {
-        var r = lvlip_opt_rep(result: code, length: UInt32(value.count))
-        var body = withUnsafeBytes(of: &r) { Array($0) }
+        var body = IPCBody.encode(lvlip_opt_rep(result: code, length: UInt32(value.count)))
         body.append(contentsOf: value)
         return Reply(body: body)
     }
@@ -148,13 +139,13 @@ extension SocketService {
         r.ref = s.ref
         r.headroom = UInt32(clamping: limits.socketsPerUser - s.user.sockets)
         if kind == .ping || kind == .rawICMP { r.protocol = UInt32(K.IPPROTO_ICMP) }
-        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+        return Reply(body: IPCBody.encode(r))
     }
 
     func failedSocket(_ code: Int32) -> Reply {
         var r = lvlip_socket_rep()
         r.result = code
-        return Reply(body: withUnsafeBytes(of: &r) { Array($0) })
+        return Reply(body: IPCBody.encode(r))
     }
 
     // MARK: - Requests every kind answers alike

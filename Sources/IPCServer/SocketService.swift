@@ -116,8 +116,7 @@ public final class SocketService: StackDriverDelegate {
     /// The stack's interface for HELLO_REPLY: address, netmask, gateway (0: none).
     public var interface: IPCHello.Interface {
         let i = stack.configuration.interface
-        let mask: UInt32 = i.prefixLength == 0 ? 0 : ~UInt32(0) << (32 - UInt32(i.prefixLength))
-        return IPCHello.Interface(address: i.address.value, netmask: mask, gateway: stack.configuration.gateway?.value ?? 0)
+        return IPCHello.Interface(address: i.address.value, netmask: i.mask, gateway: stack.configuration.gateway?.value ?? 0)
     }
 
     // MARK: - Events, by kind
