@@ -107,6 +107,7 @@ extension NetworkStack {
     /// what the previous one sent; what remains keeps `nextDeadline` due). Connections held
     /// back by a full loopback queue send on.
     public func deliverLoopback(now: Instant, rounds: Int = 64) {
+        let now = advanceClock(now)
         var round = 0
         while !loopback.isEmpty && round < rounds {
             round += 1

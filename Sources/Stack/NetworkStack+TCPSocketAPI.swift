@@ -23,6 +23,7 @@ extension NetworkStack {
     /// connect(2): starts the three-way handshake; completion shows as writability (or an
     /// error) in the socket's readiness.
     public func tcpConnect(_ id: SocketID, to address: IPv4Address, port: UInt16, now: Instant) throws(SocketError) {
+        let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
         switch s.state {
         case .synSent, .synReceived: throw .alreadyInProgress
@@ -89,6 +90,7 @@ extension NetworkStack {
 
     /// send(2): queues bytes; returns how many were taken, `.wouldBlock` when none fit.
     public func tcpSend(_ id: SocketID, _ bytes: UnsafeRawBufferPointer, now: Instant) throws(SocketError) -> Int {
+        let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
         if let error = s.pendingError {
             s.pendingError = nil
@@ -160,6 +162,7 @@ extension NetworkStack {
 
     /// Drops `count` readable bytes as a read of them would (window updates included).
     public func tcpConsume(_ id: SocketID, _ count: Int, now: Instant) {
+        let now = advanceClock(now)
         guard count > 0, let s = tcpSocket(id), !s.orphaned else { return }
         s.receive.consume(count)
         s.tuneReceiveBuffer(read: count, now: now, in: self)
@@ -178,6 +181,7 @@ extension NetworkStack {
 
     /// shutdown(2).
     public func tcpShutdown(_ id: SocketID, _ how: ShutdownHow, now: Instant) throws(SocketError) {
+        let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
         guard s.state != .listen, s.state != .closed || s.terminalError != nil else { throw .notConnected }
         if how == .read || how == .both {
@@ -215,6 +219,7 @@ extension NetworkStack {
     /// with RST (RFC 9293 3.10.4, RFC 2525 2.17); otherwise a FIN ends the connection
     /// gracefully while the stack keeps the orphan until the close completes.
     public func tcpClose(_ id: SocketID, now: Instant) {
+        let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { return }
         s.orphaned = true
         switch s.state {
@@ -243,6 +248,7 @@ extension NetworkStack {
 
     /// Aborts a connection with RST at once.
     public func tcpAbort(_ id: SocketID, now: Instant) {
+        let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { return }
         s.orphaned = true
         if s.state == .closed {
@@ -270,6 +276,7 @@ extension NetworkStack {
 
     /// Changes socket options; effects that need output happen at once.
     public func tcpSetOptions(_ id: SocketID, now: Instant, _ change: (inout TCPSocketOptions) -> Void) throws(SocketError) {
+        let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
         var o = s.options
         change(&o)

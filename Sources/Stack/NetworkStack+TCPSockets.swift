@@ -115,6 +115,7 @@ extension NetworkStack {
 
     /// Call after draining the outbox: connections that stopped for lack of room send on.
     public func resumeOutput(now: Instant) {
+        let now = advanceClock(now)
         guard !tcp.blockedOnOutbox.isEmpty else { return }
         tcp.takeBlockedOnOutbox()
         for id in tcp.blockedResuming {
@@ -134,6 +135,7 @@ extension NetworkStack {
     /// The owner calls this when it has handled the frames at hand, before waiting for more;
     /// `poll(now:)` calls it too.
     public func flushDeferredAcks(now: Instant) {
+        let now = advanceClock(now)
         guard !tcp.deferredAcks.isEmpty else { return }
         tcp.takeDeferredAcks()
         for id in tcp.deferredAcksFlushing {

@@ -18,6 +18,13 @@ public final class NetworkStack {
     var loopbackQueuedAt = Instant(nanoseconds: 0)
 
     var wheel: TimingWheel<StackTimer>
+    /// The latest time any entry point was given. Callers' clocks may step back between
+    /// calls (lvlipd stamps each received frame with its own read of the clock, but serves
+    /// its sockets with the wake-up's earlier one); the stack runs on this instead, so time
+    /// never goes backwards inside it: TCP timestamps stay monotonic (RFC 7323 5.4; a peer's
+    /// PAWS check drops a segment whose TSval is older than one it has seen) and RACK's
+    /// send times stay in send order (RFC 8985).
+    public private(set) var clock: Instant
     /// Neighbour (ARP) table; `neighborGeneration` moves on every change of a MAC or state, so
     /// caches of it (in connections) know when to look again.
     var neighbors: [IPv4Address: Neighbor] = [:] {
@@ -43,6 +50,7 @@ public final class NetworkStack {
         outbox = FrameQueue(slotSize: configuration.mtu + EthernetFrame.headerLength, capacity: configuration.outputQueueFrames)
         loopback = LoopbackQueue(capacity: configuration.loopbackQueueBytes)
         wheel = TimingWheel(start: now)
+        clock = now
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
         scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
@@ -52,8 +60,16 @@ public final class NetworkStack {
 
     deinit { scratch.deallocate() }
 
+    /// Moves `clock` forward to `now` if it is later; returns the time to act on.
+    @inline(__always)
+    func advanceClock(_ now: Instant) -> Instant {
+        if clock < now { clock = now }
+        return clock
+    }
+
     /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it.
     public func start(now: Instant) {
+        let now = advanceClock(now)
         guard configuration.arp.announcements > 0 else { return }
         sendAnnouncement()
         if configuration.arp.announcements > 1 {
@@ -71,6 +87,7 @@ public final class NetworkStack {
 
     /// Runs every timer due at `now`, and receives what was sent to local addresses.
     public func poll(now: Instant) {
+        let now = advanceClock(now)
         defer { deliverLoopback(now: now) }
         flushDeferredAcks(now: now)
         while let (_, timer) = wheel.popExpired(now: now) {
@@ -102,6 +119,7 @@ public final class NetworkStack {
     /// VIRTIO_NET_HDR_F_NEEDS_CSUM or DATA_VALID on a TAP with offloads); such frames may also
     /// be larger than the MTU (TSO segments of up to 64 KB).
     public func receive(frame bytes: UnsafeRawBufferPointer, checksumVerified: Bool, now: Instant) {
+        let now = advanceClock(now)
         counters.linkInFrames &+= 1
         guard let frame = EthernetFrame(bytes) else {
             counters.linkInTooShort &+= 1

@@ -410,6 +410,24 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(read(p, s), [1])
     }
 
+    // RFC 7323 5.4: TSval never goes back, even when the caller's clock does between calls
+    // (lvlipd stamps each frame with its own read of the clock but serves its sockets with
+    // the wake-up's earlier one): a peer's PAWS check would drop the older-stamped segment.
+    func testTimestampsStayMonotonicWhenTheCallersClockStepsBack() throws {
+        let p = ScriptedPeer()
+        let (s, _) = try p.establishPassive(peerISN: 1000, options: ScriptedPeer.synOptions(ts: (1000, 0)))
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        let early = p.now
+        let later = early.adding(milliseconds: 5)
+        _ = try [UInt8]([1]).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: later) }
+        let first = try XCTUnwrap(p.expectOne("the first byte")?.options.timestamp)
+        _ = try [UInt8]([2]).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: early) }
+        let second = try XCTUnwrap(p.expectOne("the second byte")?.options.timestamp)
+        XCTAssertGreaterThanOrEqual(second.0 &- first.0, 0)
+        XCTAssertLessThan(second.0 &- first.0, 1 << 31, "TSval went back from \(first.0) to \(second.0)")
+        XCTAssertEqual(p.stack.clock, later)
+    }
+
     // RFC 4987 3.6: when the SYN queue is full, SYN cookies answer without state, and the
     // completing ACK creates the connection; a forged cookie is refused with RST.
     func testSynCookiesWhenTheSynQueueOverflows() throws {
