@@ -58,8 +58,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def highest_fd(pid):
-    return max(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+def settled_fds(pid):
+    """lvlipd's open descriptors once a query client's connection is gone: lvlipd closes its
+    end when it reads the client's EOF, which may come after the client has its reply."""
+    deadline = time.monotonic() + 5
+    fds = set(os.listdir(f"/proc/{pid}/fd"))
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = set(os.listdir(f"/proc/{pid}/fd"))
+        if now == fds:
+            break
+        fds = now
+    return {int(fd) for fd in fds}
 
 
 def test_accept_out_of_descriptors_waits_without_spinning_and_recovers(daemon):
@@ -70,8 +80,11 @@ def test_accept_out_of_descriptors_waits_without_spinning_and_recovers(daemon):
     connections close, the waiting client and new ones are served without a restart."""
     daemon.stats()
     hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)[1]
-    room = 16
-    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (highest_fd(daemon.pid) + 1 + room, hard))
+    fds = settled_fds(daemon.pid)
+    limit = max(fds) + 1 + 16
+    # Free descriptors under the limit: the 16 above the highest and any hole below it.
+    room = limit - len(fds)
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (limit, hard))
     held = []
     try:
         waiting = None
