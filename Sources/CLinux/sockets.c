@@ -186,6 +186,11 @@ size_t lvlip_fill_tcp_info(void *out, size_t room, const struct lvlip_tcp_info_s
     info.tcpi_reordering = 3;
     info.tcpi_rcv_space = src->rcv_wnd;
     info.tcpi_total_retrans = src->total_retrans;
+    info.tcpi_lost = src->lost;
+    info.tcpi_retrans = src->retrans;
+    info.tcpi_dsack_dups = src->dsack_dups;
+    info.tcpi_reord_seen = src->reord_seen;
+    info.tcpi_bytes_retrans = src->bytes_retrans;
     info.tcpi_bytes_acked = src->bytes_acked;
     info.tcpi_bytes_received = src->bytes_received;
     info.tcpi_segs_out = src->segs_out;

@@ -24,7 +24,13 @@ extension SocketService {
             src.rttvar_us = i.rttVariance
             src.snd_ssthresh = i.slowStartThreshold >= Int(Int32.max) ? 0x7fff_ffff : UInt32(clamping: i.slowStartThreshold / mss)
             src.snd_cwnd = UInt32(clamping: i.congestionWindow / mss)
+            src.ca_state = i.congestionState.rawValue
             src.total_retrans = UInt32(truncatingIfNeeded: i.retransmits)
+            src.lost = UInt32(clamping: i.lostSegments)
+            src.retrans = UInt32(clamping: i.retransmittedInFlight)
+            src.dsack_dups = UInt32(truncatingIfNeeded: i.dsackBlocks)
+            src.reord_seen = UInt32(truncatingIfNeeded: i.reorderingEvents)
+            src.bytes_retrans = i.bytesRetransmitted
             src.segs_out = UInt32(truncatingIfNeeded: i.segmentsOut)
             src.segs_in = UInt32(truncatingIfNeeded: i.segmentsIn)
             src.notsent_bytes = UInt32(clamping: max(0, i.sendQueue - i.unacked))

@@ -53,9 +53,24 @@ public final class PcapWriter: Link {
         inner.transmit(frame)
     }
 
+    /// A frame that asks the link for offloads is recorded as the link is given it (a TSO
+    /// super-segment stays one record, as tcpdump shows it on a sender with TSO), but with
+    /// its checksum completed so that readers do not flag it.
+    public func transmit(_ frame: UnsafeRawBufferPointer, offload: FrameOffload) {
+        let start = buffer.count + Self.recordHeaderLength
+        record(frame, flushing: false)
+        buffer.withUnsafeMutableBytes { bytes in
+            offload.finishChecksum(UnsafeMutableRawBufferPointer(rebasing: bytes[start..<start + frame.count]))
+        }
+        if buffer.count >= Self.flushThreshold { writeBuffered() }
+        inner.transmit(frame, offload: offload)
+    }
+
     public func flush() { inner.flush() }
 
-    private func record(_ frame: UnsafeRawBufferPointer) {
+    private static let recordHeaderLength = 16
+
+    private func record(_ frame: UnsafeRawBufferPointer, flushing: Bool = true) {
         var seconds: UInt32 = 0
         var microseconds: UInt32 = 0
         lvlip_realtime(&seconds, &microseconds)
@@ -64,7 +79,7 @@ public final class PcapWriter: Link {
         append32(UInt32(frame.count))
         append32(UInt32(frame.count))
         buffer.append(contentsOf: frame)
-        if buffer.count >= Self.flushThreshold { writeBuffered() }
+        if flushing && buffer.count >= Self.flushThreshold { writeBuffered() }
     }
 
     /// Writes what is buffered to the file.

@@ -21,6 +21,9 @@ public struct StackConfiguration: Sendable {
     public var loopbackQueueBytes = 4 * 1024 * 1024
     /// Seeds the IP identification sequence, so tests are reproducible.
     public var seed: UInt64 = 0
+    /// What the link finishes for the stack on output; off, every frame leaves complete and
+    /// within the MTU.
+    public var offload = OutputOffload()
 
     public init(mac: MACAddress, interface: IPv4Interface, gateway: IPv4Address? = nil, mtu: Int = 1500) {
         self.mac = mac
@@ -33,6 +36,23 @@ public struct StackConfiguration: Sendable {
     public static let minimumMTU = 68
     /// Frames up to this size are handled whatever the MTU (IP's limit plus an Ethernet header).
     public static let maximumMTU = 65535
+}
+
+/// Work the link does for the stack's output (`FrameOffload`): lvlipd turns both on for a TAP
+/// with a virtio-net header, whose kernel side then does them or, for local delivery, needs
+/// not do them at all.
+public struct OutputOffload: Sendable {
+    /// The link completes TCP checksums: the stack writes only the pseudo-header's sum.
+    public var checksum = false
+    /// The link cuts TCP super-segments into MSS-sized segments (TSO), so one frame carries
+    /// up to `maximumPacket` bytes of IPv4. Needs `checksum`.
+    public var tcpSegmentation = false
+    /// The largest super-segment, as an IPv4 packet (Linux's gso_max_size for a TAP: 64 KB).
+    public var maximumPacket = 65535
+    public init(checksum: Bool = false, tcpSegmentation: Bool = false) {
+        self.checksum = checksum || tcpSegmentation
+        self.tcpSegmentation = tcpSegmentation
+    }
 }
 
 public struct ARPConfiguration: Sendable {

@@ -119,6 +119,8 @@ public struct Counters: Sendable {
     public var tcpSynCookiesFailed: UInt64 = 0
     public var tcpICMPIgnored: UInt64 = 0
     public var tcpDSACKReceived: UInt64 = 0
+    /// Congestion window cuts undone because every retransmission of the episode was D-SACKed.
+    public var tcpDSACKUndo: UInt64 = 0
     public var tcpDSACKSent: UInt64 = 0
     /// Duplicate ACKs folded into a later ACK (SACK compression, as Linux's TCPAckCompressed).
     public var tcpAckCompressed: UInt64 = 0
@@ -201,6 +203,7 @@ public struct Counters: Sendable {
         ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),
         ("TcpExtOutOfWindowIcmps", \.tcpICMPIgnored),
         ("TcpExtTCPDSACKRecv", \.tcpDSACKReceived),
+        ("TcpExtTCPDSACKUndo", \.tcpDSACKUndo),
         ("TcpExtTCPDSACKOldSent", \.tcpDSACKSent),
         ("TcpExtTCPAckCompressed", \.tcpAckCompressed),
         ("UdpInDatagrams", \.udpInDatagrams),

@@ -169,8 +169,10 @@ extension NetworkStack {
     @inline(__always)
     func frameIPv4(to mac: MACAddress, source: IPv4Address, destination: IPv4Address, proto: IPProtocol,
                    payloadLength: Int, identification: UInt16, dontFragment: Bool = false, moreFragments: Bool = false,
-                   fragmentOffset: Int = 0, _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
-        let queued = outbox.append { buffer in
+                   fragmentOffset: Int = 0, offload: FrameOffload = .none,
+                   _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
+        let frameLength = EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength + payloadLength
+        let queued = outbox.append(reserving: max(frameLength, outbox.frameSize), offload: offload) { buffer in
             var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv4)
             at += IPv4Packet.writeHeader(into: buffer.suffix(from: at), source: source, destination: destination,
                                          proto: proto, payloadLength: payloadLength, identification: identification,
@@ -209,8 +211,8 @@ extension NetworkStack {
     /// The next identification field (RFC 791; RFC 6864 allows any sequence for atomic
     /// datagrams).
     @inline(__always)
-    func takeIdentification() -> UInt16 {
-        defer { nextIdentification &+= 1 }
+    func takeIdentification(count: Int = 1) -> UInt16 {
+        defer { nextIdentification &+= UInt16(truncatingIfNeeded: count) }
         return nextIdentification
     }
 }

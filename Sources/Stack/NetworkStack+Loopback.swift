@@ -99,7 +99,7 @@ extension NetworkStack {
         _ = sendLoopback(source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
                          dontFragment: true, now: now) { buffer in
             Self.writeSegment(of: c, into: buffer, seq: seq, ack: ack, flags: flags, window: window, options: options,
-                              headerLength: headerLength, dataOffset: dataOffset, length: length)
+                              headerLength: headerLength, dataOffset: dataOffset, length: length, partialChecksum: false)
         }
     }
 

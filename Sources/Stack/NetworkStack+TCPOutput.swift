@@ -3,10 +3,14 @@ import Timing
 /// TCP output: a connection's segments, handed to the IPv4 layer to be framed in place in the
 /// outbox (or the loopback queue), and RSTs with or without a connection.
 extension NetworkStack {
-    /// Writes one TCP segment of connection `c`; data comes from its send buffer.
+    /// Writes one TCP segment of connection `c`; data comes from its send buffer. With
+    /// `segmentSize` (less than `length`) it is a super-segment the link cuts into segments
+    /// of that many bytes (`StackConfiguration.offload.tcpSegmentation`): one frame, one
+    /// header, counted as the segments it becomes.
     func emitTCP(_ c: TCPConnection, seq: SeqNum, ack: SeqNum, flags: TCPFlags, window: UInt16, options: TCPOptions?,
-                 dataOffset: Int, length: Int, now: Instant) {
-        counters.tcpOutSegs &+= 1
+                 dataOffset: Int, length: Int, segmentSize: Int = 0, now: Instant) {
+        let segments = segmentSize > 0 ? (length + segmentSize - 1) / segmentSize : 1
+        counters.tcpOutSegs &+= UInt64(segments)
         if flags.contains(.rst) { counters.tcpOutRsts &+= 1 }
         if c.viaLoopback {
             emitLoopbackTCP(c, seq: seq, ack: ack, flags: flags, window: window, options: options, dataOffset: dataOffset,
@@ -17,30 +21,55 @@ extension NetworkStack {
         let segmentLength = headerLength + length
         let destination = c.remoteAddress
         let source = c.localAddress
-        // A local function, not a closure value: nothing is allocated per segment.
-        func writeSegment(_ buffer: UnsafeMutableRawBufferPointer) {
-            Self.writeSegment(of: c, into: buffer, seq: seq, ack: ack, flags: flags, window: window, options: options,
-                              headerLength: headerLength, dataOffset: dataOffset, length: length)
-        }
         // Fast path: the next hop is known; the IPv4 layer frames the segment in place in the
         // outbox and it is written straight there.
         if let mac = knownNextHopMAC(toward: destination, cache: &c.neighborCache, now: now) {
-            counters.ipOutRequests &+= 1
+            let checksumOffload = configuration.offload.checksum
+            // A local function, not a closure value: nothing is allocated per segment.
+            func writeSegment(_ buffer: UnsafeMutableRawBufferPointer) {
+                Self.writeSegment(of: c, into: buffer, seq: seq, ack: ack, flags: flags, window: window, options: options,
+                                  headerLength: headerLength, dataOffset: dataOffset, length: length,
+                                  partialChecksum: checksumOffload)
+            }
+            var offload = FrameOffload.none
+            if checksumOffload {
+                offload = FrameOffload(segmentSize: segments > 1 ? UInt16(segmentSize) : 0,
+                                       checksumStart: UInt16(EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength),
+                                       checksumOffset: UInt16(TCPSegment.Field.checksum))
+            }
+            counters.ipOutRequests &+= UInt64(segments)
             _ = frameIPv4(to: mac, source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
-                          identification: takeIdentification(), dontFragment: true, writeSegment)
+                          identification: takeIdentification(count: segments), dontFragment: true, offload: offload,
+                          writeSegment)
             return
         }
-        writeSegment(scratch.slice(0..<segmentLength))
+        if segments > 1 {
+            // The next hop is being resolved: what waits for it waits as ordinary segments.
+            counters.tcpOutSegs &-= UInt64(segments)
+            var offset = 0
+            while offset < length {
+                let piece = min(segmentSize, length - offset)
+                let last = offset + piece == length
+                emitTCP(c, seq: seq + offset, ack: ack, flags: last ? flags : flags.subtracting([.fin, .psh]), window: window,
+                        options: options, dataOffset: dataOffset + offset, length: piece, now: now)
+                offset += piece
+            }
+            return
+        }
+        Self.writeSegment(of: c, into: scratch.slice(0..<segmentLength), seq: seq, ack: ack, flags: flags, window: window,
+                          options: options, headerLength: headerLength, dataOffset: dataOffset, length: length,
+                          partialChecksum: false)
         sendIPv4(to: destination, from: source, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)),
                  now: now)
     }
 
     /// One segment of `c` into `buffer` (its whole length): header, data from the send
-    /// buffer, checksum. Shared by the link's path and the loopback's.
+    /// buffer, checksum: complete, or with `partialChecksum` only the pseudo-header's sum for
+    /// the link to finish (`FrameOffload`). Shared by the link's path and the loopback's.
     @inline(__always)
     static func writeSegment(of c: TCPConnection, into buffer: UnsafeMutableRawBufferPointer, seq: SeqNum, ack: SeqNum,
                              flags: TCPFlags, window: UInt16, options: TCPOptions?, headerLength: Int, dataOffset: Int,
-                             length: Int) {
+                             length: Int, partialChecksum: Bool) {
         TCPSegment.writeHeader(into: buffer, sourcePort: c.localPort, destinationPort: c.remotePort, seq: seq,
                                ack: ack, flags: flags, window: window, options: options)
         if length > 0 {
@@ -48,7 +77,12 @@ extension NetworkStack {
             buffer.copy(a, to: headerLength)
             buffer.copy(b, to: headerLength + a.count)
         }
-        TCPSegment.finishChecksum(buffer.slice(0..<headerLength + length), source: c.localAddress, destination: c.remoteAddress)
+        let segment = buffer.slice(0..<headerLength + length)
+        if partialChecksum {
+            TCPSegment.writePseudoHeaderSum(segment, source: c.localAddress, destination: c.remoteAddress)
+        } else {
+            TCPSegment.finishChecksum(segment, source: c.localAddress, destination: c.remoteAddress)
+        }
     }
 
     /// A RST for connection `c` (abort, or an unacceptable ACK in SYN states).

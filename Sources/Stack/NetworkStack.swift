@@ -47,7 +47,7 @@ public final class NetworkStack {
     public init(configuration: StackConfiguration, now: Instant) {
         precondition(configuration.mtu >= StackConfiguration.minimumMTU && configuration.mtu <= StackConfiguration.maximumMTU)
         self.configuration = configuration
-        outbox = FrameQueue(slotSize: configuration.mtu + EthernetFrame.headerLength, capacity: configuration.outputQueueFrames)
+        outbox = FrameQueue(frameSize: configuration.mtu + EthernetFrame.headerLength, capacity: configuration.outputQueueFrames)
         loopback = LoopbackQueue(capacity: configuration.loopbackQueueBytes)
         wheel = TimingWheel(start: now)
         clock = now

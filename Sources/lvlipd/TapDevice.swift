@@ -10,8 +10,11 @@ import Stack
 /// With `offload` (the default) the TAP also carries a virtio-net header (IFF_VNET_HDR) and
 /// announces checksum and TCP segmentation offload: the kernel then hands over its TCP
 /// segments as built, up to 64 KB with the checksum left undone, instead of cutting them to
-/// the MTU — one read instead of up to 45. Frames we write carry an empty header. The
-/// stack learns of the offload per frame (`ReceivedFrame.checksumVerified`).
+/// the MTU — one read instead of up to 45. The stack learns of the offload per frame
+/// (`ReceivedFrame.checksumVerified`). The same header carries the stack's requests the other
+/// way (`FrameOffload`, when the stack is configured for them): TCP checksums left to the
+/// kernel and super-segments of up to 64 KB written at once, which the kernel delivers to a
+/// local socket whole, or cuts to the MTU when it forwards them.
 ///
 /// As a `Link` it reads only after the reactor has said the descriptor is readable
 /// (`readable`), until the kernel has nothing more or the batch is full.
@@ -31,7 +34,8 @@ final class TapDevice: Link {
     var readable = false
     private(set) var counters = Counters()
     private let logger: Logger
-    private var header = [UInt8](repeating: 0, count: Int(LVLIP_VNET_HEADER_SIZE))
+    private let header: UnsafeMutableRawBufferPointer
+    private let emptyHeader: UnsafeMutableRawBufferPointer
     private let frameBuffer: UnsafeMutableRawBufferPointer
 
     /// Opens (creating if missing) the TAP `name`; errors are explained for a person.
@@ -75,11 +79,17 @@ final class TapDevice: Link {
         self.offload = offload
         self.logger = logger
         frameBuffer = .allocate(byteCount: Self.maximumRead + 64, alignment: 16)
+        header = .allocate(byteCount: Int(LVLIP_VNET_HEADER_SIZE), alignment: 8)
+        header.initializeMemory(as: UInt8.self, repeating: 0)
+        emptyHeader = .allocate(byteCount: Int(LVLIP_VNET_HEADER_SIZE), alignment: 8)
+        emptyHeader.initializeMemory(as: UInt8.self, repeating: 0)
     }
 
     deinit {
         Syscall.close(fd)
         frameBuffer.deallocate()
+        header.deallocate()
+        emptyHeader.deallocate()
     }
 
     /// Brings the kernel side up and gives it our MTU, so both ends agree on frame sizes.
@@ -124,7 +134,22 @@ final class TapDevice: Link {
     }
 
     func transmit(_ frame: UnsafeRawBufferPointer) {
-        if let error = write(frame) {
+        transmit(frame, header: emptyHeader)
+    }
+
+    /// With a vnet header the kernel finishes what the frame asks (`FrameOffload`); without
+    /// one (`--no-offload`) the stack never asks, but a request is still honoured in software.
+    func transmit(_ frame: UnsafeRawBufferPointer, offload: FrameOffload) {
+        guard self.offload else {
+            offload.complete(frame) { transmit($0) }
+            return
+        }
+        offload.writeVirtioHeader(into: header, frame: frame)
+        transmit(frame, header: header)
+    }
+
+    private func transmit(_ frame: UnsafeRawBufferPointer, header: UnsafeMutableRawBufferPointer) {
+        if let error = write(frame, header: header) {
             counters.writeErrors &+= 1
             if counters.writeErrors == 1 || counters.writeErrors % 1000 == 0 {
                 logger.warning("TAP write failed (\(counters.writeErrors) so far): \(SyscallError("write(\(name))", errno: error))")
@@ -154,11 +179,11 @@ final class TapDevice: Link {
 
     /// Writes one frame. Returns the errno if the kernel refused it (for example EIO while
     /// the interface is down).
-    private func write(_ frame: UnsafeRawBufferPointer) -> Int32? {
+    private func write(_ frame: UnsafeRawBufferPointer, header: UnsafeMutableRawBufferPointer) -> Int32? {
         while true {
             let n: Int
             if offload {
-                n = header.withUnsafeBytes { h in lvlip_writev_plain(fd, h.baseAddress, h.count, frame.baseAddress, frame.count) }
+                n = lvlip_writev_plain(fd, header.baseAddress, header.count, frame.baseAddress, frame.count)
             } else {
                 n = Glibc.write(fd, frame.baseAddress, frame.count)
             }

@@ -42,7 +42,7 @@ struct LvlipdCommand: ParsableCommand {
     @Option(help: "Megabytes the daemon may buffer for one user's sockets.")
     var maxBufferedMbPerUser: Int = 1024
 
-    @Flag(help: "Do not ask the TAP for checksum and segmentation offload (one MTU frame per read).")
+    @Flag(help: "Do not use the TAP's checksum and segmentation offloads (one MTU frame per read and per write).")
     var noOffload = false
 
     @Option(help: "Write every frame received and sent to this pcap file.")
@@ -118,6 +118,8 @@ struct LvlipdCommand: ParsableCommand {
         // The fault injector corrupts frames to test checksums: the kernel's offloaded
         // segments come with checksums we cannot check, so it runs without offload.
         options.offload = !noOffload && options.faults == nil
+        // The same header lets the kernel finish TCP checksums and cut super-segments (TSO).
+        options.stack.offload = OutputOffload(checksum: options.offload, tcpSegmentation: options.offload)
         options.limits.socketsPerUser = maxSocketsPerUser
         options.limits.bufferedBytesPerUser = maxBufferedMbPerUser << 20
         do {

@@ -72,12 +72,18 @@ enum Frames {
 }
 
 /// The link of a scripted test: it receives nothing on its own (the test hands the stack
-/// its frames) and keeps what the stack transmits.
+/// its frames) and keeps what the stack transmits. A frame that asks for offloads is kept
+/// as it came (`offloaded`) and, finished in software, among the others.
 final class CapturingLink: Link {
     var transmitted: [[UInt8]] = []
+    var offloaded: [([UInt8], FrameOffload)] = []
 
     func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int { 0 }
     func transmit(_ frame: UnsafeRawBufferPointer) { transmitted.append(Array(frame)) }
+    func transmit(_ frame: UnsafeRawBufferPointer, offload: FrameOffload) {
+        offloaded.append((Array(frame), offload))
+        offload.complete(frame) { transmit($0) }
+    }
     func flush() {}
 }
 

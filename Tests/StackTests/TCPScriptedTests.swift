@@ -628,6 +628,50 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.counters.tcpDSACKReceived, 1)
     }
 
+    // RFC 3708 section 3 (RFC 4015's response): when every retransmission of a recovery is
+    // reported by D-SACK as a duplicate, nothing was lost and the window cut is undone; a
+    // D-SACK of data sent only once does not count. TCP_INFO says what happened.
+    func testRecoveryWhoseRetransmissionsAreAllDSACKedIsUndone() throws {
+        let p = ScriptedPeer()
+        let (s, _, port) = try connected(p, sack: true)
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        _ = try [UInt8](repeating: 1, count: 6 * 1460).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        let sent = p.received()
+        XCTAssertEqual(sent.count, 6)
+        let before = try XCTUnwrap(p.stack.tcpInfo(s))
+        p.advance(1)
+        func sack(ack: UInt32, _ ranges: [(UInt32, UInt32)]) {
+            var o = TCPOptions()
+            var blocks = SACKBlocks()
+            for (start, end) in ranges { blocks.append(start: SeqNum(start), end: SeqNum(end)) }
+            o.sack = blocks
+            p.send(.ack, seq: 50_001, ack: ack, options: o, to: port)
+        }
+        let end = sent[5].seq &+ UInt32(sent[5].payload.count)
+        // Segment 1 seems lost (only delayed): 2..5 are SACKed, three times.
+        for _ in 0..<3 { sack(ack: sent[1].seq, [(sent[2].seq, end)]) }
+        p.advance(1)
+        XCTAssertEqual(p.received().filter { !$0.payload.isEmpty }.map(\.seq), [sent[1].seq])
+        let cut = try XCTUnwrap(p.stack.tcpInfo(s))
+        XCTAssertEqual(cut.congestionState, .recovery)
+        XCTAssertLessThan(cut.congestionWindow, before.congestionWindow)
+        XCTAssertEqual(cut.retransmittedInFlight, 1)
+        // A D-SACK of segment 0, sent once: a duplicate made by the path, not by us.
+        sack(ack: sent[1].seq, [(sent[0].seq, sent[1].seq), (sent[2].seq, end)])
+        XCTAssertEqual(p.stack.counters.tcpDSACKUndo, 0)
+        // The original of segment 1 arrives, then our retransmission of it: D-SACKed.
+        sack(ack: end, [(sent[1].seq, sent[2].seq)])
+        XCTAssertEqual(p.stack.counters.tcpDSACKUndo, 1)
+        let undone = try XCTUnwrap(p.stack.tcpInfo(s))
+        XCTAssertEqual(undone.congestionState, .open)
+        XCTAssertGreaterThanOrEqual(undone.congestionWindow, before.congestionWindow)
+        XCTAssertEqual(undone.slowStartThreshold, before.slowStartThreshold)
+        XCTAssertEqual(undone.dsackBlocks, 2)
+        XCTAssertEqual(undone.retransmits, 1)
+        XCTAssertEqual(undone.bytesRetransmitted, 1460)
+        XCTAssertEqual(undone.lostSegments, 0)
+    }
+
     // RFC 2883: a segment received twice is reported in the next ACK's first SACK block.
     func testDuplicateSegmentIsReportedWithDSACK() throws {
         let p = ScriptedPeer()

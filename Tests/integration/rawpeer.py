@@ -24,7 +24,7 @@ PEER_MAC = bytes.fromhex("020000000077")
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FIN, SYN, RST, PSH, ACK, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x80
 
 Segment = namedtuple("Segment", "at sport dport seq ack flags window options payload")
 IcmpMessage = namedtuple("IcmpMessage", "at type code body")
@@ -60,13 +60,21 @@ def seq_diff(a, b) -> int:
     return d - (1 << 32) if d >= 1 << 31 else d
 
 
+SOL_PACKET, PACKET_VNET_HDR, VNET_HDR_SIZE, GSO_TCPV4 = 263, 15, 10, 1
+
+
 class RawPeer:
     """Frames to and from lvlipd for PEER_IP: a thread answers ARP for it and queues every TCP
-    segment and ICMP message lvlipd sends it."""
+    segment and ICMP message lvlipd sends it.
+
+    The socket reads tap0 with each frame's virtio-net header (PACKET_VNET_HDR): a TCP
+    super-segment lvlipd wrote for the kernel to cut (TSO) is cut here into the segments a
+    host across a wire would receive, as the kernel cuts it when it forwards."""
 
     def __init__(self, ip=PEER_IP, mac=PEER_MAC):
         self.ip, self.mac = ip, mac
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         self.sock.bind((TAP, ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.settimeout(0.05)
@@ -80,11 +88,12 @@ class RawPeer:
     def _run(self):
         while self.running:
             try:
-                frame, address = self.sock.recvfrom(65536)
+                packet, address = self.sock.recvfrom(VNET_HDR_SIZE + 65536 + 14)
             except socket.timeout:
                 continue
             except OSError:
                 return
+            header, frame = packet[:VNET_HDR_SIZE], packet[VNET_HDR_SIZE:]
             if address[2] == PACKET_OUTGOING or frame[6:12] != STACK_MAC:
                 continue
             ethertype = struct.unpack("!H", frame[12:14])[0]
@@ -94,9 +103,10 @@ class RawPeer:
                     self.arp_requests += 1
                     self.send_frame(ETHERTYPE_ARP, arp(2, self.mac, self.ip, STACK_MAC, STACK_IP), STACK_MAC)
             elif ethertype == ETHERTYPE_IPV4:
-                self._ipv4(frame[14:])
+                _, gso_type, _, gso_size = struct.unpack("<BBHH", header[:6])
+                self._ipv4(frame[14:], gso_size if gso_type == GSO_TCPV4 else 0)
 
-    def _ipv4(self, datagram):
+    def _ipv4(self, datagram, gso_size=0):
         if datagram[16:20] != ip_address(self.ip):
             return
         body = datagram[(datagram[0] & 0x0F) * 4:struct.unpack("!H", datagram[2:4])[0]]
@@ -104,12 +114,21 @@ class RawPeer:
         if datagram[9] == 6:
             sport, dport, seq, ack, offset, flags, window = struct.unpack("!HHIIBBH", body[:16])
             length = (offset >> 4) * 4
-            self.segments.put(Segment(now, sport, dport, seq, ack, flags, window, body[20:length], body[length:]))
+            options, payload = body[20:length], body[length:]
+            size = gso_size or len(payload) or 1
+            pieces = [payload[i:i + size] for i in range(0, len(payload), size)] or [b""]
+            for i, piece in enumerate(pieces):
+                # Linux's tcp_gso_segment: FIN and PSH on the last segment only, CWR on the first.
+                piece_flags = flags if i == len(pieces) - 1 else flags & ~(FIN | PSH)
+                if i > 0:
+                    piece_flags &= ~CWR
+                self.segments.put(Segment(now, sport, dport, (seq + i * size) & 0xFFFFFFFF, ack, piece_flags, window,
+                                          options, piece))
         elif datagram[9] == 1:
             self.icmp.put(IcmpMessage(now, body[0], body[1], body[4:]))
 
     def send_frame(self, ethertype, payload, destination=STACK_MAC):
-        self.sock.send(ethernet(destination, self.mac, ethertype, payload))
+        self.sock.send(bytes(VNET_HDR_SIZE) + ethernet(destination, self.mac, ethertype, payload))
 
     def send_ip(self, payload, proto, **fields):
         self.send_frame(ETHERTYPE_IPV4, ipv4(payload, proto=proto, source=self.ip, **fields))

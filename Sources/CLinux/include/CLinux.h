@@ -103,7 +103,8 @@ struct lvlip_tcp_info_source {
     uint8_t state, ca_state, retransmits, backoff, options, snd_wscale, rcv_wscale, reserved;
     uint32_t rto_us, snd_mss, rcv_mss, unacked, pmtu, rtt_us, rttvar_us, snd_ssthresh, snd_cwnd;
     uint32_t total_retrans, segs_out, segs_in, notsent_bytes, snd_wnd, rcv_wnd;
-    uint64_t bytes_acked, bytes_received;
+    uint32_t lost, retrans, dsack_dups, reord_seen;
+    uint64_t bytes_acked, bytes_received, bytes_retrans;
 };
 // The length of Linux 6.18's struct tcp_info: what TCP_INFO gives at most.
 #define LVLIP_TCP_INFO_SIZE 280

@@ -30,8 +30,15 @@ public protocol Link: AnyObject {
     /// Each frame's bytes are valid only during its call.
     func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int
 
-    /// Sends one frame; the bytes are valid only during the call.
+    /// Sends one complete frame; the bytes are valid only during the call.
     func transmit(_ frame: UnsafeRawBufferPointer)
+
+    /// Sends one frame that asks the link to finish it (`FrameOffload`): a checksum to
+    /// complete, a TCP super-segment to cut. A link with offloads hands the request on (the
+    /// TAP's virtio-net header); by default it is done in software and the finished frames
+    /// go to `transmit(_:)`. The stack asks only when configured to
+    /// (`StackConfiguration.offload`).
+    func transmit(_ frame: UnsafeRawBufferPointer, offload: FrameOffload)
 
     /// Sends every frame of `batch`, oldest first, and leaves it empty. A link may take the
     /// frames without copying them by exchanging the queue's contents for empty ones
@@ -44,5 +51,16 @@ public protocol Link: AnyObject {
 }
 
 extension Link {
-    public func transmit(batch: FrameQueue) { batch.drain { transmit($0) } }
+    public func transmit(batch: FrameQueue) { transmitEach(of: batch) }
+
+    /// Sends the frames of `batch` one by one, each through the `transmit` that fits it.
+    public func transmitEach(of batch: FrameQueue) {
+        batch.drain { frame, offload in
+            if offload.isRequested { transmit(frame, offload: offload) } else { transmit(frame) }
+        }
+    }
+
+    public func transmit(_ frame: UnsafeRawBufferPointer, offload: FrameOffload) {
+        offload.complete(frame) { transmit($0) }
+    }
 }

@@ -103,15 +103,15 @@ public final class SimulatedWire {
     /// Takes a whole outbox without copying it, when nothing else is in flight that way and
     /// no fault or delay applies; false when the frames must go one by one.
     fileprivate func take(_ batch: FrameQueue, towardA: Bool) -> Bool {
-        guard faultless, faults.delayMicroseconds == 0, !batchPending(towardA: towardA),
+        guard faultless, faults.delayMicroseconds == 0, batch.offloadCount == 0, !batchPending(towardA: towardA),
               ring(towardA: towardA, reordered: false).pointee.isEmpty
         else { return false }
         let i = towardA ? 0 : 1
         let held: FrameQueue
-        if let previous = batches[i], previous.slotSize == batch.slotSize, previous.capacity == batch.capacity {
+        if let previous = batches[i], previous.hasSameGeometry(as: batch) {
             held = previous
         } else {
-            held = FrameQueue(slotSize: batch.slotSize, capacity: batch.capacity)
+            held = FrameQueue(frameSize: batch.frameSize, capacity: batch.capacity, byteCapacity: batch.byteCapacity)
             batches[i] = held
         }
         held.removeAll()
@@ -209,7 +209,7 @@ public final class SimulatedWire {
         public func transmit(_ frame: UnsafeRawBufferPointer) { wire.unsafelyUnwrapped.send(frame, towardA: !towardA) }
 
         public func transmit(batch: FrameQueue) {
-            if !wire.unsafelyUnwrapped.take(batch, towardA: !towardA) { batch.drain { transmit($0) } }
+            if !wire.unsafelyUnwrapped.take(batch, towardA: !towardA) { transmitEach(of: batch) }
         }
 
         public func flush() {}

@@ -15,6 +15,12 @@ protocol CongestionControl: AnyObject {
     func onTimeout(flight: Int, mss: Int)
     /// Recovery inflation or deflation by the sender (RFC 6582): set the window directly.
     func setWindow(_ cwnd: Int)
+    /// Keeps what the reduction about to happen (onLoss, onTimeout) changes, for `undo`.
+    func saveForUndo()
+    /// The last reduction was spurious (RFC 3708: every retransmission it caused was
+    /// D-SACKed): the state `saveForUndo` kept comes back, never a smaller window (RFC 4015
+    /// 3.2, RFC 9438 4.9).
+    func undo()
 }
 
 enum CongestionControlFactory {
@@ -74,4 +80,16 @@ final class NewReno: CongestionControl {
     }
 
     func setWindow(_ cwnd: Int) { self.cwnd = cwnd }
+
+    private var saved: (cwnd: Int, ssthresh: Int)?
+
+    func saveForUndo() { saved = (cwnd, ssthresh) }
+
+    func undo() {
+        guard let saved else { return }
+        cwnd = max(cwnd, saved.cwnd)
+        ssthresh = max(ssthresh, saved.ssthresh)
+        avoidanceCredit = 0
+        self.saved = nil
+    }
 }

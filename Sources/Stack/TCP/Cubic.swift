@@ -98,4 +98,21 @@ final class Cubic: CongestionControl {
     }
 
     func setWindow(_ cwnd: Int) { self.cwnd = cwnd }
+
+    private var saved: (cwnd: Int, ssthresh: Int, wMax: Double, wLastMax: Double)?
+
+    func saveForUndo() { saved = (cwnd, ssthresh, wMax, wLastMax) }
+
+    /// RFC 9438 4.9: cwnd, ssthresh and W_max as before the reduction; a new epoch starts
+    /// at the next ACK in congestion avoidance, so K follows from the restored W_max.
+    func undo() {
+        guard let saved else { return }
+        cwnd = max(cwnd, saved.cwnd)
+        ssthresh = max(ssthresh, saved.ssthresh)
+        wMax = saved.wMax
+        wLastMax = saved.wLastMax
+        epochStart = nil
+        pending = 0
+        self.saved = nil
+    }
 }

@@ -215,7 +215,7 @@ extension TCPConnection {
         }
         var newSACK = false
         if sackPermitted && !seg.options.sack.isEmpty {
-            if isDSACK(seg.options.sack, ack: ack) { dsackReceived(in: stack) }
+            if isDSACK(seg.options.sack, ack: ack) { dsackReceived(seg.options.sack[0], in: stack) }
             newSACK = scoreboard.update(seg.options.sack, una: sndUna, max: sndMax)
         }
         if sackPermitted { rackOnAck(ack: ack > sndUna ? ack : sndUna, newSACK: newSACK, now: now) }
@@ -350,6 +350,7 @@ extension TCPConnection {
         inRecovery = true
         recover = sndMax
         highRxt = sndUna
+        beginUndoableEvent()
         if sackPermitted {
             stack.counters.tcpSACKRecoveries &+= 1
             clearTimer(.lossProbe)

@@ -19,7 +19,7 @@ extension TCPConnection {
         }
         if inRecovery && sackPermitted { sackRecoveryOutput(now: now, in: stack) }
         var sentData = false
-        while let (length, fin) = nextSegment() {
+        while let (length, fin) = nextSegment(in: stack) {
             // The link's queue for this wake-up (or the loopback's) is full: resume once drained.
             guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
@@ -31,16 +31,17 @@ extension TCPConnection {
             let dataOffset = sendBufferSeq.distance(to: seq)
             if length > 0 && dataOffset + length == sendBuffer.count { flags.insert(.psh) }
             if seq < sndMax {
-                retransmits &+= 1
-                stack.counters.tcpRetransSegs &+= 1
+                countRetransmission(length: length, in: stack)
                 if let timed = timedSeq, timed > seq { timedSeq = nil }
             } else if timedSeq == nil && length > 0 {
                 timedSeq = seq + length
                 timedAt = now
             }
-            transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now, in: stack)
+            let segmentSize = length > currentSegmentSize ? currentSegmentSize : 0
+            transmit(seq: seq, dataOffset: dataOffset, length: length, segmentSize: segmentSize, flags: flags, now: now,
+                     in: stack)
             sndNxt = seq + length + (fin ? 1 : 0)
-            if sackPermitted { log.sent(start: seq, end: sndNxt, at: now) }
+            if sackPermitted { logSent(start: seq, end: sndNxt, length: length, segmentSize: segmentSize, at: now) }
             if fin && finSeq == nil { finSeq = seq + length }
             if sndNxt > sndMax { sndMax = sndNxt }
             if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
@@ -62,10 +63,25 @@ extension TCPConnection {
         if ackNow { sendAck(now: now, in: stack) }
     }
 
+    /// Logs a transmission for RACK, one entry per segment a super-segment becomes, so that
+    /// SACK and loss marks fall on what the wire carries.
+    private func logSent(start: SeqNum, end: SeqNum, length: Int, segmentSize: Int, at now: Instant) {
+        var from = start
+        if segmentSize > 0 {
+            let lastStart = start + (length - 1) / segmentSize * segmentSize
+            while from < lastStart {
+                log.sent(start: from, end: from + segmentSize, at: now)
+                from = from + segmentSize
+            }
+        }
+        log.sent(start: from, end: end, at: now)
+    }
+
     /// The next segment to send from SND.NXT: its data length and whether it carries FIN;
     /// nil when nothing may be sent (RFC 9293 3.8.6.2.1 and RFC 1122 4.2.3.4: the usable
-    /// window, Nagle, TCP_CORK and sender-side silly window avoidance).
-    private func nextSegment() -> (Int, Bool)? {
+    /// window, Nagle, TCP_CORK and sender-side silly window avoidance). On a link with
+    /// segmentation offload, new data beyond one segment goes as one super-segment.
+    private func nextSegment(in stack: NetworkStack) -> (Int, Bool)? {
         // Going back after a timeout, SACKed data is not sent again (RFC 6675 5.1).
         if sndNxt < sndMax {
             while let end = scoreboard.sackedEnd(containing: sndNxt) { sndNxt = end }
@@ -106,7 +122,34 @@ extension TCPConnection {
             // or at least half the largest window the peer offered.
             if !isLast && length < maxSndWnd / 2 { return nil }
         }
+        if length == segmentSize && sndNxt >= sndMax && !isLast, let limit = superSegmentLimit(in: stack),
+           limit >= 2 * segmentSize {
+            length = superSegmentLength(unsent: unsent, usable: usable, limit: limit, segmentSize: segmentSize)
+            return (length, length == unsent && finQueued)
+        }
         return (length, isLast && finQueued)
+    }
+
+    /// The most data one super-segment may carry now, or nil when segments go one by one:
+    /// within the link's largest packet (with the longest TCP header) and the room left in
+    /// the outbox.
+    private func superSegmentLimit(in stack: NetworkStack) -> Int? {
+        let offload = stack.configuration.offload
+        guard offload.tcpSegmentation, !viaLoopback else { return nil }
+        let overhead = IPv4Packet.minimumHeaderLength + TCPSegment.maximumHeaderLength
+        return min(offload.maximumPacket, stack.outbox.room - EthernetFrame.headerLength) - overhead
+    }
+
+    /// Whole segments up to the windows and `limit`, and a partial last one only where it
+    /// could go alone: the end of the data, past Nagle and TCP_CORK (as Linux's
+    /// tcp_mss_split_point keeps a small tail out of a TSO burst).
+    private func superSegmentLength(unsent: Int, usable: Int, limit: Int, segmentSize: Int) -> Int {
+        let total = min(unsent, usable, limit)
+        let tail = total % segmentSize
+        guard tail != 0 else { return total }
+        let tailMayGo = total == unsent && !(options.cork && !finQueued && !corkExpired)
+            && (options.noDelay || finQueued || corkExpired)
+        return tailMayGo ? total : total - tail
     }
 
     /// Data bytes that fit in the next segment: the MSS less the SACK blocks it will carry
@@ -137,11 +180,15 @@ extension TCPConnection {
         return o
     }
 
-    func transmit(seq: SeqNum, dataOffset: Int, length: Int, flags: TCPFlags, now: Instant, in stack: NetworkStack) {
+    /// Sends one segment, or with `segmentSize` a super-segment the link cuts into segments
+    /// of that size.
+    func transmit(seq: SeqNum, dataOffset: Int, length: Int, segmentSize: Int = 0, flags: TCPFlags, now: Instant,
+                  in stack: NetworkStack) {
         let window = windowToAdvertise()
         stack.emitTCP(self, seq: seq, ack: flags.contains(.ack) ? rcvNxt : SeqNum(0), flags: flags, window: window,
-                      options: segmentOptions(now: now), dataOffset: dataOffset, length: length, now: now)
-        segmentsOut &+= 1
+                      options: segmentOptions(now: now), dataOffset: dataOffset, length: length, segmentSize: segmentSize,
+                      now: now)
+        segmentsOut &+= segmentSize > 0 ? UInt64((length + segmentSize - 1) / segmentSize) : 1
         if flags.contains(.ack) {
             ackNow = false
             unackedReceived = 0
@@ -271,12 +318,28 @@ extension TCPConnection {
         }
         transmit(seq: seq, dataOffset: dataOffset, length: length, flags: flags, now: now, in: stack)
         if sackPermitted { log.sent(start: seq, end: seq + sequenceLength, at: now) }
-        retransmits &+= 1
-        stack.counters.tcpRetransSegs &+= 1
+        countRetransmission(length: length, in: stack)
         if let timed = timedSeq, timed > seq { timedSeq = nil }
         let end = seq + sequenceLength
         if highRxt < end { highRxt = end }
         if !isTimerSet(.retransmit) { setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack) }
+    }
+
+    /// One segment sent again: counted for the statistics, and against the congestion event
+    /// that may yet prove spurious (RFC 3708).
+    func countRetransmission(length: Int, in stack: NetworkStack) {
+        retransmits &+= 1
+        bytesRetransmitted &+= UInt64(length)
+        stack.counters.tcpRetransSegs &+= 1
+        if undoMarker != nil { undoRetransmits += 1 }
+    }
+
+    /// A congestion event begins (fast retransmit or RTO): what its window cut changes is
+    /// kept, for as long as its retransmissions may all turn out spurious.
+    func beginUndoableEvent() {
+        cc.saveForUndo()
+        undoMarker = sndUna
+        undoRetransmits = 0
     }
 
     // MARK: - Timers
@@ -329,6 +392,7 @@ extension TCPConnection {
         }
         stack.counters.tcpRTOs &+= 1
         // RFC 5681 3.1 (eq. 4) and RFC 6298 5.5-5.7: back off, shrink the window, go back.
+        if backoff == 0 { beginUndoableEvent() }
         cc.onTimeout(flight: flight, mss: mss)
         inRecovery = false
         duplicateAcks = 0

@@ -8,6 +8,7 @@ extension TCPConnection {
     /// are deliveries (RFC 8985 6.2 steps 1-2). Call before SND.UNA moves.
     func rackOnAck(ack: SeqNum, newSACK: Bool, now: Instant) {
         guard sackPermitted else { return }
+        var reordered = false
         for i in log.indices {
             let s = log[i]
             var delivered = false
@@ -21,28 +22,31 @@ extension TCPConnection {
                 log[i].lost = false
                 delivered = true
             }
-            if delivered { rackDelivered(s, now: now) }
+            if delivered { reordered = rackDelivered(s, now: now) || reordered }
         }
         if newSACK {
             // Entries past the cumulative ACK may be SACKed too.
             for i in log.indices where log[i].start >= ack && !log[i].sacked && scoreboard.covers(log[i].start, log[i].end) {
                 log[i].sacked = true
                 log[i].lost = false
-                rackDelivered(log[i], now: now)
+                reordered = rackDelivered(log[i], now: now) || reordered
             }
         }
+        if reordered { reorderingEvents &+= 1 }
         log.acknowledge(upTo: ack)
     }
 
-    private func rackDelivered(_ s: SentSegment, now: Instant) {
+    /// Returns whether the delivery shows the path reordering.
+    private func rackDelivered(_ s: SentSegment, now: Instant) -> Bool {
         let rtt = now.nanoseconds(since: s.sentAt) / 1000
         // RFC 8985 6.2 step 2: an ACK faster than the minimum RTT after a retransmission most
         // likely acknowledges the original: not a sample.
-        if s.retransmitted && rtt < minRTT { return }
+        if s.retransmitted && rtt < minRTT { return false }
         minRTT = min(minRTT, max(rtt, 1))
         // RFC 8985 6.2 step 3: an original transmission delivered below the highest delivered
         // sequence number means the path reorders.
-        if rackFackValid && s.end < rackFack && !s.retransmitted { reorderingSeen = true }
+        let reordered = rackFackValid && s.end < rackFack && !s.retransmitted
+        if reordered { reorderingSeen = true }
         if !rackFackValid || s.end > rackFack {
             rackFack = s.end
             rackFackValid = true
@@ -53,6 +57,7 @@ extension TCPConnection {
             rackEndSeq = s.end
             rackRTT = rtt
         }
+        return reordered
     }
 
     /// RFC 8985 6.2 step 5: marks lost every segment sent before the most recently
@@ -105,14 +110,40 @@ extension TCPConnection {
     }
 
     /// A D-SACK: a retransmission was spurious, so the path reorders more than the window
-    /// allowed. Widens the window one step per round trip (RFC 8985 6.2 step 4).
-    func dsackReceived(in stack: NetworkStack) {
+    /// allowed. Widens the window one step per round trip (RFC 8985 6.2 step 4), and once
+    /// every retransmission of the current congestion event has been reported so, undoes
+    /// its window cut (RFC 3708 section 3, as Linux's tcp_try_undo_dsack).
+    func dsackReceived(_ block: (start: SeqNum, end: SeqNum), in stack: NetworkStack) {
         stack.counters.tcpDSACKReceived &+= 1
+        dsackBlocks &+= 1
         reorderingSeen = true
+        if undoMarker != nil {
+            // Only duplicates of what was sent again count (a duplicated original does not).
+            var resent = 0
+            for i in log.indices {
+                let s = log[i]
+                if s.start >= block.end { break }
+                if s.end > block.start && s.retransmitted { resent += 1 }
+            }
+            undoRetransmits -= resent
+            if resent > 0 && undoRetransmits <= 0 { undoCongestionEvent(in: stack) }
+        }
         if let end = dsackRoundEnd, sndUna < end { return }
         reoWndMult = min(reoWndMult + 1, 256)
         reoWndPersist = 16
         dsackRoundEnd = sndMax
+    }
+
+    /// Every retransmission of the congestion event was a duplicate: nothing was lost, and
+    /// the window comes back. A recovery still under way ends, since it has nothing to repair.
+    private func undoCongestionEvent(in stack: NetworkStack) {
+        cc.undo()
+        stack.counters.tcpDSACKUndo &+= 1
+        undoMarker = nil
+        if inRecovery {
+            inRecovery = false
+            duplicateAcks = 0
+        }
     }
 
     /// Bytes in flight per RFC 6675's pipe, from the log's marks: neither SACKed nor

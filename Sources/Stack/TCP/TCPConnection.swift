@@ -142,6 +142,15 @@ final class TCPConnection {
     var reoWndMult: UInt64 = 1
     var reoWndPersist = 0
     var dsackRoundEnd: SeqNum?
+    /// The congestion event that may yet prove spurious (RFC 3708 section 3): where it began
+    /// (SND.UNA then) and how many of its retransmissions no D-SACK has yet reported.
+    var undoMarker: SeqNum?
+    var undoRetransmits = 0
+    /// For TCP_INFO: D-SACK blocks received (tcpi_dsack_dups), times reordering was seen
+    /// (tcpi_reord_seen), bytes retransmitted (tcpi_bytes_retrans).
+    var dsackBlocks: UInt64 = 0
+    var reorderingEvents: UInt64 = 0
+    var bytesRetransmitted: UInt64 = 0
     /// A duplicate we received, to report as the first SACK block of the next ACK (RFC 2883):
     /// the sender learns its retransmission was spurious and can undo its window cut.
     var dsackToSend: (start: SeqNum, end: SeqNum)?
@@ -326,11 +335,32 @@ final class TCPConnection {
             remotePort: remotePort, rtt: UInt32(clamping: rtt.smoothed), rttVariance: UInt32(clamping: rtt.variance),
             rto: UInt32(clamping: currentRTO), sendMSS: mss, receiveMSS: advertisedMSS, congestionWindow: cc.cwnd,
             slowStartThreshold: cc.ssthresh, sendWindow: sndWnd, receiveWindow: rcvNxt.distance(to: rcvAdv),
-            unacked: flight, retransmits: retransmits, backoff: backoff, bytesAcked: bytesAcked,
+            unacked: flight, retransmits: retransmits, bytesRetransmitted: bytesRetransmitted, dsackBlocks: dsackBlocks,
+            reorderingEvents: reorderingEvents, lostSegments: lostSegments, retransmittedInFlight: retransmittedInFlight,
+            congestionState: congestionState, backoff: backoff, bytesAcked: bytesAcked,
             bytesReceived: bytesReceived, segmentsIn: segmentsIn, segmentsOut: segmentsOut,
             sendQueue: sendBuffer.count, receiveQueue: receive.readable, congestionControl: cc.name,
             acceptQueue: acceptQueue.count, backlog: backlog, sack: sackPermitted, timestamps: timestamps,
             windowScale: windowScaling ? (sndScale, rcvScale) : nil)
+    }
+
+    private var lostSegments: Int {
+        var n = 0
+        for i in log.indices where log[i].lost && !log[i].sacked { n += 1 }
+        return n
+    }
+
+    private var retransmittedInFlight: Int {
+        var n = 0
+        for i in log.indices where log[i].retransmitted && !log[i].sacked && !log[i].lost { n += 1 }
+        return n
+    }
+
+    private var congestionState: TCPCongestionState {
+        if backoff > 0 && sndUna < sndMax { return .loss }
+        if inRecovery { return .recovery }
+        if duplicateAcks > 0 || scoreboard.sackedBytes > 0 { return .disorder }
+        return .open
     }
 
     /// The RTO with exponential backoff (RFC 6298 5.5), microseconds.

@@ -189,6 +189,8 @@ public struct TCPSegment {
     }
 
     public static let minimumHeaderLength = 20
+    /// A data offset of 15 words: the longest header, options included.
+    public static let maximumHeaderLength = 60
 
     public enum ParseError: Error {
         case truncated
@@ -248,6 +250,15 @@ public struct TCPSegment {
         buffer.setBE16(0, Field.checksum)
         buffer.setBE16(0, Field.urgent)
         return length
+    }
+
+    /// Stores in the checksum field what a link with checksum offload expects there
+    /// (`FrameOffload`): the folded sum of the pseudo-header, not complemented.
+    public static func writePseudoHeaderSum(_ segment: UnsafeMutableRawBufferPointer, source: IPv4Address,
+                                            destination: IPv4Address) {
+        let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
+                                                      length: segment.count)
+        segment.setBE16(~InternetChecksum.finish(pseudo), Field.checksum)
     }
 
     /// Fills in the checksum of a complete segment in `buffer`.

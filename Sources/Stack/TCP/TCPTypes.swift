@@ -108,6 +108,18 @@ public enum ShutdownHow: Sendable {
 }
 
 /// TCP_INFO-style statistics of one connection.
+/// Where the sender stands in loss recovery, as Linux's tcpi_ca_state.
+public enum TCPCongestionState: UInt8, Sendable {
+    /// Nothing amiss.
+    case open = 0
+    /// Duplicate ACKs or SACKs seen, no recovery yet.
+    case disorder = 1
+    /// Fast recovery (RFC 6675 / RFC 6582).
+    case recovery = 3
+    /// After a retransmission timeout, until it is answered.
+    case loss = 4
+}
+
 public struct TCPInfo: Sendable {
     public var state: TCPState
     public var localAddress: IPv4Address
@@ -127,6 +139,16 @@ public struct TCPInfo: Sendable {
     public var receiveWindow: Int
     public var unacked: Int
     public var retransmits: UInt64
+    /// Bytes sent again, D-SACK blocks received, and acknowledgments that showed the path
+    /// reordering (tcpi_bytes_retrans, tcpi_dsack_dups, tcpi_reord_seen).
+    public var bytesRetransmitted: UInt64
+    public var dsackBlocks: UInt64
+    public var reorderingEvents: UInt64
+    /// Segments now deemed lost and not yet resent, and resent segments not yet
+    /// acknowledged (tcpi_lost, tcpi_retrans).
+    public var lostSegments: Int
+    public var retransmittedInFlight: Int
+    public var congestionState: TCPCongestionState
     public var backoff: Int
     public var bytesAcked: UInt64
     public var bytesReceived: UInt64
