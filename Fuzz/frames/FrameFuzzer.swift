@@ -56,6 +56,9 @@ final class FrameFuzzer {
         // Small queues: the fixture is rebuilt for every input, and a full-size outbox is a
         // megabyte and a half to clear each time.
         ca.outputQueueFrames = 128
+        // A asks for offloads as lvlipd does on a TAP: its super-segments and partial
+        // checksums reach the oracle finished by the link's software path (FrameOffload).
+        ca.offload = OutputOffload(checksum: true, tcpSegmentation: true)
         var cb = StackConfiguration(mac: Self.macB, interface: IPv4Interface(address: Self.addressB, prefixLength: 24))
         cb.seed = 2
         cb.outputQueueFrames = 128

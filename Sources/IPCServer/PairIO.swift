@@ -20,6 +20,19 @@ enum PairIO {
         run("recv") { Glibc.recv(fd, buffer.baseAddress, min(count, buffer.count), Int32(MSG_DONTWAIT)) }
     }
 
+    /// Reads into `a`, then `b` once `a` is full: at most their sizes together.
+    @inline(__always)
+    static func receive(_ fd: Int32, into a: UnsafeMutableRawBufferPointer, _ b: UnsafeMutableRawBufferPointer) -> Result {
+        guard b.count > 0 else { return receive(fd, into: a, count: a.count) }
+        var vectors = (iovec(iov_base: a.baseAddress, iov_len: a.count), iovec(iov_base: b.baseAddress, iov_len: b.count))
+        return withUnsafeMutableBytes(of: &vectors) { raw in
+            var message = msghdr()
+            message.msg_iov = raw.baseAddress!.assumingMemoryBound(to: iovec.self)
+            message.msg_iovlen = 2
+            return run("recvmsg") { Glibc.recvmsg(fd, &message, Int32(MSG_DONTWAIT)) }
+        }
+    }
+
     /// Writes `a` then `b` as one message (on a datagram socket's SEQPACKET pair: one datagram).
     @inline(__always)
     static func write(_ fd: Int32, _ a: UnsafeRawBufferPointer,

@@ -229,8 +229,20 @@ extension SocketService {
                     break
                 }
             }
+            // Bytes to send are read straight into the connection's send ring; after a
+            // shutdown, into scratch to be discarded.
+            let direct = stream.writeShut ? nil : s.stackID
+            let result: PairIO.Result
+            if let id = direct {
+                let (a, b) = stack.tcpSendRegions(id, limit: room)
+                // (room came from tcpSendSpace, which sees the same free space.)
+                guard a.count > 0 else { break }
+                result = PairIO.receive(s.fd, into: a, b)
+            } else {
+                result = PairIO.receive(s.fd, into: scratch, count: room)
+            }
             let n: Int
-            switch PairIO.receive(s.fd, into: scratch, count: room) {
+            switch result {
             case .done(0):
                 applicationClosed(s, stream, reset: false)
                 return
@@ -244,13 +256,11 @@ extension SocketService {
                 return
             }
             counters.appBytesIn &+= UInt64(n)
-            guard let id = s.stackID, !stream.writeShut else {
+            guard let id = direct else {
                 counters.appBytesDiscarded &+= UInt64(n)
                 continue
             }
-            let data = UnsafeRawBufferPointer(scratch.slice(0..<n))
-            let taken = (try? stack.tcpSend(id, data, now: reactor.now)) ?? 0
-            if taken < n { stream.overflow.append(contentsOf: data[taken...]) }
+            stack.tcpCommitSend(id, n, now: reactor.now)
             // Less than asked: the pair is empty now (the FIN waits for the next event).
             if n < room && !stream.finPending { break }
         }

@@ -145,6 +145,25 @@ extension NetworkStack {
     }
 
     /// Bytes send(2) would take now: 0 unless the connection can carry more data.
+    /// Where the next bytes to send would go in the send ring (one or two regions, at most
+    /// `limit` bytes; empty when `tcpSend` would take nothing): a caller reads the
+    /// application's bytes straight into them, then `tcpCommitSend` sends them. One copy
+    /// less than `tcpSend` of a buffer.
+    public func tcpSendRegions(_ id: SocketID, limit: Int)
+        -> (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer) {
+        guard let s = tcpSocket(id), !s.orphaned, s.canSend, s.pendingError == nil else { return (UnsafeMutableRawBufferPointer(start: nil, count: 0), UnsafeMutableRawBufferPointer(start: nil, count: 0)) }
+        return s.sendBuffer.freeRegions(limit: limit)
+    }
+
+    /// Takes `count` bytes the caller wrote at the start of `tcpSendRegions` (called just
+    /// before, with nothing in between) as `tcpSend` would take them.
+    public func tcpCommitSend(_ id: SocketID, _ count: Int, now: Instant) {
+        let now = advanceClock(now)
+        guard count > 0, let s = tcpSocket(id) else { return }
+        s.sendBuffer.commit(count)
+        s.output(now: now, in: self)
+    }
+
     public func tcpSendSpace(_ id: SocketID) -> Int {
         guard let s = tcpSocket(id), !s.orphaned, s.canSend, s.pendingError == nil else { return 0 }
         return s.sendBuffer.free

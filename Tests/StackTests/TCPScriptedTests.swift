@@ -672,6 +672,42 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(undone.lostSegments, 0)
     }
 
+    // lvlipd reads an application's bytes straight into the send ring (tcpSendRegions, then
+    // tcpCommitSend): what leaves is what was written, in order across the ring's wrap.
+    func testBytesReadIntoTheSendRingLeaveInOrderAcrossItsWrap() throws {
+        let p = ScriptedPeer()
+        var options = TCPSocketOptions()
+        options.sendBuffer = 4096
+        options.noDelay = true
+        let s = p.stack.tcpOpen(options: options)
+        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        var o = TCPOptions()
+        o.mss = 1000
+        p.send([.syn, .ack], seq: 50_000, ack: syn.seq &+ 1, options: o, to: syn.sourcePort)
+        _ = p.received()
+        var written: [UInt8] = []
+        var onWire: [UInt8] = []
+        var wrapped = false
+        for _ in 0..<5 {
+            let (a, b) = p.stack.tcpSendRegions(s, limit: 3000)
+            XCTAssertEqual(a.count + b.count, 3000)
+            wrapped = wrapped || b.count > 0
+            for region in [a, b] {
+                for i in 0..<region.count {
+                    region[i] = UInt8(truncatingIfNeeded: written.count * 7 + written.count / 251)
+                    written.append(region[i])
+                }
+            }
+            p.stack.tcpCommitSend(s, a.count + b.count, now: p.now)
+            onWire += p.received().flatMap(\.payload)
+            p.send(.ack, seq: 50_001, ack: syn.seq &+ 1 &+ UInt32(onWire.count), to: syn.sourcePort)
+        }
+        XCTAssertTrue(wrapped, "the ring never wrapped")
+        XCTAssertEqual(onWire.count, written.count)
+        XCTAssertEqual(onWire, written)
+    }
+
     // RFC 2883: a segment received twice is reported in the next ACK's first SACK block.
     func testDuplicateSegmentIsReportedWithDSACK() throws {
         let p = ScriptedPeer()

@@ -42,6 +42,16 @@ public final class ByteRing {
         if first < bytes.count { storage.copy(bytes.slice(first..<bytes.count), to: 0) }
     }
 
+    /// The free space after the held bytes where it lies (one or two pieces), at most
+    /// `limit` bytes: somewhere to read into without a copy; `commit` then holds them.
+    @inline(__always)
+    public func freeRegions(limit: Int) -> (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer) {
+        let length = min(limit, free)
+        let start = (head + count) & mask
+        let first = min(length, capacity - start)
+        return (storage.slice(start..<start + first), storage.slice(0..<length - first))
+    }
+
     /// Marks `n` more bytes after `count` as held (they were written with `write(_:at:)`).
     public func commit(_ n: Int) {
         precondition(count + n <= capacity)
