@@ -19,7 +19,7 @@ extension TCPConnection {
         }
         if inRecovery && sackPermitted { sackRecoveryOutput(now: now, in: stack) }
         var sentData = false
-        while let (length, fin) = nextSegment(in: stack) {
+        while let (length, fin, segmentSize) = nextSegment(in: stack) {
             // The link's queue for this wake-up (or the loopback's) is full: resume once drained.
             guard !(viaLoopback ? stack.loopback.isFull : stack.outbox.isFull) else {
                 stack.outputBlocked(self)
@@ -37,7 +37,6 @@ extension TCPConnection {
                 timedSeq = seq + length
                 timedAt = now
             }
-            let segmentSize = length > currentSegmentSize ? currentSegmentSize : 0
             transmit(seq: seq, dataOffset: dataOffset, length: length, segmentSize: segmentSize, flags: flags, now: now,
                      in: stack)
             sndNxt = seq + length + (fin ? 1 : 0)
@@ -80,8 +79,9 @@ extension TCPConnection {
     /// The next segment to send from SND.NXT: its data length and whether it carries FIN;
     /// nil when nothing may be sent (RFC 9293 3.8.6.2.1 and RFC 1122 4.2.3.4: the usable
     /// window, Nagle, TCP_CORK and sender-side silly window avoidance). On a link with
-    /// segmentation offload, new data beyond one segment goes as one super-segment.
-    private func nextSegment(in stack: NetworkStack) -> (Int, Bool)? {
+    /// segmentation offload, new data beyond one segment goes as one super-segment: then the
+    /// third value is the size to cut it at (0 for one segment).
+    private func nextSegment(in stack: NetworkStack) -> (Int, Bool, Int)? {
         // Going back after a timeout, SACKed data is not sent again (RFC 6675 5.1).
         if sndNxt < sndMax {
             while let end = scoreboard.sackedEnd(containing: sndNxt) { sndNxt = end }
@@ -96,7 +96,7 @@ extension TCPConnection {
         if unsent <= 0 {
             // Only FIN may remain, sent once all data is out (again after a go-back).
             if finQueued && sndNxt == finPosition && (finSeq == nil || sndNxt == finSeq!) {
-                return (0, true)
+                return (0, true, 0)
             }
             return nil
         }
@@ -122,22 +122,21 @@ extension TCPConnection {
             // or at least half the largest window the peer offered.
             if !isLast && length < maxSndWnd / 2 { return nil }
         }
-        if length == segmentSize && sndNxt >= sndMax && !isLast, let limit = superSegmentLimit(in: stack),
-           limit >= 2 * segmentSize {
+        if length == segmentSize && sndNxt >= sndMax && !isLast && stack.configuration.offload.tcpSegmentation,
+           let limit = superSegmentLimit(in: stack), limit >= 2 * segmentSize {
             length = superSegmentLength(unsent: unsent, usable: usable, limit: limit, segmentSize: segmentSize)
-            return (length, length == unsent && finQueued)
+            return (length, length == unsent && finQueued, length > segmentSize ? segmentSize : 0)
         }
-        return (length, isLast && finQueued)
+        return (length, isLast && finQueued, 0)
     }
 
     /// The most data one super-segment may carry now, or nil when segments go one by one:
     /// within the link's largest packet (with the longest TCP header) and the room left in
     /// the outbox.
     private func superSegmentLimit(in stack: NetworkStack) -> Int? {
-        let offload = stack.configuration.offload
-        guard offload.tcpSegmentation, !viaLoopback else { return nil }
+        guard !viaLoopback else { return nil }
         let overhead = IPv4Packet.minimumHeaderLength + TCPSegment.maximumHeaderLength
-        return min(offload.maximumPacket, stack.outbox.room - EthernetFrame.headerLength) - overhead
+        return min(stack.configuration.offload.maximumPacket, stack.outbox.room - EthernetFrame.headerLength) - overhead
     }
 
     /// Whole segments up to the windows and `limit`, and a partial last one only where it
