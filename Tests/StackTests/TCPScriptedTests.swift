@@ -708,6 +708,54 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(onWire, written)
     }
 
+    // RFC 8985 6.2 step 2: an ACK of a retransmitted segment whose timestamp echo is older
+    // than the retransmission was sent for the original (which was only late), and says
+    // nothing of when the retransmission arrived. RACK must not take it as such, or the
+    // segments sent before the retransmission look overdue and are resent for nothing.
+    func testRACKIgnoresAnAckForTheOriginalOfARetransmission() throws {
+        let p = ScriptedPeer()
+        let s = p.stack.tcpOpen()
+        try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
+        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        let port = syn.sourcePort
+        let synTS = try XCTUnwrap(syn.options.timestamp)
+        p.send([.syn, .ack], seq: 50_000, ack: syn.seq &+ 1,
+               options: ScriptedPeer.synOptions(mss: 1460, ws: nil, sack: true, ts: (7000, synTS.value)), to: port)
+        _ = p.received()
+        func send(_ count: Int) throws -> [Segment] {
+            _ = try [UInt8](repeating: 1, count: count * 1448).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+            return p.received().filter { !$0.payload.isEmpty }
+        }
+        func ack(_ ack: UInt32, sack ranges: [(UInt32, UInt32)] = [], echo: UInt32) {
+            var o = TCPOptions()
+            o.timestamp = (7001, echo)
+            var blocks = SACKBlocks()
+            for (start, end) in ranges { blocks.append(start: SeqNum(start), end: SeqNum(end)) }
+            o.sack = blocks
+            p.send(.ack, seq: 50_001, ack: ack, options: o, to: port)
+        }
+        let first = try send(4)
+        XCTAssertEqual(first.count, 4)
+        let echoOfOriginals = try XCTUnwrap(first[0].options.timestamp?.value)
+        p.advance(1)
+        XCTAssertEqual(try send(1).count, 1)
+        p.advance(1)
+        // Segments 2 and 3 arrive; 0 and 1 seem lost: RACK marks them and they are resent.
+        let end3 = first[3].seq &+ UInt32(first[3].payload.count)
+        for _ in 0..<3 { ack(first[0].seq, sack: [(first[2].seq, end3)], echo: echoOfOriginals) }
+        p.advance(1)
+        XCTAssertEqual(p.received().filter { !$0.payload.isEmpty }.map(\.seq), [first[0].seq, first[1].seq])
+        // The original of segment 1 arrives late and is SACKed, echoing the originals'
+        // timestamp. Segment 4, sent before the retransmissions and still on its way, is not
+        // lost; nor is the retransmission of segment 0.
+        p.advance(5)
+        ack(first[0].seq, sack: [(first[1].seq, end3)], echo: echoOfOriginals)
+        p.advance(1)
+        XCTAssertEqual(p.received().filter { !$0.payload.isEmpty }.map(\.seq), [], "resent for nothing")
+        XCTAssertEqual(p.stack.counters.tcpRetransSegs, 2)
+    }
+
     // RFC 2883: a segment received twice is reported in the next ACK's first SACK block.
     func testDuplicateSegmentIsReportedWithDSACK() throws {
         let p = ScriptedPeer()

@@ -190,7 +190,7 @@ final class TCPLossMatrixTests: XCTestCase {
 }
 
 /// The matrix: 100 MB byte-exact in both directions at each loss rate, with
-/// reordering, duplication and corruption. Run with LVLIP_LONG=1 (scripts/test does).
+/// reordering, duplication and corruption; LVLIP_SIM_MB sets the size (default 100).
 final class TCPHundredMegabyteTests: XCTestCase {
     private func matrix(loss: Double, seed: UInt64) throws {
         let megabytes = Int(ProcessInfo.processInfo.environment["LVLIP_SIM_MB"] ?? "100")!

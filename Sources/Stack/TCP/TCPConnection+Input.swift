@@ -218,7 +218,10 @@ extension TCPConnection {
             if isDSACK(seg.options.sack, ack: ack) { dsackReceived(seg.options.sack[0], in: stack) }
             newSACK = scoreboard.update(seg.options.sack, una: sndUna, max: sndMax)
         }
-        if sackPermitted { rackOnAck(ack: ack > sndUna ? ack : sndUna, newSACK: newSACK, now: now) }
+        if sackPermitted {
+            let echo = timestamps ? seg.options.timestamp?.echo : nil
+            rackOnAck(ack: ack > sndUna ? ack : sndUna, newSACK: newSACK, echo: echo, now: now)
+        }
         if ack > sndUna {
             let acked = sndUna.distance(to: ack)
             acknowledge(upTo: ack, now: now, in: stack)

@@ -5,8 +5,9 @@ import Timing
 /// probe turns a silent tail into SACK feedback instead of waiting for the RTO.
 extension TCPConnection {
     /// Updates the log and RACK from an ACK: newly SACKed and newly acknowledged segments
-    /// are deliveries (RFC 8985 6.2 steps 1-2). Call before SND.UNA moves.
-    func rackOnAck(ack: SeqNum, newSACK: Bool, now: Instant) {
+    /// are deliveries (RFC 8985 6.2 steps 1-2). `echo` is the ACK's timestamp echo, when
+    /// timestamps are in use. Call before SND.UNA moves.
+    func rackOnAck(ack: SeqNum, newSACK: Bool, echo: UInt32? = nil, now: Instant) {
         guard sackPermitted else { return }
         var reordered = false
         for i in log.indices {
@@ -22,14 +23,14 @@ extension TCPConnection {
                 log[i].lost = false
                 delivered = true
             }
-            if delivered { reordered = rackDelivered(s, now: now) || reordered }
+            if delivered { reordered = rackDelivered(s, echo: echo, now: now) || reordered }
         }
         if newSACK {
             // Entries past the cumulative ACK may be SACKed too.
             for i in log.indices where log[i].start >= ack && !log[i].sacked && scoreboard.covers(log[i].start, log[i].end) {
                 log[i].sacked = true
                 log[i].lost = false
-                reordered = rackDelivered(log[i], now: now) || reordered
+                reordered = rackDelivered(log[i], echo: echo, now: now) || reordered
             }
         }
         if reordered { reorderingEvents &+= 1 }
@@ -37,11 +38,17 @@ extension TCPConnection {
     }
 
     /// Returns whether the delivery shows the path reordering.
-    private func rackDelivered(_ s: SentSegment, now: Instant) -> Bool {
+    private func rackDelivered(_ s: SentSegment, echo: UInt32?, now: Instant) -> Bool {
         let rtt = now.nanoseconds(since: s.sentAt) / 1000
-        // RFC 8985 6.2 step 2: an ACK faster than the minimum RTT after a retransmission most
-        // likely acknowledges the original: not a sample.
-        if s.retransmitted && rtt < minRTT { return false }
+        if s.retransmitted {
+            // RFC 8985 6.2 step 2: an ACK whose timestamp echo is older than the
+            // retransmission was sent for an earlier copy; without timestamps, an ACK faster
+            // than the minimum RTT after the retransmission most likely was. Either way it
+            // says nothing of when the retransmission arrived: taking it as such would make
+            // everything sent before the retransmission look overdue, and be resent.
+            if let echo, Int32(bitPattern: echo &- timestampNow(s.sentAt)) < 0 { return false }
+            if rtt < minRTT { return false }
+        }
         minRTT = min(minRTT, max(rtt, 1))
         // RFC 8985 6.2 step 3: an original transmission delivered below the highest delivered
         // sequence number means the path reorders.
