@@ -15,10 +15,11 @@ def draw(bed):
     import matplotlib.pyplot as plt
 
     modes = bed.args.modes
-    fig, axes = plt.subplots(len(modes), 3, figsize=(18, 5.4 * len(modes)), squeeze=False)
+    # The throughput panel is wider: it holds the bulk and the eight loss bars.
+    fig, axes = plt.subplots(len(modes), 3, figsize=(20, 5.4 * len(modes)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2, 1, 1]})
     for row, (mode, cpu) in zip(axes, modes):
-        where = "not pinned" if cpu is None else f"all pinned to CPU {cpu}"
-        draw_mode(row, bed.by_mode.get(mode, {}), bed.cfg, f"{mode}, {where}")
+        draw_mode(row, bed.by_mode.get(mode, {}), bed.cfg, "not pinned" if cpu is None else f"pinned to CPU {cpu}")
     fig.suptitle(f"lvlip vs kernel veth ({machine()})", fontsize=10)
     fig.tight_layout()
     fig.savefig(CHART, dpi=100)
@@ -37,13 +38,13 @@ def draw_mode(axes, r, cfg, mode):
         for stack in values:
             values[stack].append(median_or_none(bulk.get(f"{stack} {direction}", [])) or 0)
     for percent in LOSSES:
-        labels.append(f"{cfg['loss_bytes'] // 1_000_000} MB down\n{percent}% loss")
+        labels.append(f"down {cfg['loss_bytes'] // 1_000_000} MB\n{percent}% loss")
         for stack in values:
             d = median_run(r.get("loss", {}).get((stack, percent)))
             values[stack].append(d["mbit_per_s"] / 1000 if d and d.get("complete") else 0)
     for size in cfg["sendloss_bytes"]:
         for percent in LOSSES:
-            labels.append(f"{size // 1_000_000} MB up\n{percent}% loss")
+            labels.append(f"up {size // 1_000_000} MB\n{percent}% loss")
             for stack in values:
                 d = median_run(r.get("sendloss", {}).get((stack, size, percent)))
                 values[stack].append(d["mbit_per_s"] / 1000 if d and d.get("complete") else 0)
@@ -55,7 +56,7 @@ def draw_mode(axes, r, cfg, mode):
         for bar, v in zip(bars, values[stack]):
             if v > 0:
                 ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(labels)), labels, fontsize=9)
     ax.set_yscale("log")
     ax.set_ylabel("Gbit/s (log)")
     ax.set_title(f"Throughput and goodput ({mode})")
