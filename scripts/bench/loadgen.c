@@ -17,6 +17,11 @@
  *                                         (after another line on stdin) all closed
  *   loadgen download HOST PORT BYTES SECONDS
  *                                         reads until end of stream from a `source` server
+ *   loadgen sink ADDR PORT                reads every connection to its end, then answers
+ *                                         with the byte count (one decimal line) and closes
+ *   loadgen upload HOST PORT BYTES SECONDS
+ *                                         sends BYTES to a `sink` server, shuts its side
+ *                                         down and waits for the count: timed to delivery
  *
  * Every mode is bounded in time: the clients by their arguments and internal deadlines, the
  * servers by alarm(LOADGEN_MAX_SECONDS) (default 900) besides the harness's SIGTERM.
@@ -253,6 +258,39 @@ _Noreturn static void serve_source(const char *addr, int port, long long bytes) 
                 break;
             }
             left -= w;
+        }
+        close(c);
+    }
+}
+
+/* Serves one connection at a time: the uploads are sequential, and the count it answers
+ * after the end of stream is what `upload` checks its delivery against. */
+_Noreturn static void serve_sink(const char *addr, int port) {
+    int l = listen_on(addr, port);
+    int flags = fcntl(l, F_GETFL);
+    fcntl(l, F_SETFL, flags & ~O_NONBLOCK);
+    printf("ready\n");
+    fflush(stdout);
+    static char buf[1 << 16];
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) {
+            if (errno == EINTR) continue;
+            die("accept");
+        }
+        /* A stalled sender must not hold the sink forever. */
+        struct timeval tv = {60, 0};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        long long got = 0;
+        ssize_t r;
+        while ((r = read(c, buf, sizeof buf)) != 0) {
+            if (r > 0) got += r;
+            else if (errno != EINTR) break;
+        }
+        if (r == 0) {
+            char line[32];
+            int n = snprintf(line, sizeof line, "%lld\n", got);
+            write_all(c, line, (size_t)n);
         }
         close(c);
     }
@@ -527,16 +565,66 @@ static int download(const char *host, int port, long long bytes, double seconds)
     return got == bytes ? 0 : 3;
 }
 
+/* The time from connect to the sink's count, which it sends only after reading the end of
+ * stream: the upload's goodput as delivered, not as buffered in the sender. */
+static int upload(const char *host, int port, long long bytes, double seconds) {
+    double t0 = now_s(), deadline = t0 + seconds;
+    int fd = connect_blocking(host, port);
+    if (fd < 0) die("connect");
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    static char buf[1 << 16];
+    memset(buf, 'u', sizeof buf);
+    long long sent = 0, delivered = -1;
+    int error = 0;
+    while (sent < bytes && now_s() < deadline) {
+        size_t chunk = bytes - sent < (long long)sizeof buf ? (size_t)(bytes - sent) : sizeof buf;
+        ssize_t w = write(fd, buf, chunk);
+        if (w > 0) sent += w;
+        else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            error = errno;
+            break;
+        }
+    }
+    char answer[32];
+    size_t have = 0;
+    if (sent == bytes && shutdown(fd, SHUT_WR) == 0) {
+        while (now_s() < deadline && have < sizeof answer - 1) {
+            ssize_t r = read(fd, answer + have, sizeof answer - 1 - have);
+            if (r > 0) {
+                have += (size_t)r;
+                continue;
+            }
+            if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+            if (r < 0) error = errno;
+            break;
+        }
+        answer[have] = 0;
+        if (have > 0 && answer[have - 1] == '\n') delivered = atoll(answer);
+    }
+    double elapsed = now_s() - t0;
+    close(fd);
+    int complete = delivered == bytes;
+    printf("{\"mode\": \"upload\", \"bytes\": %lld, \"expected\": %lld, \"complete\": %s, \"seconds\": %.3f, "
+           "\"mbit_per_s\": %.1f, \"error\": \"%s\"}\n",
+           delivered < 0 ? sent : delivered, bytes, complete ? "true" : "false", elapsed,
+           (double)(complete ? bytes : 0) * 8 / elapsed / 1e6,
+           error ? strerror(error) : (complete ? "" : "timed out, or the sink's count differs"));
+    return complete ? 0 : 3;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen server ADDR PORT NPORTS | source ADDR PORT BYTES |\n"
             "       pingpong HOST PORT SECONDS | connrate HOST PORT SECONDS [NPORTS] |\n"
-            "       concurrent HOST PORT COUNT [NPORTS] | download HOST PORT BYTES SECONDS\n");
+            "       concurrent HOST PORT COUNT [NPORTS] | download HOST PORT BYTES SECONDS |\n"
+            "       sink ADDR PORT | upload HOST PORT BYTES SECONDS\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) usage();
+    if (argc < 4 || (argc < 5 && strcmp(argv[1], "sink"))) usage();
     signal(SIGPIPE, SIG_IGN);
     const char *mode = argv[1], *host = argv[2];
     int port = atoi(argv[3]);
@@ -545,6 +633,7 @@ int main(int argc, char **argv) {
     alarm(bound ? (unsigned)atoi(bound) : 900); /* no mode outlives this, whatever happens */
     if (!strcmp(mode, "server")) serve_echo(host, port, atoi(argv[4]));
     if (!strcmp(mode, "source")) serve_source(host, port, atoll(argv[4]));
+    if (!strcmp(mode, "sink")) serve_sink(host, port);
     if (!strcmp(mode, "pingpong")) return pingpong(host, port, atof(argv[4]));
     if (!strcmp(mode, "connrate")) return connrate(host, port, atof(argv[4]), argc > 5 ? atoi(argv[5]) : 1);
     if (!strcmp(mode, "concurrent")) {
@@ -555,6 +644,10 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "download")) {
         if (argc < 6) usage();
         return download(host, port, atoll(argv[4]), atof(argv[5]));
+    }
+    if (!strcmp(mode, "upload")) {
+        if (argc < 6) usage();
+        return upload(host, port, atoll(argv[4]), atof(argv[5]));
     }
     usage();
     return 2;

@@ -1,5 +1,5 @@
-"""Phase 1 (and 6): bulk throughput with iperf3, upload and download, and lvlipd's CPU
-seconds per GB moved."""
+"""Phase 1: bulk throughput with iperf3, upload and download; lvlipd's CPU seconds per GB
+moved each way; the retransmission rate of the (lossless) uploads, lvlip's and the kernel's."""
 
 import json
 
@@ -16,19 +16,26 @@ def run(bed):
     bed.warm_up()
     rates = {(stack, d): [] for stack in ("kernel", "lvlip") for d in ("upload", "download")}
     cpu = {"upload": [0.0, 0], "download": [0.0, 0]}  # seconds, bytes
+    # The sender's TcpRetransSegs and TcpOutSegs summed over the upload runs.
+    retrans = {stack: {"TcpRetransSegs": 0, "TcpOutSegs": 0} for stack in ("kernel", "lvlip")}
     for run in range(cfg["bulk_runs"]):
         for direction in ("upload", "download"):
             for stack in ("kernel", "lvlip"):
-                bed.progress.set(f"1/5 bulk iperf3: {stack} {direction}, run {run + 1}/{cfg['bulk_runs']} "
+                bed.progress.set(f"1/6 bulk iperf3: {stack} {direction}, run {run + 1}/{cfg['bulk_runs']} "
                                  f"({cfg['bulk_seconds']} s)")
                 target = VETH_PEER_IP if stack == "kernel" else KERNEL_TAP_IP
                 command = ["iperf3", "-c", target, "-p", IPERF_PORT, "-t", cfg["bulk_seconds"], "-J"]
                 if direction == "download":
                     command.append("-R")
                 before = bed.daemon_cpu_seconds() if stack == "lvlip" else 0
+                counted = bed.tcp_counters(stack) if direction == "upload" else None
                 code, out, err = bed.run(f"iperf3 {stack} {direction}", command,
                                          timeout=cfg["bulk_seconds"] + 30, stack=stack == "lvlip")
-                after = bed.daemon_cpu_seconds() if stack == "lvlip" and bed.daemon_alive("iperf3") else before
+                alive = stack == "kernel" or bed.daemon_alive("iperf3")
+                after = bed.daemon_cpu_seconds() if stack == "lvlip" and alive else before
+                if counted and alive:
+                    for key, value in bed.tcp_counters(stack).items():
+                        retrans[stack][key] += value - counted[key]
                 try:
                     report = json.loads(out)
                     if "error" in report:
@@ -46,3 +53,4 @@ def run(bed):
     bed.stop_daemon()
     bed.results["bulk"] = {f"{s} {d}": v for (s, d), v in rates.items()}
     bed.results["cpu"] = cpu
+    bed.results["retrans"] = retrans

@@ -24,7 +24,7 @@ def outer(args, script):
     # What a fresh machine lacks (iperf3, nftables, ethtool, cc, matplotlib) comes from the
     # project's own installer, before entering the namespace (which has no network).
     subprocess.run([str(REPO / "scripts" / "install-deps")], check=False)
-    for tool in ("unshare", "ip", "nft", "iperf3", "taskset", "prlimit", "ethtool", "cc", "mount"):
+    for tool in ("unshare", "ip", "nft", "nstat", "iperf3", "taskset", "prlimit", "ethtool", "cc", "mount"):
         if shutil.which(tool) is None:
             fail(f"{tool} is not installed (scripts/install-deps)")
     if not args.no_docs:
@@ -41,7 +41,7 @@ def outer(args, script):
         if shown.returncode != 0:
             fail(f"cannot find the release build: {shown.stderr.strip()}")
         bin_dir = shown.stdout.strip()
-    for name in ("lvlipd", "liblvlip.so"):
+    for name in ("lvlipd", "liblvlip.so", "lvlipctl"):
         if not (Path(bin_dir) / name).is_file():
             fail(f"no {name} in {bin_dir}: build first (scripts/build) or set LVLIP_BIN")
     env = {**os.environ, INNER: "1", "LVLIP_BIN": str(Path(bin_dir).resolve())}

@@ -1,7 +1,9 @@
-"""Phase 5: goodput of a download under 1% and 5% random loss (nftables `numgen random`)."""
+"""Phase 5: goodput of a download under 1% and 5% random loss (nftables `numgen random`);
+its loss rule also serves phase 6 (sendloss.py)."""
 
 import json
 import re
+import time
 
 from .settings import KERNEL_TAP_IP, LOSS_ROUND_BUDGET, LOSSES, PEER_NS, SOURCE_PORT, VETH_PEER_IP
 from .testbed import sh
@@ -9,11 +11,12 @@ from .testbed import sh
 
 def loss_rule(bed, percent, device, hook, peer=False):
     """The same nftables selection for both stacks, on the link to the receiver of the data.
-    The counter rule before it counts the frames the rule saw. On an ingress hook the
-    frame is dropped; on tap0's egress it is sent to a sink device instead (veth lvlipsink0,
-    whose peer discards it): a frame dropped in the sender's own egress path is reported
-    to its TCP, which sends it again at once without counting a retransmission (and only
-    shrinks its window), so that would be no loss at all."""
+    The counter rule before it counts the frames the rule saw. On an ingress hook (the
+    receiver's, which the sender cannot see) the frame is dropped; on tap0's egress it is
+    sent to a sink device instead (veth lvlipsink0, whose peer discards it): a frame dropped
+    in the sender's own egress path is reported to its TCP, which sends it again at once
+    without counting a retransmission (and only shrinks its window), so that would be no
+    loss at all."""
     table = "lvlip_bench_loss"
     prefix = ["ip", "netns", "exec", PEER_NS] if peer else []
     verdict = ["drop"] if hook == "ingress" else ["fwd", "to", "lvlipsink0"]
@@ -64,20 +67,13 @@ def lossy_download(bed, stack, percent, total):
 
 def run(bed):
     total = bed.cfg["loss_bytes"]
+    started = time.monotonic()
     bed.start_daemon()
-    # Frame-for-frame loss on both paths: the kernel sender builds one-segment skbs (the
-    # netdev hooks run before software GSO), and the veth receiver does no GRO.
-    for command in (["ip", "link", "set", "tap0", "gso_max_segs", "1"],
-                    ["ip", "link", "set", "veth0", "gso_max_segs", "1"],
-                    ["ethtool", "-K", "veth0", "gro", "off", "tso", "off", "gso", "off"],
-                    ["ip", "link", "add", "lvlipsink0", "type", "veth", "peer", "name", "lvlipsink1"],
+    bed.one_segment_per_frame()
+    for command in (["ip", "link", "add", "lvlipsink0", "type", "veth", "peer", "name", "lvlipsink1"],
                     ["ip", "link", "set", "lvlipsink0", "up"], ["ip", "link", "set", "lvlipsink1", "up"]):
         sh(*command)
         bed.record(command)
-    for command in (["ip", "link", "set", "veth1", "gso_max_segs", "1"],
-                    ["ethtool", "-K", "veth1", "gro", "off", "tso", "off", "gso", "off"]):
-        bed.in_peer(command)
-        bed.record(command, "peer")
     bed.start("source (tap)", [bed.loadgen, "source", KERNEL_TAP_IP, SOURCE_PORT, total])
     bed.start("source (peer)", [bed.loadgen, "source", VETH_PEER_IP, SOURCE_PORT, total], peer=True)
     bed.wait_listening(SOURCE_PORT)
@@ -86,14 +82,15 @@ def run(bed):
     bed.results["loss"] = {(stack, p): [] for p in LOSSES for stack in ("kernel", "lvlip")}
     runs = bed.cfg["loss_runs"]
     for run in range(runs):
-        if run > 0 and bed.progress.elapsed() > LOSS_ROUND_BUDGET:
+        if run > 0 and time.monotonic() - started > LOSS_ROUND_BUDGET:
             bed.problem(f"loss: time budget reached, {run} of {runs} rounds run")
             break
         for percent in LOSSES:
             for stack in ("kernel", "lvlip"):
-                bed.progress.set(f"5/5 goodput under {percent}% loss: {stack} downloads {total // 1_000_000} MB, "
+                bed.progress.set(f"5/6 goodput under {percent}% loss: {stack} downloads {total // 1_000_000} MB, "
                                  f"run {run + 1}/{runs} (at most {bed.cfg['loss_timeout']} s)")
                 bed.results["loss"][(stack, percent)].append(lossy_download(bed, stack, percent, total))
     bed.daemon_alive("loss")
     bed.stop_all()
     bed.stop_daemon()
+    bed.restore_links()

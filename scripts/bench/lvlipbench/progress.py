@@ -13,6 +13,7 @@ class Progress:
     def __init__(self):
         self.start = time.monotonic()
         self.step = "starting"
+        self.prefix = ""  # the mode the phases run in now
         self.tty = sys.stderr.isatty()
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -24,7 +25,7 @@ class Progress:
 
     def line(self):
         e = int(self.elapsed())
-        return f"[throughput {e // 60}:{e % 60:02d}] {self.step}"
+        return f"[throughput {e // 60}:{e % 60:02d}] {self.prefix}{self.step}"
 
     def set(self, step):
         with self.lock:

@@ -1,134 +1,29 @@
-"""The report: the table of figures against the kernel and the targets, the details of every
-run, the machine and the commands, as markdown; and its section of docs/benchmarks.md."""
+"""The report: the table of figures against the kernel and the targets (rows.py), the details
+of every run, the machine and the commands, as markdown; and its section of docs/benchmarks.md."""
 
-import math
-import statistics
 import time
 
 from .host import loadavg, machine
-from .settings import DOCS, ECHO_PORTS, HEADING, KERNEL_TAP_IP, LOSSES, PEER_NS, TARGETS, VETH_LOCAL_IP, VETH_PEER_IP
+from .rows import build_rows, retrans_percent
+from .settings import DOCS, ECHO_PORTS, HEADING, KERNEL_TAP_IP, PEER_NS, VETH_LOCAL_IP, VETH_PEER_IP
 
 
-def fmt(value, digits=2):
-    if value is None:
-        return "—"
-    if isinstance(value, str):
-        return value
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def ratio_of(lvlip, kernel):
-    if lvlip is None or kernel is None or kernel == 0:
-        return None
-    return lvlip / kernel
-
-
-def ratio_text(q):
-    # Three significant digits: a ratio just under a target must not print as the target.
-    return "—" if q is None else f"{q:.3g}x"
-
-
-def verdict(ok):
-    if ok is None:
-        return "MISS (no result)"
-    return "PASS" if ok else "MISS"
-
-
-def median_or_none(values):
-    return statistics.median(values) if values else None
-
-
-def median_run(runs):
-    """The run of median time; an incomplete or failed run counts as the slowest."""
-    if not runs:
-        return None
-    ordered = sorted(runs, key=lambda d: d["seconds"] if d and d.get("complete") else math.inf)
-    return ordered[(len(ordered) - 1) // 2]
-
-
-def build_rows(bed):
-    r = bed.results
-    rows = []  # (figure, kernel, lvlip, ratio, target, result)
-
-    bulk = r.get("bulk", {})
-    for direction, target in (("upload", TARGETS["upload"]), ("download", TARGETS["download"])):
-        k, s = median_or_none(bulk.get(f"kernel {direction}", [])), median_or_none(bulk.get(f"lvlip {direction}", []))
-        q = ratio_of(s, k)
-        rows.append((f"bulk {direction}, iperf3 (Gbit/s, median)", fmt(k), fmt(s), ratio_text(q),
-                     f">= {target}x", verdict(None if q is None else q >= target)))
-
-    rr = r.get("rr", {})
-    k, s = rr.get("kernel"), rr.get("lvlip")
-    krate, srate = (k or {}).get("rate"), (s or {}).get("rate")
-    q = ratio_of(srate, krate)
-    rows.append(("request/response, 64 B ping-pong (round trips/s)", fmt(krate), fmt(srate),
-                 ratio_text(q), "—", "—"))
-    for name, key, target in (("p50", "p50_us", TARGETS["rr_p50"]), ("p99", "p99_us", None)):
-        kv = (k or {}).get("latency", {}).get(key)
-        sv = (s or {}).get("latency", {}).get(key)
-        q = ratio_of(sv, kv)
-        rows.append((f"request/response latency {name} (µs)", fmt(kv, 1), fmt(sv, 1), ratio_text(q),
-                     f"<= {target}x" if target else "—",
-                     verdict(None if q is None else q <= target) if target else "—"))
-
-    cr = r.get("cr", {})
-    kv, sv = (cr.get("kernel") or {}).get("rate"), (cr.get("lvlip") or {}).get("rate")
-    q = ratio_of(sv, kv)
-    rows.append(("connection rate (connections/s)", fmt(kv, 0), fmt(sv, 0), ratio_text(q),
-                 f">= {TARGETS['connrate']}x", verdict(None if q is None else q >= TARGETS["connrate"])))
-
-    conc = r.get("conc", {})
-    count = bed.cfg["concurrent"]
-
-    def served(res):
-        if not res:
-            return None, "failed"
-        return res.get("echoed", 0), f"{res.get('echoed', 0):,}/{count:,}"
-
-    kn, ktext = served(conc.get("kernel"))
-    sn, stext = served(conc.get("lvlip"))
-    rows.append((f"{count:,} concurrent connections, each echoed once", ktext, stext, "—", f"all {count:,}",
-                 verdict(None if sn is None else sn == count)))
-    per_idle = per_echo = None
-    rss = (conc.get("lvlip") or {}).get("rss_kb", {})
-    if "before" in rss and "idle" in rss:
-        per_idle = (rss["idle"] - rss["before"]) / count
-    if "before" in rss and "echoed" in rss:
-        per_echo = (rss["echoed"] - rss["before"]) / count
-    rows.append(("lvlipd RSS per idle connection (KB)", "n/a", fmt(per_idle, 1), "—", f"<= {TARGETS['rss_kb']} KB",
-                 verdict(None if per_idle is None else per_idle <= TARGETS["rss_kb"] and sn == count)))
-    rows.append(("lvlipd RSS per connection after its echo (KB)", "n/a", fmt(per_echo, 1), "—", "—", "—"))
-
-    loss = r.get("loss", {})
-    for percent in LOSSES:
-        k, s = median_run(loss.get(("kernel", percent))), median_run(loss.get(("lvlip", percent)))
-
-        def goodput(res):
-            if not res or not res.get("complete"):
-                return None, "incomplete" if res else "failed"
-            return res["mbit_per_s"], f"{res['mbit_per_s']:,.0f} ({res['seconds']:.2f} s)"
-
-        kv, kt = goodput(k)
-        sv, st = goodput(s)
-        q = ratio_of(sv, kv)
-        mb = bed.cfg["loss_bytes"] // 1_000_000
-        rows.append((f"goodput, {mb} MB download at {percent}% loss (Mbit/s, time; median run)", kt, st,
-                     ratio_text(q), f">= {TARGETS['loss']}x",
-                     verdict(None if q is None else q >= TARGETS["loss"])))
-
-    cpu = r.get("cpu", {})
-    for direction in ("upload", "download"):
-        seconds, moved = cpu.get(direction, (0, 0))
-        value = seconds / (moved / 1e9) if moved else None
-        rows.append((f"lvlipd CPU seconds per GB, bulk {direction}", "n/a", fmt(value, 2), "—", "—", "—"))
-    return rows
+def pinning(bed):
+    texts = []
+    for mode, cpu in bed.args.modes:
+        if cpu is None:
+            texts.append(f"{mode}: no taskset, scheduling left to the kernel (how users run it)")
+        else:
+            texts.append(f"{mode}: lvlipd, every client and every server on CPU {cpu} (`taskset -c {cpu}`)")
+    order = ("; each phase runs in both modes, pinned first, and in each mode lvlip is compared with the "
+             "kernel veth measured in that same mode" if len(bed.args.modes) > 1 else "")
+    return "; ".join(texts) + order
 
 
 def report(bed, runtime):
     cfg, args = bed.cfg, bed.args
     rows = build_rows(bed)
+    modes = [mode for mode, _ in args.modes]
     out = []
     out.append(HEADING)
     out.append("")
@@ -137,31 +32,43 @@ def report(bed, runtime):
     out.append("")
     out.append(f"- machine: {machine()}; load average {bed.load_at_start} at the start, {loadavg()} at the end")
     out.append(f"- build: {bed.build_description}")
-    pin = ("not pinned" if args.cpu == "none" else
-           f"lvlipd, every client and every server pinned to CPU {args.cpu} (`taskset -c {args.cpu}`), "
-           f"the same for lvlip and the kernel veth")
-    out.append(f"- pinning: {pin}")
+    out.append(f"- modes: {pinning(bed)}")
     out.append(f"- lvlip: the client under the shim (`scripts/lvlip`), lvlipd over tap0, the server on the "
                f"kernel side of tap0 ({KERNEL_TAP_IP}); kernel: the client in this namespace ({VETH_LOCAL_IP}), the "
                f"server in an `ip netns` peer across a veth pair ({VETH_PEER_IP}), default offloads")
     out.append(f"- bulk: iperf3 -t {cfg['bulk_seconds']}, {cfg['bulk_runs']} run(s) per direction and stack, "
-               f"receiver's bits/s; request/response and connection rate: loadgen {cfg['rr_seconds']} s / "
-               f"{cfg['cr_seconds']} s per stack, as two runs of half that in the orders kernel-lvlip and "
-               f"lvlip-kernel (summed; latency percentiles averaged), connections spread over {ECHO_PORTS} "
-               f"server ports")
-    out.append("- loss: nftables `numgen random mod 100 < N` on the frames to the receiver: `drop` on veth0 "
-               "ingress for the kernel; for lvlip, on tap0 egress, `fwd to lvlipsink0` (a veth whose peer "
-               "discards them), because a drop in the sender's own egress path is reported to its TCP, which "
-               "resends at once without a retransmission (lvlip's loss figures measured with `drop` there, "
-               "before 2026-11-22, were not losses). `gso_max_segs 1` on the sender and GRO off on the veth "
-               "so that a lost frame is one segment on both paths (the netdev hooks run before software GSO)")
+               f"receiver's bits/s; retransmissions: the sender's TcpRetransSegs / TcpOutSegs over the upload "
+               f"runs (lvlip: `lvlipctl stat`, kernel: `nstat` in this namespace, before and after each run); "
+               f"lvlipd CPU: utime+stime from /proc/PID/stat around the lvlip runs; request/response and "
+               f"connection rate: loadgen {cfg['rr_seconds']} s / {cfg['cr_seconds']} s per stack, as two runs "
+               f"of half that in the orders kernel-lvlip and lvlip-kernel (summed; latency percentiles averaged), "
+               f"connections spread over {ECHO_PORTS} server ports")
+    out.append("- loss: nftables `numgen random mod 100 < N` on the frames to the receiver, one segment per "
+               "frame on both paths (`gso_max_segs 1` on the sender, TSO, GSO and GRO off on the veth pair: "
+               "the netdev hooks run before software GSO). Download (the kernel sends to lvlip): `drop` on "
+               "veth0 ingress for the kernel; for lvlip, on tap0 egress, `fwd to lvlipsink0` (a veth whose "
+               "peer discards them), because a drop in the sender's own egress path is reported to its TCP, "
+               "which resends at once without a retransmission. Upload (lvlip sends; `loadgen upload` timed "
+               "until the receiver has counted every byte): `drop` on the receiver's ingress, tap0's for "
+               "lvlip, veth1's in the peer namespace for the kernel, with lvlipd started `--no-offload` "
+               "so that it too writes one segment per frame")
     out.append("")
-    out.append("| figure | kernel | lvlip | ratio | target | result |")
-    out.append("|---|---:|---:|---:|---|---|")
+    if len(modes) > 1:
+        head = ["figure"] + [f"{mode}: {col}" if col == "kernel" else col
+                             for mode in modes for col in ("kernel", "lvlip", "ratio")] + ["target", "result"]
+    else:
+        head = ["figure", "kernel", "lvlip", "ratio", "target", "result"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|---|" + "---:|" * (3 * len(modes)) + "---|---|")
     for row in rows:
         out.append("| " + " | ".join(row) + " |")
     out.append("")
-    out.extend(details(bed))
+    for mode in modes:
+        lines = details(bed.by_mode.get(mode, {}))
+        if lines:
+            out.append(f"Runs, {mode}:" if len(modes) > 1 else "Runs:")
+            out.append("")
+            out.extend(lines)
     if bed.problems:
         out.append("Problems seen in this run:")
         out.append("")
@@ -178,8 +85,22 @@ def report(bed, runtime):
     return "\n".join(out), rows
 
 
-def details(bed):
-    r = bed.results
+def transfers(runs):
+    texts = []
+    for d in runs:
+        if not d:
+            texts.append("failed")
+            continue
+        seen, dropped = d.get("frames_seen", 0), d.get("frames_dropped", 0)
+        share = f" ({dropped / seen * 100:.1f}%)" if seen else ""
+        resent = f", {d['retransmitted']:,} retransmitted" if "retransmitted" in d else ""
+        texts.append(f"{d['bytes'] / 1e6:.1f} MB in {d['seconds']:.2f} s, {dropped:,} of {seen:,} frames "
+                     f"dropped{share}{resent}")
+    return ", ".join(texts)
+
+
+def details(r):
+    """One mode's runs, figure by figure."""
     out = []
     bulk = r.get("bulk", {})
     if bulk:
@@ -218,22 +139,20 @@ def details(bed):
             parts.append(text)
     if parts:
         out.append("- concurrency: " + "; ".join(parts))
-    loss = r.get("loss", {})
-    parts = []
-    for (stack, percent), runs in loss.items():
-        texts = []
-        for d in runs:
-            if not d:
-                texts.append("failed")
-                continue
-            seen, dropped = d.get("frames_seen", 0), d.get("frames_dropped", 0)
-            share = f" ({dropped / seen * 100:.1f}%)" if seen else ""
-            texts.append(f"{d['bytes'] / 1e6:.1f} MB in {d['seconds']:.2f} s, {dropped:,} of {seen:,} frames "
-                         f"dropped{share}")
-        if texts:
-            parts.append(f"{stack} {percent}%: " + ", ".join(texts))
+    parts = [f"{stack} {percent}%: {transfers(runs)}" for (stack, percent), runs in r.get("loss", {}).items() if runs]
     if parts:
-        out.append("- loss: " + "; ".join(parts))
+        out.append("- download under loss: " + "; ".join(parts))
+    parts = [f"{stack} {size // 1_000_000} MB {percent}%: {transfers(runs)}"
+             for (stack, size, percent), runs in r.get("sendloss", {}).items() if runs]
+    if parts:
+        out.append("- upload under loss (retransmitted: the sender's TcpRetransSegs): " + "; ".join(parts))
+    parts = []
+    for stack, counts in r.get("retrans", {}).items():
+        share = retrans_percent(counts)
+        if share is not None:
+            parts.append(f"{stack} {counts['TcpRetransSegs']:,} of {counts['TcpOutSegs']:,} ({share:.3f}%)")
+    if parts:
+        out.append("- retransmitted segments in the lossless bulk uploads: " + "; ".join(parts))
     cpu = r.get("cpu", {})
     parts = []
     for direction, (seconds, moved) in cpu.items():

@@ -49,7 +49,9 @@ class Testbed:
         self.procs = []  # everything started and still to stop: (name, Popen)
         self.commands = []
         self.problems = []
-        self.results = {}
+        self.by_mode = {}  # mode name -> what the phases found in that mode
+        self.results = {}  # the current mode's entry of by_mode
+        self.mode, self.cpu = None, None
         self.peer_made = False
         self.build_description = str(self.bin)
         self.load_at_start = loadavg()
@@ -71,18 +73,52 @@ class Testbed:
         self.tune_namespace()
         sh("ip", "netns", "add", PEER_NS)
         self.peer_made = True
-        sh("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", PEER_NS)
-        sh("ip", "addr", "add", f"{VETH_LOCAL_IP}/24", "dev", "veth0")
-        sh("ip", "link", "set", "veth0", "up")
         sh("ip", "-n", PEER_NS, "link", "set", "lo", "up")
-        sh("ip", "-n", PEER_NS, "addr", "add", f"{VETH_PEER_IP}/24", "dev", "veth1")
-        sh("ip", "-n", PEER_NS, "link", "set", "veth1", "up")
         self.in_peer(["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6"])
+        self.make_veth()
         for path, value in self.sysctls():
             self.in_peer(["sh", "-c", f"echo '{value}' > {path}"])
         self.snapshot_binaries()
         source = REPO / "scripts" / "bench" / "loadgen.c"
         sh("cc", "-O2", "-Wall", "-o", self.loadgen, source, timeout=120)
+
+    @staticmethod
+    def make_veth():
+        sh("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", PEER_NS)
+        sh("ip", "addr", "add", f"{VETH_LOCAL_IP}/24", "dev", "veth0")
+        sh("ip", "link", "set", "veth0", "up")
+        sh("ip", "-n", PEER_NS, "addr", "add", f"{VETH_PEER_IP}/24", "dev", "veth1")
+        sh("ip", "-n", PEER_NS, "link", "set", "veth1", "up")
+
+    def one_segment_per_frame(self):
+        """For the loss phases: a lost frame is one segment on both paths. The kernel sender
+        builds one-segment skbs (the netdev hooks run before software GSO), and the veth
+        receiver does no GRO. tap0 goes with its lvlipd; restore_links undoes the rest."""
+        sh("ip", "link", "set", "tap0", "gso_max_segs", "1")
+        self.record(["ip", "link", "set", "tap0", "gso_max_segs", "1"])
+        for command in (["ip", "link", "set", "veth0", "gso_max_segs", "1"],
+                        ["ethtool", "-K", "veth0", "gro", "off", "tso", "off", "gso", "off"]):
+            sh(*command)
+            self.record(command)
+        for command in (["ip", "link", "set", "veth1", "gso_max_segs", "1"],
+                        ["ethtool", "-K", "veth1", "gro", "off", "tso", "off", "gso", "off"]):
+            self.in_peer(command)
+            self.record(command, "peer")
+
+    def restore_links(self):
+        """A fresh veth pair with default offloads, so that the phases after a loss phase (the
+        next mode's) measure the kernel as users run it."""
+        for link in ("veth0", "lvlipsink0"):
+            if link in interfaces():
+                sh("ip", "link", "del", link)
+        self.make_veth()
+
+    def use_mode(self, name, cpu):
+        """The phases from now on pin to `cpu` (None: not pinned) and file their figures under
+        `name`."""
+        self.mode, self.cpu = name, cpu
+        self.results = self.by_mode.setdefault(name, {})
+        self.progress.prefix = f"{name}: "
 
     def snapshot_binaries(self):
         """Copies lvlipd and the shim into the run's temp dir, so a rebuild during the run
@@ -90,7 +126,7 @@ class Testbed:
         run_bin = self.workdir / "bin"
         run_bin.mkdir()
         described = []
-        for name in ("lvlipd", "liblvlip.so"):
+        for name in ("lvlipd", "liblvlip.so", "lvlipctl"):
             source = self.bin / name
             shutil.copy2(source, run_bin / name)
             digest = hashlib.sha256((run_bin / name).read_bytes()).hexdigest()[:12]
@@ -135,7 +171,7 @@ class Testbed:
         self.progress.close()
 
     def pin(self):
-        return [] if self.args.cpu == "none" else ["taskset", "-c", self.args.cpu]
+        return [] if self.cpu is None else ["taskset", "-c", self.cpu]
 
     def record(self, command, where=""):
         text = " ".join(str(c) for c in command)
@@ -193,9 +229,10 @@ class Testbed:
             self.stop(proc)
         self.procs = []
 
-    def start_daemon(self):
+    def start_daemon(self, offload=True):
         """A fresh lvlipd for every phase: one phase's TIME-WAITs and allocations do not leak
-        into the next one's figures."""
+        into the next one's figures. Without offload (`--no-offload`) it writes one segment
+        per frame, as the kernel sender of the loss phases does."""
         self.stop_daemon()
         deadline = time.monotonic() + 10
         while "tap0" in interfaces():
@@ -207,6 +244,8 @@ class Testbed:
         self.daemon_log = open(log_path, "w")
         command = self.pin() + [str(self.run_bin / "lvlipd"), "--tap", "tap0", "--addr", f"{STACK_IP}/24",
                                 "--socket", str(self.socket), "--log-level", "warning"]
+        if not offload:
+            command.append("--no-offload")
         self.record(command)
         self.daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.daemon_log,
                                        stderr=self.daemon_log)
@@ -249,6 +288,8 @@ class Testbed:
         return True
 
     def problem(self, text):
+        if self.mode and len(self.args.modes) > 1:
+            text = f"{self.mode}: {text}"
         if text not in self.problems:
             self.problems.append(text)
 
@@ -264,6 +305,21 @@ class Testbed:
             fields = f.read().rsplit(")", 1)[1].split()
         # After the command: state is field 3, utime 14 and stime 15 (proc(5)).
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def tcp_counters(self, stack):
+        """TcpRetransSegs and TcpOutSegs of the sender: lvlipd's (`lvlipctl stat`) or this
+        namespace's kernel (`nstat`), where the kernel's clients run."""
+        if stack == "lvlip":
+            command = [self.run_bin / "lvlipctl", "stat", "--socket", self.socket, "--zeros", "Tcp"]
+        else:
+            command = ["nstat", "-asz", "TcpRetransSegs", "TcpOutSegs"]
+        self.record(command)
+        counters = {}
+        for line in sh(*command).splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                counters[fields[0]] = int(fields[1])
+        return {key: counters.get(key, 0) for key in ("TcpRetransSegs", "TcpOutSegs")}
 
     def wait_listening(self, port, peer=False, timeout=10):
         """Until a kernel listener on `port` shows in /proc/net/tcp (of the namespace)."""
