@@ -26,15 +26,14 @@ int lvlip_stream_pair(int *app_end, int *daemon_end) {
 }
 
 int lvlip_is_pair_end(int fd, int type) {
-    int domain = 0, actual = 0;
-    socklen_t len = sizeof domain;
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX) return 0;
-    len = sizeof actual;
+    int actual = 0;
+    socklen_t len = sizeof actual;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &actual, &len) < 0 || actual != type) return 0;
+    // The peer's address tells the domain too: an AF_UNIX peer without a name.
     struct sockaddr_un peer;
     len = sizeof peer;
     if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0) return 0;
-    return len == sizeof(sa_family_t);
+    return len == sizeof(sa_family_t) && peer.sun_family == AF_UNIX;
 }
 
 int lvlip_bind_abstract(int fd, const char *name) {

@@ -64,10 +64,13 @@ extension SocketService {
         // holds it, only that end's peer can present it).
         s.named = lvlip_bind_abstract(daemonFD, "\(Self.markerPrefix(daemonPid))\(index)-\(s.generation)") == 0
         _ = lvlip_set_int_option(daemonFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.pushBuffer)
+        // Watched at once for what it waits for: one epoll_ctl per socket, not two.
+        let events = interest(s)
         do {
-            try reactor.register(fd: daemonFD, events: []) { [unowned self, unowned s] events in
+            try reactor.register(fd: daemonFD, events: events) { [unowned self, unowned s] events in
                 pairEvent(s, events)
             }
+            s.interest = events
         } catch {
             logger.warning("cannot watch a socket pair: \(error)")
             s.fd = -1  // still the caller's

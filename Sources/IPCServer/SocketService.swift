@@ -166,12 +166,16 @@ public final class SocketService: StackDriverDelegate {
     /// What the daemon's end should wait for, from the socket's kind, state and buffers.
     func refreshInterest(_ s: Socket) {
         guard s.fd >= 0 else { return }
-        let events = switch s.kind {
+        setInterest(s, interest(s))
+    }
+
+    /// What the daemon's end of `s` waits for now (the caller checked `s.fd`).
+    func interest(_ s: Socket) -> IOEvents {
+        switch s.kind {
         case .stream(let stream): streamInterest(s, stream)
         case .listener(let listener): listenerInterest(listener)
         case .datagram(let datagram): datagramInterest(s, datagram)
         }
-        setInterest(s, events)
     }
 
     /// Closes every pair (daemon shutdown): applications see their sockets end.
