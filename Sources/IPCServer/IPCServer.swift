@@ -67,6 +67,8 @@ public final class IPCServer {
         var fds: [Int32] = []
         var greeted = false
         var wantsWrite = false
+        /// On the list of clients whose replies are written at the end of the wake-up.
+        var flushQueued = false
         var created = SocketService.Created()
 
         init(fd: Int32, pid: Int32, uid: UInt32) {
@@ -82,6 +84,10 @@ public final class IPCServer {
     private static let maxPendingFDs = 8
     /// An output buffer this small is kept for the next replies; a larger one is given back.
     private static let keptOutputCapacity = 64 << 10
+    /// Replies are written at the end of the wake-up unless this many wait.
+    private static let deferredOutput = 64 << 10
+    /// Clients with replies to write at the end of this wake-up.
+    private var unflushed: [Client] = []
     private static let acceptPauseMilliseconds: UInt64 = 100
 
     /// `stats` answers STATS (counters), `sockets` answers SOCKETS (one line per socket);
@@ -126,6 +132,8 @@ public final class IPCServer {
             }
             try reactor.register(fd: listenFD, events: .readable) { [unowned self] _ in acceptClients() }
             try Syscall.call("rename \(temporary) \(path)") { rename(temporary, path) }
+            // After the hooks added before start (the daemon's stack poll).
+            reactor.addAfterWakeHook { [weak self] in self?.flushReplies() }
         } catch let error as SyscallError {
             unlink(temporary)
             if listenFD >= 0 {
@@ -373,7 +381,10 @@ public final class IPCServer {
         return e.errno == ECONNRESET || e.errno == EPIPE
     }
 
-    /// Queues one message (header and body) straight into the client's output.
+    /// Queues one message (header and body) straight into the client's output, written at the
+    /// end of the wake-up: after the stack has exchanged this wake-up's frames (the daemon's
+    /// hook runs first), so that a CONNECT's reply to a near peer goes out with the
+    /// handshake done, and wakes the shim once rather than twice.
     private func send(_ client: Client, type: UInt16, tag: UInt32, body: [UInt8]) {
         IPCHeader(length: UInt32(body.count), type: type, tag: tag).append(to: &client.output)
         client.output.append(contentsOf: body)
@@ -381,7 +392,20 @@ public final class IPCServer {
             close(client.fd, reason: "not reading its replies (\(client.outputBytes) bytes waiting)")
             return
         }
-        flush(client)
+        if client.outputBytes >= Self.deferredOutput {
+            flush(client)
+        } else if !client.flushQueued {
+            client.flushQueued = true
+            unflushed.append(client)
+        }
+    }
+
+    private func flushReplies() {
+        for client in unflushed {
+            client.flushQueued = false
+            if clients[client.fd] === client { flush(client) }
+        }
+        unflushed.removeAll(keepingCapacity: true)
     }
 
     private func flush(_ client: Client) {
@@ -421,6 +445,12 @@ public final class IPCServer {
     private func close(_ fd: Int32, reason: String?) {
         guard let client = clients.removeValue(forKey: fd) else { return }
         reactor.unregister(fd: fd)
+        // What was queued (an ERROR that says why) goes first, as far as the socket takes it.
+        if client.outputBytes > 0 {
+            _ = client.output.withUnsafeBytes { b in
+                lvlip_send_with_fd(fd, b.baseAddress! + client.outputSent, client.outputBytes, -1)
+            }
+        }
         Syscall.close(fd)
         for received in client.fds { Syscall.close(received) }
         client.fds.removeAll()

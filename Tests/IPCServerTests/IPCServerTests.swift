@@ -141,6 +141,29 @@ final class IPCServerTests: XCTestCase {
         XCTAssertNotNil(reply.interface)
     }
 
+    func testRepliesAreWrittenAfterTheHooksAddedBeforeTheServerStarted() throws {
+        // lvlipd adds its stack poll before starting the server: a reply then goes out with
+        // what the stack did in the same wake-up (a CONNECT's handshake with a near peer).
+        server.shutdown()
+        reactor = try Reactor()
+        var watched: Int32 = -1
+        var replyBeforeStackHook: [Bool] = []
+        reactor.addAfterWakeHook {
+            guard watched >= 0 else { return }
+            var byte: UInt8 = 0
+            replyBeforeStackHook.append(Glibc.recv(watched, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0)
+        }
+        try startServer()
+        let fd = try connect()
+        watched = fd
+        write(fd, hello())
+        try reactor.runOnce(timeoutMilliseconds: 1000)
+        XCTAssertEqual(replyBeforeStackHook, [false])
+        let (messages, closed) = try replies(fd)
+        XCTAssertFalse(closed)
+        XCTAssertEqual(messages.map(\.0.type), [IPCMessageType.helloReply])
+    }
+
     func testQueriesAnswerTextInOrderWithTheirTags() throws {
         let fd = try greeted()
         write(fd, IPCFrame.encode(type: IPCMessageType.stats, tag: 1, body: [])
