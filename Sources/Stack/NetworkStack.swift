@@ -35,6 +35,8 @@ public final class NetworkStack {
     var reassemblyMemory = 0
     var reassemblySequence: UInt64 = 0
     var icmpErrorBucket: TokenBucket
+    /// IPv6 addresses, neighbour cache and error limit (NetworkStack+IPv6, +NDP); nil when off.
+    var ip6: IPv6State?
     var tcp = TCPTables()
     var udp = UDPTables()
     var nextIdentification: UInt16
@@ -53,6 +55,10 @@ public final class NetworkStack {
         clock = now
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
+        ip6 = configuration.ipv6.map {
+            IPv6State(configuration: $0, mac: configuration.mac, seed: configuration.seed,
+                      errorsPerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
+        }
         scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
         tcp.challengeAckBucket = TokenBucket(ratePerSecond: configuration.tcp.challengeAcksPerSecond,
                                              burst: configuration.tcp.challengeAcksPerSecond, now: now)
@@ -70,6 +76,7 @@ public final class NetworkStack {
     /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it.
     public func start(now: Instant) {
         let now = advanceClock(now)
+        startDuplicateAddressDetection(now: now)
         guard configuration.arp.announcements > 0 else { return }
         sendAnnouncement()
         if configuration.arp.announcements > 1 {
@@ -100,6 +107,10 @@ public final class NetworkStack {
                 }
             case .neighbor(let ip):
                 neighborTimerFired(ip, now: now)
+            case .neighbor6(let ip):
+                neighbor6TimerFired(ip, now: now)
+            case .duplicateAddressDetection(let ip):
+                duplicateAddressDetectionTimerFired(ip, now: now)
             case .reassembly(let key):
                 reassemblyTimedOut(key, now: now)
             case .tcp(let id, let kind):
@@ -127,7 +138,7 @@ public final class NetworkStack {
         }
         let destination = frame.destination
         let linkBroadcast = destination.isBroadcast
-        if destination != mac && !linkBroadcast {
+        if destination != mac && !linkBroadcast && !(ip6?.acceptsLink(destination) ?? false) {
             if destination.isGroup { counters.linkInMulticast &+= 1 } else { counters.linkInOtherHost &+= 1 }
             return
         }
@@ -142,7 +153,7 @@ public final class NetworkStack {
         case .arp:
             receiveARP(frame.payload, now: now)
         case .ipv6:
-            counters.linkInIPv6 &+= 1
+            if ip6 == nil { counters.linkInIPv6 &+= 1 } else { receiveIPv6(frame.payload, now: now) }
         default:
             counters.linkInUnknownEtherType &+= 1
         }
@@ -158,6 +169,8 @@ public final class NetworkStack {
 enum StackTimer {
     case announce(remaining: Int)
     case neighbor(IPv4Address)
+    case neighbor6(IPv6Address)
+    case duplicateAddressDetection(IPv6Address)
     case reassembly(FragmentKey)
     case tcp(SocketID, TCPTimerKind)
 }
