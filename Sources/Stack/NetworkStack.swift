@@ -153,7 +153,7 @@ public final class NetworkStack {
         case .arp:
             receiveARP(frame.payload, now: now)
         case .ipv6:
-            if ip6 == nil { counters.linkInIPv6 &+= 1 } else { receiveIPv6(frame.payload, now: now) }
+            if ip6 == nil { counters.linkInIPv6 &+= 1 } else { receiveIPv6(frame.payload, checksumVerified: checksumVerified, now: now) }
         default:
             counters.linkInUnknownEtherType &+= 1
         }
