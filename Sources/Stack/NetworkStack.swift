@@ -1,7 +1,8 @@
 import Timing
 
 /// The protocol stack of one interface: Ethernet, ARP, IPv4 (with fragmentation,
-/// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them.
+/// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them; IPv6 with
+/// ICMPv6 and neighbour discovery (first slice: no transport over it yet).
 ///
 /// Pure: it performs no I/O and reads no clock. `StackDriver` runs it over a `Link`: it hands
 /// it received frames with `receive(frame:now:)`, calls `poll(now:)` for the timers due, and
@@ -73,7 +74,8 @@ public final class NetworkStack {
         return clock
     }
 
-    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it.
+    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it, and
+    /// starts duplicate address detection of our IPv6 addresses (RFC 4862 5.4).
     public func start(now: Instant) {
         let now = advanceClock(now)
         startDuplicateAddressDetection(now: now)
@@ -138,7 +140,9 @@ public final class NetworkStack {
         }
         let destination = frame.destination
         let linkBroadcast = destination.isBroadcast
-        if destination != mac && !linkBroadcast && !(ip6?.acceptsLink(destination) ?? false) {
+        // IPv6's groups (ff02::1, our solicited-node groups) are joined for IPv6 frames only.
+        if destination != mac && !linkBroadcast
+            && !(frame.etherType == .ipv6 && ip6?.acceptsLink(destination) == true) {
             if destination.isGroup { counters.linkInMulticast &+= 1 } else { counters.linkInOtherHost &+= 1 }
             return
         }

@@ -89,6 +89,9 @@ struct LvlipdCommand: ParsableCommand {
             guard !m.isGroup, m != .zero else { throw ValidationError("--mac \(mac) must be a unicast address") }
         }
         guard (68...9216).contains(mtu) else { throw ValidationError("--mtu \(mtu) is outside 68...9216") }
+        if !ipv6Interfaces.isEmpty && mtu < IPv6Packet.minimumMTU {
+            throw ValidationError("--mtu \(mtu) is below IPv6's minimum of 1280 (RFC 8200 section 5): no IPv6 --addr then")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
@@ -122,8 +125,9 @@ struct LvlipdCommand: ParsableCommand {
             mac: mac.flatMap(MACAddress.init) ?? MACAddress(derivedFrom: interface.address),
             interface: interface, gateway: gateway.flatMap(IPv4Address.init), mtu: mtu)
         stack.seed = UInt64.random(in: .min ... .max)
-        // IPv6 is always on: the link-local address is formed even with no IPv6 --addr.
-        stack.ipv6 = IPv6Configuration(addresses: ipv6Interfaces)
+        // IPv6 is on with the link-local address even with no IPv6 --addr, unless the link
+        // cannot carry it (RFC 8200 section 5; Linux turns IPv6 off below 1280 too).
+        if mtu >= IPv6Packet.minimumMTU { stack.ipv6 = IPv6Configuration(addresses: ipv6Interfaces) }
         if let tcpSynRetries { stack.tcp.synRetries = tcpSynRetries }
         if let tcpTimeWaitMs { stack.tcp.timeWaitMilliseconds = tcpTimeWaitMs }
         var options = Daemon.Options(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap)

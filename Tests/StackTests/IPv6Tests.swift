@@ -46,8 +46,12 @@ final class IPv6Tests: XCTestCase {
         // MLD report to ff02::16 and a router solicitation to ff02::2, as a new TAP sends.
         h.receive(Frames6.frame(to: MACAddress("33:33:00:00:00:16")!, Frames6.ipv6(to: IPv6Address("ff02::16")!, next: 58, [])))
         h.receive(Frames6.frame(to: MACAddress("33:33:00:00:00:02")!, Frames6.ipv6(to: IPv6Address("ff02::2")!, next: 58, [])))
-        XCTAssertEqual(h.stack.counters.linkInMulticast, 2)
+        // IPv4 to the all-nodes MAC: that group is joined for IPv6 only.
+        h.receive(Frames.ethernet(to: IPv6Address.allNodes.multicastMAC, type: 0x0800,
+                                  Frames.ipv4(proto: 1, Frames.echoRequest(data: [1, 2]))))
+        XCTAssertEqual(h.stack.counters.linkInMulticast, 3)
         XCTAssertEqual(h.stack.counters.ip6InReceives, 0)
+        XCTAssertEqual(h.stack.counters.ipInReceives, 0)
     }
 
     func testIPv6OffIsCountedAndDropped() {
