@@ -162,7 +162,7 @@ struct Neigh: ParsableCommand {
             let f = line.split(separator: " ").map(String.init)
             if f.count >= 4 && f[0] == "neigh" {
                 let lladdr = f[2] == "-" ? "" : " lladdr \(f[2])"
-                print("\(f[1]) dev lvlip\(lladdr)\(f.count > 4 ? " router" : "") \(f[3])")
+                print("\(f[1])\(lladdr)\(f.count > 4 ? " router" : "") \(f[3])")
             } else if f.count == 3 && f[0] == "inet6" {
                 print("inet6 \(f[1]) \(f[2])")
             }

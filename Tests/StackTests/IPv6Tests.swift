@@ -120,6 +120,18 @@ final class IPv6Tests: XCTestCase {
         XCTAssertEqual(h.stack.counters.udp6InCsumErrors, 1)
     }
 
+    /// A TAP with offloads hands over the kernel's UDP with only the pseudo-header's sum in
+    /// its checksum field, vouched for by the virtio-net header.
+    func testChecksumVouchedForByTheLinkIsTrusted() {
+        let h = Harness.ipv6()
+        h.learnPeer6()
+        let frame = Frames6.frame(udp(checksum: false))
+        frame.withUnsafeBytes { h.stack.receive(frame: $0, checksumVerified: true, now: h.now) }
+        XCTAssertEqual(h.output().map { Parsed6($0).icmpType }, [1])
+        XCTAssertEqual(h.stack.counters.udp6NoPorts, 1)
+        XCTAssertEqual(h.stack.counters.udp6InCsumErrors, 0)
+    }
+
     func testUnknownNextHeaderIsAParameterProblemAtItsField() {
         let h = Harness.ipv6()
         h.learnPeer6()
