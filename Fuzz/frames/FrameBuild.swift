@@ -88,6 +88,7 @@ enum FrameBuild {
 enum FrameCheck {
     static func verify(_ f: [UInt8]) {
         precondition(f.count >= 14, "frame of \(f.count) bytes")
+        if f[12] == 0x86 && f[13] == 0xDD { return verifyIPv6(f) }
         guard f[12] == 0x08, f[13] == 0x00 else { return }
         precondition(f.count >= 34, "IPv4 frame of \(f.count) bytes")
         let ihl = Int(f[14] & 0x0F) * 4

@@ -14,7 +14,7 @@ import Timing
 /// any payload, TCP segments on a live connection's tuple with sequence and acknowledgement
 /// numbers near the real ones (so that they are in or near the window and reach the state
 /// machine, options, SACK and reassembly), UDP, ICMP errors quoting a live connection, ARP;
-/// and it moves time and acts as the application. Checksums are right unless the script
+/// and IPv6 (FrameFuzzer+IPv6); and it moves time and acts as the application. Checksums are right unless the script
 /// says otherwise, so the input reaches past the checksum test.
 ///
 /// Oracle: besides crashes (and AddressSanitizer's findings in the unsafe code), every frame
@@ -59,6 +59,10 @@ final class FrameFuzzer {
         // A asks for offloads as lvlipd does on a TAP: its super-segments and partial
         // checksums reach the oracle finished by the link's software path (FrameOffload).
         ca.offload = OutputOffload(checksum: true, tcpSegmentation: true)
+        // IPv6 on A, its addresses preferred at once (the fixture never runs DAD's timers).
+        var v6 = IPv6Configuration(addresses: [Self.address6A])
+        v6.dadTransmits = 0
+        ca.ipv6 = v6
         var cb = StackConfiguration(mac: Self.macB, interface: IPv4Interface(address: Self.addressB, prefixLength: 24))
         cb.seed = 2
         cb.outputQueueFrames = 128
@@ -154,7 +158,7 @@ final class FrameFuzzer {
     nonisolated(unsafe) static var framesDelivered = 0
 
     /// One frame from the script, taken as lvlipd takes one from the TAP: the driver's poll.
-    private func deliver(_ frame: [UInt8], verified: Bool = false) {
+    func deliver(_ frame: [UInt8], verified: Bool = false) {
         Self.framesDelivered += 1
         link.queued.append((frame, verified))
         driver.poll(now: now, link: link)
@@ -173,7 +177,7 @@ final class FrameFuzzer {
         var steps = 0
         while !r.atEnd, steps < 256 {
             steps += 1
-            switch r.u8() % 9 {
+            switch r.u8() % 10 {
             case 0: rawFrame(&r)
             case 1: ipv4(&r)
             case 2, 3: tcp(&r)
@@ -181,6 +185,7 @@ final class FrameFuzzer {
             case 5: icmpError(&r)
             case 6: advance(&r)
             case 7: application(&r)
+            case 8: ipv6(&r)
             default: arp(&r)
             }
         }

@@ -3,6 +3,8 @@ public struct StackConfiguration: Sendable {
     public var mac: MACAddress
     public var interface: IPv4Interface
     public var gateway: IPv4Address?
+    /// IPv6 (NetworkStack+IPv6); nil leaves it off, IPv6 frames counted and dropped.
+    public var ipv6: IPv6Configuration?
     /// The link MTU: the largest IP datagram sent in one frame (RFC 894).
     public var mtu: Int
     /// TTL of datagrams we originate (RFC 1122 3.2.1.7: never 0; Linux's default is 64).

@@ -6,12 +6,13 @@ public struct Counters: Sendable {
     public var linkInTooShort: UInt64 = 0
     /// Unicast frames for another station's MAC address.
     public var linkInOtherHost: UInt64 = 0
-    /// Multicast frames (the stack joins no multicast group).
+    /// Multicast frames for groups the stack has not joined (it joins only ff02::1 and the
+    /// solicited-node groups of its IPv6 addresses).
     public var linkInMulticast: UInt64 = 0
     /// Frames whose source MAC is a group address (invalid).
     public var linkInBadSource: UInt64 = 0
     public var linkInUnknownEtherType: UInt64 = 0
-    /// IPv6 frames (the stack does not speak IPv6 yet).
+    /// IPv6 frames received while IPv6 is off.
     public var linkInIPv6: UInt64 = 0
     public var linkOutFrames: UInt64 = 0
     /// Frames dropped because the output queue of one wake-up was full.
@@ -81,6 +82,64 @@ public struct Counters: Sendable {
     public var icmpOutEchos: UInt64 = 0
     public var icmpOutEchoReps: UInt64 = 0
     public var icmpOutRateLimited: UInt64 = 0
+
+    // IPv6 (RFC 8200), ICMPv6 (RFC 4443) and NDP (RFC 4861): /proc/net/snmp6 names where Linux has one
+    public var ip6InReceives: UInt64 = 0
+    public var ip6InHdrErrors: UInt64 = 0
+    public var ip6InTruncatedPkts: UInt64 = 0
+    public var ip6InAddrErrors: UInt64 = 0
+    public var ip6InUnknownProtos: UInt64 = 0
+    public var ip6InDelivers: UInt64 = 0
+    /// Packets whose last header says No Next Header (RFC 8200 4.7): nothing to deliver.
+    public var ip6InNoNextHeader: UInt64 = 0
+    public var ip6InDiscards: UInt64 = 0
+    public var ip6OutRequests: UInt64 = 0
+    public var ip6OutNoRoutes: UInt64 = 0
+    public var ip6OutDiscards: UInt64 = 0
+    /// Fragments received; this slice does not reassemble, so each also counts in Ip6ReasmFails.
+    public var ip6ReasmReqds: UInt64 = 0
+    public var ip6ReasmFails: UInt64 = 0
+    /// Packets of ours larger than the MTU: this slice does not fragment.
+    public var ip6FragFails: UInt64 = 0
+    public var icmp6InMsgs: UInt64 = 0
+    public var icmp6InErrors: UInt64 = 0
+    public var icmp6InCsumErrors: UInt64 = 0
+    public var icmp6InDestUnreachs: UInt64 = 0
+    public var icmp6InPktTooBigs: UInt64 = 0
+    public var icmp6InTimeExcds: UInt64 = 0
+    public var icmp6InParmProblems: UInt64 = 0
+    public var icmp6InEchos: UInt64 = 0
+    public var icmp6InEchoReplies: UInt64 = 0
+    public var icmp6InRouterSolicits: UInt64 = 0
+    public var icmp6InRouterAdvertisements: UInt64 = 0
+    public var icmp6InNeighborSolicits: UInt64 = 0
+    public var icmp6InNeighborAdvertisements: UInt64 = 0
+    public var icmp6InRedirects: UInt64 = 0
+    public var icmp6InOther: UInt64 = 0
+    public var icmp6OutMsgs: UInt64 = 0
+    public var icmp6OutDestUnreachs: UInt64 = 0
+    public var icmp6OutParmProblems: UInt64 = 0
+    public var icmp6OutEchoReplies: UInt64 = 0
+    public var icmp6OutNeighborSolicits: UInt64 = 0
+    public var icmp6OutNeighborAdvertisements: UInt64 = 0
+    /// ICMPv6 errors not sent because of the rate limit (RFC 4443 2.4 (f)).
+    public var icmp6OutRateLimitHost: UInt64 = 0
+    /// Neighbor Solicitations and Advertisements failing RFC 4861 7.1.1 / 7.1.2 validation.
+    public var ndp6InInvalid: UInt64 = 0
+    public var ndp6ResolutionFailures: UInt64 = 0
+    /// Packets dropped while waiting for resolution (queue full or resolution failed).
+    public var ndp6PendingDrops: UInt64 = 0
+    public var ndp6CacheFull: UInt64 = 0
+    /// Our tentative addresses found in use by another node (RFC 4862 5.4.5).
+    public var ndp6DADFailures: UInt64 = 0
+    /// Advertisements from another node for one of our preferred addresses.
+    public var ndp6AddressConflicts: UInt64 = 0
+    /// UDP datagrams over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
+    public var udp6NoPorts: UInt64 = 0
+    public var udp6InCsumErrors: UInt64 = 0
+    /// TCP segments over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
+    public var tcp6NoSocket: UInt64 = 0
+    public var tcp6InCsumErrors: UInt64 = 0
 
     // TCP (RFC 4022 names; Linux TcpExt names for the rest)
     public var tcpActiveOpens: UInt64 = 0
@@ -167,6 +226,22 @@ public struct Counters: Sendable {
         ("IcmpOutTimeExcds", \.icmpOutTimeExcds), ("IcmpOutEchos", \.icmpOutEchos),
         ("IcmpOutEchoReps", \.icmpOutEchoReps),
         ("IcmpOutRateLimited", \.icmpOutRateLimited),
+        ("Ip6InReceives", \.ip6InReceives), ("Ip6InHdrErrors", \.ip6InHdrErrors), ("Ip6InTruncatedPkts", \.ip6InTruncatedPkts),
+        ("Ip6InAddrErrors", \.ip6InAddrErrors), ("Ip6InUnknownProtos", \.ip6InUnknownProtos), ("Ip6InDelivers", \.ip6InDelivers),
+        ("Ip6InNoNextHeader", \.ip6InNoNextHeader), ("Ip6InDiscards", \.ip6InDiscards), ("Ip6OutRequests", \.ip6OutRequests),
+        ("Ip6OutNoRoutes", \.ip6OutNoRoutes), ("Ip6OutDiscards", \.ip6OutDiscards), ("Ip6ReasmReqds", \.ip6ReasmReqds),
+        ("Ip6ReasmFails", \.ip6ReasmFails), ("Ip6FragFails", \.ip6FragFails), ("Icmp6InMsgs", \.icmp6InMsgs),
+        ("Icmp6InErrors", \.icmp6InErrors), ("Icmp6InCsumErrors", \.icmp6InCsumErrors), ("Icmp6InDestUnreachs", \.icmp6InDestUnreachs),
+        ("Icmp6InPktTooBigs", \.icmp6InPktTooBigs), ("Icmp6InTimeExcds", \.icmp6InTimeExcds), ("Icmp6InParmProblems", \.icmp6InParmProblems),
+        ("Icmp6InEchos", \.icmp6InEchos), ("Icmp6InEchoReplies", \.icmp6InEchoReplies), ("Icmp6InRouterSolicits", \.icmp6InRouterSolicits),
+        ("Icmp6InRouterAdvertisements", \.icmp6InRouterAdvertisements), ("Icmp6InNeighborSolicits", \.icmp6InNeighborSolicits), ("Icmp6InNeighborAdvertisements", \.icmp6InNeighborAdvertisements),
+        ("Icmp6InRedirects", \.icmp6InRedirects), ("Icmp6InOther", \.icmp6InOther), ("Icmp6OutMsgs", \.icmp6OutMsgs),
+        ("Icmp6OutDestUnreachs", \.icmp6OutDestUnreachs), ("Icmp6OutParmProblems", \.icmp6OutParmProblems), ("Icmp6OutEchoReplies", \.icmp6OutEchoReplies),
+        ("Icmp6OutNeighborSolicits", \.icmp6OutNeighborSolicits), ("Icmp6OutNeighborAdvertisements", \.icmp6OutNeighborAdvertisements), ("Icmp6OutRateLimitHost", \.icmp6OutRateLimitHost),
+        ("Ndp6InInvalid", \.ndp6InInvalid), ("Ndp6ResolutionFailures", \.ndp6ResolutionFailures), ("Ndp6PendingDrops", \.ndp6PendingDrops),
+        ("Ndp6CacheFull", \.ndp6CacheFull), ("Ndp6DADFailures", \.ndp6DADFailures), ("Ndp6AddressConflicts", \.ndp6AddressConflicts),
+        ("Udp6NoPorts", \.udp6NoPorts), ("Udp6InCsumErrors", \.udp6InCsumErrors), ("Tcp6NoSocket", \.tcp6NoSocket),
+        ("Tcp6InCsumErrors", \.tcp6InCsumErrors),
         ("TcpActiveOpens", \.tcpActiveOpens),
         ("TcpPassiveOpens", \.tcpPassiveOpens),
         ("TcpAttemptFails", \.tcpAttemptFails),

@@ -1,7 +1,8 @@
 import Timing
 
 /// The protocol stack of one interface: Ethernet, ARP, IPv4 (with fragmentation,
-/// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them.
+/// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them; IPv6 with
+/// ICMPv6 and neighbour discovery (first slice: no transport over it yet).
 ///
 /// Pure: it performs no I/O and reads no clock. `StackDriver` runs it over a `Link`: it hands
 /// it received frames with `receive(frame:now:)`, calls `poll(now:)` for the timers due, and
@@ -35,6 +36,8 @@ public final class NetworkStack {
     var reassemblyMemory = 0
     var reassemblySequence: UInt64 = 0
     var icmpErrorBucket: TokenBucket
+    /// IPv6 addresses, neighbour cache and error limit (NetworkStack+IPv6, +NDP); nil when off.
+    var ip6: IPv6State?
     var tcp = TCPTables()
     var udp = UDPTables()
     var nextIdentification: UInt16
@@ -53,6 +56,10 @@ public final class NetworkStack {
         clock = now
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
+        ip6 = configuration.ipv6.map {
+            IPv6State(configuration: $0, mac: configuration.mac, seed: configuration.seed,
+                      errorsPerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
+        }
         scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
         tcp.challengeAckBucket = TokenBucket(ratePerSecond: configuration.tcp.challengeAcksPerSecond,
                                              burst: configuration.tcp.challengeAcksPerSecond, now: now)
@@ -67,9 +74,11 @@ public final class NetworkStack {
         return clock
     }
 
-    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it.
+    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it, and
+    /// starts duplicate address detection of our IPv6 addresses (RFC 4862 5.4).
     public func start(now: Instant) {
         let now = advanceClock(now)
+        startDuplicateAddressDetection(now: now)
         guard configuration.arp.announcements > 0 else { return }
         sendAnnouncement()
         if configuration.arp.announcements > 1 {
@@ -100,6 +109,10 @@ public final class NetworkStack {
                 }
             case .neighbor(let ip):
                 neighborTimerFired(ip, now: now)
+            case .neighbor6(let ip):
+                neighbor6TimerFired(ip, now: now)
+            case .duplicateAddressDetection(let ip):
+                duplicateAddressDetectionTimerFired(ip, now: now)
             case .reassembly(let key):
                 reassemblyTimedOut(key, now: now)
             case .tcp(let id, let kind):
@@ -127,7 +140,9 @@ public final class NetworkStack {
         }
         let destination = frame.destination
         let linkBroadcast = destination.isBroadcast
-        if destination != mac && !linkBroadcast {
+        // IPv6's groups (ff02::1, our solicited-node groups) are joined for IPv6 frames only.
+        if destination != mac && !linkBroadcast
+            && !(frame.etherType == .ipv6 && ip6?.acceptsLink(destination) == true) {
             if destination.isGroup { counters.linkInMulticast &+= 1 } else { counters.linkInOtherHost &+= 1 }
             return
         }
@@ -142,7 +157,7 @@ public final class NetworkStack {
         case .arp:
             receiveARP(frame.payload, now: now)
         case .ipv6:
-            counters.linkInIPv6 &+= 1
+            if ip6 == nil { counters.linkInIPv6 &+= 1 } else { receiveIPv6(frame.payload, checksumVerified: checksumVerified, now: now) }
         default:
             counters.linkInUnknownEtherType &+= 1
         }
@@ -158,6 +173,8 @@ public final class NetworkStack {
 enum StackTimer {
     case announce(remaining: Int)
     case neighbor(IPv4Address)
+    case neighbor6(IPv6Address)
+    case duplicateAddressDetection(IPv6Address)
     case reassembly(FragmentKey)
     case tcp(SocketID, TCPTimerKind)
 }

@@ -7,7 +7,7 @@ struct Lvlipctl: ParsableCommand {
         commandName: "lvlipctl",
         abstract: "Inspect a running lvlipd.",
         version: "0.1.0",
-        subcommands: [Stat.self, SS.self])
+        subcommands: [Stat.self, SS.self, Neigh.self])
 }
 
 struct SocketOption: ParsableArguments {
@@ -136,6 +136,36 @@ struct SS: ParsableCommand {
             if f["sack"] == "1" { details += " sack" }
             if f["ts"] == "1" { details += " ts" }
             print(details)
+        }
+    }
+}
+
+struct Neigh: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the neighbour tables, like ip neigh: ARP entries, then the IPv6 neighbour cache, then the stack's IPv6 addresses.")
+
+    @OptionGroup var socketOption: SocketOption
+
+    func run() throws {
+        let text: String
+        do {
+            var client = try IPCClient(path: socketOption.path)
+            defer { client.close() }
+            text = String(decoding: try client.request(type: IPCMessageType.stats, expecting: IPCMessageType.statsReply),
+                          as: UTF8.self)
+        } catch let failure as IPCClient.Failure {
+            throw ValidationErrorless(failure.description)
+        }
+        // The stats reply carries the tables as "neigh ADDRESS MAC STATE [router]" and
+        // "inet6 ADDRESS/PREFIX STATE" lines, printed as ip(8) prints them.
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ").map(String.init)
+            if f.count >= 4 && f[0] == "neigh" {
+                let lladdr = f[2] == "-" ? "" : " lladdr \(f[2])"
+                print("\(f[1])\(lladdr)\(f.count > 4 ? " router" : "") \(f[3])")
+            } else if f.count == 3 && f[0] == "inet6" {
+                print("inet6 \(f[1]) \(f[2])")
+            }
         }
     }
 }

@@ -36,6 +36,8 @@ final class Daemon {
     private var stackTimer: TimerHandle?
     private let faults: FaultInjector?
     private var stackTimerDeadline: Instant?
+    /// Duplicate IPv6 addresses already logged.
+    private var loggedDuplicates = 0
 
     init(options: Options, logger: Logger) throws {
         self.options = options
@@ -117,7 +119,8 @@ final class Daemon {
             throw DaemonError(error.description)
         }
         let config = options.stack
-        logger.info("lvlipd serving \(config.interface) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath)")
+        let ipv6 = stack.ipv6Addresses.map { " \($0.interface)" }.joined()
+        logger.info("lvlipd serving \(config.interface)\(ipv6) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath)")
         stack.start(now: reactor.now)
         afterWake()
         try reactor.run()
@@ -133,6 +136,17 @@ final class Daemon {
         service?.closeReleasedEnds()
         pcap?.writeBuffered()
         scheduleStackTimer(at: driver.nextDeadline)
+        logDuplicateAddresses()
+    }
+
+    /// RFC 4862 5.4.5: a duplicate address is not used, and the fact is logged.
+    private func logDuplicateAddresses() {
+        guard stack.counters.ndp6DADFailures != UInt64(loggedDuplicates) else { return }
+        let duplicates = stack.ipv6Addresses.filter { !$0.isPreferred && !$0.isTentative }
+        for a in duplicates.dropFirst(loggedDuplicates) {
+            logger.error("IPv6 address \(a.interface) is in use by another node on the link (duplicate address detection): not used")
+        }
+        loggedDuplicates = duplicates.count
     }
 
     /// Keeps one reactor timer at the stack's next deadline, moved only when it changes. The
@@ -159,6 +173,19 @@ final class Daemon {
         let reassembly = stack.reassemblyState
         text += "IpReasmPending \(reassembly.datagrams)\nIpReasmBytes \(reassembly.bytes)\n"
         text += "ArpEntries \(stack.neighborTable.count)\n"
+        text += "Ndp6Entries \(stack.neighbor6Table.count)\n"
+        text += "Ip6TentativeAddresses \(stack.ipv6Addresses.filter(\.isTentative).count)\n"
+        // Tables for `lvlipctl neigh`: lines of more than two words, which `stat` skips.
+        for n in stack.neighborTable {
+            text += "neigh \(n.address) \(n.mac.map { "\($0)" } ?? "-") \(n.state)\n"
+        }
+        for n in stack.neighbor6Table {
+            text += "neigh \(n.address) \(n.mac.map { "\($0)" } ?? "-") \(n.state)\(n.router ? " router" : "")\n"
+        }
+        for a in stack.ipv6Addresses {
+            let state = a.isPreferred ? "preferred" : a.isTentative ? "tentative" : "duplicate"
+            text += "inet6 \(a.interface) \(state)\n"
+        }
         text += "ReactorWakeups \(reactor.wakeups)\n"
         if let service {
             let c = service.counters

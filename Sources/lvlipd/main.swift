@@ -10,7 +10,8 @@ struct LvlipdCommand: ParsableCommand {
         abstract: "The lvlip userspace TCP/IP stack daemon: serves a TAP interface on one thread.",
         discussion: """
             Creates the TAP interface if it does not exist, brings its kernel side up, and answers
-            ARP and ICMP for --addr. Programs reach it through the IPC socket (see docs/ipc.md).
+            ARP and ICMP for --addr; over IPv6, neighbour discovery and ICMPv6 echo for its IPv6
+            addresses and the link-local one formed from the MAC. Programs reach it through the IPC socket (see docs/ipc.md).
             SIGINT or SIGTERM stop it in order; SIGUSR1 logs its counters.
             """,
         version: "0.1.0")
@@ -18,8 +19,12 @@ struct LvlipdCommand: ParsableCommand {
     @Option(help: "TAP interface to serve (created if missing).")
     var tap: String = "tap0"
 
-    @Option(help: "The stack's address and prefix, e.g. 10.0.0.4/24.")
-    var addr: String
+    @Option(help: "An address and prefix of the stack, e.g. 10.0.0.4/24 or fd00::4/64; repeatable: one IPv4 address (required) and any IPv6 ones.")
+    var addr: [String] = []
+
+    /// The one IPv4 interface among --addr (validated).
+    private var interface: IPv4Interface { addr.lazy.compactMap(IPv4Interface.init(cidr:)).first! }
+    private var ipv6Interfaces: [IPv6Interface] { addr.compactMap(IPv6Interface.init(cidr:)) }
 
     @Option(help: "Default gateway, inside the --addr subnet.")
     var gateway: String?
@@ -61,12 +66,20 @@ struct LvlipdCommand: ParsableCommand {
     var faults: String?
 
     func validate() throws {
-        guard IPv4Interface(cidr: addr) != nil else {
-            throw ValidationError("--addr '\(addr)' is not an IPv4 address with a prefix such as 10.0.0.4/24 (not the network or broadcast address)")
+        for a in addr where IPv4Interface(cidr: a) == nil && IPv6Interface(cidr: a) == nil {
+            if a.contains(":") {
+                throw ValidationError("--addr '\(a)' is not an IPv6 address with a prefix 1...128 such as fd00::4/64 (not multicast, unspecified or loopback)")
+            }
+            throw ValidationError("--addr '\(a)' is not an IPv4 address with a prefix such as 10.0.0.4/24 (not the network or broadcast address)")
+        }
+        let ipv4Count = addr.filter { IPv4Interface(cidr: $0) != nil }.count
+        guard ipv4Count == 1 else {
+            throw ValidationError(ipv4Count == 0 ? "--addr: an IPv4 address such as 10.0.0.4/24 is required"
+                                                 : "--addr: only one IPv4 address is supported")
         }
         if let gateway {
             guard let gw = IPv4Address(gateway) else { throw ValidationError("--gateway '\(gateway)' is not an IPv4 address") }
-            let iface = IPv4Interface(cidr: addr)!
+            let iface = interface
             guard iface.contains(gw), gw != iface.address else {
                 throw ValidationError("--gateway \(gateway) must be another address inside \(addr)")
             }
@@ -76,6 +89,9 @@ struct LvlipdCommand: ParsableCommand {
             guard !m.isGroup, m != .zero else { throw ValidationError("--mac \(mac) must be a unicast address") }
         }
         guard (68...9216).contains(mtu) else { throw ValidationError("--mtu \(mtu) is outside 68...9216") }
+        if !ipv6Interfaces.isEmpty && mtu < IPv6Packet.minimumMTU {
+            throw ValidationError("--mtu \(mtu) is below IPv6's minimum of 1280 (RFC 8200 section 5): no IPv6 --addr then")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
@@ -105,11 +121,13 @@ struct LvlipdCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "lvlipd")
-        let interface = IPv4Interface(cidr: addr)!
         var stack = StackConfiguration(
             mac: mac.flatMap(MACAddress.init) ?? MACAddress(derivedFrom: interface.address),
             interface: interface, gateway: gateway.flatMap(IPv4Address.init), mtu: mtu)
         stack.seed = UInt64.random(in: .min ... .max)
+        // IPv6 is on with the link-local address even with no IPv6 --addr, unless the link
+        // cannot carry it (RFC 8200 section 5; Linux turns IPv6 off below 1280 too).
+        if mtu >= IPv6Packet.minimumMTU { stack.ipv6 = IPv6Configuration(addresses: ipv6Interfaces) }
         if let tcpSynRetries { stack.tcp.synRetries = tcpSynRetries }
         if let tcpTimeWaitMs { stack.tcp.timeWaitMilliseconds = tcpTimeWaitMs }
         var options = Daemon.Options(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap)

@@ -77,6 +77,13 @@ def test_pcap_records_arp_and_echo(start_daemon, workdir):
     (["--addr", "10.0.0.4/24", "--mac", "01:00:5e:00:00:01"], "--mac"),
     (["--addr", "10.0.0.4/24", "--log-level", "loud"], "--log-level"),
     ([], "--addr"),
+    (["--addr", "10.0.0.4/24", "--addr", "fd00::4/129"], "fd00::4/129"),
+    (["--addr", "10.0.0.4/24", "--addr", "fd00::4/0"], "fd00::4/0"),
+    (["--addr", "10.0.0.4/24", "--addr", "ff02::1/64"], "ff02::1/64"),
+    (["--addr", "10.0.0.4/24", "--addr", "fd00::4"], "fd00::4"),
+    (["--addr", "fd00::4/64"], "IPv4 address"),
+    (["--addr", "10.0.0.4/24", "--addr", "10.0.0.6/24"], "only one IPv4"),
+    (["--addr", "10.0.0.4/24", "--addr", "fd00::4/64", "--mtu", "1000"], "--mtu"),
 ])
 def test_bad_arguments_exit_64_with_usage(args, complaint, workdir):
     result = lvlipd("--tap", TAP, "--socket", workdir / "bad.sock", *args)

@@ -1,0 +1,77 @@
+import FuzzSupport
+import Stack
+
+/// IPv6 input for the frame fuzzer: a packet to one of A's addresses or groups with a chain
+/// of extension headers and an upper layer from the script; ICMPv6 messages (echo, neighbour
+/// solicitations and advertisements for A's addresses) carry correct checksums so that they
+/// reach NDP.
+extension FrameFuzzer {
+    static let address6A = IPv6Interface(cidr: "fd00::1/64")!
+    static let address6B = IPv6Address("fd00::2")!
+
+    func ipv6(_ r: inout Reader) {
+        let control = r.u8()
+        let ours = [Self.address6A.address, IPv6Address(linkLocalFor: Self.macA)]
+        let destinations = [ours[0], ours[1], .allNodes, ours[Int(control >> 7)].solicitedNode,
+                            IPv6Address(high: UInt64(r.u32()) << 32, low: UInt64(r.u32()))]
+        let destination = destinations[Int(r.u8()) % destinations.count]
+        let source = control & 1 == 0 ? Self.address6B : (control & 2 == 0 ? .unspecified : IPv6Address(linkLocalFor: Self.macB))
+        // Extension headers: up to three, each a type and a body from the script.
+        var chain: [(UInt8, [UInt8])] = []
+        for _ in 0..<Int(r.u8() % 4) {
+            let kinds: [UInt8] = [0, 43, 44, 60, r.u8()]
+            let kind = kinds[Int(r.u8()) % kinds.count]
+            chain.append((kind, r.bytes(6 + 8 * Int(r.u8() % 3))))
+        }
+        let upperKinds: [UInt8] = [58, 58, 17, 6, 59, r.u8()]
+        let upper = upperKinds[Int(r.u8()) % upperKinds.count]
+        var body = r.bytes(Int(r.u16() % 1400))
+        if upper == 58 {
+            let types: [UInt8] = [128, 135, 136, 1, r.u8()]
+            let type = types[Int(r.u8()) % types.count]
+            var message = [type, control & 4 == 0 ? 0 : r.u8(), 0, 0] + FrameBuild.be32(r.u32())
+            if type == 135 || type == 136 { message += Frames6Build.bytes(ours[Int(r.u8() & 1)]) }
+            message += body
+            let c = FrameBuild.finish(FrameBuild.sum(message, Frames6Build.pseudo(source, destination, 58, message.count)))
+            message[2] = UInt8(c >> 8)
+            message[3] = UInt8(c & 0xFF)
+            body = message
+        }
+        var payload: [UInt8] = []
+        let nexts = chain.map(\.0) + [upper]
+        for (i, (_, header)) in chain.enumerated() {
+            payload += [nexts[i + 1], UInt8(header.count / 8)] + header
+        }
+        payload += body
+        let hopLimit: UInt8 = control & 8 == 0 ? 255 : r.u8()
+        var packet = [0x60, 0, 0, 0] + FrameBuild.be16(UInt16(truncatingIfNeeded: payload.count)) + [nexts[0], hopLimit]
+        packet += Frames6Build.bytes(source) + Frames6Build.bytes(destination) + payload
+        if control & 16 != 0, packet.count > 5 { packet[5] ^= r.u8() }  // a lying payload length
+        let mac = destination.isMulticast ? destination.multicastMAC : Self.macA
+        deliver(FrameBuild.ethernet(to: mac, type: 0x86DD, packet), verified: control & 32 != 0)
+    }
+}
+
+enum Frames6Build {
+    static func bytes(_ a: IPv6Address) -> [UInt8] { a.groups.flatMap { FrameBuild.be16($0) } }
+
+    static func pseudo(_ source: IPv6Address, _ destination: IPv6Address, _ next: UInt8, _ length: Int) -> UInt32 {
+        FrameBuild.sum(bytes(source) + bytes(destination) + FrameBuild.be32(UInt32(length)) + [0, 0, 0, next])
+    }
+}
+
+extension FrameCheck {
+    /// Every IPv6 frame the stack emits: a whole header, a payload length that matches, and,
+    /// for ICMPv6 (all it sends in this slice), a valid checksum over the pseudo-header.
+    static func verifyIPv6(_ f: [UInt8]) {
+        precondition(f.count >= 54 && f[14] >> 4 == 6, "IPv6 frame of \(f.count) bytes")
+        let length = Int(Bytes.be16(f, 18))
+        precondition(54 + length == f.count, "IPv6 payload length \(length) in a \(f.count)-byte frame")
+        guard f[20] == 58 else { return }
+        let source = f.withUnsafeBytes { IPv6Address($0, at: 22) }
+        let destination = f.withUnsafeBytes { IPv6Address($0, at: 38) }
+        let payload = Array(f[54...])
+        precondition(FrameBuild.finish(FrameBuild.sum(payload, Frames6Build.pseudo(source, destination, 58, payload.count))) == 0,
+                     "bad ICMPv6 checksum")
+    }
+}

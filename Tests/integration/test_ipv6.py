@@ -1,0 +1,129 @@
+"""IPv6, first slice: lvlipd's addresses answer neighbour discovery and the kernel's ping -6;
+TCP and UDP over IPv6 are refused with Port Unreachable until a later slice serves them."""
+
+import errno
+import socket
+import struct
+import time
+
+import pytest
+
+from harness import TAP, ping, require_tool, run, bin_dir
+
+STACK_IP6 = "fd00::4"
+KERNEL_IP6 = "fd00::5"
+STACK_MAC = "02:00:0a:00:00:04"
+# The modified EUI-64 of 02:00:0a:00:00:04 (RFC 4291 appendix A).
+STACK_LINK_LOCAL = "fe80::aff:fe00:4"
+
+
+def start_ipv6_daemon(start_daemon, *extra):
+    """lvlipd with fd00::4/64 beside 10.0.0.4/24, the kernel side fd00::5/64 (nodad: no wait
+    for the kernel's own DAD), and lvlipd's DAD finished."""
+    daemon = start_daemon("--addr", f"{STACK_IP6}/64", *extra, ipv6=True)
+    run(["ip", "-6", "addr", "add", f"{KERNEL_IP6}/64", "dev", TAP, "nodad"], check=True, timeout=10)
+    daemon.wait_for(lambda s: s["Ip6TentativeAddresses"] == 0, timeout=5, what="lvlipd's DAD")
+    return daemon
+
+
+def delta(before, after, name):
+    return after[name] - before[name]
+
+
+def test_ping6_global_and_link_local(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    result, sent, received, loss = ping("-6", "-c", "5", "-i", "0.05", "-W", "1", STACK_IP6)
+    assert (sent, received, loss) == (5, 5, 0.0), result.stdout + result.stderr
+    result, sent, received, loss = ping("-6", "-c", "5", "-i", "0.05", "-W", "1", f"{STACK_LINK_LOCAL}%{TAP}")
+    assert (sent, received, loss) == (5, 5, 0.0), result.stdout + result.stderr
+    after = daemon.stats()
+    assert delta(before, after, "Icmp6InEchos") == 10
+    assert delta(before, after, "Icmp6OutEchoReplies") == 10
+    assert delta(before, after, "Icmp6InNeighborSolicits") >= 1
+    assert delta(before, after, "Icmp6OutNeighborAdvertisements") >= 1
+    assert after["Icmp6InErrors"] == 0 and after["Ip6InHdrErrors"] == 0
+    assert daemon.alive()
+
+
+def test_kernel_neighbour_table_learns_lvlip_and_lvlipctl_shows_its_cache(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    result, _, received, _ = ping("-6", "-c", "2", "-i", "0.1", "-W", "1", STACK_IP6)
+    assert received == 2, result.stdout
+    neigh = run(["ip", "-6", "neigh", "show", "dev", TAP], check=True).stdout
+    line = next((l for l in neigh.splitlines() if l.startswith(STACK_IP6 + " ")), "")
+    assert f"lladdr {STACK_MAC}" in line, neigh
+    shown = run([bin_dir() / "lvlipctl", "neigh", "--socket", daemon.socket], check=True).stdout
+    assert any(l.startswith(KERNEL_IP6 + " ") and "lladdr" in l for l in shown.splitlines()), shown
+    assert f"inet6 {STACK_LINK_LOCAL}/64 preferred" in shown, shown
+    assert f"inet6 {STACK_IP6}/64 preferred" in shown, shown
+    assert daemon.stats()["Ndp6Entries"] >= 1
+
+
+def test_multicast_ping_is_answered(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    # ff02::1 through tap0: the kernel answers itself too, and ping may stop at its own
+    # answers, so lvlip's second reply is waited for in its counters. The kernel sends from
+    # its global address, so lvlip answers from its own (RFC 6724 source selection).
+    result = run(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", f"ff02::1%{TAP}"], timeout=30)
+    assert f"from {STACK_IP6}:" in result.stdout, result.stdout + result.stderr
+    daemon.wait_for(lambda s: delta(before, s, "Icmp6OutEchoReplies") == 2, what="two replies to ff02::1")
+
+
+def test_udp_over_ipv6_is_refused_with_port_unreachable(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(3)
+        s.connect((STACK_IP6, 9))
+        s.send(b"hello")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(100)
+    finally:
+        s.close()
+    after = daemon.stats()
+    assert delta(before, after, "Udp6NoPorts") == 1
+    assert delta(before, after, "Icmp6OutDestUnreachs") == 1
+
+
+def test_unknown_next_header_gets_parameter_problem(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    # A raw IPv6 socket of protocol 253 (experimental, RFC 3692): lvlip knows no such header.
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 253)
+    try:
+        s.sendto(b"\0" * 8, (STACK_IP6, 0))
+        daemon.wait_for(lambda st: delta(before, st, "Icmp6OutParmProblems") == 1, what="a parameter problem")
+    finally:
+        s.close()
+    assert delta(before, daemon.stats(), "Ip6InUnknownProtos") == 1
+
+
+def test_pcap_records_ipv6(start_daemon, workdir):
+    require_tool("tshark")
+    capture = workdir / "lvlipd6.pcap"
+    daemon = start_ipv6_daemon(start_daemon, "--pcap", str(capture))
+    result, _, received, _ = ping("-6", "-c", "2", "-i", "0.1", "-W", "1", STACK_IP6)
+    assert received == 2, result.stdout
+    assert daemon.terminate() == 0
+    shown = run(["tshark", "-n", "-r", capture], timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert sum("Echo (ping) reply" in l and "ICMPv6" in l for l in lines) == 2, shown.stdout
+    assert any("Neighbor Solicitation" in l and "from ::" not in l for l in lines), shown.stdout
+    assert any("Neighbor Advertisement" in l for l in lines), shown.stdout
+
+
+def test_daemon_with_ipv6_off_on_the_kernel_side(start_daemon):
+    # The default fixture's kernel side has no IPv6: lvlipd still forms its link-local
+    # address, probes it once, and IPv4 is unaffected.
+    daemon = start_daemon("--addr", f"{STACK_IP6}/64")
+    daemon.wait_for(lambda s: s["Ip6TentativeAddresses"] == 0, timeout=5, what="lvlipd's DAD")
+    result, sent, received, loss = ping("-c", "3", "-i", "0.1", "-W", "1", "10.0.0.4")
+    assert received == 3, result.stdout
+    stats = daemon.stats()
+    assert stats["Ndp6DADFailures"] == 0
+    assert stats["Icmp6OutNeighborSolicits"] == 2
+    assert daemon.alive()
