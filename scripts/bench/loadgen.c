@@ -235,20 +235,30 @@ _Noreturn static void serve_echo(const char *addr, int port, int nports) {
     }
 }
 
-_Noreturn static void serve_source(const char *addr, int port, long long bytes) {
+/* A blocking listener for servers that take one connection at a time; says "ready". */
+static int listen_blocking(const char *addr, int port) {
     int l = listen_on(addr, port);
     int flags = fcntl(l, F_GETFL);
     fcntl(l, F_SETFL, flags & ~O_NONBLOCK);
     printf("ready\n");
     fflush(stdout);
+    return l;
+}
+
+static int accept_one(int l) {
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c >= 0) return c;
+        if (errno != EINTR) die("accept");
+    }
+}
+
+_Noreturn static void serve_source(const char *addr, int port, long long bytes) {
+    int l = listen_blocking(addr, port);
     static char buf[1 << 16];
     memset(buf, 'x', sizeof buf);
     for (;;) {
-        int c = accept(l, NULL, NULL);
-        if (c < 0) {
-            if (errno == EINTR) continue;
-            die("accept");
-        }
+        int c = accept_one(l);
         long long left = bytes;
         while (left > 0) {
             size_t chunk = left < (long long)sizeof buf ? (size_t)left : sizeof buf;
@@ -266,18 +276,10 @@ _Noreturn static void serve_source(const char *addr, int port, long long bytes) 
 /* Serves one connection at a time: the uploads are sequential, and the count it answers
  * after the end of stream is what `upload` checks its delivery against. */
 _Noreturn static void serve_sink(const char *addr, int port) {
-    int l = listen_on(addr, port);
-    int flags = fcntl(l, F_GETFL);
-    fcntl(l, F_SETFL, flags & ~O_NONBLOCK);
-    printf("ready\n");
-    fflush(stdout);
+    int l = listen_blocking(addr, port);
     static char buf[1 << 16];
     for (;;) {
-        int c = accept(l, NULL, NULL);
-        if (c < 0) {
-            if (errno == EINTR) continue;
-            die("accept");
-        }
+        int c = accept_one(l);
         /* A stalled sender must not hold the sink forever. */
         struct timeval tv = {60, 0};
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
