@@ -100,6 +100,8 @@ public struct TCPConfiguration: Sendable {
     public var receiveBuffer = 256 * 1024
     /// Autotuning limit (Linux: tcp_rmem max 6 MB, tcp_wmem max 4 MB).
     public var maximumBuffer = 4 * 1024 * 1024
+    /// Ring storage kept for reuse after connections give it back (`RingStoragePool`).
+    public var ringPoolBytes = 32 * 1024 * 1024
     /// Lower bound of the RTO (Linux: 200 ms; RFC 6298 says 1 s).
     public var minimumRTOMicroseconds: UInt64 = 200_000
     /// TIME-WAIT lasts 2 MSL (Linux: 60 s). Tests shorten it.

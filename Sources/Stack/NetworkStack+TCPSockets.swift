@@ -68,7 +68,7 @@ extension NetworkStack {
             tcp.generations.append(0)
         }
         let id = SocketID(index: index, generation: tcp.generations[Int(index)])
-        let socket = TCPConnection(id: id, options: options, configuration: configuration.tcp)
+        let socket = TCPConnection(id: id, options: options, configuration: configuration.tcp, pool: ringPool)
         tcp.sockets[Int(index)] = socket
         return socket
     }

@@ -43,6 +43,8 @@ public final class NetworkStack {
     var nextIdentification: UInt16
     /// Scratch space for building one IP payload (up to the IPv4 maximum).
     let scratch: UnsafeMutableRawBufferPointer
+    /// Connections' ring storage, reused from one connection to the next.
+    public let ringPool: RingStoragePool
 
     var mac: MACAddress { configuration.mac }
     var address: IPv4Address { configuration.interface.address }
@@ -61,6 +63,7 @@ public final class NetworkStack {
                       errorsPerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         }
         scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
+        ringPool = RingStoragePool(maximumBytes: configuration.tcp.ringPoolBytes)
         tcp.challengeAckBucket = TokenBucket(ratePerSecond: configuration.tcp.challengeAcksPerSecond,
                                              burst: configuration.tcp.challengeAcksPerSecond, now: now)
     }

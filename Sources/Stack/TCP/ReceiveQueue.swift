@@ -10,7 +10,7 @@ struct ReceiveQueue {
     /// blocks (RFC 2018 section 4).
     private var latest: SeqNum?
 
-    init(capacity: Int) { ring = ByteRing(capacity: capacity) }
+    init(capacity: Int, pool: RingStoragePool? = nil) { ring = ByteRing(capacity: capacity, pool: pool) }
 
     /// Bytes ready for the application.
     var readable: Int { ring.count }

@@ -199,11 +199,11 @@ final class TCPConnection {
     var timerHandles = [TimerHandle?](repeating: nil, count: TCPTimerKind.allCases.count)
     var timerArmedAt = [Instant?](repeating: nil, count: TCPTimerKind.allCases.count)
 
-    init(id: SocketID, options: TCPSocketOptions, configuration: TCPConfiguration) {
+    init(id: SocketID, options: TCPSocketOptions, configuration: TCPConfiguration, pool: RingStoragePool? = nil) {
         self.id = id
         self.options = options
-        sendBuffer = ByteRing(capacity: options.sendBuffer ?? configuration.sendBuffer)
-        receive = ReceiveQueue(capacity: options.receiveBuffer ?? configuration.receiveBuffer)
+        sendBuffer = ByteRing(capacity: options.sendBuffer ?? configuration.sendBuffer, pool: pool)
+        receive = ReceiveQueue(capacity: options.receiveBuffer ?? configuration.receiveBuffer, pool: pool)
         cc = CongestionControlFactory.make(options.congestionControl, mss: 536) ?? Cubic(mss: 536)
         rtt = RTTEstimator(minimum: configuration.minimumRTOMicroseconds)
     }

@@ -4,21 +4,27 @@ public final class ByteRing {
     public let capacity: Int
     private let storage: UnsafeMutableRawBufferPointer
     private let mask: Int
+    /// Where the storage came from and goes back to; nil: the heap.
+    private let pool: RingStoragePool?
     /// Index of the first byte.
     private(set) var head = 0
     /// Bytes held from `head`.
     public private(set) var count = 0
 
-    /// Capacity is rounded up to a power of two.
-    public init(capacity requested: Int) {
+    /// Capacity is rounded up to a power of two. With `pool`, the storage is taken from it
+    /// and given back to it.
+    public init(capacity requested: Int, pool: RingStoragePool? = nil) {
         var c = 1
         while c < max(requested, 1) { c <<= 1 }
         capacity = c
         mask = c - 1
-        storage = .allocate(byteCount: c, alignment: 64)
+        self.pool = pool
+        storage = pool?.take(capacity: c) ?? .allocate(byteCount: c, alignment: 64)
     }
 
-    deinit { storage.deallocate() }
+    deinit {
+        if let pool { pool.give(storage) } else { storage.deallocate() }
+    }
 
     public var free: Int { capacity - count }
 
@@ -83,7 +89,7 @@ public final class ByteRing {
     /// A larger ring holding the same bytes at the same offsets from the head, including
     /// the `extra` bytes past `count` (out-of-order data).
     public func grown(to capacity: Int, extra: Int) -> ByteRing {
-        let bigger = ByteRing(capacity: capacity)
+        let bigger = ByteRing(capacity: capacity, pool: pool)
         let keep = min(count + extra, self.capacity)
         let (a, b) = regions(from: 0, length: keep)
         bigger.write(a, at: 0)
