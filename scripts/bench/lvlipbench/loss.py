@@ -41,28 +41,32 @@ def loss_counts(bed, table, peer=False):
     return counts if len(counts) == 2 else [0, 0]
 
 
-def lossy_download(bed, stack, percent, total):
-    if stack == "lvlip":
-        table = loss_rule(bed, percent, "tap0", "egress")
-    else:
-        table = loss_rule(bed, percent, "veth0", "ingress")
+def lossy_transfer(bed, stack, percent, mode, port, total, device, hook, peer=False):
+    """One `loadgen MODE` (download or upload) of `total` bytes by `stack` through `percent`%
+    loss on `device`'s `hook` (in the peer namespace with `peer`). Returns loadgen's result
+    with the frames the rule saw and dropped, or None if it printed none."""
+    table = loss_rule(bed, percent, device, hook, peer=peer)
     target = KERNEL_TAP_IP if stack == "lvlip" else VETH_PEER_IP
     try:
-        code, out, err = bed.run(f"download {stack}", [bed.loadgen, "download", target, SOURCE_PORT, total,
-                                                       bed.cfg["loss_timeout"]],
+        code, out, err = bed.run(f"{mode} {stack}", [bed.loadgen, mode, target, port, total, bed.cfg["loss_timeout"]],
                                  timeout=bed.cfg["loss_timeout"] + 30, stack=stack == "lvlip")
     finally:
-        counts = loss_counts(bed, table)
+        counts = loss_counts(bed, table, peer=peer)
     try:
         result = json.loads(out)
     except ValueError:
         result = None
     if result is None or not result.get("complete"):
-        bed.problem(f"{total // 1_000_000} MB download under {percent}% loss ({stack}) did not complete: "
+        bed.problem(f"{total // 1_000_000} MB {mode} under {percent}% loss ({stack}) did not complete: "
                     f"exit {code}, {out.strip() or err.strip()[-300:]}")
     if result is not None:
         result["frames_seen"], result["frames_dropped"] = counts
     return result
+
+
+def lossy_download(bed, stack, percent, total):
+    device, hook = ("tap0", "egress") if stack == "lvlip" else ("veth0", "ingress")
+    return lossy_transfer(bed, stack, percent, "download", SOURCE_PORT, total, device, hook)
 
 
 def run(bed):

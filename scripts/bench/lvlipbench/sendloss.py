@@ -1,10 +1,9 @@
 """Phase 6: lvlip as the sender under loss: goodput of 20 MB and 50 MB uploads through 1% and 5%
 random drop on the receiver's ingress, against the kernel sender under the same drop."""
 
-import json
 import time
 
-from .loss import loss_counts, loss_rule
+from .loss import lossy_transfer
 from .settings import KERNEL_TAP_IP, LOSS_ROUND_BUDGET, LOSSES, SINK_PORT, VETH_PEER_IP
 
 
@@ -13,28 +12,13 @@ def lossy_upload(bed, stack, percent, total):
     veth1's in the peer namespace for the kernel's. A frame dropped there has left the sender,
     which learns of the loss only from the receiver's ACKs, as on a real link (a drop in the
     sender's own egress path would be reported to it locally: loss.py)."""
-    if stack == "lvlip":
-        table, peer = loss_rule(bed, percent, "tap0", "ingress"), False
-    else:
-        table, peer = loss_rule(bed, percent, "veth1", "ingress", peer=True), True
-    target = KERNEL_TAP_IP if stack == "lvlip" else VETH_PEER_IP
     before = bed.tcp_counters(stack)
-    try:
-        code, out, err = bed.run(f"upload {stack}", [bed.loadgen, "upload", target, SINK_PORT, total,
-                                                     bed.cfg["loss_timeout"]],
-                                 timeout=bed.cfg["loss_timeout"] + 30, stack=stack == "lvlip")
-    finally:
-        counts = loss_counts(bed, table, peer=peer)
+    if stack == "lvlip":
+        result = lossy_transfer(bed, stack, percent, "upload", SINK_PORT, total, "tap0", "ingress")
+    else:
+        result = lossy_transfer(bed, stack, percent, "upload", SINK_PORT, total, "veth1", "ingress", peer=True)
     after = bed.tcp_counters(stack)
-    try:
-        result = json.loads(out)
-    except ValueError:
-        result = None
-    if result is None or not result.get("complete"):
-        bed.problem(f"{total // 1_000_000} MB upload under {percent}% loss ({stack}) did not complete: "
-                    f"exit {code}, {out.strip() or err.strip()[-300:]}")
     if result is not None:
-        result["frames_seen"], result["frames_dropped"] = counts
         result["retransmitted"] = after["TcpRetransSegs"] - before["TcpRetransSegs"]
     return result
 
