@@ -218,29 +218,23 @@ extension SocketService {
     /// Moves what the application wrote into the connection, as far as its send buffer allows.
     private func readFromApp(_ s: Socket, _ stream: Socket.Stream) {
         reading: while s.fd >= 0 {
+            // Bytes to send are read straight into the free space of the connection's send
+            // ring; after a shutdown, into scratch to be discarded.
+            let direct = stream.writeShut ? nil : s.stackID
             var room = scratch.count
+            var regions = (UnsafeMutableRawBufferPointer(start: nil, count: 0), UnsafeMutableRawBufferPointer(start: nil, count: 0))
             if !stream.writeShut {
-                guard let id = s.stackID else { break }
-                room = min(room, stack.tcpSendSpace(id))
-                if s.user.buffered >= limits.bufferedBytesPerUser { room = 0 }
+                guard let id = direct else { break }
+                if s.user.buffered < limits.bufferedBytesPerUser { regions = stack.tcpSendRegions(id, limit: room) }
+                room = regions.0.count + regions.1.count
                 if room == 0 {
                     // Without room, a FIN can still go once nothing more waits in the pair.
                     if stream.finPending && (PairIO.unread(s.fd) ?? 1) == 0 { sendFin(s, stream) }
                     break
                 }
             }
-            // Bytes to send are read straight into the connection's send ring; after a
-            // shutdown, into scratch to be discarded.
-            let direct = stream.writeShut ? nil : s.stackID
-            let result: PairIO.Result
-            if let id = direct {
-                let (a, b) = stack.tcpSendRegions(id, limit: room)
-                // (room came from tcpSendSpace, which sees the same free space.)
-                guard a.count > 0 else { break }
-                result = PairIO.receive(s.fd, into: a, b)
-            } else {
-                result = PairIO.receive(s.fd, into: scratch, count: room)
-            }
+            let result = direct != nil ? PairIO.receive(s.fd, into: regions.0, regions.1)
+                : PairIO.receive(s.fd, into: scratch, count: room)
             let n: Int
             switch result {
             case .done(0):

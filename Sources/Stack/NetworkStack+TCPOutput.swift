@@ -6,24 +6,38 @@ extension NetworkStack {
     /// Writes one TCP segment of connection `c`; data comes from its send buffer. With
     /// `segmentSize` (less than `length`) it is a super-segment the link cuts into segments
     /// of that many bytes (`StackConfiguration.offload.tcpSegmentation`): one frame, one
-    /// header, counted as the segments it becomes.
+    /// header, counted as the segments it becomes. Returns how many segments that is.
+    @discardableResult
     func emitTCP(_ c: TCPConnection, seq: SeqNum, ack: SeqNum, flags: TCPFlags, window: UInt16, options: TCPOptions?,
-                 dataOffset: Int, length: Int, segmentSize: Int = 0, now: Instant) {
+                 dataOffset: Int, length: Int, segmentSize: Int = 0, now: Instant) -> Int {
         let segments = segmentSize > 0 ? (length + segmentSize - 1) / segmentSize : 1
+        let destination = c.remoteAddress
+        // Fast path: the next hop is known; the IPv4 layer frames the segment in place in the
+        // outbox and it is written straight there. (Super-segments never go to the loopback.)
+        let mac = c.viaLoopback ? nil : knownNextHopMAC(toward: destination, cache: &c.neighborCache, now: now)
+        if mac == nil && segments > 1 {
+            // The next hop is being resolved: what waits for it waits as ordinary segments.
+            var offset = 0
+            while offset < length {
+                let piece = min(segmentSize, length - offset)
+                let last = offset + piece == length
+                emitTCP(c, seq: seq + offset, ack: ack, flags: last ? flags : flags.subtracting([.fin, .psh]), window: window,
+                        options: options, dataOffset: dataOffset + offset, length: piece, now: now)
+                offset += piece
+            }
+            return segments
+        }
         counters.tcpOutSegs &+= UInt64(segments)
         if flags.contains(.rst) { counters.tcpOutRsts &+= 1 }
         if c.viaLoopback {
             emitLoopbackTCP(c, seq: seq, ack: ack, flags: flags, window: window, options: options, dataOffset: dataOffset,
                             length: length, now: now)
-            return
+            return 1
         }
         let headerLength = TCPSegment.minimumHeaderLength + (options?.encodedLength ?? 0)
         let segmentLength = headerLength + length
-        let destination = c.remoteAddress
         let source = c.localAddress
-        // Fast path: the next hop is known; the IPv4 layer frames the segment in place in the
-        // outbox and it is written straight there.
-        if let mac = knownNextHopMAC(toward: destination, cache: &c.neighborCache, now: now) {
+        if let mac {
             let checksumOffload = configuration.offload.checksum
             // A local function, not a closure value: nothing is allocated per segment.
             func writeSegment(_ buffer: UnsafeMutableRawBufferPointer) {
@@ -41,26 +55,14 @@ extension NetworkStack {
             _ = frameIPv4(to: mac, source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
                           identification: takeIdentification(count: segments), dontFragment: true, offload: offload,
                           writeSegment)
-            return
-        }
-        if segments > 1 {
-            // The next hop is being resolved: what waits for it waits as ordinary segments.
-            counters.tcpOutSegs &-= UInt64(segments)
-            var offset = 0
-            while offset < length {
-                let piece = min(segmentSize, length - offset)
-                let last = offset + piece == length
-                emitTCP(c, seq: seq + offset, ack: ack, flags: last ? flags : flags.subtracting([.fin, .psh]), window: window,
-                        options: options, dataOffset: dataOffset + offset, length: piece, now: now)
-                offset += piece
-            }
-            return
+            return segments
         }
         Self.writeSegment(of: c, into: scratch.slice(0..<segmentLength), seq: seq, ack: ack, flags: flags, window: window,
                           options: options, headerLength: headerLength, dataOffset: dataOffset, length: length,
                           partialChecksum: false)
         sendIPv4(to: destination, from: source, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)),
                  now: now)
+        return 1
     }
 
     /// One segment of `c` into `buffer` (its whole length): header, data from the send

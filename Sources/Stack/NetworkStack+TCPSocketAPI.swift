@@ -144,14 +144,15 @@ extension NetworkStack {
         return n
     }
 
-    /// Bytes send(2) would take now: 0 unless the connection can carry more data.
     /// Where the next bytes to send would go in the send ring (one or two regions, at most
     /// `limit` bytes; empty when `tcpSend` would take nothing): a caller reads the
     /// application's bytes straight into them, then `tcpCommitSend` sends them. One copy
     /// less than `tcpSend` of a buffer.
     public func tcpSendRegions(_ id: SocketID, limit: Int)
         -> (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer) {
-        guard let s = tcpSocket(id), !s.orphaned, s.canSend, s.pendingError == nil else { return (UnsafeMutableRawBufferPointer(start: nil, count: 0), UnsafeMutableRawBufferPointer(start: nil, count: 0)) }
+        guard let s = sendableSocket(id) else {
+            return (UnsafeMutableRawBufferPointer(start: nil, count: 0), UnsafeMutableRawBufferPointer(start: nil, count: 0))
+        }
         return s.sendBuffer.freeRegions(limit: limit)
     }
 
@@ -164,9 +165,13 @@ extension NetworkStack {
         s.output(now: now, in: self)
     }
 
-    public func tcpSendSpace(_ id: SocketID) -> Int {
-        guard let s = tcpSocket(id), !s.orphaned, s.canSend, s.pendingError == nil else { return 0 }
-        return s.sendBuffer.free
+    /// Bytes send(2) would take now: 0 unless the connection can carry more data.
+    public func tcpSendSpace(_ id: SocketID) -> Int { sendableSocket(id)?.sendBuffer.free ?? 0 }
+
+    /// The connection if `tcpSend` would take bytes now (it has room and no error to report).
+    private func sendableSocket(_ id: SocketID) -> TCPConnection? {
+        guard let s = tcpSocket(id), !s.orphaned, s.canSend, s.pendingError == nil else { return nil }
+        return s
     }
 
     /// Bytes queued for sending and not yet acknowledged (SIOCOUTQ).

@@ -184,10 +184,10 @@ extension TCPConnection {
     func transmit(seq: SeqNum, dataOffset: Int, length: Int, segmentSize: Int = 0, flags: TCPFlags, now: Instant,
                   in stack: NetworkStack) {
         let window = windowToAdvertise()
-        stack.emitTCP(self, seq: seq, ack: flags.contains(.ack) ? rcvNxt : SeqNum(0), flags: flags, window: window,
-                      options: segmentOptions(now: now), dataOffset: dataOffset, length: length, segmentSize: segmentSize,
-                      now: now)
-        segmentsOut &+= segmentSize > 0 ? UInt64((length + segmentSize - 1) / segmentSize) : 1
+        let segments = stack.emitTCP(self, seq: seq, ack: flags.contains(.ack) ? rcvNxt : SeqNum(0), flags: flags,
+                                     window: window, options: segmentOptions(now: now), dataOffset: dataOffset,
+                                     length: length, segmentSize: segmentSize, now: now)
+        segmentsOut &+= UInt64(segments)
         if flags.contains(.ack) {
             ackNow = false
             unackedReceived = 0
@@ -224,8 +224,7 @@ extension TCPConnection {
             timedSeq = iss + 1
             timedAt = now
         } else {
-            retransmits &+= 1
-            stack.counters.tcpRetransSegs &+= 1
+            countRetransmission(length: 0, in: stack)
             timedSeq = nil
         }
         sndNxt = iss + 1
