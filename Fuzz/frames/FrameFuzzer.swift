@@ -89,12 +89,12 @@ final class FrameFuzzer {
         try? stack.tcpListen(listen, backlog: 8)
         listener = listen
         let fromB = peer.tcpOpen()
-        try? peer.tcpConnect(fromB, to: Self.addressA, port: 80, now: now)
+        try? peer.tcpConnect(fromB, to: IPAddress(Self.addressA), port: 80, now: now)
         let peerListener = peer.tcpOpen()
         try? peer.tcpBind(peerListener, port: 81)
         try? peer.tcpListen(peerListener, backlog: 8)
         let toB = stack.tcpOpen()
-        try? stack.tcpConnect(toB, to: Self.addressB, port: 81, now: now)
+        try? stack.tcpConnect(toB, to: IPAddress(Self.addressB), port: 81, now: now)
         exchange()
         if let accepted = try? stack.tcpAccept(listen) {
             sockets.append(accepted)
@@ -302,7 +302,7 @@ final class FrameFuzzer {
         case 5: if let listener, let accepted = try? stack.tcpAccept(listener) { sockets.append(accepted) }
         case 6:
             let fresh = stack.tcpOpen()
-            try? stack.tcpConnect(fresh, to: r.u8() & 1 == 0 ? Self.addressB : IPv4Address(r.u32()), port: r.u16(), now: now)
+            try? stack.tcpConnect(fresh, to: IPAddress(r.u8() & 1 == 0 ? Self.addressB : IPv4Address(r.u32())), port: r.u16(), now: now)
         case 7:
             let target = udpSockets[Int(r.u8()) % udpSockets.count]
             let payload = r.bytes(Int(r.u16() % 2000))

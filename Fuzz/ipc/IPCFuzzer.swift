@@ -282,7 +282,7 @@ final class IPCFuzzer {
         switch r.u8() % 4 {
         case 0:
             let id = peer.tcpOpen()
-            try? peer.tcpConnect(id, to: Self.address, port: [80, 81, r.u16()][Int(r.u8() % 3)], now: now)
+            try? peer.tcpConnect(id, to: IPAddress(Self.address), port: [80, 81, r.u16()][Int(r.u8() % 3)], now: now)
             peerSockets.append(id)
         case 1:
             if let accepted = try? peer.tcpAccept(peerSockets[0]) { peerSockets.append(accepted) }

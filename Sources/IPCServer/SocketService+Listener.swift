@@ -74,8 +74,8 @@ extension SocketService {
                 accepted.options = s.options.inherited
                 accepted.reuseAddress = s.reuseAddress
                 if let names = stack.tcpNames(child) {
-                    accepted.localName = (names.local.value, names.localPort)
-                    accepted.peerName = (names.remote.value, names.remotePort)
+                    accepted.localName = (names.local.v4?.value ?? 0, names.localPort)
+                    accepted.peerName = (names.remote.v4?.value ?? 0, names.remotePort)
                 }
                 listener.handoff.append((accepted, appFD))
                 refreshInterest(accepted)

@@ -20,9 +20,9 @@ extension SocketService {
         case .ipv4(let a): address = a
         }
         // Ours, or any of 127.0.0.0/8 (the stack's loopback, as Linux's lo).
-        guard address.map(stack.isBindable) ?? true else { return -EADDRNOTAVAIL }
+        guard address.map({ stack.isBindable($0) }) ?? true else { return -EADDRNOTAVAIL }
         do {
-            try stack.tcpBind(id, address: address ?? .any, port: addr.port, reuseAddress: s.reuseAddress)
+            try stack.tcpBind(id, address: IPAddress(address ?? .any), port: addr.port, reuseAddress: s.reuseAddress)
         } catch {
             return -error.errno
         }
@@ -71,11 +71,11 @@ extension SocketService {
         let address = IPv4Address(addr.addr)
         if addr.port == 0 { return -ECONNREFUSED }
         do {
-            try stack.tcpConnect(id, to: address, port: addr.port, now: reactor.now)
+            try stack.tcpConnect(id, to: IPAddress(address), port: addr.port, now: reactor.now)
         } catch {
             return -error.errno
         }
-        if let names = stack.tcpNames(id) { s.localName = (names.local.value, names.localPort) }
+        if let names = stack.tcpNames(id) { s.localName = (names.local.v4?.value ?? 0, names.localPort) }
         s.peerName = (addr.addr, addr.port)
         return -EINPROGRESS
     }
@@ -182,7 +182,7 @@ extension SocketService {
         stream.filler = 0
         stream.phase = .connected
         if let id = s.stackID, let names = stack.tcpNames(id) {
-            s.localName = (names.local.value, names.localPort)
+            s.localName = (names.local.v4?.value ?? 0, names.localPort)
         }
         pushToApp(s, stream)
     }

@@ -62,9 +62,19 @@ extension NetworkStack {
         let destination = IPv4Address(quote.be32(IPv4Packet.Field.destination))
         let transport = quote.suffix(from: headerLength)
         if quote[IPv4Packet.Field.proto] == IPProtocol.tcp.rawValue {
-            tcpICMPError(type: message.type, code: message.code, source: source, destination: destination,
-                         sourcePort: transport.be16(0), destinationPort: transport.be16(2),
-                         seq: SeqNum(transport.be32(4)), now: now)
+            // Fragmentation Needed: path MTU discovery is not implemented for IPv4; segments
+            // are sized to the link MTU and sent with DF, so the message changes nothing.
+            guard !(message.type == .destinationUnreachable && message.code == UnreachableCode.fragmentationNeeded)
+            else { return }
+            let error: SocketError
+            switch (message.type, message.code) {
+            case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
+            case (.destinationUnreachable, UnreachableCode.proto), (.destinationUnreachable, UnreachableCode.port):
+                error = .connectionRefused
+            default: error = .hostUnreachable  // other unreachables, Time Exceeded
+            }
+            tcpICMPError(error, source: IPAddress(source), destination: IPAddress(destination), sourcePort: transport.be16(0),
+                         destinationPort: transport.be16(2), seq: SeqNum(transport.be32(4)), now: now)
         } else if quote[IPv4Packet.Field.proto] == IPProtocol.udp.rawValue {
             udpICMPError(message, offender: offender, destination: destination, sourcePort: transport.be16(0),
                          destinationPort: transport.be16(2), quoted: transport.suffix(from: 8))

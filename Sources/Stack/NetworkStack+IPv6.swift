@@ -13,11 +13,13 @@ struct IPv6Datagram {
     var checksumVerified: Bool
 }
 
-/// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5), hand-off to ICMPv6
-/// and, for TCP and UDP that this slice does not serve yet, Port Unreachable; every packet
+/// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5), hand-off to ICMPv6,
+/// TCP and, for UDP that is not served yet, Port Unreachable; every packet
 /// we send is framed here. Fragments are counted and dropped: reassembly is a later slice.
 extension NetworkStack {
-    func receiveIPv6(_ bytes: UnsafeRawBufferPointer, checksumVerified: Bool, now: Instant) {
+    /// A packet from the link or, `viaLoopback`, one this stack sent to ::1 or to one of its
+    /// own addresses (NetworkStack+Loopback).
+    func receiveIPv6(_ bytes: UnsafeRawBufferPointer, checksumVerified: Bool, viaLoopback: Bool = false, now: Instant) {
         counters.ip6InReceives &+= 1
         let packet: IPv6Packet
         do {
@@ -30,13 +32,16 @@ extension NetworkStack {
         let destination = packet.destination
         // A multicast source is never valid (RFC 4291 2.7), loopback addresses never appear on
         // a link (2.5.3), and no packet is sent to the unspecified address (2.5.2).
-        if source.isMulticast || source.isLoopback || destination.isLoopback || destination.isUnspecified {
+        // IPv4-mapped addresses stand for IPv4 endpoints in our sockets and must not arrive in
+        // an IPv6 header (RFC 4291 2.5.5.2; Linux's ipv6_rcv drops them too).
+        if source.isMulticast || destination.isUnspecified || source.isIPv4Mapped || destination.isIPv4Mapped
+            || !viaLoopback && (source.isLoopback || destination.isLoopback) {
             counters.ip6InHdrErrors &+= 1
             return
         }
         // A host, not a router: only our addresses and groups (RFC 8200 section 3; Linux's
         // Ip6InAddrErrors). A tentative address receives nothing until DAD passes (RFC 4862 5.4).
-        guard ip6!.accepts(destination) else {
+        guard viaLoopback || ip6!.accepts(destination) else {
             counters.ip6InAddrErrors &+= 1
             return
         }
@@ -96,7 +101,11 @@ extension NetworkStack {
                 let datagram = IPv6Datagram(source: packet.source, destination: packet.destination, hopLimit: packet.hopLimit,
                                             packet: bytes, payload: bytes.suffix(from: offset),
                                             checksumVerified: checksumVerified)
-                if next == .icmpv6 { receiveICMPv6(datagram, now: now) } else { refuseTransport(datagram, next, now: now) }
+                switch next {
+                case .icmpv6: receiveICMPv6(datagram, now: now)
+                case .tcp: receiveTCP(datagram, now: now)
+                default: refuseTransport(datagram, next, now: now)
+                }
                 return
             default:
                 // RFC 8200 4: an unrecognized Next Header: Parameter Problem code 1 at its field.
@@ -145,8 +154,8 @@ extension NetworkStack {
         return true
     }
 
-    /// TCP and UDP over IPv6 are later slices: a segment or datagram to us with a good
-    /// checksum is answered as a closed port would be (RFC 4443 3.1 code 4).
+    /// UDP over IPv6 is a later slice: a datagram to us with a good checksum is answered as a
+    /// closed port would be (RFC 4443 3.1 code 4).
     private func refuseTransport(_ datagram: IPv6Datagram, _ proto: IPv6NextHeader, now: Instant) {
         let payload = datagram.payload
         let minimum = proto == .udp ? 8 : 20

@@ -1,6 +1,6 @@
 import Timing
 
-/// The stack's loopback: datagrams to 127.0.0.0/8 or to the interface's own address are
+/// The stack's loopback: datagrams to 127.0.0.0/8, ::1 or the stack's own addresses are
 /// received by the stack itself and never framed onto the link (RFC 1122 3.2.1.3 (g): an
 /// address of the form {127, <any>} "MUST NOT appear outside a host"; Linux routes the
 /// host's own addresses through `lo` likewise).
@@ -60,23 +60,39 @@ extension NetworkStack {
     func sendLoopback(source: IPv4Address, destination: IPv4Address, proto: IPProtocol, payloadLength: Int,
                       dontFragment: Bool = false, now: Instant,
                       _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
-        counters.ipOutRequests &+= 1
-        let header = IPv4Packet.minimumHeaderLength
-        guard header + payloadLength <= IPv4Packet.maximumLength else {
-            counters.ipFragFails &+= 1
+        sendLoopback(source: IPAddress(source), destination: IPAddress(destination), proto: proto,
+                     payloadLength: payloadLength, dontFragment: dontFragment, now: now, writePayload)
+    }
+
+    /// The same for either family: an IPv6 packet (to ::1 or one of our IPv6 addresses) gets
+    /// a plain 40-byte header; the queue's reader tells the versions apart.
+    func sendLoopback(source: IPAddress, destination: IPAddress, proto: IPProtocol, payloadLength: Int,
+                      dontFragment: Bool = false, now: Instant,
+                      _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
+        let v4 = source.v4.flatMap { s in destination.v4.map { (s, $0) } }
+        let header = v4 != nil ? IPv4Packet.minimumHeaderLength : IPv6Packet.headerLength
+        if v4 != nil { counters.ipOutRequests &+= 1 } else { counters.ip6OutRequests &+= 1 }
+        guard v4 != nil ? header + payloadLength <= IPv4Packet.maximumLength : payloadLength <= 65535 else {
+            if v4 != nil { counters.ipFragFails &+= 1 } else { counters.ip6FragFails &+= 1 }
             return false
         }
-        let identification = takeIdentification()
+        let identification = v4 != nil ? takeIdentification() : 0
         let wasEmpty = loopback.isEmpty
         let queued = loopback.append(length: header + payloadLength) { buffer in
-            _ = IPv4Packet.writeHeader(into: buffer, source: source, destination: destination, proto: proto,
-                                       payloadLength: payloadLength, identification: identification,
-                                       ttl: configuration.defaultTTL, dontFragment: dontFragment)
+            if let (s, d) = v4 {
+                _ = IPv4Packet.writeHeader(into: buffer, source: s, destination: d, proto: proto,
+                                           payloadLength: payloadLength, identification: identification,
+                                           ttl: configuration.defaultTTL, dontFragment: dontFragment)
+            } else {
+                _ = IPv6Packet.writeHeader(into: buffer, source: source.bits, destination: destination.bits,
+                                           nextHeader: IPv6NextHeader(rawValue: proto.rawValue),
+                                           payloadLength: payloadLength, hopLimit: ip6?.configuration.hopLimit ?? 64)
+            }
             writePayload(buffer.suffix(from: header))
         }
         guard queued else {
             counters.loopbackQueueFull &+= 1
-            counters.ipOutDiscards &+= 1
+            if v4 != nil { counters.ipOutDiscards &+= 1 } else { counters.ip6OutDiscards &+= 1 }
             return false
         }
         if wasEmpty { loopbackQueuedAt = now }
@@ -112,6 +128,10 @@ extension NetworkStack {
         while !loopback.isEmpty && round < rounds {
             round += 1
             loopback.drain { bytes in
+                if bytes.first.map({ $0 >> 4 }) == 6 {
+                    receiveIPv6(bytes, checksumVerified: true, viaLoopback: true, now: now)
+                    return
+                }
                 counters.ipInReceives &+= 1
                 // Built by this stack a moment ago: the header is sound, the transport
                 // checksum was computed over these very bytes.

@@ -14,7 +14,7 @@ extension NetworkStack {
         counters.tcpSynCookiesSent &+= 1
         // A SYN-ACK with only MSS: window scaling, SACK and timestamps need state we do not keep.
         var options = TCPOptions()
-        options.mss = UInt16(clamping: pathMTU(toward: tuple.remoteAddress) - 40)
+        options.mss = UInt16(clamping: maximumSegment(toward: tuple.remoteAddress))
         let length = TCPSegment.minimumHeaderLength + options.encodedLength
         let buffer = scratch.slice(0..<length)
         TCPSegment.writeHeader(into: buffer, sourcePort: tuple.localPort, destinationPort: tuple.remotePort,
@@ -22,7 +22,7 @@ extension NetworkStack {
                                window: UInt16(clamping: configuration.tcp.receiveBuffer), options: options)
         TCPSegment.finishChecksum(buffer, source: tuple.localAddress, destination: tuple.remoteAddress)
         counters.tcpOutSegs &+= 1
-        sendIPv4(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
+        sendIP(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
     }
 
     /// Checks the cookie in an ACK to a listener; on success makes the connection, already

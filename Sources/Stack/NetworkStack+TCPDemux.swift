@@ -5,10 +5,24 @@ import Timing
 /// ICMP errors and failed address resolution reach the connections they concern.
 extension NetworkStack {
     func receiveTCP(_ datagram: IPv4Datagram, now: Instant) {
+        receiveTCP(source: IPAddress(datagram.source), destination: IPAddress(datagram.destination),
+                   payload: datagram.payload, broadcast: datagram.broadcast, checksumVerified: datagram.checksumVerified,
+                   now: now)
+    }
+
+    func receiveTCP(_ datagram: IPv6Datagram, now: Instant) {
+        // An IPv6 packet carries no broadcast; multicast destinations never reach TCP.
+        receiveTCP(source: IPAddress(datagram.source), destination: IPAddress(datagram.destination),
+                   payload: datagram.payload, broadcast: datagram.destination.isMulticast,
+                   checksumVerified: datagram.checksumVerified, now: now)
+    }
+
+    /// A segment of either family; `broadcast`: sent to a broadcast or multicast address.
+    private func receiveTCP(source: IPAddress, destination: IPAddress, payload: UnsafeRawBufferPointer, broadcast: Bool,
+                            checksumVerified: Bool, now: Instant) {
         let segment: TCPSegment
         do {
-            segment = try TCPSegment(datagram.payload, source: datagram.source, destination: datagram.destination,
-                                     checksumVerified: datagram.checksumVerified)
+            segment = try TCPSegment(payload, source: source, destination: destination, checksumVerified: checksumVerified)
         } catch {
             counters.tcpInErrs &+= 1
             if case .badChecksum = error { counters.tcpInCsumErrors &+= 1 }
@@ -16,15 +30,15 @@ extension NetworkStack {
         }
         counters.tcpInSegs &+= 1
         // RFC 9293 3.9.2 / RFC 1122 4.2.3.10: no segment to or from a broadcast is accepted.
-        guard !datagram.broadcast else {
+        guard !broadcast else {
             counters.tcpInErrs &+= 1
             return
         }
         let flags = segment.flags
         let seg = IncomingSegment(seq: segment.seq, ack: segment.ack, flags: flags, window: segment.window,
                                   options: segment.options, payload: segment.payload)
-        let tuple = TCPFourTuple(remoteAddress: datagram.source, remotePort: segment.sourcePort,
-                                 localAddress: datagram.destination, localPort: segment.destinationPort)
+        let tuple = TCPFourTuple(remoteAddress: source, remotePort: segment.sourcePort, localAddress: destination,
+                                 localPort: segment.destinationPort)
         // A one-entry cache in front of the table: bulk traffic hits the same connection.
         let cached: TCPConnection?
         if let last = tcp.lastLookup, last.tuple == tuple, last.connection.state != .closed {
@@ -111,11 +125,12 @@ extension NetworkStack {
         child.output(now: now, in: self)
     }
 
-    /// An ICMP error about a segment we sent (RFC 1122 4.2.3.9, RFC 5927). The quoted
-    /// sequence number must lie in [SND.UNA, SND.MAX) or the message is ignored (blind
-    /// attacks). While opening, the error ends the connect (as Linux does); later it is a
-    /// soft error, reported if the connection then times out.
-    func tcpICMPError(type: ICMPType, code: UInt8, source: IPv4Address, destination: IPv4Address, sourcePort: UInt16,
+    /// An ICMP or ICMPv6 error about a segment we sent (RFC 1122 4.2.3.9, RFC 4443 3, RFC
+    /// 5927), as the errno it means (`error`). The quoted sequence number must lie in
+    /// [SND.UNA, SND.MAX) or the message is ignored (blind attacks). While opening, the error
+    /// ends the connect (as Linux does); later it is a soft error, reported if the connection
+    /// then times out.
+    func tcpICMPError(_ error: SocketError, source: IPAddress, destination: IPAddress, sourcePort: UInt16,
                       destinationPort: UInt16, seq: SeqNum, now: Instant) {
         let tuple = TCPFourTuple(remoteAddress: destination, remotePort: destinationPort, localAddress: source,
                                  localPort: sourcePort)
@@ -123,17 +138,6 @@ extension NetworkStack {
         else {
             counters.tcpICMPIgnored &+= 1
             return
-        }
-        let error: SocketError
-        switch (type, code) {
-        case (.destinationUnreachable, UnreachableCode.network): error = .networkUnreachable
-        case (.destinationUnreachable, UnreachableCode.proto), (.destinationUnreachable, UnreachableCode.port):
-            error = .connectionRefused
-        case (.destinationUnreachable, UnreachableCode.fragmentationNeeded):
-            // Path MTU discovery is not implemented: segments are sized to the link MTU.
-            return
-        case (.destinationUnreachable, _): error = .hostUnreachable
-        default: error = .hostUnreachable  // Time Exceeded
         }
         counters.tcpICMPErrors &+= 1
         if c.state == .synSent || c.state == .synReceived {
@@ -147,7 +151,7 @@ extension NetworkStack {
     /// EHOSTUNREACH; established ones keep it as a soft error.
     func tcpNeighborUnreachable(_ nextHop: IPv4Address, now: Instant) {
         let affected = tcp.connections.values.filter { c in
-            if !c.viaLoopback, case .via(let hop)? = route(c.remoteAddress) { return hop == nextHop }
+            if !c.viaLoopback, let remote = c.remoteAddress.v4, case .via(let hop)? = route(remote) { return hop == nextHop }
             return false
         }
         for c in affected {

@@ -1,7 +1,7 @@
 import Timing
 
-/// TCP output: a connection's segments, handed to the IPv4 layer to be framed in place in the
-/// outbox (or the loopback queue), and RSTs with or without a connection.
+/// TCP output: a connection's segments, handed to the IP layer (IPv4's are framed in place in
+/// the outbox, or the loopback queue), and RSTs with or without a connection.
 extension NetworkStack {
     /// Writes one TCP segment of connection `c`; data comes from its send buffer. With
     /// `segmentSize` (less than `length`) it is a super-segment the link cuts into segments
@@ -14,7 +14,8 @@ extension NetworkStack {
         let destination = c.remoteAddress
         // Fast path: the next hop is known; the IPv4 layer frames the segment in place in the
         // outbox and it is written straight there. (Super-segments never go to the loopback.)
-        let mac = c.viaLoopback ? nil : knownNextHopMAC(toward: destination, cache: &c.neighborCache, now: now)
+        // (IPv6 segments take the general path: sendIPv6 frames them after NDP.)
+        let mac = c.viaLoopback ? nil : destination.v4.flatMap { knownNextHopMAC(toward: $0, cache: &c.neighborCache, now: now) }
         if mac == nil && segments > 1 {
             // The next hop is being resolved: what waits for it waits as ordinary segments.
             var offset = 0
@@ -52,7 +53,7 @@ extension NetworkStack {
                                        checksumOffset: UInt16(TCPSegment.Field.checksum))
             }
             counters.ipOutRequests &+= UInt64(segments)
-            _ = frameIPv4(to: mac, source: source, destination: destination, proto: .tcp, payloadLength: segmentLength,
+            _ = frameIPv4(to: mac, source: source.v4!, destination: destination.v4!, proto: .tcp, payloadLength: segmentLength,
                           identification: takeIdentification(count: segments), dontFragment: true, offload: offload,
                           writeSegment)
             return segments
@@ -60,8 +61,8 @@ extension NetworkStack {
         Self.writeSegment(of: c, into: scratch.slice(0..<segmentLength), seq: seq, ack: ack, flags: flags, window: window,
                           options: options, headerLength: headerLength, dataOffset: dataOffset, length: length,
                           partialChecksum: false)
-        sendIPv4(to: destination, from: source, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)),
-                 now: now)
+        sendIP(to: destination, from: source, proto: .tcp, payload: UnsafeRawBufferPointer(scratch.slice(0..<segmentLength)),
+               now: now)
         return 1
     }
 
@@ -105,6 +106,6 @@ extension NetworkStack {
         TCPSegment.writeHeader(into: buffer, sourcePort: tuple.localPort, destinationPort: tuple.remotePort, seq: seq,
                                ack: ack ?? SeqNum(0), flags: flags, window: 0, options: nil)
         TCPSegment.finishChecksum(buffer, source: tuple.localAddress, destination: tuple.remoteAddress)
-        sendIPv4(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
+        sendIP(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
     }
 }

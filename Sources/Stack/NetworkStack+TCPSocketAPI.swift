@@ -5,8 +5,12 @@ import Timing
 /// socket's ID and `now`; what they make the connection send goes to the outbox.
 extension NetworkStack {
     /// A new, unconnected TCP socket (socket(2)).
-    public func tcpOpen(options: TCPSocketOptions = TCPSocketOptions()) -> SocketID {
-        allocateSocket(options: options).id
+    public func tcpOpen(family: AddressFamily = .ipv4, options: TCPSocketOptions = TCPSocketOptions()) -> SocketID {
+        let s = allocateSocket(options: options)
+        s.family = family
+        s.localAddress = family.any
+        s.heldAddress = family.any
+        return s.id
     }
 
     /// accept(2): the next established connection, or `.wouldBlock`.
@@ -22,7 +26,7 @@ extension NetworkStack {
 
     /// connect(2): starts the three-way handshake; completion shows as writability (or an
     /// error) in the socket's readiness.
-    public func tcpConnect(_ id: SocketID, to address: IPv4Address, port: UInt16, now: Instant) throws(SocketError) {
+    public func tcpConnect(_ id: SocketID, to address: IPAddress, port: UInt16, now: Instant) throws(SocketError) {
         let now = advanceClock(now)
         guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
         switch s.state {
@@ -32,13 +36,22 @@ extension NetworkStack {
         default: throw .alreadyConnected
         }
         guard s.remotePort == 0, s.terminalError == nil else { throw .invalidArgument }
-        guard port != 0, !address.isUnspecified, !address.isMulticast, !address.isLimitedBroadcast,
-              address != configuration.interface.subnetBroadcast
-        else { throw .networkUnreachable }
+        guard port != 0, !address.isUnspecified, !address.isMulticast else { throw .networkUnreachable }
+        if let v4 = address.v4 {
+            guard !v4.isLimitedBroadcast, v4 != configuration.interface.subnetBroadcast else { throw .networkUnreachable }
+            // An IPv6 socket reaches IPv4 peers as v4-mapped addresses, unless IPV6_V6ONLY.
+            guard s.family == .ipv4 || !s.options.v6Only else { throw .networkUnreachable }
+        } else {
+            guard s.family == .ipv6 else { throw .invalidArgument }
+        }
         let local = isLocal(address)
-        guard local || route(address) != nil else { throw .networkUnreachable }
-        guard sourceUsable(s.localAddress, toward: address) else { throw .invalidArgument }
-        let source = s.localAddress.isUnspecified ? sourceAddress(toward: address) : s.localAddress
+        guard local || isRoutable(address) else { throw .networkUnreachable }
+        // An IPv6 socket still bound to `::` takes its source from the peer's family.
+        let bound = s.localAddress == .anyIPv6 && address.isIPv4 ? IPAddress.anyIPv4 : s.localAddress
+        guard sourceUsable(bound, toward: address) else {
+            throw bound.isIPv4 == address.isIPv4 ? .invalidArgument : .networkUnreachable
+        }
+        guard let source = bound.isUnspecified ? sourceAddress(toward: address) : bound else { throw .networkUnreachable }
         if s.localPort == 0 {
             guard let p = ephemeralPort(remote: address, remotePort: port, local: source) else { throw .addressNotAvailable }
             s.localPort = p
@@ -70,7 +83,7 @@ extension NetworkStack {
         s.sndMax = s.iss
         s.sendBufferSeq = s.iss + 1
         s.recover = s.iss
-        s.advertisedMSS = min(pathMTU(toward: s.remoteAddress) - 40, s.options.maxSegment ?? Int.max)
+        s.advertisedMSS = min(maximumSegment(toward: s.remoteAddress), s.options.maxSegment ?? Int.max)
         s.windowScaling = true
         // The shift must cover the largest window autotuning may offer (RFC 7323 2.2: it is
         // fixed at the SYN).
@@ -304,6 +317,9 @@ extension NetworkStack {
         guard let s = tcpSocket(id), !s.orphaned else { throw .badSocket }
         var o = s.options
         change(&o)
+        // IPV6_V6ONLY is fixed once the socket has a port (Linux: EINVAL), and means nothing
+        // on an IPv4 socket (the service answers ENOPROTOOPT there).
+        if o.v6Only != s.options.v6Only && (s.localPort != 0 || s.family == .ipv4) { throw .invalidArgument }
         if o.congestionControl != s.options.congestionControl {
             guard let cc = CongestionControlFactory.make(o.congestionControl, mss: s.mss) else { throw .invalidArgument }
             cc.setWindow(s.cc.cwnd)
@@ -333,7 +349,7 @@ extension NetworkStack {
 
     /// Names of the socket: local address (unspecified while bound to any) and port, and the
     /// peer once connected.
-    public func tcpNames(_ id: SocketID) -> (local: IPv4Address, localPort: UInt16, remote: IPv4Address, remotePort: UInt16)? {
+    public func tcpNames(_ id: SocketID) -> (local: IPAddress, localPort: UInt16, remote: IPAddress, remotePort: UInt16)? {
         guard let s = tcpSocket(id) else { return nil }
         return (s.localAddress, s.localPort, s.remoteAddress, s.remotePort)
     }

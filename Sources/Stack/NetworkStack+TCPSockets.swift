@@ -2,9 +2,9 @@ import Timing
 
 /// A connection's key in the demultiplexing table.
 struct TCPFourTuple: Hashable {
-    var remoteAddress: IPv4Address
+    var remoteAddress: IPAddress
     var remotePort: UInt16
-    var localAddress: IPv4Address
+    var localAddress: IPAddress
     var localPort: UInt16
 }
 
@@ -19,8 +19,11 @@ struct TCPTables {
     var listeners: [TCPLocalName: TCPConnection] = [:]
     /// Listeners per port, whatever their address.
     var listenersOnPort: [UInt16: Int] = [:]
-    /// Local ports in use, with the number of sockets using each, whatever their address.
+    /// Local ports in use, with the number of sockets using each, whatever their address;
+    /// the same per family, and the dual-stack `::` names among them (NetworkStack+TCPBind).
     var portUsers: [UInt16: Int] = [:]
+    var familyUsers: [TCPPortFamily: Int] = [:]
+    var dualUsers: [UInt16: Int] = [:]
     /// Sockets using each local name (address as bound: unspecified for any).
     var nameUsers: [TCPLocalName: Int] = [:]
     /// Ports taken by an explicit bind(2), which ephemeral selection must not share.
@@ -162,6 +165,7 @@ extension NetworkStack {
     /// A connection born of a listener, registered under its names, handshake variables set.
     func makeChild(of listener: TCPConnection, tuple: TCPFourTuple, now: Instant) -> TCPConnection {
         let child = allocateSocket(options: listener.options)
+        child.family = listener.family
         child.localAddress = tuple.localAddress
         child.localPort = tuple.localPort
         child.remoteAddress = tuple.remoteAddress

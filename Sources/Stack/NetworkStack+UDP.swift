@@ -369,7 +369,7 @@ extension NetworkStack {
             if score == bestScore && s.reusePort { group.append(s) }
         }
         if group.count > 1, let chosen = best, chosen.reusePort {
-            let h = secretHash(0x7270, sourcePort, datagram.source, 0)
+            let h = secretHash(0x7270, sourcePort, IPAddress(datagram.source), 0)
             return group[Int(h % UInt64(group.count))]
         }
         return best

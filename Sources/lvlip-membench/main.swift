@@ -52,7 +52,7 @@ let listener = b.tcpOpen()
 try! b.tcpBind(listener, port: 5001)
 try! b.tcpListen(listener, backlog: 1)
 let client = a.tcpOpen()
-try! a.tcpConnect(client, to: IPv4Address(10, 0, 0, 2), port: 5001, now: now)
+try! a.tcpConnect(client, to: IPAddress(IPv4Address(10, 0, 0, 2)), port: 5001, now: now)
 var server: SocketID?
 for _ in 0..<100 where server == nil {
     pump()

@@ -166,7 +166,7 @@ final class ShimClient {
         XCTAssertEqual(bind(listener, .any, port), 0)
         XCTAssertEqual(listen(listener), 0)
         let peer = harness.peer.tcpOpen()
-        try harness.peer.tcpConnect(peer, to: ServiceHarness.address, port: port, now: harness.now)
+        try harness.peer.tcpConnect(peer, to: IPAddress(ServiceHarness.address), port: port, now: harness.now)
         var accepted: (record: lvlip_accept_record, socket: ShimSocket)?
         XCTAssertTrue(harness.run { accepted = accept(listener); return accepted != nil })
         let (record, socket) = try XCTUnwrap(accepted)

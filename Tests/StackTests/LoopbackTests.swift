@@ -24,7 +24,7 @@ final class LoopbackTests: XCTestCase {
     private func connect(_ h: Harness, listener: SocketID, to address: IPv4Address, port: UInt16,
                          file: StaticString = #filePath, line: UInt = #line) throws -> (client: SocketID, server: SocketID) {
         let client = h.stack.tcpOpen()
-        try h.stack.tcpConnect(client, to: address, port: port, now: h.now)
+        try h.stack.tcpConnect(client, to: IPAddress(address), port: port, now: h.now)
         XCTAssertTrue(h.stack.hasLoopbackPending, "the SYN waits in the loopback", file: file, line: line)
         XCTAssertEqual(h.stack.nextDeadline, h.now, "and makes the stack due at once", file: file, line: line)
         settle(h, file: file, line: line)
@@ -68,17 +68,17 @@ final class LoopbackTests: XCTestCase {
     func testTCPOverLoopbackHandshakeDataBothWaysAndClose() throws {
         let h = Harness()
         let listener = h.stack.tcpOpen()
-        try h.stack.tcpBind(listener, address: Self.localhost, port: 6379)
+        try h.stack.tcpBind(listener, address: IPAddress(Self.localhost), port: 6379)
         try h.stack.tcpListen(listener, backlog: 8)
         let (client, server) = try connect(h, listener: listener, to: Self.localhost, port: 6379)
         let c = try XCTUnwrap(h.stack.tcpNames(client))
         let s = try XCTUnwrap(h.stack.tcpNames(server))
-        XCTAssertEqual(c.local, Self.localhost)
-        XCTAssertEqual(c.remote, Self.localhost)
+        XCTAssertEqual(c.local, IPAddress(Self.localhost))
+        XCTAssertEqual(c.remote, IPAddress(Self.localhost))
         XCTAssertEqual(c.remotePort, 6379)
-        XCTAssertEqual(s.local, Self.localhost)
+        XCTAssertEqual(s.local, IPAddress(Self.localhost))
         XCTAssertEqual(s.localPort, 6379)
-        XCTAssertEqual(s.remote, Self.localhost)
+        XCTAssertEqual(s.remote, IPAddress(Self.localhost))
         XCTAssertEqual(s.remotePort, c.localPort)
 
         try transfer(h, from: client, to: server, count: 1 << 20, seed: 1)
@@ -124,7 +124,7 @@ final class LoopbackTests: XCTestCase {
         // A path over the link keeps the link's MSS.
         h.learnPeer()
         let remote = h.stack.tcpOpen()
-        try h.stack.tcpConnect(remote, to: Frames.peerIP, port: 80, now: h.now)
+        try h.stack.tcpConnect(remote, to: IPAddress(Frames.peerIP), port: 80, now: h.now)
         let syn = try XCTUnwrap(h.output().first)
         XCTAssertEqual(Parsed(frame: syn).ipSource, Frames.stackIP)
         XCTAssertEqual(h.stack.tcpInfo(remote)?.receiveMSS, 1460)
@@ -135,7 +135,7 @@ final class LoopbackTests: XCTestCase {
     func testFullLoopbackQueueHoldsTheSenderBack() throws {
         let h = Harness { $0.loopbackQueueBytes = 2 * (8 + 65536) + 64 }  // two entries of 65535-byte datagrams
         let listener = h.stack.tcpOpen()
-        try h.stack.tcpBind(listener, address: Self.localhost, port: 9000)
+        try h.stack.tcpBind(listener, address: IPAddress(Self.localhost), port: 9000)
         try h.stack.tcpListen(listener, backlog: 8)
         let (client, server) = try connect(h, listener: listener, to: Self.localhost, port: 9000)
         try transfer(h, from: client, to: server, count: 1 << 20, seed: 4)
@@ -170,20 +170,20 @@ final class LoopbackTests: XCTestCase {
         try h.stack.tcpBind(listener, port: 8080)
         try h.stack.tcpListen(listener, backlog: 8)
         let (toOwn, acceptedOwn) = try connect(h, listener: listener, to: Frames.stackIP, port: 8080)
-        XCTAssertEqual(h.stack.tcpNames(toOwn)?.local, Frames.stackIP)
-        XCTAssertEqual(h.stack.tcpNames(acceptedOwn)?.remote, Frames.stackIP)
+        XCTAssertEqual(h.stack.tcpNames(toOwn)?.local, IPAddress(Frames.stackIP))
+        XCTAssertEqual(h.stack.tcpNames(acceptedOwn)?.remote, IPAddress(Frames.stackIP))
         let (toOther, acceptedOther) = try connect(h, listener: listener, to: IPv4Address(127, 0, 0, 2), port: 8080)
-        XCTAssertEqual(h.stack.tcpNames(toOther)?.local, Self.localhost)
-        XCTAssertEqual(h.stack.tcpNames(acceptedOther)?.local, IPv4Address(127, 0, 0, 2))
-        XCTAssertEqual(h.stack.tcpNames(acceptedOther)?.remote, Self.localhost)
-        XCTAssertEqual(h.stack.tcpNames(listener)?.local, .any)
+        XCTAssertEqual(h.stack.tcpNames(toOther)?.local, IPAddress(Self.localhost))
+        XCTAssertEqual(h.stack.tcpNames(acceptedOther)?.local, IPAddress(IPv4Address(127, 0, 0, 2)))
+        XCTAssertEqual(h.stack.tcpNames(acceptedOther)?.remote, IPAddress(Self.localhost))
+        XCTAssertEqual(h.stack.tcpNames(listener)?.local, .anyIPv4)
     }
 
     func testBindingRulesCarryTheLocalAddress() throws {
         let h = Harness()
         func bound(_ address: IPv4Address, _ port: UInt16, reuse: Bool = false) throws -> SocketID {
             let s = h.stack.tcpOpen()
-            try h.stack.tcpBind(s, address: address, port: port, reuseAddress: reuse)
+            try h.stack.tcpBind(s, address: IPAddress(address), port: port, reuseAddress: reuse)
             return s
         }
         let onLoopback = try bound(Self.localhost, 6379)
@@ -200,15 +200,15 @@ final class LoopbackTests: XCTestCase {
 
         // Each listener gets only traffic to its own address.
         let (_, viaInterface) = try connect(h, listener: onInterface, to: Frames.stackIP, port: 6379)
-        XCTAssertEqual(h.stack.tcpNames(viaInterface)?.local, Frames.stackIP)
+        XCTAssertEqual(h.stack.tcpNames(viaInterface)?.local, IPAddress(Frames.stackIP))
         let (_, viaLoopback) = try connect(h, listener: onLoopback, to: Self.localhost, port: 6379)
-        XCTAssertEqual(h.stack.tcpNames(viaLoopback)?.local, Self.localhost)
+        XCTAssertEqual(h.stack.tcpNames(viaLoopback)?.local, IPAddress(Self.localhost))
         XCTAssertThrowsError(try h.stack.tcpAccept(onLoopback)) { XCTAssertEqual($0 as? SocketError, .wouldBlock) }
         XCTAssertThrowsError(try h.stack.tcpAccept(onInterface)) { XCTAssertEqual($0 as? SocketError, .wouldBlock) }
 
         // No listener for 127.0.0.3:6379 (127.0.0.2's socket only bound): refused by RST.
         let refused = h.stack.tcpOpen()
-        try h.stack.tcpConnect(refused, to: IPv4Address(127, 0, 0, 3), port: 6379, now: h.now)
+        try h.stack.tcpConnect(refused, to: IPAddress(IPv4Address(127, 0, 0, 3)), port: 6379, now: h.now)
         settle(h)
         XCTAssertEqual(h.stack.tcpTakeError(refused), .connectionRefused)
 
@@ -235,8 +235,8 @@ final class LoopbackTests: XCTestCase {
         let h = Harness()
         h.learnPeer()
         let s = h.stack.tcpOpen()
-        try h.stack.tcpBind(s, address: Self.localhost, port: 0)
-        XCTAssertThrowsError(try h.stack.tcpConnect(s, to: Frames.peerIP, port: 80, now: h.now)) {
+        try h.stack.tcpBind(s, address: IPAddress(Self.localhost), port: 0)
+        XCTAssertThrowsError(try h.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: 80, now: h.now)) {
             XCTAssertEqual($0 as? SocketError, .invalidArgument)
         }
         let u = h.stack.udpOpen()

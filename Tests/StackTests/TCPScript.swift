@@ -38,7 +38,7 @@ final class ScriptedPeer {
             let header = TCPSegment.writeHeader(into: b, sourcePort: port, destinationPort: stackPort, seq: SeqNum(seq),
                                                 ack: SeqNum(ack), flags: flags, window: window, options: options)
             for (i, byte) in data.enumerated() { b[header + i] = byte }
-            TCPSegment.finishChecksum(b, source: Frames.peerIP, destination: Frames.stackIP)
+            TCPSegment.finishChecksum(b, source: IPAddress(Frames.peerIP), destination: IPAddress(Frames.stackIP))
         }
         if !checksumOK { segment[segment.count - 1] ^= 0xFF }
         h.receive(Frames.ethernet(type: 0x0800, Frames.ipv4(proto: 6, segment)))
@@ -55,7 +55,7 @@ final class ScriptedPeer {
                     source: p.ipSource, destination: p.ipDestination, proto: .tcp, length: b.count)))
             }, 0, "segment checksum")
             return tcp.withUnsafeBytes { b in
-                let s = try! TCPSegment(b, source: p.ipSource, destination: p.ipDestination)
+                let s = try! TCPSegment(b, source: IPAddress(p.ipSource), destination: IPAddress(p.ipDestination))
                 return Segment(seq: s.seq.rawValue, ack: s.ack.rawValue, flags: s.flags, window: s.window, options: s.options,
                                payload: Array(s.payload), sourcePort: s.sourcePort, destinationPort: s.destinationPort)
             }

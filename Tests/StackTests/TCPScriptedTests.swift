@@ -64,7 +64,7 @@ final class TCPScriptedTests: XCTestCase {
     func testActiveOpen() throws {
         let p = ScriptedPeer()
         let s = p.stack.tcpOpen()
-        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: p.port, now: p.now)
         let syn = try XCTUnwrap(p.expectOne())
         XCTAssertEqual(syn.flags, .syn)
         XCTAssertEqual(syn.options.mss, 1460)
@@ -492,7 +492,7 @@ final class TCPScriptedTests: XCTestCase {
     /// An active open from the stack to the scripted peer: returns (socket, our ISN, our port).
     private func connected(_ p: ScriptedPeer, sack: Bool = false) throws -> (SocketID, UInt32, UInt16) {
         let s = p.stack.tcpOpen()
-        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: p.port, now: p.now)
         let syn = try XCTUnwrap(p.expectOne())
         var o = TCPOptions()
         o.mss = 1460
@@ -519,7 +519,7 @@ final class TCPScriptedTests: XCTestCase {
     func testICMPErrorsDuringConnect() throws {
         let p = ScriptedPeer()
         let s = p.stack.tcpOpen()
-        try p.stack.tcpConnect(s, to: Frames.peerIP, port: 9, now: p.now)
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: 9, now: p.now)
         let syn = try XCTUnwrap(p.expectOne())
         p.h.receive(icmpUnreachable(code: 3, about: syn, seq: syn.seq &+ 5000))
         XCTAssertEqual(p.stack.tcpState(s), .synSent, "a quote outside SND.UNA..SND.MAX is ignored")
@@ -528,7 +528,7 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.tcpState(s), .closed)
         XCTAssertEqual(p.stack.tcpTakeError(s), .connectionRefused)
         let s2 = p.stack.tcpOpen()
-        try p.stack.tcpConnect(s2, to: Frames.peerIP, port: 9, now: p.now)
+        try p.stack.tcpConnect(s2, to: IPAddress(Frames.peerIP), port: 9, now: p.now)
         let syn2 = try XCTUnwrap(p.expectOne())
         p.h.receive(icmpUnreachable(code: 1, about: syn2))
         XCTAssertEqual(p.stack.tcpTakeError(s2), .hostUnreachable)
@@ -680,7 +680,7 @@ final class TCPScriptedTests: XCTestCase {
         options.sendBuffer = 4096
         options.noDelay = true
         let s = p.stack.tcpOpen(options: options)
-        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: p.port, now: p.now)
         let syn = try XCTUnwrap(p.expectOne())
         var o = TCPOptions()
         o.mss = 1000
@@ -716,7 +716,7 @@ final class TCPScriptedTests: XCTestCase {
         let p = ScriptedPeer()
         let s = p.stack.tcpOpen()
         try p.stack.tcpSetOptions(s, now: p.now) { $0.noDelay = true }
-        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: p.port, now: p.now)
         let syn = try XCTUnwrap(p.expectOne())
         let port = syn.sourcePort
         let synTS = try XCTUnwrap(syn.options.timestamp)
@@ -832,7 +832,7 @@ final class TCPScriptedTests: XCTestCase {
             let p = ScriptedPeer { $0.seed = seed }
             let s = p.stack.tcpOpen()
             try p.stack.tcpBind(s, port: 7000)
-            try p.stack.tcpConnect(s, to: Frames.peerIP, port: port, now: p.now)
+            try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: port, now: p.now)
             return try XCTUnwrap(p.expectOne()).seq
         }
         XCTAssertEqual(try isn(seed: 1, port: 80), try isn(seed: 1, port: 80))
@@ -874,7 +874,7 @@ final class TCPScriptedTests: XCTestCase {
         let p = ScriptedPeer()
         let s = p.stack.tcpOpen()
         try p.stack.tcpBind(s, port: 5555)
-        try p.stack.tcpConnect(s, to: Frames.peerIP, port: p.port, now: p.now)
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: p.port, now: p.now)
         let syn = try XCTUnwrap(p.expectOne())
         p.send(.syn, seq: 7000, options: ScriptedPeer.synOptions(ws: nil, sack: false), to: 5555)
         let synAck = try XCTUnwrap(p.expectOne("SYN-ACK with our original ISN"))

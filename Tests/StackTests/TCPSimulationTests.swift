@@ -85,7 +85,7 @@ enum Scenario {
         try sim.a.tcpBind(listener, port: port)
         try sim.a.tcpListen(listener, backlog: 16)
         let client = sim.b.tcpOpen()
-        try sim.b.tcpConnect(client, to: Simulation.addressA, port: port, now: sim.now)
+        try sim.b.tcpConnect(client, to: IPAddress(Simulation.addressA), port: port, now: sim.now)
         var server: SocketID?
         let ok = sim.run(for: 130_000) {
             if server == nil { server = try? sim.a.tcpAccept(listener) }
@@ -227,7 +227,7 @@ final class TCPAutotuningTests: XCTestCase {
             var clientOptions = TCPSocketOptions()
             if !autotune { clientOptions.sendBuffer = 256 * 1024 }
             let client = sim.b.tcpOpen(options: clientOptions)
-            try sim.b.tcpConnect(client, to: Simulation.addressA, port: 5000, now: sim.now)
+            try sim.b.tcpConnect(client, to: IPAddress(Simulation.addressA), port: 5000, now: sim.now)
             var server: SocketID?
             XCTAssertTrue(sim.run(for: 10_000) {
                 server = server ?? (try? sim.a.tcpAccept(listener))

@@ -102,8 +102,8 @@ public struct FrameOffload: Equatable, Sendable {
                 segment[tcpStart + 13] = f
                 let tcp = segment.suffix(from: tcpStart)
                 tcp.setBE16(0, 16)
-                let source = IPv4Address(frame.be32(ipStart + 12))
-                let destination = IPv4Address(frame.be32(ipStart + 16))
+                let source = IPAddress(IPv4Address(frame.be32(ipStart + 12)))
+                let destination = IPAddress(IPv4Address(frame.be32(ipStart + 16)))
                 TCPSegment.finishChecksum(tcp, source: source, destination: destination)
                 body(UnsafeRawBufferPointer(segment))
                 offset += length

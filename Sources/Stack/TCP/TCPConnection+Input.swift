@@ -481,7 +481,8 @@ extension TCPConnection {
 
     /// Applies the peer's SYN options (RFC 9293 3.7.1, RFC 7323, RFC 2018).
     func negotiateOptions(_ options: TCPOptions, synAck: Bool, in stack: NetworkStack) {
-        peerMSS = Int(options.mss ?? 536)  // RFC 9293 3.7.1: 536 when absent.
+        // RFC 9293 3.7.1: 536 when absent; IPv6's minimum MTU less 60 (RFC 8200 8.3).
+        peerMSS = Int(options.mss ?? (remoteAddress.isIPv4 ? 536 : 1220))
         if let ws = options.windowScale, windowScaling || !synAck {
             windowScaling = true
             sndScale = min(ws, 14)  // RFC 7323 2.3: larger shifts are treated as 14.
@@ -502,7 +503,7 @@ extension TCPConnection {
     /// The MSS for data we send: the peer's MSS, our MTU, TCP_MAXSEG, less the option bytes
     /// every segment carries (RFC 9293 3.7.1: the MSS counts data only, excluding options).
     func updateMSS(in stack: NetworkStack) {
-        var m = min(peerMSS, stack.pathMTU(toward: remoteAddress) - 40)
+        var m = min(peerMSS, stack.maximumSegment(toward: remoteAddress))
         if let cap = options.maxSegment { m = min(m, cap) }
         if timestamps { m -= 12 }
         mss = max(m, 64)

@@ -34,11 +34,16 @@ final class TCPConnection {
     var neighborCache = NeighborCache()
     /// The local address: unspecified while bound to any (a listener may stay so); set by
     /// connect or by the segment that made the connection.
-    var localAddress = IPv4Address.any
+    var localAddress = IPAddress.anyIPv4
     var localPort: UInt16 = 0
-    /// The address the local port is held under in the bind table (NetworkStack+TCPBind).
-    var heldAddress = IPv4Address.any
-    var remoteAddress = IPv4Address.any
+    /// The address the local port is held under in the bind table (NetworkStack+TCPBind),
+    /// and whether that name is a dual-stack `::`.
+    var heldAddress = IPAddress.anyIPv4
+    var heldDual = false
+    /// The socket's family (socket(2)'s domain): an IPv6 socket may name IPv4 peers as
+    /// v4-mapped addresses unless IPV6_V6ONLY.
+    var family = AddressFamily.ipv4
+    var remoteAddress = IPAddress.anyIPv4
     var remotePort: UInt16 = 0
     /// The peer is this host (127/8 or our address): segments go through the loopback.
     var viaLoopback = false

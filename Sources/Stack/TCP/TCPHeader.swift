@@ -203,14 +203,14 @@ public struct TCPSegment {
 
     /// `checksumVerified`: the link already vouched for the checksum (a TAP with checksum
     /// offload hands over locally built segments whose checksum is not yet filled in).
-    public init(_ bytes: UnsafeRawBufferPointer, source: IPv4Address, destination: IPv4Address,
+    public init(_ bytes: UnsafeRawBufferPointer, source: IPAddress, destination: IPAddress,
                 checksumVerified: Bool = false) throws(ParseError) {
         guard bytes.count >= Self.minimumHeaderLength else { throw .truncated }
         let offset = Int(bytes[Field.dataOffset] >> 4) * 4
         guard offset >= Self.minimumHeaderLength, offset <= bytes.count else { throw .badDataOffset }
         if !checksumVerified {
-            let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
-                                                          length: bytes.count)
+            let pseudo = IPAddress.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
+                                                   length: bytes.count)
             let sum = InternetChecksum.partialSum(bytes, pseudo)
             guard InternetChecksum.finish(sum) == 0 else { throw .badChecksum }
         }
@@ -254,17 +254,17 @@ public struct TCPSegment {
 
     /// Stores in the checksum field what a link with checksum offload expects there
     /// (`FrameOffload`): the folded sum of the pseudo-header, not complemented.
-    public static func writePseudoHeaderSum(_ segment: UnsafeMutableRawBufferPointer, source: IPv4Address,
-                                            destination: IPv4Address) {
-        let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
-                                                      length: segment.count)
+    public static func writePseudoHeaderSum(_ segment: UnsafeMutableRawBufferPointer, source: IPAddress,
+                                            destination: IPAddress) {
+        let pseudo = IPAddress.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
+                                               length: segment.count)
         segment.setBE16(~InternetChecksum.finish(pseudo), Field.checksum)
     }
 
     /// Fills in the checksum of a complete segment in `buffer`.
-    public static func finishChecksum(_ segment: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
-        let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
-                                                      length: segment.count)
+    public static func finishChecksum(_ segment: UnsafeMutableRawBufferPointer, source: IPAddress, destination: IPAddress) {
+        let pseudo = IPAddress.pseudoHeaderSum(source: source, destination: destination, proto: .tcp,
+                                               length: segment.count)
         let sum = InternetChecksum.partialSum(UnsafeRawBufferPointer(segment), pseudo)
         segment.setBE16(InternetChecksum.finish(sum), Field.checksum)
     }

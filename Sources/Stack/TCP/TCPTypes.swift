@@ -122,9 +122,9 @@ public enum TCPCongestionState: UInt8, Sendable {
 
 public struct TCPInfo: Sendable {
     public var state: TCPState
-    public var localAddress: IPv4Address
+    public var localAddress: IPAddress
     public var localPort: UInt16
-    public var remoteAddress: IPv4Address
+    public var remoteAddress: IPAddress
     public var remotePort: UInt16
     /// Smoothed RTT and its variation, microseconds.
     public var rtt: UInt32
@@ -169,6 +169,9 @@ public struct TCPInfo: Sendable {
 public struct TCPSocketOptions: Sendable {
     /// TCP_NODELAY: disable Nagle (RFC 1122 4.2.3.4).
     public var noDelay = false
+    /// IPV6_V6ONLY on an IPv6 socket: IPv6 peers only, and `::` does not take IPv4 (RFC 3493
+    /// 5.3); Linux's default (net.ipv6.bindv6only) is off. Fixed once the socket is bound.
+    public var v6Only = false
     /// TCP_CORK: hold partial segments until uncorked, at most 200 ms (as Linux).
     public var cork = false
     /// SO_KEEPALIVE and TCP_KEEPIDLE/KEEPINTVL/KEEPCNT (seconds, count).

@@ -62,12 +62,16 @@ public struct IPv6Packet {
     /// section 8.1): both addresses, the upper-layer length and the next header value.
     public static func pseudoHeaderSum(source: IPv6Address, destination: IPv6Address, nextHeader: IPv6NextHeader,
                                        length: Int) -> UInt64 {
-        var sum: UInt64 = 0
-        for half in [source.high, source.low, destination.high, destination.low] {
-            for shift in stride(from: 48, through: 0, by: -16) {
-                sum = InternetChecksum.adding(UInt16(truncatingIfNeeded: half >> UInt64(shift)), to: sum)
-            }
+        // Each 64-bit half is four big-endian 16-bit words; summing them in one piece per
+        // half keeps this allocation-free on the per-segment path.
+        @inline(__always) func words(_ half: UInt64) -> UInt64 {
+            (half >> 48) + (half >> 32 & 0xFFFF) + (half >> 16 & 0xFFFF) + (half & 0xFFFF)
         }
+        let hostOrder = words(source.high) + words(source.low) + words(destination.high) + words(destination.low)
+        // `adding` takes host-order words and sums them byte-swapped, as partialSum reads memory.
+        var sum = InternetChecksum.adding(UInt16(truncatingIfNeeded: hostOrder), to: 0)
+        sum = InternetChecksum.adding(UInt16(truncatingIfNeeded: hostOrder >> 16), to: sum)
+        sum = InternetChecksum.adding(UInt16(truncatingIfNeeded: hostOrder >> 32), to: sum)
         sum = InternetChecksum.adding(UInt16(truncatingIfNeeded: length >> 16), to: sum)
         sum = InternetChecksum.adding(UInt16(truncatingIfNeeded: length), to: sum)
         return InternetChecksum.adding(UInt16(nextHeader.rawValue), to: sum)
