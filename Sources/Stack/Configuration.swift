@@ -47,7 +47,8 @@ public struct OutputOffload: Sendable {
     /// The link completes TCP checksums: the stack writes only the pseudo-header's sum.
     public var checksum = false
     /// The link cuts TCP super-segments into MSS-sized segments (TSO), so one frame carries
-    /// up to `maximumPacket` bytes of IPv4. Needs `checksum`.
+    /// up to `maximumPacket` bytes of IP packet (headers included, either version). Needs
+    /// `checksum`.
     public var tcpSegmentation = false
     /// The largest super-segment, as an IPv4 packet (Linux's gso_max_size for a TAP: 64 KB).
     public var maximumPacket = 65535

@@ -14,8 +14,14 @@ extension NetworkStack {
         let destination = c.remoteAddress
         // Fast path: the next hop is known; the IPv4 layer frames the segment in place in the
         // outbox and it is written straight there. (Super-segments never go to the loopback.)
-        // (IPv6 segments take the general path: sendIPv6 frames them after NDP.)
-        let mac = c.viaLoopback ? nil : destination.v4.flatMap { knownNextHopMAC(toward: $0, cache: &c.neighborCache, now: now) }
+        let mac: MACAddress?
+        if c.viaLoopback {
+            mac = nil
+        } else if let v4 = destination.v4 {
+            mac = knownNextHopMAC(toward: v4, cache: &c.neighborCache, now: now)
+        } else {
+            mac = knownNextHopMAC(toward: destination.bits, from: c.localAddress.bits, now: now)
+        }
         if mac == nil && segments > 1 {
             // The next hop is being resolved: what waits for it waits as ordinary segments.
             var offset = 0
@@ -49,13 +55,19 @@ extension NetworkStack {
             var offload = FrameOffload.none
             if checksumOffload {
                 offload = FrameOffload(segmentSize: segments > 1 ? UInt16(segmentSize) : 0,
-                                       checksumStart: UInt16(EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength),
+                                       checksumStart: UInt16(EthernetFrame.headerLength + destination.ipHeaderLength),
                                        checksumOffset: UInt16(TCPSegment.Field.checksum))
             }
-            counters.ipOutRequests &+= UInt64(segments)
-            _ = frameIPv4(to: mac, source: source.v4!, destination: destination.v4!, proto: .tcp, payloadLength: segmentLength,
-                          identification: takeIdentification(count: segments), dontFragment: true, offload: offload,
-                          writeSegment)
+            if let s = source.v4, let d = destination.v4 {
+                counters.ipOutRequests &+= UInt64(segments)
+                _ = frameIPv4(to: mac, source: s, destination: d, proto: .tcp, payloadLength: segmentLength,
+                              identification: takeIdentification(count: segments), dontFragment: true, offload: offload,
+                              writeSegment)
+            } else {
+                counters.ip6OutRequests &+= UInt64(segments)
+                _ = frameIPv6(to: mac, source: source.bits, destination: destination.bits, nextHeader: .tcp,
+                              payloadLength: segmentLength, offload: offload, writeSegment)
+            }
             return segments
         }
         Self.writeSegment(of: c, into: scratch.slice(0..<segmentLength), seq: seq, ack: ack, flags: flags, window: window,
@@ -107,5 +119,39 @@ extension NetworkStack {
                                ack: ack ?? SeqNum(0), flags: flags, window: 0, options: nil)
         TCPSegment.finishChecksum(buffer, source: tuple.localAddress, destination: tuple.remoteAddress)
         sendIP(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
+    }
+
+    /// The next hop's MAC for an IPv6 destination when NDP already knows it (REACHABLE,
+    /// DELAY or PROBE; a STALE entry is used and moves to DELAY, RFC 4861 7.3.3). Nil: the
+    /// caller takes sendIPv6's path, which resolves and queues.
+    @inline(__always)
+    func knownNextHopMAC(toward destination: IPv6Address, from source: IPv6Address, now: Instant) -> MACAddress? {
+        guard let state = ip6, state.isOnLink(destination), let entry = state.neighbors[destination], entry.mac != nil
+        else { return nil }
+        guard case .resolved(let mac) = resolve6(destination, from: source, now: now) else { return nil }
+        return mac
+    }
+
+    /// Frames an IPv6 packet in place in the outbox, as frameIPv4 does for IPv4; the payload
+    /// is written by `writePayload`.
+    func frameIPv6(to mac: MACAddress, source: IPv6Address, destination: IPv6Address, nextHeader: IPv6NextHeader,
+                   payloadLength: Int, offload: FrameOffload = .none,
+                   _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
+        let frameLength = EthernetFrame.headerLength + IPv6Packet.headerLength + payloadLength
+        let hopLimit = ip6?.configuration.hopLimit ?? 64
+        let queued = outbox.append(reserving: max(frameLength, outbox.frameSize), offload: offload) { buffer in
+            var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv6)
+            at += IPv6Packet.writeHeader(into: buffer.suffix(from: at), source: source, destination: destination,
+                                         nextHeader: nextHeader, payloadLength: payloadLength, hopLimit: hopLimit)
+            writePayload(buffer.slice(at..<at + payloadLength))
+            return at + payloadLength
+        }
+        guard queued else {
+            counters.linkOutQueueFull &+= 1
+            counters.ip6OutDiscards &+= 1
+            return false
+        }
+        counters.linkOutFrames &+= 1
+        return true
     }
 }

@@ -183,3 +183,52 @@ final class TCPIPv6Tests: XCTestCase {
         XCTAssertEqual(stack.tcpTakeError(own), .connectionRefused, "the listener is on ::1 only")
     }
 }
+
+/// TCP segmentation and checksum offload for IPv6 super-segments (VIRTIO_NET_HDR_GSO_TCPV6).
+final class TCPIPv6OffloadTests: XCTestCase {
+    func testSuperSegmentsOverIPv6AreCutAndChecksummedLikeIPv4s() throws {
+        let sim = Simulation(seed: 3) { c in
+            let address = c.interface.address == Simulation.addressA ? TCPIPv6Tests.v6A : TCPIPv6Tests.v6B
+            var v6 = IPv6Configuration(addresses: [IPv6Interface(address: address, prefixLength: 64)])
+            v6.dadTransmits = 0
+            c.ipv6 = v6
+            c.offload = OutputOffload(checksum: true, tcpSegmentation: true)
+        }
+        let listener = sim.a.tcpOpen(family: .ipv6)
+        try sim.a.tcpBind(listener, address: .anyIPv6, port: 5000)
+        try sim.a.tcpListen(listener, backlog: 4)
+        let client = sim.b.tcpOpen(family: .ipv6)
+        try sim.b.tcpConnect(client, to: IPAddress(TCPIPv6Tests.v6A), port: 5000, now: sim.now)
+        var server: SocketID?
+        XCTAssertTrue(sim.run(for: 10_000) {
+            if server == nil { server = try? sim.a.tcpAccept(listener) }
+            return server != nil && sim.b.tcpState(client) == .established
+        })
+        let framesBefore = sim.b.counters.linkOutFrames
+        let segmentsBefore = sim.b.counters.tcpOutSegs
+        let up = Transfer(sim: sim, sender: sim.b, senderSocket: client, receiver: sim.a,
+                          receiverSocket: try XCTUnwrap(server), total: 2_000_000, seed: 5)
+        XCTAssertTrue(sim.run(for: 100_000) {
+            up.pump()
+            return up.done
+        })
+        XCTAssertNil(up.mismatch)
+        let frames = sim.b.counters.linkOutFrames - framesBefore
+        let segments = sim.b.counters.tcpOutSegs - segmentsBefore
+        XCTAssertLessThan(frames * 4, segments, "super-segments: \(frames) frames for \(segments) segments")
+        XCTAssertEqual(sim.a.counters.tcpInCsumErrors, 0, "the software completion's checksums are right")
+        XCTAssertEqual(sim.a.counters.ip6InHdrErrors, 0)
+    }
+
+    func testTheVirtioHeaderSaysTCPV6() {
+        // Ethernet, a 40-byte IPv6 header, a TCP header of 32 bytes (data offset 8), data.
+        var frame = [UInt8](repeating: 0, count: 14 + 40 + 32 + 3000)
+        frame[14] = 0x60
+        frame[14 + 40 + 12] = 8 << 4
+        let offload = FrameOffload(segmentSize: 1428, checksumStart: 54, checksumOffset: 16)
+        var header = [UInt8](repeating: 0xEE, count: 10)
+        header.withUnsafeMutableBytes { h in frame.withUnsafeBytes { offload.writeVirtioHeader(into: h, frame: $0) } }
+        XCTAssertEqual(header, [1, 4, 86, 0, 0x94, 0x05, 54, 0, 16, 0],
+                       "NEEDS_CSUM, GSO_TCPV6, hdr_len 86, gso_size 1428, csum_start 54, csum_offset 16")
+    }
+}

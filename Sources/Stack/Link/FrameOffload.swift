@@ -1,14 +1,14 @@
 /// What a frame asks the link to finish, as virtio-net's header says it (and so a TAP with
 /// IFF_VNET_HDR): the transport checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM) and the cutting of a
-/// TCP super-segment into segments (VIRTIO_NET_HDR_GSO_TCPV4).
+/// TCP super-segment into segments (VIRTIO_NET_HDR_GSO_TCPV4 and _TCPV6).
 ///
 /// A frame that asks for the checksum carries in its checksum field the folded sum of the
 /// pseudo-header (with the whole TCP length), not complemented: the link sums from
 /// `checksumStart` to the end and stores the complement at `checksumStart + checksumOffset`.
-/// A super-segment is one IPv4 packet whose TCP payload is cut every `segmentSize` bytes;
-/// each segment gets the headers with its own sequence number, IP total length and
-/// identification (the first's plus its index), FIN and PSH only on the last, CWR only on
-/// the first (Linux's tcp_gso_segment).
+/// A super-segment is one IPv4 or IPv6 packet whose TCP payload is cut every `segmentSize`
+/// bytes; each segment gets the headers with its own sequence number, IP total length and
+/// identification (the first's plus its index; IPv6: its payload length), FIN and PSH only
+/// on the last, CWR only on the first (Linux's tcp_gso_segment).
 public struct FrameOffload: Equatable, Sendable {
     /// TCP payload bytes per segment when the link must cut the frame; 0: one frame as is.
     public var segmentSize: UInt16
@@ -37,7 +37,8 @@ public struct FrameOffload: Equatable, Sendable {
         guard isRequested else { return }
         header[0] = 1  // VIRTIO_NET_HDR_F_NEEDS_CSUM
         if segmentSize > 0 {
-            header[1] = 1  // VIRTIO_NET_HDR_GSO_TCPV4
+            // VIRTIO_NET_HDR_GSO_TCPV4 or _TCPV6, by the packet's version.
+            header[1] = frame[EthernetFrame.headerLength] >> 4 == 6 ? 4 : 1
             header.storeBytes(of: UInt16(Self.headerLength(of: frame, checksumStart: Int(checksumStart))).littleEndian,
                               toByteOffset: 2, as: UInt16.self)
             header.storeBytes(of: segmentSize.littleEndian, toByteOffset: 4, as: UInt16.self)
@@ -80,6 +81,7 @@ public struct FrameOffload: Equatable, Sendable {
             let payload = frame.count - headers
             let size = Int(segmentSize)
             let firstSeq = frame.be32(tcpStart + 4)
+            let ipv6 = frame[ipStart] >> 4 == 6
             let firstID = frame.be16(ipStart + 4)
             let flags = frame[tcpStart + 13]
             var offset = 0
@@ -91,10 +93,15 @@ public struct FrameOffload: Equatable, Sendable {
                 segment.copy(frame.slice(headers + offset..<headers + offset + length), to: headers)
                 let last = offset + length == payload
                 let ip = segment.suffix(from: ipStart)
-                ip.setBE16(UInt16(segment.count - ipStart), 2)
-                ip.setBE16(firstID &+ UInt16(truncatingIfNeeded: index), 4)
-                ip.setBE16(0, 10)
-                ip.setBE16(InternetChecksum.checksum(UnsafeRawBufferPointer(ip.slice(0..<tcpStart - ipStart))), 10)
+                if ipv6 {
+                    // RFC 8200 3: the payload length, all the header there is to change.
+                    ip.setBE16(UInt16(segment.count - tcpStart), 4)
+                } else {
+                    ip.setBE16(UInt16(segment.count - ipStart), 2)
+                    ip.setBE16(firstID &+ UInt16(truncatingIfNeeded: index), 4)
+                    ip.setBE16(0, 10)
+                    ip.setBE16(InternetChecksum.checksum(UnsafeRawBufferPointer(ip.slice(0..<tcpStart - ipStart))), 10)
+                }
                 segment.setBE32(firstSeq &+ UInt32(offset), tcpStart + 4)
                 var f = flags
                 if !last { f &= ~(TCPFlags.fin.rawValue | TCPFlags.psh.rawValue) }
@@ -102,13 +109,20 @@ public struct FrameOffload: Equatable, Sendable {
                 segment[tcpStart + 13] = f
                 let tcp = segment.suffix(from: tcpStart)
                 tcp.setBE16(0, 16)
-                let source = IPAddress(IPv4Address(frame.be32(ipStart + 12)))
-                let destination = IPAddress(IPv4Address(frame.be32(ipStart + 16)))
+                let (source, destination) = Self.addresses(of: frame, ipStart: ipStart)
                 TCPSegment.finishChecksum(tcp, source: source, destination: destination)
                 body(UnsafeRawBufferPointer(segment))
                 offset += length
                 index += 1
             } while offset < payload
         }
+    }
+
+    /// The IP source and destination of a frame's packet, either version.
+    static func addresses(of frame: UnsafeRawBufferPointer, ipStart: Int) -> (IPAddress, IPAddress) {
+        if frame[ipStart] >> 4 == 6 {
+            return (IPAddress(IPv6Address(frame, at: ipStart + 8)), IPAddress(IPv6Address(frame, at: ipStart + 24)))
+        }
+        return (IPAddress(IPv4Address(frame.be32(ipStart + 12))), IPAddress(IPv4Address(frame.be32(ipStart + 16))))
     }
 }

@@ -135,7 +135,7 @@ extension TCPConnection {
     /// the outbox.
     private func superSegmentLimit(in stack: NetworkStack) -> Int? {
         guard !viaLoopback else { return nil }
-        let overhead = IPv4Packet.minimumHeaderLength + TCPSegment.maximumHeaderLength
+        let overhead = remoteAddress.ipHeaderLength + TCPSegment.maximumHeaderLength
         return min(stack.configuration.offload.maximumPacket, stack.outbox.room - EthernetFrame.headerLength) - overhead
     }
 
