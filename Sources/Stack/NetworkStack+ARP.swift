@@ -184,7 +184,7 @@ extension NetworkStack {
                 neighbors[ip] = nil
                 // Like an ICMP Host Unreachable from ourselves (RFC 1122 2.3.2.1): connections
                 // still opening through this neighbour fail with EHOSTUNREACH.
-                tcpNeighborUnreachable(ip, now: now)
+                tcpNeighborUnreachable(IPAddress(ip), now: now)
                 reportHostUnreachable(neighbor.pending, now: now)
                 return
             }

@@ -200,6 +200,7 @@ extension NetworkStack {
                 counters.ndp6ResolutionFailures &+= 1
                 counters.ndp6PendingDrops &+= UInt64(entry.pending.count)
                 ip6!.neighbors[ip] = nil
+                tcpNeighborUnreachable(IPAddress(ip), now: now)
                 return
             }
             ip6!.neighbors[ip]!.state = .incomplete(solicitations: sent + 1)

@@ -147,12 +147,16 @@ extension NetworkStack {
         }
     }
 
-    /// Address resolution for `nextHop` failed: connections opening through it end with
-    /// EHOSTUNREACH; established ones keep it as a soft error.
-    func tcpNeighborUnreachable(_ nextHop: IPv4Address, now: Instant) {
+    /// Address resolution (ARP or NDP) for `nextHop` failed: connections opening through it
+    /// end with EHOSTUNREACH; established ones keep it as a soft error.
+    func tcpNeighborUnreachable(_ nextHop: IPAddress, now: Instant) {
         let affected = tcp.connections.values.filter { c in
-            if !c.viaLoopback, let remote = c.remoteAddress.v4, case .via(let hop)? = route(remote) { return hop == nextHop }
-            return false
+            guard !c.viaLoopback else { return false }
+            if let remote = c.remoteAddress.v4 {
+                if case .via(let hop)? = route(remote) { return IPAddress(hop) == nextHop }
+                return false
+            }
+            return c.remoteAddress == nextHop
         }
         for c in affected {
             if c.state == .synSent {

@@ -148,6 +148,17 @@ final class TCPIPv6Tests: XCTestCase {
         XCTAssertThrowsError(try bind(.ipv4, IPAddress(Self.v6A), 83)) { XCTAssertEqual($0 as? SocketError, .invalidArgument) }
     }
 
+    func testConnectFailsWhenNeighbourDiscoveryGetsNoAnswer() throws {
+        let sim = dualStackSimulation()
+        let client = sim.b.tcpOpen(family: .ipv6)
+        try sim.b.tcpConnect(client, to: IPAddress(IPv6Address("fd00::99")!), port: 80, now: sim.now)
+        let started = sim.now
+        XCTAssertTrue(sim.run(for: 10_000) { sim.b.tcpState(client) == .closed })
+        XCTAssertEqual(sim.b.tcpTakeError(client), .hostUnreachable, "RFC 4861 7.2.2's failure, as Linux reports it")
+        XCTAssertGreaterThanOrEqual(sim.now.nanoseconds(since: started), 3_000_000_000, "after three solicitations")
+        XCTAssertEqual(sim.b.counters.ndp6ResolutionFailures, 1)
+    }
+
     func testLoopbackOverIPv6() throws {
         let sim = dualStackSimulation()
         let stack = sim.a
