@@ -52,12 +52,12 @@ def concurrent(bed, stack):
         except OSError:
             pass
 
-    bed.progress.set(f"4/6 concurrency: {stack}, opening {count} connections")
+    bed.progress.set(f"4/7 concurrency: {stack}, opening {count} connections")
     if wait_for("idle", 90):
         time.sleep(1)  # let the last handshakes' ACKs and the pairs settle
         if stack == "lvlip" and bed.daemon_alive("concurrency"):
             rss["idle"] = bed.daemon_rss_kb()
-        bed.progress.set(f"4/6 concurrency: {stack}, one echo on each connection")
+        bed.progress.set(f"4/7 concurrency: {stack}, one echo on each connection")
         go()
         if wait_for("echoed", 90):
             if stack == "lvlip" and bed.daemon_alive("concurrency"):

@@ -10,7 +10,7 @@ def run(bed):
     start_echo_servers(bed)
     bed.warm_up()
     bed.results["cr"] = alternating(bed, "connrate", seconds, ECHO_PORTS,
-                                    what="3/6 connection rate: connect, 64 B request/reply, close")
+                                    what="3/7 connection rate: connect, 64 B request/reply, close")
     bed.daemon_alive("connection rate")
     bed.stop_all()
     bed.stop_daemon()

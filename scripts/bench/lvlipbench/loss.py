@@ -91,7 +91,7 @@ def run(bed):
             break
         for percent in LOSSES:
             for stack in ("kernel", "lvlip"):
-                bed.progress.set(f"5/6 goodput under {percent}% loss: {stack} downloads {total // 1_000_000} MB, "
+                bed.progress.set(f"5/7 goodput under {percent}% loss: {stack} downloads {total // 1_000_000} MB, "
                                  f"run {run + 1}/{runs} (at most {bed.cfg['loss_timeout']} s)")
                 bed.results["loss"][(stack, percent)].append(lossy_download(bed, stack, percent, total))
     bed.daemon_alive("loss")

@@ -16,7 +16,8 @@ from .testbed import Testbed
 # (name in problems, --only key, phase), in the order they run.
 PHASES = (("bulk", "bulk", bulk.run), ("request/response", "rr", rr.run),
           ("connection rate", "connrate", connrate.run), ("concurrency", "concurrency", concurrency.run),
-          ("loss", "loss", loss.run), ("sender under loss", "sendloss", sendloss.run))
+          ("loss", "loss", loss.run), ("sender under loss", "sendloss", sendloss.run),
+          ("IPv6 bulk", "bulk6", bulk.run_ipv6))
 
 
 def measure(bed):

@@ -102,13 +102,13 @@ def transfers(runs):
 def details(r):
     """One mode's runs, figure by figure."""
     out = []
-    bulk = r.get("bulk", {})
-    if bulk:
+    for label, key in (("bulk runs", "bulk"), ("IPv6 bulk runs", "bulk6")):
         parts = []
-        for key, values in bulk.items():
+        for run, values in r.get(key, {}).items():
             if values:
-                parts.append(f"{key} {', '.join(f'{v:.2f}' for v in values)}")
-        out.append("- bulk runs (Gbit/s): " + "; ".join(parts))
+                parts.append(f"{run} {', '.join(f'{v:.2f}' for v in values)}")
+        if parts:
+            out.append(f"- {label} (Gbit/s): " + "; ".join(parts))
     for name, key in (("request/response", "rr"), ("connection rate", "cr")):
         res = r.get(key, {})
         parts = []

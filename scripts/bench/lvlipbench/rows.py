@@ -78,6 +78,12 @@ def mode_rows(r, cfg):
         q = ratio_of(s, k)
         rows.append(("bulk", f"bulk {direction}, iperf3 (Gbit/s, median)", direction, fmt(k), fmt(s), ratio_text(q),
                      at_least(q, direction)))
+    bulk6 = r.get("bulk6", {})
+    for direction in ("upload", "download"):
+        k = median_or_none(bulk6.get(f"kernel {direction}", []))
+        s = median_or_none(bulk6.get(f"lvlip {direction}", []))
+        rows.append(("bulk6", f"IPv6 bulk {direction}, iperf3 (Gbit/s, median)", None, fmt(k), fmt(s),
+                     ratio_text(ratio_of(s, k)), None))
     retrans = r.get("retrans", {})
     k, s = retrans_percent(retrans.get("kernel")), retrans_percent(retrans.get("lvlip"))
     rows.append(("bulk", "retransmitted segments in the bulk uploads (% of segments sent)", "retrans",

@@ -8,7 +8,7 @@ def run(bed):
     bed.start_daemon()
     start_echo_servers(bed)
     bed.warm_up()
-    bed.results["rr"] = alternating(bed, "pingpong", seconds, what="2/6 request/response: 64-byte ping-pong")
+    bed.results["rr"] = alternating(bed, "pingpong", seconds, what="2/7 request/response: 64-byte ping-pong")
     bed.daemon_alive("request/response")
     bed.stop_all()
     bed.stop_daemon()

@@ -46,7 +46,7 @@ def run(bed):
         for size in sizes:
             for percent in LOSSES:
                 for stack in ("kernel", "lvlip"):
-                    bed.progress.set(f"6/6 sender under {percent}% loss: {stack} uploads {size // 1_000_000} MB, "
+                    bed.progress.set(f"6/7 sender under {percent}% loss: {stack} uploads {size // 1_000_000} MB, "
                                      f"run {run + 1}/{runs} (at most {bed.cfg['loss_timeout']} s)")
                     bed.results["sendloss"][(stack, size, percent)].append(lossy_upload(bed, stack, percent, size))
     bed.daemon_alive("sendloss")

@@ -13,6 +13,9 @@ DOCS = REPO / "docs" / "benchmarks.md"
 CHART = REPO / "docs" / "bench-throughput.png"
 STACK_IP, KERNEL_TAP_IP = "10.0.0.4", "10.0.0.5"
 VETH_LOCAL_IP, VETH_PEER_IP = "10.0.1.1", "10.0.1.2"
+# The same links over IPv6 (the bulk6 phase): lvlipd's --addr, tap0's kernel side, the veth pair.
+STACK_IP6, KERNEL_TAP_IP6 = "fd00::4", "fd00::5"
+VETH_LOCAL_IP6, VETH_PEER_IP6 = "fd00:1::1", "fd00:1::2"
 PEER_NS = "lvlip-bench-peer"
 IPERF_PORT, ECHO_PORT, ECHO_PORTS, SOURCE_PORT, SINK_PORT = 5201, 7000, 16, 7100, 7200
 CONCURRENT = 10_000
@@ -41,7 +44,7 @@ LOSSES = (1, 5)
 # Rounds of a loss phase after its first start only while the phase is younger than this, so
 # that slow recovery cannot push the whole benchmark (both modes) past fifteen minutes.
 LOSS_ROUND_BUDGET = 100
-PHASES = ("bulk", "rr", "connrate", "concurrency", "loss", "sendloss")
+PHASES = ("bulk", "rr", "connrate", "concurrency", "loss", "sendloss", "bulk6")
 
 
 def parse_args(description):

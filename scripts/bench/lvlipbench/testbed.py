@@ -14,8 +14,8 @@ from pathlib import Path
 from .host import git_revision, loadavg
 from .launch import fail
 from .progress import Progress
-from .settings import (KERNEL_TAP_IP, NOFILE, PEER_NS, REPO, STACK_IP, VETH_LOCAL_IP, VETH_PEER_IP,
-                       settings)
+from .settings import (KERNEL_TAP_IP, KERNEL_TAP_IP6, NOFILE, PEER_NS, REPO, STACK_IP, STACK_IP6, VETH_LOCAL_IP,
+                       VETH_LOCAL_IP6, VETH_PEER_IP, VETH_PEER_IP6, settings)
 
 
 def interfaces():
@@ -229,7 +229,7 @@ class Testbed:
             self.stop(proc)
         self.procs = []
 
-    def start_daemon(self, offload=True):
+    def start_daemon(self, offload=True, ipv6=False):
         """A fresh lvlipd for every phase: one phase's TIME-WAITs and allocations do not leak
         into the next one's figures. Without offload (`--no-offload`) it writes one segment
         per frame, as the kernel sender of the loss phases does."""
@@ -246,6 +246,8 @@ class Testbed:
                                 "--socket", str(self.socket), "--log-level", "warning"]
         if not offload:
             command.append("--no-offload")
+        if ipv6:
+            command += ["--addr", f"{STACK_IP6}/64"]
         self.record(command)
         self.daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.daemon_log,
                                        stderr=self.daemon_log)
@@ -255,6 +257,10 @@ class Testbed:
                 raise RuntimeError(f"lvlipd did not start:\n{log_path.read_text()}")
             time.sleep(0.02)
         sh("ip", "addr", "add", f"{KERNEL_TAP_IP}/24", "dev", "tap0")
+        if ipv6:
+            # IPv6 is off by default in these namespaces (setup): on for tap0 alone.
+            Path("/proc/sys/net/ipv6/conf/tap0/disable_ipv6").write_text("0")
+            sh("ip", "-6", "addr", "add", f"{KERNEL_TAP_IP6}/64", "dev", "tap0", "nodad")
         self.daemon_log_path = log_path
 
     def stop_daemon(self):
@@ -321,18 +327,36 @@ class Testbed:
                 counters[fields[0]] = int(fields[1])
         return {key: counters.get(key, 0) for key in ("TcpRetransSegs", "TcpOutSegs")}
 
-    def wait_listening(self, port, peer=False, timeout=10):
-        """Until a kernel listener on `port` shows in /proc/net/tcp (of the namespace)."""
+    def enable_veth_ipv6(self):
+        """IPv6 on the veth pair, for the bulk6 phase (restore_links makes a fresh pair)."""
+        Path("/proc/sys/net/ipv6/conf/veth0/disable_ipv6").write_text("0")
+        sh("ip", "-6", "addr", "add", f"{VETH_LOCAL_IP6}/64", "dev", "veth0", "nodad")
+        self.in_peer(["sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/veth1/disable_ipv6"])
+        self.in_peer(["ip", "-6", "addr", "add", f"{VETH_PEER_IP6}/64", "dev", "veth1", "nodad"])
+
+    def wait_listening(self, port, peer=False, timeout=10, ipv6=False):
+        """Until a kernel listener on `port` shows in /proc/net/tcp (tcp6) of the namespace."""
         needle = f":{port:04X} "
+        table = "/proc/net/tcp6" if ipv6 else "/proc/net/tcp"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            text = (self.in_peer(["cat", "/proc/net/tcp"]) if peer else Path("/proc/net/tcp").read_text())
+            text = (self.in_peer(["cat", table]) if peer else Path(table).read_text())
             if any(needle in line and line.split()[3] == "0A" for line in text.splitlines()[1:]):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"no listener on port {port} {'in the peer' if peer else ''}")
 
-    def warm_up(self):
-        """ARP both ways and the daemon's first connection, before anything is measured."""
+    def warm_up(self, ipv6=False):
+        """ARP (NDP) both ways and the daemon's first connection, before anything is measured.
+        Over IPv6, lvlipd's address answers once its duplicate address detection is over:
+        pinged until it does (at most 10 s)."""
+        if ipv6:
+            deadline = time.monotonic() + 10
+            ping = ["ping", "-6", "-c", "1", "-W", "1", STACK_IP6]
+            while subprocess.run(ping, capture_output=True, timeout=5).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"lvlipd's {STACK_IP6} never answered ping -6")
+            sh("ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", VETH_PEER_IP6, check=False)
+            return
         sh("ping", "-c", "2", "-i", "0.2", "-W", "1", STACK_IP, check=False)
         sh("ping", "-c", "2", "-i", "0.2", "-W", "1", VETH_PEER_IP, check=False)
