@@ -32,9 +32,7 @@ public final class NetworkStack {
         didSet { neighborGeneration &+= 1 }
     }
     var neighborGeneration: UInt64 = 1
-    var reassembly: [FragmentKey: PartialDatagram] = [:]
-    var reassemblyMemory = 0
-    var reassemblySequence: UInt64 = 0
+    var reassembly: FragmentTable<FragmentKey>
     var icmpErrorBucket: TokenBucket
     /// IPv6 addresses, neighbour cache and error limit (NetworkStack+IPv6, +NDP); nil when off.
     var ip6: IPv6State?
@@ -56,6 +54,7 @@ public final class NetworkStack {
         loopback = LoopbackQueue(capacity: configuration.loopbackQueueBytes)
         wheel = TimingWheel(start: now)
         clock = now
+        reassembly = FragmentTable(limits: configuration.reassembly, remembersDiscarded: false, timer: StackTimer.reassembly)
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
         ip6 = configuration.ipv6.map {
