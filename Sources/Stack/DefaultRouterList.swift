@@ -58,6 +58,8 @@ struct DefaultRouterList {
         }
     }
 
+    mutating func removeRouter(_ address: IPv6Address) { routers.removeAll { $0.address == address } }
+
     /// An on-link prefix's valid lifetime (6.3.4): 0 removes it, all ones is infinity.
     mutating func updatePrefix(_ prefix: IPv6Interface, validLifetimeSeconds: UInt32, now: Instant) {
         prefixes.removeAll { !Self.alive($0.expires, now) }

@@ -34,6 +34,7 @@ struct IPv6State {
     /// RFC 7739 5.3's table of counters for Fragment identifications, indexed by a keyed
     /// hash of the addresses; each starts at a random value.
     var fragmentCounters: [UInt32]
+    static let fragmentCounterCount = 1024
 
     init(configuration: IPv6Configuration, mac: MACAddress, seed: UInt64, errorsPerSecond: UInt64, burst: UInt64,
          reassembly limits: ReassemblyConfiguration, now: Instant) {
@@ -93,8 +94,6 @@ struct IPv6State {
         let global = preferred.filter { !$0.address.isLinkLocal }
         return global.first { $0.interface.contains(destination) }?.address ?? global.first?.address ?? linkLocal
     }
-
-    static let fragmentCounterCount = 1024
 
     /// Whether `destination` is on the link (RFC 4861 5.2): link-local, inside one of our
     /// prefixes, or inside an on-link prefix a router advertised.

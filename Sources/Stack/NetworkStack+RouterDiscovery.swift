@@ -38,7 +38,7 @@ extension NetworkStack {
         for (type, range) in options {
             switch type {
             case NeighborMessage.sourceLinkLayerOption where range.count == 8:
-                learnFromSolicitation(router, mac: MACAddress(bytes, at: range.lowerBound + 2), now: now)
+                learnLinkLayerAddress(router, mac: MACAddress(bytes, at: range.lowerBound + 2), now: now)
                 ip6!.neighbors[router]?.isRouter = true
             case RouterAdvertisement.prefixInformation where range.count == 32:
                 learnPrefix(bytes, at: range.lowerBound, now: now)

@@ -63,6 +63,18 @@ final class RouterDiscoveryTests: XCTestCase {
         XCTAssertEqual(h.stack.counters.ip6OutNoRoutes, 1)
     }
 
+    /// RFC 4861 7.2.5: an advertisement with the Router flag clear from a router removes it.
+    func testNeighborAdvertisementWithoutTheRouterFlagRemovesTheRouter() {
+        let h = Harness.ipv6()
+        h.receive(Frames6.routerAdvertisement())
+        h.receive(Frames6.neighborAdvertisement(target: Frames6.routerLinkLocal, router: true, solicited: false,
+                                                targetLinkLayer: Frames6.routerMAC))
+        XCTAssertEqual(h.stack.defaultRouter6Table.count, 1)
+        h.receive(Frames6.neighborAdvertisement(target: Frames6.routerLinkLocal, router: false, solicited: false,
+                                                targetLinkLayer: Frames6.routerMAC))
+        XCTAssertTrue(h.stack.defaultRouter6Table.isEmpty)
+    }
+
     func testTheListIsBounded() {
         let h = Harness.ipv6 { $0.maxDefaultRouters = 2 }
         for i in 1...4 { h.receive(Frames6.routerAdvertisement(from: IPv6Address("fe80::\(i)")!)) }
