@@ -8,7 +8,10 @@ import Glibc
 
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
-    atexit { fputs("fuzz-frames: \(FrameFuzzer.framesDelivered) crafted frames delivered\n", stderr) }
+    atexit {
+        fputs("fuzz-frames: \(FrameFuzzer.framesDelivered) crafted frames delivered, "
+              + "\(FrameFuzzer.ipv6Reassembled) IPv6 packets reassembled\n", stderr)
+    }
     return 0
 }
 
@@ -22,7 +25,8 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 enum Replay {
     static func main() {
         FuzzReplay.run(name: "fuzz-frames") { FrameFuzzer().run($0) }
-        print("fuzz-frames: \(FrameFuzzer.framesDelivered) crafted frames delivered")
+        print("fuzz-frames: \(FrameFuzzer.framesDelivered) crafted frames delivered, "
+              + "\(FrameFuzzer.ipv6Reassembled) IPv6 packets reassembled")
     }
 }
 #endif

@@ -3,8 +3,11 @@ import Stack
 
 /// IPv6 input for the frame fuzzer: a packet to one of A's addresses or groups with a chain
 /// of extension headers and an upper layer from the script; ICMPv6 messages (echo, neighbour
-/// solicitations and advertisements for A's addresses) carry correct checksums so that they
-/// reach NDP.
+/// solicitations and advertisements for A's addresses, router advertisements, packet too
+/// big) carry correct checksums so that they reach NDP, router discovery and path MTU
+/// discovery. A packet may also be cut into fragments of one of a few identifications,
+/// delivered in order, reversed or with one left out, so that reassembly completes, times
+/// out, overlaps and mixes datagrams.
 extension FrameFuzzer {
     static let address6A = IPv6Interface(cidr: "fd00::1/64")!
     static let address6B = IPv6Address("fd00::2")!
@@ -25,9 +28,9 @@ extension FrameFuzzer {
         }
         let upperKinds: [UInt8] = [58, 58, 17, 6, 59, r.u8()]
         let upper = upperKinds[Int(r.u8()) % upperKinds.count]
-        var body = r.bytes(Int(r.u16() % 1400))
+        var body = r.bytes(Int(r.u16() % (control & 64 == 0 ? 1400 : 4000)))
         if upper == 58 {
-            let types: [UInt8] = [128, 135, 136, 1, r.u8()]
+            let types: [UInt8] = [128, 135, 136, 1, 134, 2, r.u8()]
             let type = types[Int(r.u8()) % types.count]
             var message = [type, control & 4 == 0 ? 0 : r.u8(), 0, 0] + FrameBuild.be32(r.u32())
             if type == 135 || type == 136 { message += Frames6Build.bytes(ours[Int(r.u8() & 1)]) }
@@ -44,11 +47,41 @@ extension FrameFuzzer {
         }
         payload += body
         let hopLimit: UInt8 = control & 8 == 0 ? 255 : r.u8()
-        var packet = [0x60, 0, 0, 0] + FrameBuild.be16(UInt16(truncatingIfNeeded: payload.count)) + [nexts[0], hopLimit]
-        packet += Frames6Build.bytes(source) + Frames6Build.bytes(destination) + payload
-        if control & 16 != 0, packet.count > 5 { packet[5] ^= r.u8() }  // a lying payload length
         let mac = destination.isMulticast ? destination.multicastMAC : Self.macA
+        func header(_ next: [UInt8], _ length: Int) -> [UInt8] {
+            [0x60, 0, 0, 0] + FrameBuild.be16(UInt16(truncatingIfNeeded: length)) + next + [hopLimit]
+                + Frames6Build.bytes(source) + Frames6Build.bytes(destination)
+        }
+        if control & 64 != 0 {
+            fragments(of: payload, next: nexts[0], header: header, mac: mac, &r)
+            return
+        }
+        var packet = header([nexts[0]], payload.count) + payload
+        if control & 16 != 0, packet.count > 5 { packet[5] ^= r.u8() }  // a lying payload length
         deliver(FrameBuild.ethernet(to: mac, type: 0x86DD, packet), verified: control & 32 != 0)
+    }
+
+    /// `payload` (what follows the IPv6 header) in fragments of 8 to 512 bytes (sometimes not
+    /// a multiple of 8), identification 0 to 3 (so that datagrams meet), offsets sometimes
+    /// shifted into overlaps; delivered in order, reversed, or with one left out.
+    private func fragments(of payload: [UInt8], next: UInt8, header: ([UInt8], Int) -> [UInt8], mac: MACAddress,
+                           _ r: inout Reader) {
+        let style = r.u8()
+        let size = 8 * (1 + Int(r.u8() % 64)) + (style & 1 == 0 ? 0 : Int(r.u8() % 8))
+        let identification = UInt32(r.u8() % 4)
+        var frames: [[UInt8]] = []
+        var start = 0
+        repeat {
+            let end = min(start + size, payload.count)
+            let offset = style & 2 != 0 && start > 0 ? start - 8 : start
+            let field = UInt16(truncatingIfNeeded: offset) & 0xFFF8 | (end < payload.count ? 1 : 0)
+            let fragment = [next, 0] + FrameBuild.be16(field) + FrameBuild.be32(identification) + Array(payload[start..<end])
+            frames.append(FrameBuild.ethernet(to: mac, type: 0x86DD, header([44], fragment.count) + fragment))
+            start = end
+        } while start < payload.count && frames.count < 64
+        if style & 4 != 0 { frames.reverse() }
+        if style & 8 != 0, frames.count > 1 { frames.remove(at: Int(r.u8()) % frames.count) }
+        for frame in frames { deliver(frame) }
     }
 }
 
@@ -62,11 +95,20 @@ enum Frames6Build {
 
 extension FrameCheck {
     /// Every IPv6 frame the stack emits: a whole header, a payload length that matches, and,
-    /// for ICMPv6 (all it sends in this slice), a valid checksum over the pseudo-header.
+    /// for ICMPv6 (all it sends in this slice), a valid checksum over the pseudo-header; a
+    /// fragment (RFC 8200 4.5) within the MTU, its data a multiple of 8 unless it is the last,
+    /// never an atomic fragment (RFC 8021).
     static func verifyIPv6(_ f: [UInt8]) {
         precondition(f.count >= 54 && f[14] >> 4 == 6, "IPv6 frame of \(f.count) bytes")
         let length = Int(Bytes.be16(f, 18))
         precondition(54 + length == f.count, "IPv6 payload length \(length) in a \(f.count)-byte frame")
+        if f[20] == 44 {
+            precondition(length >= 8 && f.count <= 1514, "IPv6 fragment of \(f.count) bytes")
+            let field = Bytes.be16(f, 56)
+            precondition(field & 1 == 0 || (length - 8) % 8 == 0, "fragment data of \(length - 8) bytes with M set")
+            precondition(field != 0, "an atomic fragment")
+            return
+        }
         guard f[20] == 58 else { return }
         let source = f.withUnsafeBytes { IPv6Address($0, at: 22) }
         let destination = f.withUnsafeBytes { IPv6Address($0, at: 38) }

@@ -156,6 +156,8 @@ final class FrameFuzzer {
 
     /// Frames the scripts have delivered in this process, reported when it exits.
     nonisolated(unsafe) static var framesDelivered = 0
+    /// IPv6 packets A reassembled (atomic fragments included): shows that fragments reach it.
+    nonisolated(unsafe) static var ipv6Reassembled = 0
 
     /// One frame from the script, taken as lvlipd takes one from the TAP: the driver's poll.
     func deliver(_ frame: [UInt8], verified: Bool = false) {
@@ -189,6 +191,7 @@ final class FrameFuzzer {
             default: arp(&r)
             }
         }
+        Self.ipv6Reassembled += Int(stack.counters.ip6ReasmOKs)
     }
 
     private func rawFrame(_ r: inout Reader) {

@@ -96,10 +96,15 @@ public struct Counters: Sendable {
     public var ip6OutRequests: UInt64 = 0
     public var ip6OutNoRoutes: UInt64 = 0
     public var ip6OutDiscards: UInt64 = 0
-    /// Fragments received; this slice does not reassemble, so each also counts in Ip6ReasmFails.
+    /// Fragments received (atomic ones too, which count in Ip6ReasmOKs at once, as on Linux).
     public var ip6ReasmReqds: UInt64 = 0
+    public var ip6ReasmOKs: UInt64 = 0
     public var ip6ReasmFails: UInt64 = 0
-    /// Packets of ours larger than the MTU: this slice does not fragment.
+    public var ip6ReasmTimeout: UInt64 = 0
+    /// Packets of ours sent as fragments, the fragments made, and packets too large to send
+    /// even in fragments.
+    public var ip6FragOKs: UInt64 = 0
+    public var ip6FragCreates: UInt64 = 0
     public var ip6FragFails: UInt64 = 0
     public var icmp6InMsgs: UInt64 = 0
     public var icmp6InErrors: UInt64 = 0
@@ -122,6 +127,8 @@ public struct Counters: Sendable {
     public var icmp6OutEchoReplies: UInt64 = 0
     public var icmp6OutNeighborSolicits: UInt64 = 0
     public var icmp6OutNeighborAdvertisements: UInt64 = 0
+    public var icmp6OutTimeExcds: UInt64 = 0
+    public var icmp6OutRouterSolicits: UInt64 = 0
     /// ICMPv6 errors not sent because of the rate limit (RFC 4443 2.4 (f)).
     public var icmp6OutRateLimitHost: UInt64 = 0
     /// Neighbor Solicitations and Advertisements failing RFC 4861 7.1.1 / 7.1.2 validation.
@@ -134,6 +141,14 @@ public struct Counters: Sendable {
     public var ndp6DADFailures: UInt64 = 0
     /// Advertisements from another node for one of our preferred addresses.
     public var ndp6AddressConflicts: UInt64 = 0
+    /// Router Advertisements failing RFC 4861 6.1.2 validation.
+    public var ndp6RouterAdvertisementsInvalid: UInt64 = 0
+    /// Valid Router Advertisements not acted on: a default router was given (--gateway6).
+    public var ndp6RouterAdvertisementsIgnored: UInt64 = 0
+    /// Packet Too Big messages that lowered a path MTU (RFC 8201), and those ignored: about
+    /// a packet we could not have sent (RFC 5927), or not lowering the estimate.
+    public var pmtu6Decreases: UInt64 = 0
+    public var pmtu6Ignored: UInt64 = 0
     /// UDP datagrams over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
     public var udp6NoPorts: UInt64 = 0
     public var udp6InCsumErrors: UInt64 = 0
@@ -150,6 +165,9 @@ public struct Counters: Sendable {
     public var tcpInSegs: UInt64 = 0
     public var tcpOutSegs: UInt64 = 0
     public var tcpRetransSegs: UInt64 = 0
+    /// Flights sent again in a smaller MSS after the path MTU fell (tcpPathMTUDecreased;
+    /// Linux counts none for its tcp_simple_retransmit).
+    public var tcpPathMTURetransmits: UInt64 = 0
     public var tcpInErrs: UInt64 = 0
     public var tcpOutRsts: UInt64 = 0
     public var tcpInCsumErrors: UInt64 = 0
@@ -230,16 +248,21 @@ public struct Counters: Sendable {
         ("Ip6InAddrErrors", \.ip6InAddrErrors), ("Ip6InUnknownProtos", \.ip6InUnknownProtos), ("Ip6InDelivers", \.ip6InDelivers),
         ("Ip6InNoNextHeader", \.ip6InNoNextHeader), ("Ip6InDiscards", \.ip6InDiscards), ("Ip6OutRequests", \.ip6OutRequests),
         ("Ip6OutNoRoutes", \.ip6OutNoRoutes), ("Ip6OutDiscards", \.ip6OutDiscards), ("Ip6ReasmReqds", \.ip6ReasmReqds),
-        ("Ip6ReasmFails", \.ip6ReasmFails), ("Ip6FragFails", \.ip6FragFails), ("Icmp6InMsgs", \.icmp6InMsgs),
+        ("Ip6ReasmOKs", \.ip6ReasmOKs), ("Ip6ReasmFails", \.ip6ReasmFails), ("Ip6ReasmTimeout", \.ip6ReasmTimeout),
+        ("Ip6FragOKs", \.ip6FragOKs), ("Ip6FragCreates", \.ip6FragCreates), ("Ip6FragFails", \.ip6FragFails), ("Icmp6InMsgs", \.icmp6InMsgs),
         ("Icmp6InErrors", \.icmp6InErrors), ("Icmp6InCsumErrors", \.icmp6InCsumErrors), ("Icmp6InDestUnreachs", \.icmp6InDestUnreachs),
         ("Icmp6InPktTooBigs", \.icmp6InPktTooBigs), ("Icmp6InTimeExcds", \.icmp6InTimeExcds), ("Icmp6InParmProblems", \.icmp6InParmProblems),
         ("Icmp6InEchos", \.icmp6InEchos), ("Icmp6InEchoReplies", \.icmp6InEchoReplies), ("Icmp6InRouterSolicits", \.icmp6InRouterSolicits),
         ("Icmp6InRouterAdvertisements", \.icmp6InRouterAdvertisements), ("Icmp6InNeighborSolicits", \.icmp6InNeighborSolicits), ("Icmp6InNeighborAdvertisements", \.icmp6InNeighborAdvertisements),
         ("Icmp6InRedirects", \.icmp6InRedirects), ("Icmp6InOther", \.icmp6InOther), ("Icmp6OutMsgs", \.icmp6OutMsgs),
         ("Icmp6OutDestUnreachs", \.icmp6OutDestUnreachs), ("Icmp6OutParmProblems", \.icmp6OutParmProblems), ("Icmp6OutEchoReplies", \.icmp6OutEchoReplies),
-        ("Icmp6OutNeighborSolicits", \.icmp6OutNeighborSolicits), ("Icmp6OutNeighborAdvertisements", \.icmp6OutNeighborAdvertisements), ("Icmp6OutRateLimitHost", \.icmp6OutRateLimitHost),
+        ("Icmp6OutNeighborSolicits", \.icmp6OutNeighborSolicits), ("Icmp6OutNeighborAdvertisements", \.icmp6OutNeighborAdvertisements),
+        ("Icmp6OutTimeExcds", \.icmp6OutTimeExcds), ("Icmp6OutRouterSolicits", \.icmp6OutRouterSolicits), ("Icmp6OutRateLimitHost", \.icmp6OutRateLimitHost),
         ("Ndp6InInvalid", \.ndp6InInvalid), ("Ndp6ResolutionFailures", \.ndp6ResolutionFailures), ("Ndp6PendingDrops", \.ndp6PendingDrops),
         ("Ndp6CacheFull", \.ndp6CacheFull), ("Ndp6DADFailures", \.ndp6DADFailures), ("Ndp6AddressConflicts", \.ndp6AddressConflicts),
+        ("Ndp6RouterAdvertisementsInvalid", \.ndp6RouterAdvertisementsInvalid),
+        ("Ndp6RouterAdvertisementsIgnored", \.ndp6RouterAdvertisementsIgnored),
+        ("Pmtu6Decreases", \.pmtu6Decreases), ("Pmtu6Ignored", \.pmtu6Ignored),
         ("Udp6NoPorts", \.udp6NoPorts), ("Udp6InCsumErrors", \.udp6InCsumErrors), ("Tcp6NoSocket", \.tcp6NoSocket),
         ("Tcp6InCsumErrors", \.tcp6InCsumErrors),
         ("TcpActiveOpens", \.tcpActiveOpens),
@@ -253,7 +276,7 @@ public struct Counters: Sendable {
         ("TcpInErrs", \.tcpInErrs),
         ("TcpOutRsts", \.tcpOutRsts),
         ("TcpInCsumErrors", \.tcpInCsumErrors),
-        ("TcpExtNoSocket", \.tcpNoSocket),
+        ("TcpExtNoSocket", \.tcpNoSocket), ("TcpExtPathMTURetransmits", \.tcpPathMTURetransmits),
         ("TcpExtListenOverflows", \.tcpListenOverflows),
         ("TcpExtListenDrops", \.tcpListenDrops),
         ("TcpExtPAWSEstab", \.tcpPAWSDrops),

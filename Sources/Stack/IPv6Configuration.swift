@@ -20,6 +20,25 @@ public struct IPv6Configuration: Sendable {
     /// Bytes of packets queued per unresolved neighbour (Linux: unres_qlen_bytes).
     public var pendingBytesPerNeighbor = 212_992
     public var maxNeighbors = 1024
+    /// A default router given by the operator (link-local or on-link); when set, Router
+    /// Advertisements are not acted on and no Router Solicitation is sent.
+    public var gateway: IPv6Address?
+    /// Routers and on-link prefixes learnt from Router Advertisements that are kept.
+    public var maxDefaultRouters = 3
+    public var maxOnLinkPrefixes = 16
+    /// MAX_RTR_SOLICITATIONS and RTR_SOLICITATION_INTERVAL (RFC 4861 10); 0 sends none.
+    public var routerSolicitations = 3
+    public var routerSolicitationIntervalMilliseconds: UInt64 = 4000
+    /// Lifetime of a datagram under reassembly (RFC 8200 4.5: 60 s); the other limits are
+    /// the stack's `reassembly` ones, for a table of IPv6's own.
+    public var reassemblyTimeoutMilliseconds: UInt64 = 60_000
+    /// Path MTU entries kept, and how long one lasts before the link MTU is tried again
+    /// (RFC 8201 5.3 suggests 10 minutes).
+    public var maxPathMTUEntries = 1024
+    public var pathMTULifetimeMilliseconds: UInt64 = 600_000
 
-    public init(addresses: [IPv6Interface] = []) { self.addresses = addresses }
+    public init(addresses: [IPv6Interface] = [], gateway: IPv6Address? = nil) {
+        self.addresses = addresses
+        self.gateway = gateway
+    }
 }

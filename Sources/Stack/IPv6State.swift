@@ -26,10 +26,26 @@ struct IPv6State {
     /// ReachableTime (RFC 4861 6.3.2), drawn once at start.
     let reachableMilliseconds: UInt64
     var errorBucket: TokenBucket
+    var reassembly: FragmentTable<Fragment6Key>
+    var pathMTUs: PathMTUCache
+    var routing: DefaultRouterList
+    /// Router Solicitations stop once an advertisement is accepted (RFC 4861 6.3.7).
+    var routerFound = false
+    /// RFC 7739 5.3's table of counters for Fragment identifications, indexed by a keyed
+    /// hash of the addresses; each starts at a random value.
+    var fragmentCounters: [UInt32]
+    static let fragmentCounterCount = 1024
 
     init(configuration: IPv6Configuration, mac: MACAddress, seed: UInt64, errorsPerSecond: UInt64, burst: UInt64,
-         now: Instant) {
+         reassembly limits: ReassemblyConfiguration, now: Instant) {
         self.configuration = configuration
+        var limits = limits
+        limits.timeoutMilliseconds = configuration.reassemblyTimeoutMilliseconds
+        reassembly = FragmentTable(limits: limits, remembersDiscarded: true, timer: StackTimer.reassembly6)
+        pathMTUs = PathMTUCache(capacity: configuration.maxPathMTUEntries,
+                                lifetimeMilliseconds: configuration.pathMTULifetimeMilliseconds)
+        routing = DefaultRouterList(gateway: configuration.gateway, maxRouters: configuration.maxDefaultRouters,
+                                    maxPrefixes: configuration.maxOnLinkPrefixes)
         let linkLocal = IPv6Interface(address: IPv6Address(linkLocalFor: mac), prefixLength: 64)
         let initial: OwnIPv6Address.State = configuration.dadTransmits > 0
             ? .tentative(probesLeft: configuration.dadTransmits) : .preferred
@@ -38,6 +54,7 @@ struct IPv6State {
         var random = SplitMix64(state: seed ^ 0x6E64_7036)
         let base = configuration.baseReachableMilliseconds
         reachableMilliseconds = base / 2 + random.next() % max(base, 1)
+        fragmentCounters = (0..<Self.fragmentCounterCount).map { _ in UInt32(truncatingIfNeeded: random.next()) }
         errorBucket = TokenBucket(ratePerSecond: errorsPerSecond, burst: burst, now: now)
     }
 
@@ -78,9 +95,17 @@ struct IPv6State {
         return global.first { $0.interface.contains(destination) }?.address ?? global.first?.address ?? linkLocal
     }
 
-    /// Whether `destination` is on the link: link-local, or inside one of our prefixes
-    /// (RFC 4861 5.2 without routers: this slice learns no default router).
-    func isOnLink(_ destination: IPv6Address) -> Bool {
+    /// Where a unicast packet to `destination` goes first (RFC 4861 5.2): itself when on the
+    /// link, else the default router; nil without one.
+    func nextHop(for destination: IPv6Address, now: Instant) -> IPv6Address? {
+        if isOnLink(destination, now: now) { return destination }
+        return routing.defaultRouter(now: now)
+    }
+
+    /// Whether `destination` is on the link (RFC 4861 5.2): link-local, inside one of our
+    /// prefixes, or inside an on-link prefix a router advertised.
+    func isOnLink(_ destination: IPv6Address, now: Instant) -> Bool {
         destination.isLinkLocal || addresses.contains { $0.interface.contains(destination) }
+            || routing.isOnLink(destination, now: now)
     }
 }

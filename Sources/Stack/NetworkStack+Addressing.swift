@@ -42,20 +42,21 @@ extension NetworkStack {
         return !source.bits.isLoopback || isLocal(destination)
     }
 
-    /// Whether a unicast packet to `destination` has somewhere to go: this host, the link
-    /// (IPv4's routes; IPv6's on-link prefixes and link-local addresses).
-    func isRoutable(_ destination: IPAddress) -> Bool {
+    /// Whether a unicast packet to `destination` has somewhere to go: this host, the link or
+    /// a router (IPv4's routes; IPv6's on-link prefixes and its default router).
+    func isRoutable(_ destination: IPAddress, now: Instant) -> Bool {
         if let v4 = destination.v4 { return isLocal(v4) || route(v4) != nil }
         guard let state = ip6, !destination.bits.isMulticast, !destination.isUnspecified else { return false }
-        return isLocal(destination) || state.isOnLink(destination.bits)
+        return isLocal(destination) || state.nextHop(for: destination.bits, now: now) != nil
     }
 
-    /// The largest packet toward `destination` in one piece: the loopback's or the link's.
-    /// IPv6's payload length is 16 bits, so the loopback's limit is the header plus 65535.
+    /// The largest packet toward `destination` in one piece: the loopback's, or the path's
+    /// (IPv4: the link MTU; IPv6: what Packet Too Big taught, NetworkStack+PathMTU). IPv6's
+    /// payload length is 16 bits, so the loopback's limit is the header plus 65535.
     @inline(__always)
     func pathMTU(toward destination: IPAddress) -> Int {
         if let v4 = destination.v4 { return pathMTU(toward: v4) }
-        return isLocal(destination) ? min(Self.loopbackMTU, IPv6Packet.headerLength + 65535) : configuration.mtu
+        return isLocal(destination) ? min(Self.loopbackMTU, IPv6Packet.headerLength + 65535) : pathMTU(toward: destination.bits)
     }
 
     /// The largest TCP payload toward `destination` without IP or TCP options: the MSS to

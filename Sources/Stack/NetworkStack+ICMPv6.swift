@@ -1,8 +1,9 @@
 import Timing
 
-/// ICMPv6 (RFC 4443): echo replies, rate-limited errors about packets we received, and the
-/// neighbour discovery messages handed to NetworkStack+NDP. Errors about packets we sent are
-/// counted only: no IPv6 socket exists yet to be told.
+/// ICMPv6 (RFC 4443): echo replies, rate-limited errors about packets we received, the
+/// neighbour discovery messages handed to NetworkStack+NDP and +RouterDiscovery, and Packet
+/// Too Big to NetworkStack+PathMTU. Other errors about packets we sent are counted only: no
+/// IPv6 socket exists yet to be told.
 extension NetworkStack {
     func receiveICMPv6(_ datagram: IPv6Datagram, now: Instant) {
         counters.icmp6InMsgs &+= 1
@@ -25,13 +26,16 @@ extension NetworkStack {
         case .neighborAdvertisement:
             counters.icmp6InNeighborAdvertisements &+= 1
             receiveNeighborAdvertisement(message, datagram, now: now)
-        // A host silently discards solicitations (RFC 4861 6.1.1); advertisements and
-        // redirects are a later slice (no default router is learnt yet).
+        // A host silently discards solicitations (RFC 4861 6.1.1); redirects are not acted on.
         case .routerSolicitation: counters.icmp6InRouterSolicits &+= 1
-        case .routerAdvertisement: counters.icmp6InRouterAdvertisements &+= 1
+        case .routerAdvertisement:
+            counters.icmp6InRouterAdvertisements &+= 1
+            receiveRouterAdvertisement(message, datagram, now: now)
         case .redirect: counters.icmp6InRedirects &+= 1
         case .destinationUnreachable: counters.icmp6InDestUnreachs &+= 1
-        case .packetTooBig: counters.icmp6InPktTooBigs &+= 1
+        case .packetTooBig:
+            counters.icmp6InPktTooBigs &+= 1
+            receivePacketTooBig(message, now: now)
         case .timeExceeded: counters.icmp6InTimeExcds &+= 1
         case .parameterProblem: counters.icmp6InParmProblems &+= 1
         // Unknown informational messages (and MLD, RFC 2710, which a host on a TAP has no
@@ -88,6 +92,7 @@ extension NetworkStack {
         counters.icmp6OutMsgs &+= 1
         if type == .destinationUnreachable { counters.icmp6OutDestUnreachs &+= 1 }
         if type == .parameterProblem { counters.icmp6OutParmProblems &+= 1 }
+        if type == .timeExceeded { counters.icmp6OutTimeExcds &+= 1 }
     }
 
     /// Whether the packet's upper layer is an ICMPv6 error, found past any hop-by-hop,

@@ -13,9 +13,11 @@ struct IPv6Datagram {
     var checksumVerified: Bool
 }
 
-/// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5), hand-off to ICMPv6,
-/// TCP and, for UDP that is not served yet, Port Unreachable; every packet
-/// we send is framed here. Fragments are counted and dropped: reassembly is a later slice.
+/// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5; fragments go to
+/// NetworkStack+IPv6Reassembly), hand-off to ICMPv6, TCP and, for UDP that is not served
+/// yet, Port Unreachable; every packet we send is routed here (on-link, or to the default
+/// router) and framed, in fragments if it exceeds the path MTU
+/// (NetworkStack+IPv6Fragmentation).
 extension NetworkStack {
     /// A packet from the link or, `viaLoopback`, one this stack sent to ::1 or to one of its
     /// own addresses (NetworkStack+Loopback).
@@ -45,16 +47,19 @@ extension NetworkStack {
             counters.ip6InAddrErrors &+= 1
             return
         }
-        walkHeaders(packet, checksumVerified: checksumVerified, now: now)
+        walkHeaders(packet, next: packet.nextHeader, offset: IPv6Packet.headerLength,
+                    nextField: IPv6Packet.Field.nextHeader, checksumVerified: checksumVerified, now: now)
     }
 
-    /// Processes the extension headers in order (RFC 8200 4.1) up to the upper layer.
-    private func walkHeaders(_ packet: IPv6Packet, checksumVerified: Bool, now: Instant) {
+    /// Processes the extension headers in order (RFC 8200 4.1) up to the upper layer, from the
+    /// header `next` at `offset`; `nextField` is where the Next Header value naming it lies,
+    /// for a Parameter Problem's pointer. A reassembled packet resumes after its fragments'.
+    func walkHeaders(_ packet: IPv6Packet, next: IPv6NextHeader, offset: Int, nextField: Int, checksumVerified: Bool,
+                     now: Instant) {
         let bytes = packet.bytes
-        var next = packet.nextHeader
-        var offset = IPv6Packet.headerLength
-        // Where the Next Header value being acted on lies, for a Parameter Problem's pointer.
-        var nextField = IPv6Packet.Field.nextHeader
+        var next = next
+        var offset = offset
+        var nextField = nextField
         while true {
             switch next {
             case .hopByHop, .destinationOptions, .routing:
@@ -89,9 +94,7 @@ extension NetworkStack {
                 next = IPv6NextHeader(rawValue: bytes.u8(offset))
                 offset += length
             case .fragment:
-                // Reassembly (RFC 8200 4.5, RFC 5722) is not in this slice.
-                counters.ip6ReasmReqds &+= 1
-                counters.ip6ReasmFails &+= 1
+                receiveFragment(packet, at: offset, nextField: nextField, checksumVerified: checksumVerified, now: now)
                 return
             case .noNextHeader:
                 counters.ip6InNoNextHeader &+= 1
@@ -173,7 +176,7 @@ extension NetworkStack {
                         about: datagram.packet, now: now)
     }
 
-    private func sendParameterProblem(_ code: UInt8, pointer: Int, packet: IPv6Packet, now: Instant) {
+    func sendParameterProblem(_ code: UInt8, pointer: Int, packet: IPv6Packet, now: Instant) {
         // RFC 4443 2.4 (e.3): an unrecognized option of type 10xxxxxx is reported even to a
         // multicast destination.
         sendICMPv6Error(type: .parameterProblem, code: code, parameter: UInt32(pointer), about: packet.bytes,
@@ -181,15 +184,18 @@ extension NetworkStack {
     }
 
     /// Sends an IPv6 packet from one of our addresses; false when it could not be sent nor
-    /// queued for resolution. Packets larger than the MTU are refused: fragmentation is a
-    /// later slice, and what this slice sends (echo replies to requests that arrived whole,
-    /// errors of at most 1280 bytes, NDP) fits.
+    /// queued for resolution. On-link destinations (RFC 4861 5.2) are reached directly, others
+    /// through the default router; with none, there is no route. A packet over the path MTU
+    /// leaves in fragments (emitIPv6), also when it waited for resolution.
     @discardableResult
     func sendIPv6(to destination: IPv6Address, from source: IPv6Address, nextHeader: IPv6NextHeader,
                   payload: UnsafeRawBufferPointer, hopLimit: UInt8? = nil, now: Instant) -> Bool {
         guard let state = ip6 else { return false }
         let hopLimit = hopLimit ?? state.configuration.hopLimit
-        guard IPv6Packet.headerLength + payload.count <= configuration.mtu else {
+        // A packet in fragments still needs its length, with the Fragment header, to fit the
+        // 16-bit Payload Length (RFC 8200 4.5).
+        guard IPv6Packet.headerLength + payload.count <= pathMTU(toward: destination)
+                || FragmentHeader.length + payload.count <= IPv6Packet.maximumPayloadLength else {
             counters.ip6FragFails &+= 1
             return false
         }
@@ -197,17 +203,17 @@ extension NetworkStack {
         if destination.isMulticast {
             nextHopMAC = destination.multicastMAC
         } else {
-            guard state.isOnLink(destination) else {
+            guard let nextHop = state.nextHop(for: destination, now: now) else {
                 counters.ip6OutNoRoutes &+= 1
                 return false
             }
-            switch resolve6(destination, from: source, now: now) {
+            switch resolve6(nextHop, from: source, now: now) {
             case .resolved(let mac):
                 nextHopMAC = mac
             case .pending:
                 counters.ip6OutRequests &+= 1
                 enqueuePending6(PendingPacket6(source: source, destination: destination, nextHeader: nextHeader,
-                                               hopLimit: hopLimit, payload: Array(payload)))
+                                               hopLimit: hopLimit, payload: Array(payload)), nextHop: nextHop)
                 return true
             case .unavailable:
                 counters.ip6OutDiscards &+= 1
@@ -218,18 +224,6 @@ extension NetworkStack {
         emitIPv6(to: nextHopMAC, source: source, destination: destination, nextHeader: nextHeader, hopLimit: hopLimit,
                  payload: payload)
         return true
-    }
-
-    func emitIPv6(to mac: MACAddress, source: IPv6Address, destination: IPv6Address, nextHeader: IPv6NextHeader,
-                  hopLimit: UInt8, payload: UnsafeRawBufferPointer) {
-        let queued = outbox.append { buffer in
-            var offset = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv6)
-            offset += IPv6Packet.writeHeader(into: buffer.suffix(from: offset), source: source, destination: destination,
-                                             nextHeader: nextHeader, payloadLength: payload.count, hopLimit: hopLimit)
-            buffer.copy(payload, to: offset)
-            return offset + payload.count
-        }
-        if queued { counters.linkOutFrames &+= 1 } else { counters.linkOutQueueFull &+= 1 }
     }
 
     /// Our IPv6 addresses and their DAD states, for display.

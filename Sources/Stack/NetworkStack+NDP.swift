@@ -43,8 +43,9 @@ struct PendingPacket6 {
 
 /// Neighbour discovery (RFC 4861): answering and sending solicitations, learning from
 /// advertisements, the neighbour cache's state machine (7.3), and duplicate address detection
-/// of our own addresses (RFC 4862 5.4). Router discovery and redirects are a later slice;
-/// MLD reports (RFC 2710) are not sent: a TAP has no snooping switch that would need them.
+/// of our own addresses (RFC 4862 5.4). Router discovery is NetworkStack+RouterDiscovery;
+/// redirects are not acted on; MLD reports (RFC 2710) are not sent: a TAP has no snooping
+/// switch that would need them.
 extension NetworkStack {
     /// NDP messages carry hop limit 255, which no router can have forwarded (RFC 4861 7.1).
     static let ndpHopLimit: UInt8 = 255
@@ -76,13 +77,13 @@ extension NetworkStack {
             sendNeighborAdvertisement(to: .allNodes, target: target, solicited: false, now: now)
             return
         }
-        if let mac = ns.sourceLinkLayer { learnFromSolicitation(datagram.source, mac: mac, now: now) }
+        if let mac = ns.sourceLinkLayer { learnLinkLayerAddress(datagram.source, mac: mac, now: now) }
         sendNeighborAdvertisement(to: datagram.source, target: target, solicited: true, now: now)
     }
 
     /// RFC 4861 7.2.3: a solicitation's source link-layer address creates a STALE entry, or
-    /// moves an entry whose address differs to STALE.
-    private func learnFromSolicitation(_ ip: IPv6Address, mac: MACAddress, now: Instant) {
+    /// moves an entry whose address differs to STALE (so does a router advertisement's, 6.3.4).
+    func learnLinkLayerAddress(_ ip: IPv6Address, mac: MACAddress, now: Instant) {
         guard let entry = ip6!.neighbors[ip] else {
             guard makeRoom6() else { return }
             ip6!.neighbors[ip] = Neighbor6(mac: mac, state: .stale)
@@ -130,6 +131,8 @@ extension NetworkStack {
             }
             return
         }
+        // 7.2.5: a router that says it no longer is one leaves the default router list.
+        if entry.isRouter && !na.isRouter && target != ip6!.configuration.gateway { ip6!.routing.removeRouter(target) }
         ip6!.neighbors[target]!.isRouter = na.isRouter
         if let mac = na.targetLinkLayer { ip6!.neighbors[target]!.mac = mac }
         if na.isSolicited {
@@ -162,9 +165,9 @@ extension NetworkStack {
         return .pending
     }
 
-    /// Queues a packet for a neighbour being resolved, dropping the oldest past the byte limit.
-    func enqueuePending6(_ packet: PendingPacket6) {
-        let ip = packet.destination
+    /// Queues a packet for the neighbour `ip` (its destination or the router toward it) being
+    /// resolved, dropping the oldest past the byte limit.
+    func enqueuePending6(_ packet: PendingPacket6, nextHop ip: IPv6Address) {
         let limit = ip6!.configuration.pendingBytesPerNeighbor
         guard ip6!.neighbors[ip] != nil, packet.payload.count <= limit else {
             counters.ndp6PendingDrops &+= 1
@@ -322,6 +325,7 @@ extension NetworkStack {
         guard let index = ip6?.index(of: address), case .tentative(let left) = ip6!.addresses[index].state else { return }
         guard left > 0 else {
             ip6!.addresses[index].state = .preferred
+            if address.isLinkLocal { startRouterSolicitation(now: now) }
             return
         }
         ip6!.addresses[index].state = .tentative(probesLeft: left - 1)

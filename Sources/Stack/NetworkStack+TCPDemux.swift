@@ -147,6 +147,22 @@ extension NetworkStack {
         }
     }
 
+    /// The path to `destination` carries at most `mtu` bytes (IPv6's Packet Too Big, RFC
+    /// 8201): connections to it shrink their MSS, and those with data in flight in larger
+    /// segments resend it at once in the new size, without a congestion response (the loss
+    /// was not congestion; Linux's tcp_simple_retransmit).
+    func tcpPathMTUDecreased(_ destination: IPAddress, mtu: Int, now: Instant) {
+        let affected = tcp.connections.values.filter { $0.remoteAddress == destination && !$0.viaLoopback }
+        for c in affected where c.state.isSynchronized || c.state == .synSent {
+            let previous = c.mss
+            c.updateMSS(in: self, pathMTU: mtu)
+            guard c.mss < previous, c.state.isSynchronized, c.sndUna != c.sndMax else { continue }
+            counters.tcpPathMTURetransmits &+= 1
+            c.goBackToUnacknowledged(now: now, in: self)
+            c.output(now: now, in: self)
+        }
+    }
+
     /// Address resolution (ARP or NDP) for `nextHop` failed: connections opening through it
     /// end with EHOSTUNREACH; established ones keep it as a soft error.
     func tcpNeighborUnreachable(_ nextHop: IPAddress, now: Instant) {
@@ -156,7 +172,7 @@ extension NetworkStack {
                 if case .via(let hop)? = route(remote) { return IPAddress(hop) == nextHop }
                 return false
             }
-            return c.remoteAddress == nextHop
+            return ip6?.nextHop(for: c.remoteAddress.bits, now: now).map(IPAddress.init) == nextHop
         }
         for c in affected {
             if c.state == .synSent {

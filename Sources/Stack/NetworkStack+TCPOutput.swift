@@ -126,9 +126,10 @@ extension NetworkStack {
     /// caller takes sendIPv6's path, which resolves and queues.
     @inline(__always)
     func knownNextHopMAC(toward destination: IPv6Address, from source: IPv6Address, now: Instant) -> MACAddress? {
-        guard let state = ip6, state.isOnLink(destination), let entry = state.neighbors[destination], entry.mac != nil
+        guard let state = ip6, let nextHop = state.nextHop(for: destination, now: now),
+              state.neighbors[nextHop]?.mac != nil,
+              case .resolved(let mac) = resolve6(nextHop, from: source, now: now)
         else { return nil }
-        guard case .resolved(let mac) = resolve6(destination, from: source, now: now) else { return nil }
         return mac
     }
 

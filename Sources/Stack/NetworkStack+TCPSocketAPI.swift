@@ -45,7 +45,7 @@ extension NetworkStack {
             guard s.family == .ipv6 else { throw .invalidArgument }
         }
         let local = isLocal(address)
-        guard local || isRoutable(address) else { throw .networkUnreachable }
+        guard local || isRoutable(address, now: now) else { throw .networkUnreachable }
         // An IPv6 socket still bound to `::` takes its source from the peer's family.
         let bound = s.localAddress == .anyIPv6 && address.isIPv4 ? IPAddress.anyIPv4 : s.localAddress
         guard sourceUsable(bound, toward: address) else {

@@ -2,7 +2,8 @@ import Timing
 
 /// The protocol stack of one interface: Ethernet, ARP, IPv4 (with fragmentation,
 /// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them; IPv6 with
-/// ICMPv6 and neighbour discovery (first slice: no transport over it yet).
+/// ICMPv6, neighbour and router discovery, fragmentation, reassembly and path MTU discovery
+/// (no transport over it yet).
 ///
 /// Pure: it performs no I/O and reads no clock. `StackDriver` runs it over a `Link`: it hands
 /// it received frames with `receive(frame:now:)`, calls `poll(now:)` for the timers due, and
@@ -32,9 +33,7 @@ public final class NetworkStack {
         didSet { neighborGeneration &+= 1 }
     }
     var neighborGeneration: UInt64 = 1
-    var reassembly: [FragmentKey: PartialDatagram] = [:]
-    var reassemblyMemory = 0
-    var reassemblySequence: UInt64 = 0
+    var reassembly: FragmentTable<FragmentKey>
     var icmpErrorBucket: TokenBucket
     /// IPv6 addresses, neighbour cache and error limit (NetworkStack+IPv6, +NDP); nil when off.
     var ip6: IPv6State?
@@ -56,11 +55,13 @@ public final class NetworkStack {
         loopback = LoopbackQueue(capacity: configuration.loopbackQueueBytes)
         wheel = TimingWheel(start: now)
         clock = now
+        reassembly = FragmentTable(limits: configuration.reassembly, remembersDiscarded: false, timer: StackTimer.reassembly)
         icmpErrorBucket = TokenBucket(ratePerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
         nextIdentification = UInt16(truncatingIfNeeded: configuration.seed ^ (configuration.seed >> 16))
         ip6 = configuration.ipv6.map {
             IPv6State(configuration: $0, mac: configuration.mac, seed: configuration.seed,
-                      errorsPerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst, now: now)
+                      errorsPerSecond: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst,
+                      reassembly: configuration.reassembly, now: now)
         }
         scratch = .allocate(byteCount: IPv4Packet.maximumLength, alignment: 16)
         ringPool = RingStoragePool(maximumBytes: configuration.tcp.ringPoolBytes)
@@ -77,11 +78,13 @@ public final class NetworkStack {
         return clock
     }
 
-    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it, and
-    /// starts duplicate address detection of our IPv6 addresses (RFC 4862 5.4).
+    /// Announces our address (RFC 5227 section 2.3) so peers' caches learn or refresh it,
+    /// starts duplicate address detection of our IPv6 addresses (RFC 4862 5.4) and, once the
+    /// link-local one may be used, solicits routers (RFC 4861 6.3.7).
     public func start(now: Instant) {
         let now = advanceClock(now)
         startDuplicateAddressDetection(now: now)
+        startRouterSolicitation(now: now)
         guard configuration.arp.announcements > 0 else { return }
         sendAnnouncement()
         if configuration.arp.announcements > 1 {
@@ -118,6 +121,10 @@ public final class NetworkStack {
                 duplicateAddressDetectionTimerFired(ip, now: now)
             case .reassembly(let key):
                 reassemblyTimedOut(key, now: now)
+            case .reassembly6(let key):
+                reassembly6TimedOut(key, now: now)
+            case .routerSolicitation(let remaining):
+                routerSolicitationTimerFired(remaining: remaining, now: now)
             case .tcp(let id, let kind):
                 if let c = tcpSocket(id), c.timerEntryFired(kind, now: now, in: self) {
                     c.timerFired(kind, now: now, in: self)
@@ -179,5 +186,7 @@ enum StackTimer {
     case neighbor6(IPv6Address)
     case duplicateAddressDetection(IPv6Address)
     case reassembly(FragmentKey)
+    case reassembly6(Fragment6Key)
+    case routerSolicitation(remaining: Int)
     case tcp(SocketID, TCPTimerKind)
 }

@@ -7,7 +7,7 @@ struct Lvlipctl: ParsableCommand {
         commandName: "lvlipctl",
         abstract: "Inspect a running lvlipd.",
         version: "0.1.0",
-        subcommands: [Stat.self, SS.self, Neigh.self])
+        subcommands: [Stat.self, SS.self, Neigh.self, Route.self])
 }
 
 struct SocketOption: ParsableArguments {
@@ -165,6 +165,43 @@ struct Neigh: ParsableCommand {
                 print("\(f[1])\(lladdr)\(f.count > 4 ? " router" : "") \(f[3])")
             } else if f.count == 3 && f[0] == "inet6" {
                 print("inet6 \(f[1]) \(f[2])")
+            }
+        }
+    }
+}
+
+struct Route: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the IPv6 routes, like ip -6 route: the default routers and on-link prefixes (given with --gateway6 or learnt from router advertisements), then the path MTUs learnt from Packet Too Big, like ip -6 route show cache.")
+
+    @OptionGroup var socketOption: SocketOption
+
+    func run() throws {
+        let text: String
+        do {
+            var client = try IPCClient(path: socketOption.path)
+            defer { client.close() }
+            text = String(decoding: try client.request(type: IPCMessageType.stats, expecting: IPCMessageType.statsReply),
+                          as: UTF8.self)
+        } catch let failure as IPCClient.Failure {
+            throw ValidationErrorless(failure.description)
+        }
+        // The stats reply carries "route6 default|prefix WHAT SECONDS" (SECONDS "-": for ever),
+        // "mtu6 link MTU" and "pmtu6 DESTINATION MTU SECONDS" lines.
+        var mtu = ""
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ").map(String.init)
+            if f.count == 3 && f[0] == "mtu6" { mtu = " mtu \(f[2])" }
+        }
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ").map(String.init)
+            guard f.count == 4 else { continue }
+            let expires = f[3] == "-" ? "" : " expires \(f[3])sec"
+            switch f[0] {
+            case "route6" where f[1] == "default": print("default via \(f[2])\(expires)\(mtu)")
+            case "route6" where f[1] == "prefix": print("\(f[2])\(expires)\(mtu)")
+            case "pmtu6": print("\(f[1]) cache expires \(f[3])sec mtu \(f[2])")
+            default: break
             }
         }
     }

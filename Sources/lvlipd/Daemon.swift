@@ -172,6 +172,8 @@ final class Daemon {
         text += "TapWrites \(io.writes)\nTapWriteErrors \(io.writeErrors)\n"
         let reassembly = stack.reassemblyState
         text += "IpReasmPending \(reassembly.datagrams)\nIpReasmBytes \(reassembly.bytes)\n"
+        let reassembly6 = stack.reassembly6State
+        text += "Ip6ReasmPending \(reassembly6.datagrams)\nIp6ReasmBytes \(reassembly6.bytes)\n"
         text += "ArpEntries \(stack.neighborTable.count)\n"
         text += "Ndp6Entries \(stack.neighbor6Table.count)\n"
         text += "Ip6TentativeAddresses \(stack.ipv6Addresses.filter(\.isTentative).count)\n"
@@ -186,6 +188,12 @@ final class Daemon {
             let state = a.isPreferred ? "preferred" : a.isTentative ? "tentative" : "duplicate"
             text += "inet6 \(a.interface) \(state)\n"
         }
+        // For `lvlipctl route`: "route6 default|prefix WHAT SECONDS-LEFT" ("-": for ever),
+        // "mtu6 link MTU" when a router advertised one, "pmtu6 DESTINATION MTU SECONDS-LEFT".
+        for r in stack.defaultRouter6Table { text += "route6 default \(r.router) \(r.secondsLeft.map { "\($0)" } ?? "-")\n" }
+        for p in stack.onLinkPrefix6Table { text += "route6 prefix \(p.prefix) \(p.secondsLeft.map { "\($0)" } ?? "-")\n" }
+        if let mtu = stack.advertisedMTU6 { text += "mtu6 link \(mtu)\n" }
+        for p in stack.pathMTU6Table { text += "pmtu6 \(p.destination) \(p.mtu) \(p.secondsLeft)\n" }
         text += "ReactorWakeups \(reactor.wakeups)\n"
         if let service {
             let c = service.counters

@@ -10,8 +10,8 @@ struct LvlipdCommand: ParsableCommand {
         abstract: "The lvlip userspace TCP/IP stack daemon: serves a TAP interface on one thread.",
         discussion: """
             Creates the TAP interface if it does not exist, brings its kernel side up, and answers
-            ARP and ICMP for --addr; over IPv6, neighbour discovery and ICMPv6 echo for its IPv6
-            addresses and the link-local one formed from the MAC. Programs reach it through the IPC socket (see docs/ipc.md).
+            ARP and ICMP for --addr; over IPv6, neighbour and router discovery and ICMPv6 echo for
+            its IPv6 addresses and the link-local one formed from the MAC. Programs reach it through the IPC socket (see docs/ipc.md).
             SIGINT or SIGTERM stop it in order; SIGUSR1 logs its counters.
             """,
         version: "0.1.0")
@@ -28,6 +28,9 @@ struct LvlipdCommand: ParsableCommand {
 
     @Option(help: "Default gateway, inside the --addr subnet.")
     var gateway: String?
+
+    @Option(help: "Default IPv6 router: a link-local address or one inside an IPv6 --addr prefix. Without it, routers are learnt from router advertisements.")
+    var gateway6: String?
 
     @Option(help: "The stack's MAC address (default 02:00 followed by the four bytes of --addr).")
     var mac: String?
@@ -84,6 +87,22 @@ struct LvlipdCommand: ParsableCommand {
                 throw ValidationError("--gateway \(gateway) must be another address inside \(addr)")
             }
         }
+        if let gateway6 {
+            guard let gw = IPv6Address(gateway6), !gw.isMulticast, !gw.isUnspecified, !gw.isLoopback,
+                  !gw.isIPv4Mapped else {
+                throw ValidationError("--gateway6 '\(gateway6)' is not a unicast IPv6 address such as fe80::1")
+            }
+            guard gw.isLinkLocal || ipv6Interfaces.contains(where: { $0.contains(gw) }) else {
+                throw ValidationError("--gateway6 \(gateway6) must be link-local (fe80::/10) or inside an IPv6 --addr prefix")
+            }
+            let ownMAC = mac.flatMap(MACAddress.init) ?? MACAddress(derivedFrom: interface.address)
+            guard !ipv6Interfaces.contains(where: { $0.address == gw }), gw != IPv6Address(linkLocalFor: ownMAC) else {
+                throw ValidationError("--gateway6 \(gateway6) is one of the stack's own addresses")
+            }
+            guard mtu >= IPv6Packet.minimumMTU else {
+                throw ValidationError("--gateway6: IPv6 is off with --mtu \(mtu), below 1280")
+            }
+        }
         if let mac {
             guard let m = MACAddress(mac) else { throw ValidationError("--mac '\(mac)' is not a MAC address such as 02:00:0a:00:00:04") }
             guard !m.isGroup, m != .zero else { throw ValidationError("--mac \(mac) must be a unicast address") }
@@ -127,7 +146,9 @@ struct LvlipdCommand: ParsableCommand {
         stack.seed = UInt64.random(in: .min ... .max)
         // IPv6 is on with the link-local address even with no IPv6 --addr, unless the link
         // cannot carry it (RFC 8200 section 5; Linux turns IPv6 off below 1280 too).
-        if mtu >= IPv6Packet.minimumMTU { stack.ipv6 = IPv6Configuration(addresses: ipv6Interfaces) }
+        if mtu >= IPv6Packet.minimumMTU {
+            stack.ipv6 = IPv6Configuration(addresses: ipv6Interfaces, gateway: gateway6.flatMap(IPv6Address.init))
+        }
         if let tcpSynRetries { stack.tcp.synRetries = tcpSynRetries }
         if let tcpTimeWaitMs { stack.tcp.timeWaitMilliseconds = tcpTimeWaitMs }
         var options = Daemon.Options(tap: tap, stack: stack, socketPath: socket, pcapPath: pcap)

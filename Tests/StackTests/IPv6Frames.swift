@@ -105,3 +105,76 @@ extension Harness {
         _ = output()
     }
 }
+
+extension Frames6 {
+    /// A packet with a Fragment header (RFC 8200 4.5) before `data`.
+    static func fragment(from src: IPv6Address = peerGlobal, to dst: IPv6Address = stackGlobal, next: UInt8 = 58,
+                         id: UInt32, offset: Int, more: Bool, _ data: [UInt8]) -> [UInt8] {
+        frame(ipv6(from: src, to: dst, next: 44,
+                   [next, 0] + Frames.be16(UInt16(offset) | (more ? 1 : 0)) + Frames.be32(id) + data))
+    }
+
+    /// The fragments of an upper-layer message, `size` bytes of it each (a multiple of 8).
+    static func fragments(of message: [UInt8], next: UInt8 = 58, id: UInt32, size: Int) -> [[UInt8]] {
+        stride(from: 0, to: message.count, by: size).map { start in
+            let end = min(start + size, message.count)
+            return fragment(next: next, id: id, offset: start, more: end < message.count, Array(message[start..<end]))
+        }
+    }
+
+    /// An echo request message (not framed) with `count` bytes of data.
+    static func echoMessage(count: Int, seq: UInt16 = 1, from src: IPv6Address = peerGlobal,
+                            to dst: IPv6Address = stackGlobal) -> [UInt8] {
+        icmp6(type: 128, body: Frames.be16(0x4242) + Frames.be16(seq) + (0..<count).map { UInt8(truncatingIfNeeded: $0) },
+              from: src, to: dst)
+    }
+
+    static let routerLinkLocal = IPv6Address("fe80::1")!
+    static let routerMAC = MACAddress("02:00:00:00:00:01")!
+
+    /// A Router Advertisement (RFC 4861 4.2) to all nodes with these options.
+    static func routerAdvertisement(from src: IPv6Address = routerLinkLocal, lifetime: UInt16 = 1800, hopLimit: UInt8 = 255,
+                                    code: UInt8 = 0, options: [UInt8] = linkLayerOption(1, routerMAC)) -> [UInt8] {
+        frame(to: IPv6Address.allNodes.multicastMAC, from: routerMAC,
+              ipv6(from: src, to: .allNodes, next: 58, hopLimit: hopLimit,
+                   icmp6(type: 134, code: code, body: [64, 0] + Frames.be16(lifetime) + Frames.be32(0) + Frames.be32(0) + options,
+                         from: src, to: .allNodes)))
+    }
+
+    static func prefixOption(_ prefix: IPv6Address, length: UInt8 = 64, onLink: Bool = true,
+                             validLifetime: UInt32 = 86400) -> [UInt8] {
+        [3, 4, length, onLink ? 0xC0 : 0x40] + Frames.be32(validLifetime) + Frames.be32(validLifetime) + Frames.be32(0)
+            + bytes(prefix)
+    }
+
+    static func mtuOption(_ mtu: UInt32) -> [UInt8] { [5, 1, 0, 0] + Frames.be32(mtu) }
+
+    /// A Packet Too Big (RFC 4443 3.2) from `router` about a packet `quoted` (an IPv6 packet).
+    static func packetTooBig(mtu: UInt32, quoting quoted: [UInt8], from router: IPv6Address = IPv6Address("fd00::1")!) -> [UInt8] {
+        frame(ipv6(from: router, to: stackGlobal, next: 58,
+                   icmp6(type: 2, body: Frames.be32(mtu) + Array(quoted.prefix(1232)), from: router, to: stackGlobal)))
+    }
+}
+
+extension Parsed6 {
+    /// The Fragment header's fields when the packet has one right after the IPv6 header.
+    var fragmentOffset: Int { Int(payload[2]) << 8 | Int(payload[3] & 0xF8) }
+    var moreFragments: Bool { payload[3] & 1 != 0 }
+    var fragmentIdentification: UInt32 {
+        UInt32(payload[4]) << 24 | UInt32(payload[5]) << 16 | UInt32(payload[6]) << 8 | UInt32(payload[7])
+    }
+}
+
+extension Harness {
+    /// A second stack at the peer's addresses (fd00::5, the peer's MAC), to receive what the
+    /// stack under test sends.
+    static func ipv6Peer() -> Harness {
+        Harness { config in
+            config.mac = Frames.peerMAC
+            config.interface = IPv4Interface(address: Frames.peerIP, prefixLength: 24)
+            var v6 = IPv6Configuration(addresses: [IPv6Interface(address: Frames6.peerGlobal, prefixLength: 64)])
+            v6.dadTransmits = 0
+            config.ipv6 = v6
+        }
+    }
+}

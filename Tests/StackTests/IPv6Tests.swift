@@ -179,7 +179,7 @@ final class IPv6Tests: XCTestCase {
         XCTAssertEqual(h.stack.counters.ip6InHdrErrors, 1)
     }
 
-    func testRoutingHeaderWithSegmentsLeftIsRefusedAndFragmentsDropped() {
+    func testRoutingHeaderWithSegmentsLeftIsRefused() {
         let h = Harness.ipv6()
         h.learnPeer6()
         let echo = Frames6.icmp6(type: 128, body: [0, 1, 0, 1])
@@ -190,10 +190,6 @@ final class IPv6Tests: XCTestCase {
         XCTAssertEqual(out.map(\.icmpType), [4])
         XCTAssertEqual(out.first?.icmpCode, 0)
         XCTAssertEqual(out.first?.icmpParameter, 42)
-        h.receive(Frames6.frame(Frames6.ipv6(next: 44, [58, 0, 0, 1, 0, 0, 0, 9] + echo)))
-        XCTAssertTrue(h.output().isEmpty)
-        XCTAssertEqual(h.stack.counters.ip6ReasmReqds, 1)
-        XCTAssertEqual(h.stack.counters.ip6ReasmFails, 1)
     }
 
     func testNoErrorAboutAnErrorAMulticastDestinationOrAnUnspecifiedSource() {
@@ -216,15 +212,5 @@ final class IPv6Tests: XCTestCase {
         h.advance(milliseconds: 10)
         for _ in 0..<20 { h.receive(Frames6.frame(udp())) }
         XCTAssertEqual(h.output().count, 10, "1000 per second refill 10 in 10 ms")
-    }
-
-    func testLargeEchoIsNotFragmented() {
-        let h = Harness.ipv6()
-        h.learnPeer6()
-        h.receive(Frames6.echoRequest(data: Array(repeating: 1, count: 1452)))
-        XCTAssertEqual(h.output().count, 1, "1500 bytes: fits")
-        h.receive(Frames6.echoRequest(data: Array(repeating: 1, count: 1453)))
-        XCTAssertTrue(h.output().isEmpty)
-        XCTAssertEqual(h.stack.counters.ip6FragFails, 1)
     }
 }

@@ -159,6 +159,44 @@ final class TCPIPv6Tests: XCTestCase {
         XCTAssertEqual(sim.b.counters.ndp6ResolutionFailures, 1)
     }
 
+    /// RFC 8201 5.4: a Packet Too Big about one of our segments shrinks the connection's MSS
+    /// and what was in flight is sent again in segments that fit, and the transfer completes.
+    func testPacketTooBigShrinksTheMSSAndResendsTheFlight() throws {
+        let sim = dualStackSimulation(seed: 5)
+        let listener = try listen(sim.a, family: .ipv6, address: .anyIPv6, port: 5000)
+        let (client, server) = try connect(sim, listener: listener, to: IPAddress(Self.v6A), port: 5000)
+        let up = Transfer(sim: sim, sender: sim.b, senderSocket: client, receiver: sim.a, receiverSocket: server,
+                          total: 1_000_000, seed: 9)
+        up.pump()
+        XCTAssertGreaterThan(sim.b.tcpInfo(client)?.unacked ?? 0, 0, "a flight is out")
+        XCTAssertEqual(sim.b.tcpInfo(client)?.sendMSS, 1428)
+        // What a router on the path would quote: the start of one of our full-sized segments.
+        let quoted = Frames6.ipv6(from: Self.v6B, to: Self.v6A, next: 6, payloadLength: 1460,
+                                  [UInt8](repeating: 0, count: 48))
+        let tooBig = Frames6.frame(to: MACAddress(derivedFrom: Simulation.addressB),
+                                   from: MACAddress(derivedFrom: Simulation.addressA),
+                                   Frames6.ipv6(from: Self.v6A, to: Self.v6B, next: 58,
+                                                Frames6.icmp6(type: 2, body: Frames.be32(1280) + quoted,
+                                                              from: Self.v6A, to: Self.v6B)))
+        // Frames already framed in the outbox still leave whole; what is sent from one round
+        // trip later on fits.
+        let settled = sim.now.adding(nanoseconds: 1_000_000)
+        var largest = 0
+        sim.wire.onDeliver = { towardA, frame in
+            if towardA && sim.now > settled { largest = max(largest, frame.count) }
+        }
+        tooBig.withUnsafeBytes { sim.b.receive(frame: $0, checksumVerified: false, now: sim.now) }
+        XCTAssertEqual(sim.b.pathMTU(toward: Self.v6A), 1280)
+        XCTAssertEqual(sim.b.tcpInfo(client)?.sendMSS, 1280 - 60 - 12)
+        XCTAssertEqual(sim.b.counters.tcpPathMTURetransmits, 1)
+        XCTAssertTrue(sim.run(for: 100_000) {
+            up.pump()
+            return up.done
+        })
+        XCTAssertNil(up.mismatch)
+        XCTAssertEqual(largest, 14 + 1280, "every frame sent after the message fits the path")
+    }
+
     func testLoopbackOverIPv6() throws {
         let sim = dualStackSimulation()
         let stack = sim.a

@@ -1,5 +1,7 @@
-"""IPv6, first slice: lvlipd's addresses answer neighbour discovery and the kernel's ping -6;
-TCP and UDP over IPv6 are refused with Port Unreachable until a later slice serves them."""
+"""IPv6: lvlipd's addresses answer neighbour discovery and the kernel's ping -6, large pings
+in fragments both ways; Packet Too Big lowers the path MTU; a default router comes from a
+router advertisement or --gateway6. TCP and UDP over IPv6 are refused with Port Unreachable
+until a later slice serves them."""
 
 import errno
 import socket
@@ -8,7 +10,7 @@ import time
 
 import pytest
 
-from harness import TAP, ping, require_tool, run, bin_dir
+from harness import TAP, bin_dir, interfaces, ping, require_tool, run
 
 STACK_IP6 = "fd00::4"
 KERNEL_IP6 = "fd00::5"
@@ -127,3 +129,136 @@ def test_daemon_with_ipv6_off_on_the_kernel_side(start_daemon):
     assert stats["Ndp6DADFailures"] == 0
     assert stats["Icmp6OutNeighborSolicits"] == 2
     assert daemon.alive()
+
+
+def test_large_ping6_is_reassembled_and_answered_in_fragments(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    # 4008 bytes of ICMPv6: the kernel sends each request in three fragments; lvlipd
+    # reassembles them and sends its reply in three fragments of its own.
+    result, sent, received, loss = ping("-6", "-c", "3", "-i", "0.1", "-W", "2", "-s", "4000", STACK_IP6)
+    assert (sent, received, loss) == (3, 3, 0.0), result.stdout + result.stderr
+    after = daemon.stats()
+    assert delta(before, after, "Ip6ReasmReqds") == 9
+    assert delta(before, after, "Ip6ReasmOKs") == 3
+    assert delta(before, after, "Ip6FragOKs") == 3
+    assert delta(before, after, "Ip6FragCreates") == 9
+    assert after["Ip6ReasmFails"] == 0 and after["Ip6FragFails"] == 0
+    assert after["Ip6ReasmPending"] == 0 and after["Ip6ReasmBytes"] == 0
+
+
+def ipv6_bytes(text):
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+def icmp6_socket(hop_limit=64):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, hop_limit)
+    # The kernel must not take its own advertisement for another router's.
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+    return s
+
+
+def routes(daemon):
+    return run([bin_dir() / "lvlipctl", "route", "--socket", daemon.socket], check=True).stdout
+
+
+def test_packet_too_big_lowers_the_path_mtu(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    # As a router between would send it (RFC 4443 3.2): MTU 1300, quoting a 1448-byte reply
+    # of lvlipd's to the kernel's address; the kernel computes the ICMPv6 checksum.
+    quoted = struct.pack("!IHBB", 0x60000000, 1448, 58, 64) + ipv6_bytes(STACK_IP6) + ipv6_bytes(KERNEL_IP6)
+    quoted += bytes([129, 0, 0, 0]) + bytes(1444)
+    s = icmp6_socket()
+    try:
+        s.sendto(struct.pack("!BBHI", 2, 0, 0, 1300) + quoted[:1232], (STACK_IP6, 0))
+        daemon.wait_for(lambda st: delta(before, st, "Pmtu6Decreases") == 1, what="the path MTU lowered")
+        # Quoting a packet lvlipd cannot have sent (another source): ignored (RFC 5927).
+        forged = quoted[:8] + ipv6_bytes("fd00::77") + quoted[24:]
+        s.sendto(struct.pack("!BBHI", 2, 0, 0, 1280) + forged[:1232], (STACK_IP6, 0))
+        daemon.wait_for(lambda st: delta(before, st, "Pmtu6Ignored") == 1, what="the forged one ignored")
+    finally:
+        s.close()
+    assert f"{KERNEL_IP6} cache expires" in routes(daemon) and "mtu 1300" in routes(daemon), routes(daemon)
+    # 1448-byte replies now leave in two fragments each, which the kernel reassembles.
+    result, sent, received, loss = ping("-6", "-c", "3", "-i", "0.1", "-W", "2", "-s", "1400", STACK_IP6)
+    assert (sent, received, loss) == (3, 3, 0.0), result.stdout + result.stderr
+    after = daemon.stats()
+    assert delta(before, after, "Ip6FragOKs") == 3
+    assert delta(before, after, "Ip6FragCreates") == 6
+    assert delta(before, after, "Icmp6InPktTooBigs") == 2
+
+
+def kernel_link_local():
+    """The kernel side's link-local address, once its own DAD let it be used."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        shown = run(["ip", "-6", "-o", "addr", "show", "dev", TAP, "scope", "link"], check=True).stdout
+        for line in shown.splitlines():
+            if "tentative" not in line:
+                return line.split()[3].split("/")[0]
+        time.sleep(0.1)
+    raise AssertionError("no usable link-local address on the kernel side")
+
+
+def ping_from_off_link():
+    """A ping from an address outside lvlipd's prefix: its replies need a router."""
+    run(["ip", "-6", "addr", "add", "fd09::5/64", "dev", TAP, "nodad"], check=True, timeout=10)
+    return ping("-6", "-c", "2", "-i", "0.1", "-W", "1", "-I", "fd09::5", STACK_IP6)
+
+
+def test_router_advertisement_gives_the_default_router(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon)
+    router = kernel_link_local()
+    link = run(["ip", "-o", "link", "show", "dev", TAP], check=True).stdout.split()
+    kernel_mac = bytes.fromhex(link[link.index("link/ether") + 1].replace(":", ""))
+    result, _, received, _ = ping_from_off_link()
+    assert received == 0, result.stdout
+    before = daemon.stats()
+    assert before["Ip6OutNoRoutes"] >= 2
+    # RFC 4861 4.2 from the kernel's link-local address with hop limit 255: router lifetime
+    # 1800 s, our link-layer address, MTU 1400.
+    advertisement = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+    advertisement += bytes([1, 1]) + kernel_mac + struct.pack("!BBHI", 5, 1, 0, 1400)
+    s = icmp6_socket(hop_limit=255)
+    try:
+        s.sendto(advertisement, ("ff02::1", 0, 0, socket.if_nametoindex(TAP)))
+        daemon.wait_for(lambda st: delta(before, st, "Icmp6InRouterAdvertisements") == 1, what="the advertisement")
+    finally:
+        s.close()
+    assert daemon.stats()["Ndp6RouterAdvertisementsInvalid"] == 0
+    shown = routes(daemon)
+    assert f"default via {router} expires" in shown and "mtu 1400" in shown, shown
+    result, sent, received, loss = ping("-6", "-c", "2", "-i", "0.1", "-W", "1", "-I", "fd09::5", STACK_IP6)
+    assert (sent, received) == (2, 2), result.stdout + result.stderr
+    assert delta(before, daemon.stats(), "Ip6OutNoRoutes") == 0
+    assert daemon.stats()["Icmp6OutRouterSolicits"] >= 1, "lvlipd solicited routers at start"
+
+
+def test_gateway6_is_the_default_router(start_daemon):
+    daemon = start_ipv6_daemon(start_daemon, "--gateway6", "fe80::1")
+    run(["ip", "-6", "addr", "add", "fe80::1/64", "dev", TAP, "nodad"], check=True, timeout=10)
+    assert "default via fe80::1\n" in routes(daemon), routes(daemon)
+    result, sent, received, loss = ping_from_off_link()
+    assert (sent, received) == (2, 2), result.stdout + result.stderr
+    stats = daemon.stats()
+    assert stats["Ip6OutNoRoutes"] == 0
+    assert stats["Icmp6OutRouterSolicits"] == 0, "no solicitations with a router given"
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--addr", "fd00::4/64", "--gateway6", "fe80::zz"], "--gateway6"),
+    (["--addr", "fd00::4/64", "--gateway6", "ff02::2"], "--gateway6"),
+    (["--addr", "fd00::4/64", "--gateway6", "fd01::1"], "link-local"),
+    (["--addr", "fd00::4/64", "--gateway6", "fd00::4"], "own addresses"),
+    (["--gateway6", "fd00::1"], "link-local"),
+    (["--gateway6", "10.0.0.1"], "--gateway6"),
+])
+def test_bad_gateway6_is_a_usage_error(args, complaint, workdir):
+    result = run([bin_dir() / "lvlipd", "--tap", TAP, "--socket", workdir / "bad.sock", "--addr", "10.0.0.4/24", *args],
+                 timeout=10)
+    assert result.returncode == 64, result.stderr
+    assert "Usage: lvlipd" in result.stderr and complaint in result.stderr, result.stderr
+    assert TAP not in interfaces()

@@ -502,8 +502,9 @@ extension TCPConnection {
 
     /// The MSS for data we send: the peer's MSS, our MTU, TCP_MAXSEG, less the option bytes
     /// every segment carries (RFC 9293 3.7.1: the MSS counts data only, excluding options).
-    func updateMSS(in stack: NetworkStack) {
+    func updateMSS(in stack: NetworkStack, pathMTU: Int? = nil) {
         var m = min(peerMSS, stack.maximumSegment(toward: remoteAddress))
+        if let pathMTU { m = min(m, pathMTU - remoteAddress.ipHeaderLength - TCPSegment.minimumHeaderLength) }
         if let cap = options.maxSegment { m = min(m, cap) }
         if timestamps { m -= 12 }
         mss = max(m, 64)

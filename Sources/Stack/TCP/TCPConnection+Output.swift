@@ -406,6 +406,17 @@ extension TCPConnection {
         setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
     }
 
+    /// Sends again from SND.UNA, as after a timeout but keeping the window: what is in
+    /// flight was sent in segments the path cannot carry (tcpPathMTUDecreased).
+    func goBackToUnacknowledged(now: Instant, in stack: NetworkStack) {
+        timedSeq = nil
+        sndNxt = sndUna
+        highRxt = sndUna
+        clearTimer(.lossProbe)
+        clearTimer(.reorder)
+        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
+    }
+
     private func userTimeoutExpired(now: Instant) -> Bool {
         guard options.userTimeout > 0, let first = firstRetransmitTime else { return false }
         return now.nanoseconds(since: first) >= options.userTimeout * 1_000_000

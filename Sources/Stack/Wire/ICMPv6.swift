@@ -19,12 +19,14 @@ public struct ICMPv6Type: RawRepresentable, Hashable, Sendable {
     public var isError: Bool { rawValue < 128 }
 }
 
-/// Codes of the ICMPv6 errors this stack sends (RFC 4443 3.1, 3.4).
+/// Codes of the ICMPv6 errors this stack sends (RFC 4443 3.1, 3.3, 3.4; RFC 7112).
 public enum ICMPv6Code {
     public static let portUnreachable: UInt8 = 4
+    public static let reassemblyTimeExceeded: UInt8 = 1
     public static let erroneousHeaderField: UInt8 = 0
     public static let unrecognizedNextHeader: UInt8 = 1
     public static let unrecognizedOption: UInt8 = 2
+    public static let incompleteHeaderChain: UInt8 = 3
 }
 
 /// A validated view of an ICMPv6 message: at least the 4-byte header, checksum correct over

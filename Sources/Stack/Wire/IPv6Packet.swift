@@ -16,6 +16,8 @@ public struct IPv6Packet {
     public static let headerLength = 40
     /// The smallest MTU of an IPv6 link (RFC 8200 section 5).
     public static let minimumMTU = 1280
+    /// The largest Payload Length (jumbograms aside, RFC 2675).
+    public static let maximumPayloadLength = 65535
 
     public enum ParseError: Error {
         case truncatedHeader
