@@ -4,7 +4,8 @@ import Stack
 /// IPv6 input for the frame fuzzer: a packet to one of A's addresses or groups with a chain
 /// of extension headers and an upper layer from the script; ICMPv6 messages (echo, neighbour
 /// solicitations and advertisements for A's addresses) carry correct checksums so that they
-/// reach NDP.
+/// reach NDP, and UDP datagrams (mostly to the dual-stack socket's port 5300) so that they
+/// reach the sockets.
 extension FrameFuzzer {
     static let address6A = IPv6Interface(cidr: "fd00::1/64")!
     static let address6B = IPv6Address("fd00::2")!
@@ -36,6 +37,16 @@ extension FrameFuzzer {
             message[2] = UInt8(c >> 8)
             message[3] = UInt8(c & 0xFF)
             body = message
+        } else if upper == 17 {
+            let ports: [UInt16] = [5300, 5300, 53, r.u16()]
+            var datagram = FrameBuild.be16(r.u16()) + FrameBuild.be16(ports[Int(r.u8()) % ports.count])
+                + FrameBuild.be16(UInt16(truncatingIfNeeded: 8 + body.count)) + [0, 0] + body
+            if control & 64 == 0 {
+                let c = FrameBuild.finish(FrameBuild.sum(datagram, Frames6Build.pseudo(source, destination, 17, datagram.count)))
+                datagram[6] = UInt8(c >> 8)
+                datagram[7] = UInt8(c & 0xFF)
+            }
+            body = datagram
         }
         var payload: [UInt8] = []
         let nexts = chain.map(\.0) + [upper]
@@ -62,16 +73,18 @@ enum Frames6Build {
 
 extension FrameCheck {
     /// Every IPv6 frame the stack emits: a whole header, a payload length that matches, and,
-    /// for ICMPv6 (all it sends in this slice), a valid checksum over the pseudo-header.
+    /// for ICMPv6 and UDP, a valid checksum over the pseudo-header (UDP's never zero).
     static func verifyIPv6(_ f: [UInt8]) {
         precondition(f.count >= 54 && f[14] >> 4 == 6, "IPv6 frame of \(f.count) bytes")
         let length = Int(Bytes.be16(f, 18))
         precondition(54 + length == f.count, "IPv6 payload length \(length) in a \(f.count)-byte frame")
-        guard f[20] == 58 else { return }
+        let next = f[20]
+        guard next == 58 || next == 17 else { return }
         let source = f.withUnsafeBytes { IPv6Address($0, at: 22) }
         let destination = f.withUnsafeBytes { IPv6Address($0, at: 38) }
         let payload = Array(f[54...])
-        precondition(FrameBuild.finish(FrameBuild.sum(payload, Frames6Build.pseudo(source, destination, 58, payload.count))) == 0,
-                     "bad ICMPv6 checksum")
+        precondition(FrameBuild.finish(FrameBuild.sum(payload, Frames6Build.pseudo(source, destination, next, payload.count))) == 0,
+                     "bad ICMPv6 or UDP checksum")
+        if next == 17 { precondition(payload.count >= 8 && Bytes.be16(f, 60) != 0, "zero UDP checksum over IPv6") }
     }
 }

@@ -134,12 +134,16 @@ public struct Counters: Sendable {
     public var ndp6DADFailures: UInt64 = 0
     /// Advertisements from another node for one of our preferred addresses.
     public var ndp6AddressConflicts: UInt64 = 0
-    /// UDP datagrams over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
+
+    // UDP over IPv6 (Linux /proc/net/snmp6 names): IPv4 datagrams a dual-stack IPv6 socket
+    // receives count as IPv4's, as on Linux.
+    public var udp6InDatagrams: UInt64 = 0
     public var udp6NoPorts: UInt64 = 0
+    public var udp6InErrors: UInt64 = 0
+    public var udp6OutDatagrams: UInt64 = 0
+    public var udp6RcvbufErrors: UInt64 = 0
+    public var udp6SndbufErrors: UInt64 = 0
     public var udp6InCsumErrors: UInt64 = 0
-    /// TCP segments over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
-    public var tcp6NoSocket: UInt64 = 0
-    public var tcp6InCsumErrors: UInt64 = 0
 
     // TCP (RFC 4022 names; Linux TcpExt names for the rest)
     public var tcpActiveOpens: UInt64 = 0
@@ -240,8 +244,9 @@ public struct Counters: Sendable {
         ("Icmp6OutNeighborSolicits", \.icmp6OutNeighborSolicits), ("Icmp6OutNeighborAdvertisements", \.icmp6OutNeighborAdvertisements), ("Icmp6OutRateLimitHost", \.icmp6OutRateLimitHost),
         ("Ndp6InInvalid", \.ndp6InInvalid), ("Ndp6ResolutionFailures", \.ndp6ResolutionFailures), ("Ndp6PendingDrops", \.ndp6PendingDrops),
         ("Ndp6CacheFull", \.ndp6CacheFull), ("Ndp6DADFailures", \.ndp6DADFailures), ("Ndp6AddressConflicts", \.ndp6AddressConflicts),
-        ("Udp6NoPorts", \.udp6NoPorts), ("Udp6InCsumErrors", \.udp6InCsumErrors), ("Tcp6NoSocket", \.tcp6NoSocket),
-        ("Tcp6InCsumErrors", \.tcp6InCsumErrors),
+        ("Udp6InDatagrams", \.udp6InDatagrams), ("Udp6NoPorts", \.udp6NoPorts), ("Udp6InErrors", \.udp6InErrors),
+        ("Udp6OutDatagrams", \.udp6OutDatagrams), ("Udp6RcvbufErrors", \.udp6RcvbufErrors),
+        ("Udp6SndbufErrors", \.udp6SndbufErrors), ("Udp6InCsumErrors", \.udp6InCsumErrors),
         ("TcpActiveOpens", \.tcpActiveOpens),
         ("TcpPassiveOpens", \.tcpPassiveOpens),
         ("TcpAttemptFails", \.tcpAttemptFails),

@@ -14,8 +14,7 @@ struct IPv6Datagram {
 }
 
 /// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5), hand-off to ICMPv6,
-/// TCP and, for UDP that is not served yet, Port Unreachable; every packet
-/// we send is framed here. Fragments are counted and dropped: reassembly is a later slice.
+/// TCP and UDP; every packet we send is framed here. Fragments are counted and dropped: reassembly is a later slice.
 extension NetworkStack {
     /// A packet from the link or, `viaLoopback`, one this stack sent to ::1 or to one of its
     /// own addresses (NetworkStack+Loopback).
@@ -104,7 +103,7 @@ extension NetworkStack {
                 switch next {
                 case .icmpv6: receiveICMPv6(datagram, now: now)
                 case .tcp: receiveTCP(datagram, now: now)
-                default: refuseTransport(datagram, next, now: now)
+                default: receiveUDP(datagram, now: now)
                 }
                 return
             default:
@@ -152,25 +151,6 @@ extension NetworkStack {
             i += 2 + Int(bytes.u8(i + 1))
         }
         return true
-    }
-
-    /// UDP over IPv6 is a later slice: a datagram to us with a good checksum is answered as a
-    /// closed port would be (RFC 4443 3.1 code 4).
-    private func refuseTransport(_ datagram: IPv6Datagram, _ proto: IPv6NextHeader, now: Instant) {
-        let payload = datagram.payload
-        let minimum = proto == .udp ? 8 : 20
-        // RFC 8200 8.1: the checksum covers a pseudo-header and is mandatory for UDP too.
-        let sum = IPv6Packet.pseudoHeaderSum(source: datagram.source, destination: datagram.destination,
-                                             nextHeader: proto, length: payload.count)
-        guard payload.count >= minimum, datagram.checksumVerified
-                || (InternetChecksum.finish(InternetChecksum.partialSum(payload, sum)) == 0
-                    && (proto == .tcp || payload.be16(6) != 0)) else {
-            if proto == .udp { counters.udp6InCsumErrors &+= 1 } else { counters.tcp6InCsumErrors &+= 1 }
-            return
-        }
-        if proto == .udp { counters.udp6NoPorts &+= 1 } else { counters.tcp6NoSocket &+= 1 }
-        sendICMPv6Error(type: .destinationUnreachable, code: ICMPv6Code.portUnreachable, parameter: 0,
-                        about: datagram.packet, now: now)
     }
 
     private func sendParameterProblem(_ code: UInt8, pointer: Int, packet: IPv6Packet, now: Instant) {
