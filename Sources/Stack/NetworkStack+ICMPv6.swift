@@ -1,8 +1,8 @@
 import Timing
 
 /// ICMPv6 (RFC 4443): echo replies, rate-limited errors about packets we received, and the
-/// neighbour discovery messages handed to NetworkStack+NDP. Errors about packets we sent are
-/// counted only: no IPv6 socket exists yet to be told.
+/// neighbour discovery messages handed to NetworkStack+NDP. Errors about packets we sent go
+/// to their transport (NetworkStack+ICMPv6Errors).
 extension NetworkStack {
     func receiveICMPv6(_ datagram: IPv6Datagram, now: Instant) {
         counters.icmp6InMsgs &+= 1
@@ -30,10 +30,16 @@ extension NetworkStack {
         case .routerSolicitation: counters.icmp6InRouterSolicits &+= 1
         case .routerAdvertisement: counters.icmp6InRouterAdvertisements &+= 1
         case .redirect: counters.icmp6InRedirects &+= 1
-        case .destinationUnreachable: counters.icmp6InDestUnreachs &+= 1
+        case .destinationUnreachable:
+            counters.icmp6InDestUnreachs &+= 1
+            deliverICMPv6Error(message, from: datagram.source, now: now)
         case .packetTooBig: counters.icmp6InPktTooBigs &+= 1
-        case .timeExceeded: counters.icmp6InTimeExcds &+= 1
-        case .parameterProblem: counters.icmp6InParmProblems &+= 1
+        case .timeExceeded:
+            counters.icmp6InTimeExcds &+= 1
+            deliverICMPv6Error(message, from: datagram.source, now: now)
+        case .parameterProblem:
+            counters.icmp6InParmProblems &+= 1
+            deliverICMPv6Error(message, from: datagram.source, now: now)
         // Unknown informational messages (and MLD, RFC 2710, which a host on a TAP has no
         // snooping switch to answer) are discarded (RFC 4443 2.4 (b)).
         default: counters.icmp6InOther &+= 1
