@@ -74,7 +74,11 @@ extension NetworkStack {
         let destination = IPv6Address(packet, at: IPv6Packet.Field.destination)
         guard allowMulticast || !destination.isMulticast, !source.isUnspecified, !source.isMulticast,
               !Self.carriesICMPv6Error(packet) else { return }
-        guard let from = ip6!.isPreferred(destination) ? destination : ip6!.source(for: source) else { return }
+        // About a packet of ours that came over the loopback, the error goes back that way (from
+        // ::1 about a packet to ::1), never to the link.
+        let local = isLocal(IPAddress(source))
+        guard let from = ip6!.isPreferred(destination) || local && destination.isLoopback ? destination
+                : ip6!.source(for: source) else { return }
         guard ip6!.errorBucket.take(now: now) else {
             counters.icmp6OutRateLimitHost &+= 1
             return
@@ -89,8 +93,11 @@ extension NetworkStack {
         scratch.copy(packet.slice(0..<quoted), to: 8)
         let message = scratch.slice(0..<length)
         ICMPv6Message.setChecksum(message, source: from, destination: source)
-        guard sendIPv6(to: source, from: from, nextHeader: .icmpv6, payload: UnsafeRawBufferPointer(message), now: now)
-        else { return }
+        let sent = local
+            ? sendLoopback(source: IPAddress(from), destination: IPAddress(source), proto: IPProtocol(rawValue: 58),
+                           payloadLength: length, now: now) { $0.copy(UnsafeRawBufferPointer(message), to: 0) }
+            : sendIPv6(to: source, from: from, nextHeader: .icmpv6, payload: UnsafeRawBufferPointer(message), now: now)
+        guard sent else { return }
         counters.icmp6OutMsgs &+= 1
         if type == .destinationUnreachable { counters.icmp6OutDestUnreachs &+= 1 }
         if type == .parameterProblem { counters.icmp6OutParmProblems &+= 1 }
