@@ -94,8 +94,9 @@ extension NetworkStack {
         let message = scratch.slice(0..<length)
         ICMPv6Message.setChecksum(message, source: from, destination: source)
         let sent = local
-            ? sendLoopback(source: IPAddress(from), destination: IPAddress(source), proto: IPProtocol(rawValue: 58),
-                           payloadLength: length, now: now) { $0.copy(UnsafeRawBufferPointer(message), to: 0) }
+            ? sendLoopback(source: IPAddress(from), destination: IPAddress(source),
+                           proto: IPProtocol(rawValue: IPv6NextHeader.icmpv6.rawValue), payloadLength: length,
+                           now: now) { $0.copy(UnsafeRawBufferPointer(message), to: 0) }
             : sendIPv6(to: source, from: from, nextHeader: .icmpv6, payload: UnsafeRawBufferPointer(message), now: now)
         guard sent else { return }
         counters.icmp6OutMsgs &+= 1

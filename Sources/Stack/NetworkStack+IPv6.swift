@@ -14,7 +14,8 @@ struct IPv6Datagram {
 }
 
 /// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5), hand-off to ICMPv6,
-/// TCP and UDP; every packet we send is framed here. Fragments are counted and dropped: reassembly is a later slice.
+/// TCP and UDP; every packet we send is framed here. Fragments are counted and dropped:
+/// reassembly is a later slice.
 extension NetworkStack {
     /// A packet from the link or, `viaLoopback`, one this stack sent to ::1 or to one of its
     /// own addresses (NetworkStack+Loopback).
