@@ -5,9 +5,10 @@ import Stack
 /// of extension headers and an upper layer from the script; ICMPv6 messages (echo, neighbour
 /// solicitations and advertisements for A's addresses, router advertisements, packet too
 /// big) carry correct checksums so that they reach NDP, router discovery and path MTU
-/// discovery. A packet may also be cut into fragments of one of a few identifications,
-/// delivered in order, reversed or with one left out, so that reassembly completes, times
-/// out, overlaps and mixes datagrams.
+/// discovery, and UDP datagrams (mostly to the dual-stack socket's port 5300) so that they
+/// reach the sockets. A packet may also be cut into fragments of one of a few
+/// identifications, delivered in order, reversed or with one left out, so that reassembly
+/// completes, times out, overlaps and mixes datagrams.
 extension FrameFuzzer {
     static let address6A = IPv6Interface(cidr: "fd00::1/64")!
     static let address6B = IPv6Address("fd00::2")!
@@ -39,6 +40,16 @@ extension FrameFuzzer {
             message[2] = UInt8(c >> 8)
             message[3] = UInt8(c & 0xFF)
             body = message
+        } else if upper == 17 {
+            let ports: [UInt16] = [5300, 5300, 53, r.u16()]
+            var datagram = FrameBuild.be16(r.u16()) + FrameBuild.be16(ports[Int(r.u8()) % ports.count])
+                + FrameBuild.be16(UInt16(truncatingIfNeeded: 8 + body.count)) + [0, 0] + body
+            if control & 64 == 0 {
+                let c = FrameBuild.finish(FrameBuild.sum(datagram, Frames6Build.pseudo(source, destination, 17, datagram.count)))
+                datagram[6] = UInt8(c >> 8)
+                datagram[7] = UInt8(c & 0xFF)
+            }
+            body = datagram
         }
         var payload: [UInt8] = []
         let nexts = chain.map(\.0) + [upper]
@@ -95,7 +106,7 @@ enum Frames6Build {
 
 extension FrameCheck {
     /// Every IPv6 frame the stack emits: a whole header, a payload length that matches, and,
-    /// for ICMPv6 (all it sends in this slice), a valid checksum over the pseudo-header; a
+    /// for ICMPv6 and UDP, a valid checksum over the pseudo-header (UDP's never zero); a
     /// fragment (RFC 8200 4.5) within the MTU, its data a multiple of 8 unless it is the last,
     /// never an atomic fragment (RFC 8021).
     static func verifyIPv6(_ f: [UInt8]) {
@@ -109,11 +120,13 @@ extension FrameCheck {
             precondition(field != 0, "an atomic fragment")
             return
         }
-        guard f[20] == 58 else { return }
+        let next = f[20]
+        guard next == 58 || next == 17 else { return }
         let source = f.withUnsafeBytes { IPv6Address($0, at: 22) }
         let destination = f.withUnsafeBytes { IPv6Address($0, at: 38) }
         let payload = Array(f[54...])
-        precondition(FrameBuild.finish(FrameBuild.sum(payload, Frames6Build.pseudo(source, destination, 58, payload.count))) == 0,
-                     "bad ICMPv6 checksum")
+        precondition(FrameBuild.finish(FrameBuild.sum(payload, Frames6Build.pseudo(source, destination, next, payload.count))) == 0,
+                     "bad ICMPv6 or UDP checksum")
+        if next == 17 { precondition(payload.count >= 8 && Bytes.be16(f, 60) != 0, "zero UDP checksum over IPv6") }
     }
 }

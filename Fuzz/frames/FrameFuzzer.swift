@@ -8,7 +8,8 @@ import Timing
 ///
 /// - a listener on A:80 with an accepted connection from B, with data A sent still unacked;
 /// - a connection from A to B:81 with B's data waiting unread in A's receive queue;
-/// - UDP sockets (bound to :53, connected to B:5353) and an ICMP echo socket.
+/// - UDP sockets (bound to :53, connected to B:5353, a dual-stack IPv6 one bound to [::]:5300)
+///   and an ICMP echo socket.
 ///
 /// The script's operations craft frames the way a hostile peer would: raw bytes, IPv4 with
 /// any payload, TCP segments on a live connection's tuple with sequence and acknowledgement
@@ -112,8 +113,10 @@ final class FrameFuzzer {
         let bound = stack.udpOpen()
         try? stack.udpBind(bound, address: nil, port: 53)
         let connected = stack.udpOpen()
-        try? stack.udpConnect(connected, to: (Self.addressB, 5353))
-        udpSockets = [bound, connected, stack.icmpOpen(raw: false)]
+        try? stack.udpConnect(connected, to: (IPAddress(Self.addressB), 5353))
+        let dual = stack.udpOpen(family: .ipv6)
+        try? stack.udpBind(dual, address: .anyIPv6, port: 5300)
+        udpSockets = [bound, connected, stack.icmpOpen(raw: false), dual]
         driver.transmit(to: link, now: now)
     }
 
@@ -241,8 +244,8 @@ final class FrameFuzzer {
     }
 
     private func udp(_ r: inout Reader) {
-        let ports: [UInt16] = [53, 5353, 7, r.u16()]
-        let port = ports[Int(r.u8() % 4)]
+        let ports: [UInt16] = [53, 5353, 7, 5300, r.u16()]
+        let port = ports[Int(r.u8()) % ports.count]
         let source = r.u8() & 1 == 0 ? UInt16(5353) : r.u16()
         let payload = r.bytes(Int(r.u16() % 1472))
         let zeroChecksum = r.u8() & 1 == 1
@@ -309,7 +312,8 @@ final class FrameFuzzer {
         case 7:
             let target = udpSockets[Int(r.u8()) % udpSockets.count]
             let payload = r.bytes(Int(r.u16() % 2000))
-            _ = payload.withUnsafeBytes { try? stack.udpSend(target, to: (Self.addressB, 5353), $0, now: now) }
+            let to = r.u8() & 1 == 0 ? IPAddress(Self.addressB) : IPAddress(Self.address6B)
+            _ = payload.withUnsafeBytes { try? stack.udpSend(target, to: (to, 5353), $0, now: now) }
         default:
             for target in udpSockets { while stack.udpReceive(target) != nil {} }
         }

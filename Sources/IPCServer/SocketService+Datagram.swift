@@ -17,12 +17,12 @@ extension SocketService {
         case .ipv4(let a): address = a
         }
         do {
-            try stack.udpBind(id, address: address, port: addr.port)
+            try stack.udpBind(id, address: address.map(IPAddress.init), port: addr.port)
         } catch {
             return -error.errno
         }
         let names = stack.udpNames(id)
-        s.localName = (names?.local?.value ?? 0, names?.localPort ?? addr.port)
+        s.localName = (names?.local.v4?.value ?? 0, names?.localPort ?? addr.port)
         return 0
     }
 
@@ -39,7 +39,7 @@ extension SocketService {
                 return 0
             case Int(LVLIP_ADDR_V4.rawValue):
                 guard s.phantomPort == nil, !(s.family == AF_INET6 && s.v6only) else { return -ENETUNREACH }
-                try stack.udpConnect(id, to: (IPv4Address(addr.addr), addr.port))
+                try stack.udpConnect(id, to: (IPAddress(IPv4Address(addr.addr)), addr.port))
             default:
                 return -ENETUNREACH
             }
@@ -48,7 +48,7 @@ extension SocketService {
         }
         datagram.connected = true
         let names = stack.udpNames(id)
-        s.localName = (names?.local?.value ?? 0, names?.localPort ?? 0)
+        s.localName = (names?.local.v4?.value ?? 0, names?.localPort ?? 0)
         s.peerName = (addr.addr, addr.port)
         return 0
     }
@@ -156,11 +156,11 @@ extension SocketService {
                 datagram.writtenBeforeShutdown -= n
             }
             var payload = UnsafeRawBufferPointer(scratch.slice(min(header, n)..<n))
-            var destination: (address: IPv4Address, port: UInt16)?
+            var destination: (address: IPAddress, port: UInt16)?
             let h = n >= header ? UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self) : nil
             if let h, h.magic == LVLIP_DGRAM_MAGIC {
                 let addressed = h.port != 0 || h.flags & UInt16(LVLIP_DGRAM_ADDRESSED) != 0
-                destination = addressed ? (IPv4Address(h.addr), h.port) : nil
+                destination = addressed ? (IPAddress(IPv4Address(h.addr)), h.port) : nil
             } else {
                 // Written past the shim (a raw sendmmsg syscall, a program without the shim
                 // after exec): the whole message is the datagram, for the connected peer.
@@ -190,8 +190,8 @@ extension SocketService {
             if let error = stack.udpTakeError(id) { pushError(s, error.errno) }
         }
         while s.fd >= 0, let d = stack.udpReceive(id, peek: true) {
-            var h = lvlip_dgram_header(addr: d.source.value, port: d.sourcePort, flags: 0, error: 0, magic: LVLIP_DGRAM_MAGIC,
-                                       local: d.destination.value,
+            var h = lvlip_dgram_header(addr: d.source.v4?.value ?? 0, port: d.sourcePort, flags: 0, error: 0,
+                                       magic: LVLIP_DGRAM_MAGIC, local: d.destination.v4?.value ?? 0,
                                        ifindex: stack.isLocal(d.source) ? Self.loopbackIndex : interfaceIndex,
                                        ttl: d.ttl, tos: d.tos)
             let written = d.payload.withUnsafeBytes { payload in
@@ -213,7 +213,7 @@ extension SocketService {
         _ = withUnsafeBytes(of: &h) { PairIO.write(s.fd, $0) }
         guard let report else { return }
         var e = lvlip_dgram_error(type: report.type, code: report.code, port: report.destinationPort, info: report.info,
-                                  offender: report.offender.value, destination: report.destination.value)
+                                  offender: report.offender.v4?.value ?? 0, destination: report.destination.v4?.value ?? 0)
         let details = withUnsafeBytes(of: &e) { Array($0) } + report.payload
         h.flags |= UInt16(LVLIP_DGRAM_ERRQUEUE)
         _ = withUnsafeBytes(of: &h) { header in details.withUnsafeBytes { PairIO.write(s.fd, header, $0) } }

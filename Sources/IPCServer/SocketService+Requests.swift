@@ -228,10 +228,10 @@ extension SocketService {
         if s.isDatagram, let id = s.stackID, let names = stack.udpNames(id) {
             if peer {
                 guard let remote = names.remote else { return nameReply(-ENOTCONN, nil) }
-                return nameReply(0, (remote.address.value, remote.port))
+                return nameReply(0, (remote.address.v4?.value ?? 0, remote.port))
             }
             if s.phantomPort != nil { return nameReply(0, (0, s.localName.port), kind: UInt16(LVLIP_ADDR_V6_ANY.rawValue)) }
-            return nameReply(0, (names.local?.value ?? 0, names.localPort))
+            return nameReply(0, (names.local.v4?.value ?? 0, names.localPort))
         }
         if peer {
             // As Linux: ENOTCONN before the connection is established and once it is over

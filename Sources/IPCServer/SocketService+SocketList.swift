@@ -29,7 +29,7 @@ extension SocketService {
         }
         for case let s? in slots where s.isDatagram {
             guard let id = s.stackID, let names = stack.udpNames(id) else { continue }
-            let local = "\(names.local.map { "\($0)" } ?? "0.0.0.0"):\(names.localPort)"
+            let local = "\(names.local):\(names.localPort)"
             let peer = names.remote.map { "\($0.address):\($0.port)" } ?? "*:*"
             let proto = switch stack.datagramKind(id) {
             case .ping: "icmp"

@@ -149,12 +149,16 @@ public struct Counters: Sendable {
     /// a packet we could not have sent (RFC 5927), or not lowering the estimate.
     public var pmtu6Decreases: UInt64 = 0
     public var pmtu6Ignored: UInt64 = 0
-    /// UDP datagrams over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
+
+    // UDP over IPv6 (Linux /proc/net/snmp6 names): IPv4 datagrams a dual-stack IPv6 socket
+    // receives count as IPv4's, as on Linux.
+    public var udp6InDatagrams: UInt64 = 0
     public var udp6NoPorts: UInt64 = 0
+    public var udp6InErrors: UInt64 = 0
+    public var udp6OutDatagrams: UInt64 = 0
+    public var udp6RcvbufErrors: UInt64 = 0
+    public var udp6SndbufErrors: UInt64 = 0
     public var udp6InCsumErrors: UInt64 = 0
-    /// TCP segments over IPv6 to our addresses, which this slice does not serve: answered with Port Unreachable.
-    public var tcp6NoSocket: UInt64 = 0
-    public var tcp6InCsumErrors: UInt64 = 0
 
     // TCP (RFC 4022 names; Linux TcpExt names for the rest)
     public var tcpActiveOpens: UInt64 = 0
@@ -263,8 +267,9 @@ public struct Counters: Sendable {
         ("Ndp6RouterAdvertisementsInvalid", \.ndp6RouterAdvertisementsInvalid),
         ("Ndp6RouterAdvertisementsIgnored", \.ndp6RouterAdvertisementsIgnored),
         ("Pmtu6Decreases", \.pmtu6Decreases), ("Pmtu6Ignored", \.pmtu6Ignored),
-        ("Udp6NoPorts", \.udp6NoPorts), ("Udp6InCsumErrors", \.udp6InCsumErrors), ("Tcp6NoSocket", \.tcp6NoSocket),
-        ("Tcp6InCsumErrors", \.tcp6InCsumErrors),
+        ("Udp6InDatagrams", \.udp6InDatagrams), ("Udp6NoPorts", \.udp6NoPorts), ("Udp6InErrors", \.udp6InErrors),
+        ("Udp6OutDatagrams", \.udp6OutDatagrams), ("Udp6RcvbufErrors", \.udp6RcvbufErrors),
+        ("Udp6SndbufErrors", \.udp6SndbufErrors), ("Udp6InCsumErrors", \.udp6InCsumErrors),
         ("TcpActiveOpens", \.tcpActiveOpens),
         ("TcpPassiveOpens", \.tcpPassiveOpens),
         ("TcpAttemptFails", \.tcpAttemptFails),

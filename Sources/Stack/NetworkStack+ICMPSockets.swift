@@ -42,10 +42,10 @@ extension NetworkStack {
 
     /// bind(2): a local address (any, ours or loopback) and, for a ping socket, its identifier (0: one
     /// the stack picks), unique among ping sockets.
-    func icmpBind(_ s: UDPSocket, address: IPv4Address?, identifier: UInt16) throws(SocketError) {
-        if let address, !isBindable(address) { throw .addressNotAvailable }
+    func icmpBind(_ s: UDPSocket, address: IPv4Address, identifier: UInt16) throws(SocketError) {
+        guard isBindable(address) else { throw .addressNotAvailable }
         guard s.kind == .ping else {
-            s.boundAddress = address.flatMap { $0.isUnspecified ? nil : $0 }
+            s.localAddress = IPAddress(address)
             return
         }
         guard s.localPort == 0 else { throw .invalidArgument }
@@ -56,7 +56,7 @@ extension NetworkStack {
         } else if udp.pingByIdentifier[chosen] != nil {
             throw .addressInUse
         }
-        s.boundAddress = address.flatMap { $0.isUnspecified ? nil : $0 }
+        s.localAddress = IPAddress(address)
         s.localPort = chosen
         udp.pingByIdentifier[chosen] = s
     }
@@ -76,19 +76,19 @@ extension NetworkStack {
     /// connect(2): only messages from `peer` are delivered; writes without an address go there.
     func icmpConnect(_ s: UDPSocket, to peer: IPv4Address) throws(SocketError) {
         guard isLocal(peer) || route(peer) != nil, !peer.isUnspecified else { throw .networkUnreachable }
-        if let bound = s.boundAddress, !sourceUsable(bound, toward: peer) { throw .invalidArgument }
+        if let bound = s.localAddress.v4, !sourceUsable(bound, toward: peer) { throw .invalidArgument }
         if peer.isLimitedBroadcast || peer == configuration.interface.subnetBroadcast {
             guard s.broadcast else { throw .permissionDenied }
         }
-        if s.kind == .ping && s.localPort == 0 { try icmpBind(s, address: nil, identifier: 0) }
-        s.remote = (peer, 0)
+        if s.kind == .ping && s.localPort == 0 { try icmpBind(s, address: .any, identifier: 0) }
+        s.remote = (IPAddress(peer), 0)
     }
 
     /// sendto(2) of one ICMP message. A ping socket sends only echo requests (code 0) and
     /// stamps them with its identifier and checksum, as Linux's ping_v4_sendmsg does.
     func icmpSend(_ s: UDPSocket, to destination: IPv4Address?, _ message: UnsafeRawBufferPointer,
                   now: Instant) throws(SocketError) -> Int {
-        guard let to = destination ?? s.remote?.address else { throw .destinationRequired }
+        guard let to = destination ?? s.remote?.address.v4 else { throw .destinationRequired }
         guard message.count <= Self.icmpMaximumMessage else { throw .messageTooLong }
         let broadcast = to.isLimitedBroadcast || to == configuration.interface.subnetBroadcast
         if broadcast && !s.broadcast { throw .permissionDenied }
@@ -96,7 +96,7 @@ extension NetworkStack {
         // From the bound address, or as the route picks it (127.0.0.1 toward loopback); a
         // loopback-bound socket cannot reach the link (EINVAL, as Linux).
         var source = sourceAddress(toward: to)
-        if let bound = s.boundAddress {
+        if let bound = s.localAddress.v4 {
             guard sourceUsable(bound, toward: to) else { throw .invalidArgument }
             if isLocal(bound) { source = bound }
         }
@@ -105,7 +105,7 @@ extension NetworkStack {
             guard message.count >= ICMPMessage.headerLength,
                   message.u8(ICMPMessage.Field.type) == ICMPType.echoRequest.rawValue,
                   message.u8(ICMPMessage.Field.code) == 0 else { throw .invalidArgument }
-            if s.localPort == 0 { try icmpBind(s, address: nil, identifier: 0) }
+            if s.localPort == 0 { try icmpBind(s, address: .any, identifier: 0) }
             scratch.copy(message, to: 0)
             scratch.setBE16(s.localPort, ICMPMessage.Field.identifier)
             scratch.setBE16(0, ICMPMessage.Field.checksum)
@@ -133,13 +133,15 @@ extension NetworkStack {
     func icmpSocketError(_ message: ICMPMessage, offender: IPv4Address, destination: IPv4Address,
                          quoted: UnsafeRawBufferPointer) {
         let error = Self.icmpErrorConversion(type: message.type, code: message.code).0
+        let report = Self.errorReport(message, error: error, offender: offender, destination: destination, port: 0,
+                                      quoted: quoted)
         for s in udp.rawICMP where s.receiveErrors {
-            if let bound = s.boundAddress, !isLocal(bound) { continue }
-            queueErrorReport(s, message, error: error, offender: offender, destination: destination, port: 0, quoted: quoted)
+            if !s.localAddress.isUnspecified && !isLocal(s.localAddress) { continue }
+            queueErrorReport(s, report)
         }
         guard quoted.count >= ICMPMessage.headerLength, quoted.u8(ICMPMessage.Field.type) == ICMPType.echoRequest.rawValue,
               let s = udp.pingByIdentifier[quoted.be16(ICMPMessage.Field.identifier)], s.receiveErrors else { return }
-        queueErrorReport(s, message, error: error, offender: offender, destination: destination, port: 0, quoted: quoted)
+        queueErrorReport(s, report)
     }
 
     func icmpForget(_ s: UDPSocket) {
@@ -154,8 +156,8 @@ extension NetworkStack {
     /// each raw socket.
     func deliverToICMPSockets(_ datagram: IPv4Datagram, _ message: ICMPMessage) {
         func wants(_ s: UDPSocket) -> Bool {
-            if let bound = s.boundAddress, bound != datagram.destination { return false }
-            if let remote = s.remote, remote.address != datagram.source { return false }
+            if !s.accepts(IPAddress(datagram.destination)) { return false }
+            if let remote = s.remote, remote.address != IPAddress(datagram.source) { return false }
             return true
         }
         if message.type == .echoReply, let s = udp.pingByIdentifier[message.identifier], wants(s) {

@@ -1,9 +1,9 @@
 import Timing
 
 /// ICMPv6 (RFC 4443): echo replies, rate-limited errors about packets we received, the
-/// neighbour discovery messages handed to NetworkStack+NDP and +RouterDiscovery, and Packet
-/// Too Big to NetworkStack+PathMTU. Other errors about packets we sent are counted only: no
-/// IPv6 socket exists yet to be told.
+/// neighbour discovery messages handed to NetworkStack+NDP and +RouterDiscovery, Packet Too
+/// Big to NetworkStack+PathMTU; other errors about packets we sent go to their transport
+/// (NetworkStack+ICMPv6Errors).
 extension NetworkStack {
     func receiveICMPv6(_ datagram: IPv6Datagram, now: Instant) {
         counters.icmp6InMsgs &+= 1
@@ -32,12 +32,18 @@ extension NetworkStack {
             counters.icmp6InRouterAdvertisements &+= 1
             receiveRouterAdvertisement(message, datagram, now: now)
         case .redirect: counters.icmp6InRedirects &+= 1
-        case .destinationUnreachable: counters.icmp6InDestUnreachs &+= 1
+        case .destinationUnreachable:
+            counters.icmp6InDestUnreachs &+= 1
+            deliverICMPv6Error(message, from: datagram.source, now: now)
         case .packetTooBig:
             counters.icmp6InPktTooBigs &+= 1
             receivePacketTooBig(message, now: now)
-        case .timeExceeded: counters.icmp6InTimeExcds &+= 1
-        case .parameterProblem: counters.icmp6InParmProblems &+= 1
+        case .timeExceeded:
+            counters.icmp6InTimeExcds &+= 1
+            deliverICMPv6Error(message, from: datagram.source, now: now)
+        case .parameterProblem:
+            counters.icmp6InParmProblems &+= 1
+            deliverICMPv6Error(message, from: datagram.source, now: now)
         // Unknown informational messages (and MLD, RFC 2710, which a host on a TAP has no
         // snooping switch to answer) are discarded (RFC 4443 2.4 (b)).
         default: counters.icmp6InOther &+= 1
@@ -72,7 +78,11 @@ extension NetworkStack {
         let destination = IPv6Address(packet, at: IPv6Packet.Field.destination)
         guard allowMulticast || !destination.isMulticast, !source.isUnspecified, !source.isMulticast,
               !Self.carriesICMPv6Error(packet) else { return }
-        guard let from = ip6!.isPreferred(destination) ? destination : ip6!.source(for: source) else { return }
+        // About a packet of ours that came over the loopback, the error goes back that way (from
+        // ::1 about a packet to ::1), never to the link.
+        let local = isLocal(IPAddress(source))
+        guard let from = ip6!.isPreferred(destination) || local && destination.isLoopback ? destination
+                : ip6!.source(for: source) else { return }
         guard ip6!.errorBucket.take(now: now) else {
             counters.icmp6OutRateLimitHost &+= 1
             return
@@ -87,8 +97,12 @@ extension NetworkStack {
         scratch.copy(packet.slice(0..<quoted), to: 8)
         let message = scratch.slice(0..<length)
         ICMPv6Message.setChecksum(message, source: from, destination: source)
-        guard sendIPv6(to: source, from: from, nextHeader: .icmpv6, payload: UnsafeRawBufferPointer(message), now: now)
-        else { return }
+        let sent = local
+            ? sendLoopback(source: IPAddress(from), destination: IPAddress(source),
+                           proto: IPProtocol(rawValue: IPv6NextHeader.icmpv6.rawValue), payloadLength: length,
+                           now: now) { $0.copy(UnsafeRawBufferPointer(message), to: 0) }
+            : sendIPv6(to: source, from: from, nextHeader: .icmpv6, payload: UnsafeRawBufferPointer(message), now: now)
+        guard sent else { return }
         counters.icmp6OutMsgs &+= 1
         if type == .destinationUnreachable { counters.icmp6OutDestUnreachs &+= 1 }
         if type == .parameterProblem { counters.icmp6OutParmProblems &+= 1 }

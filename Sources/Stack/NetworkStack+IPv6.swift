@@ -14,10 +14,9 @@ struct IPv6Datagram {
 }
 
 /// IPv6 (RFC 8200): receive checks, the extension header walk (4.1-4.5; fragments go to
-/// NetworkStack+IPv6Reassembly), hand-off to ICMPv6, TCP and, for UDP that is not served
-/// yet, Port Unreachable; every packet we send is routed here (on-link, or to the default
-/// router) and framed, in fragments if it exceeds the path MTU
-/// (NetworkStack+IPv6Fragmentation).
+/// NetworkStack+IPv6Reassembly), hand-off to ICMPv6, TCP and UDP; every packet we send is
+/// routed here (on-link, or to the default router) and framed, in fragments if it exceeds
+/// the path MTU (NetworkStack+IPv6Fragmentation).
 extension NetworkStack {
     /// A packet from the link or, `viaLoopback`, one this stack sent to ::1 or to one of its
     /// own addresses (NetworkStack+Loopback).
@@ -107,7 +106,7 @@ extension NetworkStack {
                 switch next {
                 case .icmpv6: receiveICMPv6(datagram, now: now)
                 case .tcp: receiveTCP(datagram, now: now)
-                default: refuseTransport(datagram, next, now: now)
+                default: receiveUDP(datagram, now: now)
                 }
                 return
             default:
@@ -157,25 +156,6 @@ extension NetworkStack {
         return true
     }
 
-    /// UDP over IPv6 is a later slice: a datagram to us with a good checksum is answered as a
-    /// closed port would be (RFC 4443 3.1 code 4).
-    private func refuseTransport(_ datagram: IPv6Datagram, _ proto: IPv6NextHeader, now: Instant) {
-        let payload = datagram.payload
-        let minimum = proto == .udp ? 8 : 20
-        // RFC 8200 8.1: the checksum covers a pseudo-header and is mandatory for UDP too.
-        let sum = IPv6Packet.pseudoHeaderSum(source: datagram.source, destination: datagram.destination,
-                                             nextHeader: proto, length: payload.count)
-        guard payload.count >= minimum, datagram.checksumVerified
-                || (InternetChecksum.finish(InternetChecksum.partialSum(payload, sum)) == 0
-                    && (proto == .tcp || payload.be16(6) != 0)) else {
-            if proto == .udp { counters.udp6InCsumErrors &+= 1 } else { counters.tcp6InCsumErrors &+= 1 }
-            return
-        }
-        if proto == .udp { counters.udp6NoPorts &+= 1 } else { counters.tcp6NoSocket &+= 1 }
-        sendICMPv6Error(type: .destinationUnreachable, code: ICMPv6Code.portUnreachable, parameter: 0,
-                        about: datagram.packet, now: now)
-    }
-
     func sendParameterProblem(_ code: UInt8, pointer: Int, packet: IPv6Packet, now: Instant) {
         // RFC 4443 2.4 (e.3): an unrecognized option of type 10xxxxxx is reported even to a
         // multicast destination.
@@ -192,10 +172,9 @@ extension NetworkStack {
                   payload: UnsafeRawBufferPointer, hopLimit: UInt8? = nil, now: Instant) -> Bool {
         guard let state = ip6 else { return false }
         let hopLimit = hopLimit ?? state.configuration.hopLimit
-        // A packet in fragments still needs its length, with the Fragment header, to fit the
-        // 16-bit Payload Length (RFC 8200 4.5).
-        guard IPv6Packet.headerLength + payload.count <= pathMTU(toward: destination)
-                || FragmentHeader.length + payload.count <= IPv6Packet.maximumPayloadLength else {
+        // The packet, in fragments or not, must fit the 16-bit Payload Length (RFC 8200 4.5:
+        // the reassembled packet's, which carries no Fragment header).
+        guard payload.count <= IPv6Packet.maximumPayloadLength else {
             counters.ip6FragFails &+= 1
             return false
         }

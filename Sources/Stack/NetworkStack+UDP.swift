@@ -1,44 +1,57 @@
 import Timing
 
-/// A received datagram waiting for its application.
+/// A received datagram waiting for its application. Addresses are of the datagram's family:
+/// an IPv4 datagram read by a dual-stack IPv6 socket shows ::ffff:a.b.c.d.
 public struct UDPDatagram: Sendable {
-    public var source: IPv4Address
+    public var source: IPAddress
     public var sourcePort: UInt16
     public var payload: [UInt8]
     /// Where it was sent (one of our addresses, or a broadcast address), and its IP header's
-    /// TTL and TOS: what IP_PKTINFO, IP_RECVTTL and IP_RECVTOS tell the application.
-    public var destination = IPv4Address(0)
+    /// TTL and TOS (IPv6: hop limit and traffic class): what IP_PKTINFO, IP_RECVTTL and
+    /// IP_RECVTOS (IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVTCLASS) tell the application.
+    public var destination = IPAddress.anyIPv4
     public var ttl: UInt8 = 0
     public var tos: UInt8 = 0
 }
 
-/// An ICMP error about a datagram a socket with IP_RECVERR sent: what Linux queues on the
-/// socket's error queue (struct sock_extended_err with SO_EE_ORIGIN_ICMP, the offender, the
+/// An ICMP or ICMPv6 error about a datagram a socket with IP_RECVERR (IPV6_RECVERR) sent:
+/// what Linux queues on the socket's error queue (struct sock_extended_err, the offender, the
 /// original destination and the quoted payload).
 public struct UDPErrorReport: Sendable, Equatable {
     public var error: SocketError
+    /// The ICMP type and code, ICMPv6's for an IPv6 datagram.
     public var type: UInt8
     public var code: UInt8
-    /// The next-hop MTU of "fragmentation needed", else 0.
+    /// IPv4: the next-hop MTU of "fragmentation needed", else 0. IPv6: the message's 32-bit
+    /// parameter (the MTU, the Parameter Problem's pointer), as Linux's ee_info.
     public var info: UInt32
     /// Who sent the ICMP error.
-    public var offender: IPv4Address
+    public var offender: IPAddress
     /// Where the datagram in error was going.
-    public var destination: IPv4Address
+    public var destination: IPAddress
     public var destinationPort: UInt16
     /// The start of its payload, as far as the ICMP message quoted it.
     public var payload: [UInt8]
+
+    /// sock_extended_err's ee_origin: SO_EE_ORIGIN_ICMP (2) or SO_EE_ORIGIN_ICMP6 (3).
+    public var origin: UInt8 { offender.isIPv4 ? 2 : 3 }
 }
 
-/// One UDP socket (RFC 768; host requirements RFC 1122 4.1).
+/// One UDP socket (RFC 768; host requirements RFC 1122 4.1) of either family.
 final class UDPSocket {
     let id: SocketID
+    /// socket(2)'s domain. An IPv6 socket names IPv4 endpoints as v4-mapped addresses.
+    let family: AddressFamily
+    /// IPV6_V6ONLY: an IPv6 socket bound to `::` without it is dual-stack and also receives
+    /// IPv4 datagrams (RFC 3493 5.3). Fixed once the socket has a port.
+    var v6Only = false
     var localPort: UInt16 = 0
-    /// The local address bound, nil for any.
-    var boundAddress: IPv4Address?
-    var remote: (address: IPv4Address, port: UInt16)?
+    /// The local address bound: its family's any (0.0.0.0 or ::) until bound to an address.
+    /// An IPv6 socket bound to ::ffff:0.0.0.0 is IPv4's any, as on Linux.
+    var localAddress: IPAddress
+    var remote: (address: IPAddress, port: UInt16)?
     /// The source address chosen at connect (getsockname's address when bound to any).
-    var connectedSource: IPv4Address?
+    var connectedSource: IPAddress?
     var reuseAddress = false
     var reusePort = false
     var broadcast = false
@@ -60,12 +73,26 @@ final class UDPSocket {
     var receiveErrors = false
     var errorReports: [UDPErrorReport] = []
 
-    init(id: SocketID, receiveBuffer: Int) {
+    init(id: SocketID, family: AddressFamily, receiveBuffer: Int) {
         self.id = id
+        self.family = family
+        self.localAddress = family.any
         self.receiveBuffer = receiveBuffer
     }
 
     var queuedCount: Int { queue.count - queueHead }
+
+    /// Bound to `::` without IPV6_V6ONLY: the socket's name covers both families.
+    var isDualStack: Bool { localAddress == .anyIPv6 && !v6Only }
+
+    /// Whether the socket's local name takes datagrams of a family (ipv4: IPv4 ones).
+    func takes(ipv4: Bool) -> Bool { localAddress.isIPv4 == ipv4 || ipv4 && isDualStack }
+
+    /// Whether a datagram sent to `destination` is for the socket's local name: its address,
+    /// or any address of the datagram's family (Linux's compute_score for UDP).
+    func accepts(_ destination: IPAddress) -> Bool {
+        localAddress.isUnspecified ? takes(ipv4: destination.isIPv4) : localAddress == destination
+    }
 }
 
 /// The stack's UDP state.
@@ -84,15 +111,18 @@ struct UDPTables {
     var rawICMP: [UDPSocket] = []
 }
 
-/// UDP (RFC 768, RFC 1122 4.1) and the datagram sockets over it: bind with Linux's reuse
-/// rules, send through the IPv4 layer, demultiplex received datagrams (connected sockets
-/// first), queue ICMP errors for IP_RECVERR. The header is `UDPPacket` (Wire/UDP.swift);
-/// ICMP's datagram sockets share this table (NetworkStack+ICMPSockets).
+/// UDP (RFC 768, RFC 1122 4.1; over IPv6 RFC 8200 8) and the datagram sockets over it, one
+/// UDP for both families: bind with Linux's reuse rules and its rules across families, send
+/// through the IPv4 or IPv6 layer. Receiving and ICMP errors are in NetworkStack+UDPInput.
+/// The header is `UDPPacket` (Wire/UDP.swift); ICMP's datagram sockets share this table
+/// (NetworkStack+ICMPSockets).
 extension NetworkStack {
     /// UDP socket IDs carry this bit in their index, so one readiness list serves TCP and UDP.
     public static let udpIndexBit: Int32 = 0x4000_0000
     /// The largest UDP payload over IPv4 (65535 - 20 - 8).
     public static let udpMaximumPayload = 65507
+    /// The largest over IPv6, whose payload length excludes its header (65535 - 8).
+    public static let udp6MaximumPayload = 65527
     /// Bytes charged per queued datagram beyond its payload (as Linux charges skb truesize).
     static let udpDatagramOverhead = 256
 
@@ -113,8 +143,8 @@ extension NetworkStack {
 
     // MARK: - Socket API
 
-    /// socket(AF_INET, SOCK_DGRAM).
-    public func udpOpen() -> SocketID {
+    /// socket(AF_INET, SOCK_DGRAM), or AF_INET6 with `.ipv6`.
+    public func udpOpen(family: AddressFamily = .ipv4) -> SocketID {
         let index: Int32
         if let free = udp.freeSlots.popLast() {
             index = free
@@ -124,37 +154,64 @@ extension NetworkStack {
             udp.generations.append(0)
         }
         let id = SocketID(index: index | Self.udpIndexBit, generation: udp.generations[Int(index)])
-        udp.sockets[Int(index)] = UDPSocket(id: id, receiveBuffer: configuration.udp.receiveBuffer)
+        udp.sockets[Int(index)] = UDPSocket(id: id, family: family, receiveBuffer: configuration.udp.receiveBuffer)
         return id
     }
 
-    /// bind(2). A port is shared only when every holder set SO_REUSEADDR, or every holder set
-    /// SO_REUSEPORT (Linux's rules, without the per-user check).
-    public func udpBind(_ id: SocketID, address: IPv4Address?, port: UInt16) throws(SocketError) {
+    /// bind(2) to `address` (nil: the socket's family's any) and `port` (0: an ephemeral one).
+    /// The address must be of the socket's family: IPv4 for an IPv6 socket only as v4-mapped
+    /// (the service's part) and not with IPV6_V6ONLY. Names overlap as TCP's do (Linux's
+    /// ipv6_rcv_saddr_equal: a dual-stack `::` overlaps every name of both families); an
+    /// overlapping port is shared only when every holder set SO_REUSEADDR, or every holder
+    /// set SO_REUSEPORT (Linux's rules, without the per-user check).
+    public func udpBind(_ id: SocketID, address: IPAddress? = nil, port: UInt16) throws(SocketError) {
         guard let s = udpSocket(id) else { throw .badSocket }
-        if s.kind != .udp { return try icmpBind(s, address: address, identifier: port) }
-        guard s.localPort == 0 else { throw .invalidArgument }
-        // Ours, loopback (as Linux, any of 127.0.0.0/8), or a broadcast address to hear it.
-        if let address, !isBindable(address), address != configuration.interface.subnetBroadcast,
-           !address.isLimitedBroadcast {
-            throw .addressNotAvailable
+        if s.kind != .udp {
+            guard let v4 = (address ?? .anyIPv4).v4 else { throw .invalidArgument }
+            return try icmpBind(s, address: v4, identifier: port)
         }
-        let bound = address.flatMap { $0.isUnspecified ? nil : $0 }
+        guard s.localPort == 0 else { throw .invalidArgument }
+        let address = address ?? s.family.any
+        guard s.family == .ipv6 || address.isIPv4, !(address.isIPv4 && s.family == .ipv6 && s.v6Only) else {
+            throw .invalidArgument
+        }
+        // Ours, loopback (as Linux, any of 127.0.0.0/8 or ::1), or an IPv4 broadcast address
+        // to hear it.
+        if !isBindable(address) {
+            guard let v4 = address.v4, v4 == configuration.interface.subnetBroadcast || v4.isLimitedBroadcast else {
+                throw .addressNotAvailable
+            }
+        }
+        let dual = address == .anyIPv6 && !s.v6Only
         var chosen = port
         if chosen == 0 {
             guard let p = udpEphemeralPort() else { throw .addressInUse }
             chosen = p
         } else if let holders = udp.byPort[chosen] {
-            for other in holders where other.boundAddress == nil || bound == nil || other.boundAddress == bound {
+            for other in holders where Self.udpNamesOverlap(address, dual, other.localAddress, other.isDualStack) {
                 let shared = (s.reuseAddress && other.reuseAddress) || (s.reusePort && other.reusePort)
                 guard shared else { throw .addressInUse }
             }
         }
         s.localPort = chosen
-        s.boundAddress = bound
+        s.localAddress = address
         udp.bindCounter &+= 1
         s.bindOrder = udp.bindCounter
         udp.byPort[chosen, default: []].append(s)
+    }
+
+    /// Whether two local names on one port overlap: a dual-stack `::` overlaps everything;
+    /// otherwise names of one family overlap when equal or when either is the family's any.
+    private static func udpNamesOverlap(_ a: IPAddress, _ aDual: Bool, _ b: IPAddress, _ bDual: Bool) -> Bool {
+        if aDual || bDual { return true }
+        return a.isIPv4 == b.isIPv4 && (a == b || a.isUnspecified || b.isUnspecified)
+    }
+
+    /// IPV6_V6ONLY: only an IPv6 socket has it, and only before it has a port (Linux: EINVAL).
+    public func udpSetV6Only(_ id: SocketID, _ on: Bool) throws(SocketError) {
+        guard let s = udpSocket(id) else { throw .badSocket }
+        guard s.family == .ipv6, s.kind == .udp, s.localPort == 0 else { throw .invalidArgument }
+        s.v6Only = on
     }
 
     private func udpEphemeralPort() -> UInt16? {
@@ -173,19 +230,21 @@ extension NetworkStack {
 
     /// connect(2): fixes the peer (and binds an ephemeral port if needed). `nil` dissolves
     /// the association (connect with AF_UNSPEC).
-    public func udpConnect(_ id: SocketID, to peer: (address: IPv4Address, port: UInt16)?) throws(SocketError) {
+    public func udpConnect(_ id: SocketID, to peer: (address: IPAddress, port: UInt16)?) throws(SocketError) {
         guard let s = udpSocket(id) else { throw .badSocket }
         guard let peer else {
             s.remote = nil
             s.connectedSource = nil
             return
         }
-        if s.kind != .udp { return try icmpConnect(s, to: peer.address) }
-        guard peer.port != 0 else { throw .connectionRefused }
-        guard isLocal(peer.address) || route(peer.address) != nil, !peer.address.isUnspecified else {
-            throw .networkUnreachable
+        if s.kind != .udp {
+            guard let v4 = peer.address.v4 else { throw .invalidArgument }
+            return try icmpConnect(s, to: v4)
         }
-        if peer.address.isLimitedBroadcast || peer.address == configuration.interface.subnetBroadcast {
+        guard peer.port != 0 else { throw .connectionRefused }
+        try udpCheckFamily(s, peer.address)
+        guard !peer.address.isUnspecified, isRoutable(peer.address, now: clock) else { throw .networkUnreachable }
+        if isBroadcast(peer.address) {
             guard s.broadcast else { throw .permissionDenied }
         }
         let source = try udpSource(s, toward: peer.address)
@@ -196,48 +255,85 @@ extension NetworkStack {
     }
 
     /// sendto(2): one datagram to `destination`, or to the connected peer. Returns the payload
-    /// length. Datagrams larger than the MTU are fragmented.
+    /// length. Datagrams larger than the path MTU are fragmented, IPv4's and IPv6's.
     @discardableResult
-    public func udpSend(_ id: SocketID, to destination: (address: IPv4Address, port: UInt16)?,
+    public func udpSend(_ id: SocketID, to destination: (address: IPAddress, port: UInt16)?,
                         _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) -> Int {
         guard let s = udpSocket(id) else { throw .badSocket }
-        if s.kind != .udp { return try icmpSend(s, to: destination?.address, payload, now: now) }
+        if s.kind != .udp {
+            guard destination.map({ $0.address.isIPv4 }) ?? true else { throw .invalidArgument }
+            return try icmpSend(s, to: destination?.address.v4, payload, now: now)
+        }
         if let error = s.pendingError, s.remote != nil {
             s.pendingError = nil
             throw error
         }
         guard let to = destination ?? s.remote else { throw .destinationRequired }
-        guard payload.count <= Self.udpMaximumPayload else { throw .messageTooLong }
+        let v4 = to.address.isIPv4
+        guard payload.count <= (v4 ? Self.udpMaximumPayload : Self.udp6MaximumPayload) else { throw .messageTooLong }
         guard to.port != 0 else { throw .invalidArgument }
-        let broadcast = to.address.isLimitedBroadcast || to.address == configuration.interface.subnetBroadcast
-        if broadcast && !s.broadcast { throw .permissionDenied }
-        guard !to.address.isUnspecified, !to.address.isMulticast, isLocal(to.address) || route(to.address) != nil else {
+        try udpCheckFamily(s, to.address)
+        if isBroadcast(to.address) && !s.broadcast { throw .permissionDenied }
+        guard !to.address.isUnspecified, !to.address.isMulticast, isRoutable(to.address, now: now) else {
             throw .networkUnreachable
         }
+        let local = isLocal(to.address)
         let source = try udpSource(s, toward: to.address)
         if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
-        let datagram = scratch.slice(0..<UDPPacket.headerLength + payload.count)
-        datagram.copy(payload, to: UDPPacket.headerLength)
-        UDPPacket.writeHeader(into: datagram, sourcePort: s.localPort, destinationPort: to.port, source: source,
-                              destination: to.address)
-        guard sendIPv4(to: to.address, from: source, proto: .udp, payload: UnsafeRawBufferPointer(datagram), now: now) else {
-            counters.udpSndbufErrors &+= 1
+        let datagram = UnsafeRawBufferPointer(scratch.slice(0..<UDPPacket.headerLength + payload.count))
+        scratch.copy(payload, to: UDPPacket.headerLength)
+        UDPPacket.writeHeader(into: scratch.slice(0..<datagram.count), sourcePort: s.localPort, destinationPort: to.port,
+                              source: source, destination: to.address)
+        let sent: Bool
+        if let d = to.address.v4, let from = source.v4 {
+            sent = sendIPv4(to: d, from: from, proto: .udp, payload: datagram, now: now)
+        } else if local {
+            sent = sendLoopback(source: source, destination: to.address, proto: .udp, payloadLength: datagram.count,
+                                now: now) { $0.copy(datagram, to: 0) }
+        } else {
+            sent = sendIPv6(to: to.address.bits, from: source.bits, nextHeader: .udp, payload: datagram, now: now)
+        }
+        guard sent else {
+            if v4 { counters.udpSndbufErrors &+= 1 } else { counters.udp6SndbufErrors &+= 1 }
             throw .networkUnreachable
         }
-        counters.udpOutDatagrams &+= 1
+        if v4 { counters.udpOutDatagrams &+= 1 } else { counters.udp6OutDatagrams &+= 1 }
         return payload.count
+    }
+
+    /// Whether `s` may address `peer`: an IPv4 socket only IPv4 ones (the service refuses the
+    /// other family before), an IPv6 socket IPv4 ones (v4-mapped) unless IPV6_V6ONLY, as
+    /// Linux's udpv6_sendmsg and ip6_datagram_connect answer (ENETUNREACH).
+    private func udpCheckFamily(_ s: UDPSocket, _ peer: IPAddress) throws(SocketError) {
+        if peer.isIPv4 {
+            guard s.family == .ipv4 || !s.v6Only else { throw .networkUnreachable }
+        } else {
+            guard s.family == .ipv6 else { throw .invalidArgument }
+        }
+    }
+
+    /// IPv4's limited broadcast or the interface's subnet broadcast.
+    private func isBroadcast(_ address: IPAddress) -> Bool {
+        guard let v4 = address.v4 else { return false }
+        return v4.isLimitedBroadcast || v4 == configuration.interface.subnetBroadcast
     }
 
     /// The source address of a datagram from `s` to `destination`: the address it is bound to
     /// (unless a broadcast address), else as the route picks it. A loopback-bound socket
-    /// cannot reach the link (EINVAL, as Linux's route lookup refuses it).
-    private func udpSource(_ s: UDPSocket, toward destination: IPv4Address) throws(SocketError) -> IPv4Address {
-        if let bound = s.boundAddress, isLocal(bound) {
-            guard sourceUsable(bound, toward: destination) else { throw .invalidArgument }
-            return bound
+    /// cannot reach the link (EINVAL, as Linux's route lookup refuses it), nor a socket bound
+    /// to an address of the other family (ENETUNREACH).
+    private func udpSource(_ s: UDPSocket, toward destination: IPAddress) throws(SocketError) -> IPAddress {
+        let bound = s.localAddress
+        if !bound.isUnspecified {
+            guard bound.isIPv4 == destination.isIPv4 else { throw .networkUnreachable }
+            if isLocal(bound) {
+                guard sourceUsable(bound, toward: destination) else { throw .invalidArgument }
+                return bound
+            }
         }
         if let remote = s.remote, remote.address == destination, let source = s.connectedSource { return source }
-        return sourceAddress(toward: destination)
+        guard let source = sourceAddress(toward: destination) else { throw .networkUnreachable }
+        return source
     }
 
     /// The next datagram, removed from the queue (or only looked at, when peeking).
@@ -271,10 +367,12 @@ extension NetworkStack {
         return s.pendingError != nil || !s.errorReports.isEmpty
     }
 
-    /// The socket's names: local address (nil: any) and port, and the peer if connected.
-    public func udpNames(_ id: SocketID) -> (local: IPv4Address?, localPort: UInt16, remote: (address: IPv4Address, port: UInt16)?)? {
+    /// The socket's names: local address (its family's any while unbound and unconnected)
+    /// and port, and the peer if connected.
+    public func udpNames(_ id: SocketID) -> (local: IPAddress, localPort: UInt16, remote: (address: IPAddress, port: UInt16)?)? {
         guard let s = udpSocket(id) else { return nil }
-        return (s.boundAddress ?? s.connectedSource, s.localPort, s.remote)
+        let local = s.localAddress.isUnspecified ? s.connectedSource ?? s.localAddress : s.localAddress
+        return (local, s.localPort, s.remote)
     }
 
     /// SO_REUSEADDR, SO_REUSEPORT, SO_BROADCAST, SO_RCVBUF.
@@ -287,9 +385,10 @@ extension NetworkStack {
         if let receiveBuffer { s.receiveBuffer = receiveBuffer }
     }
 
-    public func udpOptions(_ id: SocketID) -> (reuseAddress: Bool, reusePort: Bool, broadcast: Bool, receiveBuffer: Int)? {
+    public func udpOptions(_ id: SocketID) -> (reuseAddress: Bool, reusePort: Bool, broadcast: Bool, receiveBuffer: Int,
+                                               v6Only: Bool)? {
         guard let s = udpSocket(id) else { return nil }
-        return (s.reuseAddress, s.reusePort, s.broadcast, s.receiveBuffer)
+        return (s.reuseAddress, s.reusePort, s.broadcast, s.receiveBuffer, s.v6Only)
     }
 
     /// close(2).
@@ -308,138 +407,4 @@ extension NetworkStack {
 
     /// Every live UDP socket, for display.
     public var udpSocketIDs: [SocketID] { udp.sockets.compactMap { $0?.id } }
-
-    // MARK: - Input
-
-    func receiveUDP(_ datagram: IPv4Datagram, now: Instant) {
-        let packet: UDPPacket
-        do {
-            packet = try UDPPacket(datagram.payload, source: datagram.source, destination: datagram.destination,
-                                   checksumVerified: datagram.checksumVerified)
-        } catch {
-            if case .badChecksum = error { counters.udpInCsumErrors &+= 1 }
-            counters.udpInErrors &+= 1
-            return
-        }
-        let sourcePort = packet.sourcePort
-        let destinationPort = packet.destinationPort
-        let payload = packet.payload
-        let holders = udp.byPort[destinationPort] ?? []
-        if datagram.broadcast {
-            // Broadcasts go to every socket on the port bound to any or to the broadcast address.
-            var delivered = false
-            for s in holders where s.boundAddress == nil || s.boundAddress == datagram.destination {
-                if let remote = s.remote, remote.address != datagram.source || remote.port != sourcePort { continue }
-                enqueue(s, datagram, port: sourcePort, payload: payload)
-                delivered = true
-            }
-            if !delivered { counters.udpNoPorts &+= 1 }
-            return
-        }
-        guard let s = udpLookup(holders, datagram: datagram, sourcePort: sourcePort) else {
-            counters.udpNoPorts &+= 1
-            sendICMPError(type: .destinationUnreachable, code: UnreachableCode.port, about: datagram, now: now)
-            return
-        }
-        enqueue(s, datagram, port: sourcePort, payload: payload)
-    }
-
-    /// The socket a unicast datagram is for: a connected one matching the peer first, then one
-    /// bound to our address, then one bound to any; among equals the reuseport group hashes
-    /// by peer, otherwise the most recently bound wins (as Linux).
-    private func udpLookup(_ holders: [UDPSocket], datagram: IPv4Datagram, sourcePort: UInt16) -> UDPSocket? {
-        var best: UDPSocket?
-        var bestScore = -1
-        var group: [UDPSocket] = []
-        for s in holders {
-            var score = 0
-            if let remote = s.remote {
-                guard remote.address == datagram.source, remote.port == sourcePort else { continue }
-                score += 4
-            }
-            if let bound = s.boundAddress {
-                guard bound == datagram.destination else { continue }
-                score += 2
-            }
-            if score > bestScore || (score == bestScore && s.bindOrder > (best?.bindOrder ?? 0)) {
-                if score > bestScore { group.removeAll() }
-                best = s
-                bestScore = score
-            }
-            if score == bestScore && s.reusePort { group.append(s) }
-        }
-        if group.count > 1, let chosen = best, chosen.reusePort {
-            let h = secretHash(0x7270, sourcePort, IPAddress(datagram.source), 0)
-            return group[Int(h % UInt64(group.count))]
-        }
-        return best
-    }
-
-    func enqueue(_ s: UDPSocket, _ datagram: IPv4Datagram, port: UInt16, payload: UnsafeRawBufferPointer) {
-        let cost = payload.count + Self.udpDatagramOverhead
-        guard s.queuedBytes + cost <= s.receiveBuffer else {
-            // A full receive buffer drops the datagram (Linux: RcvbufErrors and InErrors).
-            counters.udpRcvbufErrors &+= 1
-            counters.udpInErrors &+= 1
-            return
-        }
-        let header = datagram.header
-        s.queue.append(UDPDatagram(source: datagram.source, sourcePort: port, payload: Array(payload),
-                                   destination: datagram.destination, ttl: header.count > 8 ? header[8] : 0,
-                                   tos: header.count > 1 ? header[1] : 0))
-        s.queuedBytes += cost
-        if s.kind == .udp { counters.udpInDatagrams &+= 1 }
-        markUDPReadiness(s)
-    }
-
-    /// An ICMP error about a datagram we sent: connected sockets learn the hard ones as their
-    /// error (ECONNREFUSED for port unreachable), as Linux without IP_RECVERR; sockets with
-    /// IP_RECVERR, connected or not, get a report of any for their error queue instead.
-    func udpICMPError(_ message: ICMPMessage, offender: IPv4Address, destination: IPv4Address, sourcePort: UInt16,
-                      destinationPort: UInt16, quoted: UnsafeRawBufferPointer) {
-        guard let holders = udp.byPort[sourcePort] else { return }
-        let (error, fatal) = Self.icmpErrorConversion(type: message.type, code: message.code)
-        for s in holders {
-            if let remote = s.remote, remote.address != destination || remote.port != destinationPort { continue }
-            if s.receiveErrors {
-                queueErrorReport(s, message, error: error, offender: offender, destination: destination,
-                                 port: destinationPort, quoted: quoted)
-            } else {
-                // Without IP_RECVERR only hard errors reach a connected socket (Linux's
-                // __udp4_lib_err): a host or network unreachable may be transient.
-                guard s.remote != nil, fatal else { continue }
-                s.pendingError = error
-            }
-            markUDPReadiness(s)
-        }
-    }
-
-    /// Puts a report on an IP_RECVERR socket's error queue, bounded as Linux bounds it by the
-    /// receive buffer.
-    func queueErrorReport(_ s: UDPSocket, _ message: ICMPMessage, error: SocketError, offender: IPv4Address,
-                          destination: IPv4Address, port: UInt16, quoted: UnsafeRawBufferPointer) {
-        if s.errorReports.count >= 64 { s.errorReports.removeFirst() }
-        let info = message.type == .destinationUnreachable && message.code == UnreachableCode.fragmentationNeeded
-            ? UInt32(message.bytes.be16(6)) : 0
-        s.errorReports.append(UDPErrorReport(error: error, type: message.type.rawValue, code: message.code, info: info,
-                                             offender: offender, destination: destination, destinationPort: port,
-                                             payload: Array(quoted)))
-        markUDPReadiness(s)
-    }
-
-    /// IP_RECVERR.
-    public func udpSetReceiveErrors(_ id: SocketID, _ on: Bool) {
-        guard let s = udpSocket(id) else { return }
-        s.receiveErrors = on
-        if !on { s.errorReports.removeAll() }
-    }
-
-    /// The oldest report on an IP_RECVERR socket's error queue, removed.
-    public func udpTakeErrorReport(_ id: SocketID) -> UDPErrorReport? {
-        guard let s = udpSocket(id), !s.errorReports.isEmpty else { return nil }
-        return s.errorReports.removeFirst()
-    }
-
-    /// Clears the readiness flag of a UDP socket taken from the readiness list.
-    func clearUDPReadiness(_ id: SocketID) { udpSocket(id)?.readinessQueued = false }
 }

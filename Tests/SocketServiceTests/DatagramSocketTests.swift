@@ -26,11 +26,11 @@ final class DatagramSocketTests: XCTestCase {
         var got: UDPDatagram?
         XCTAssertTrue(h.run { got = h.peer.udpReceive(peer); return got != nil })
         XCTAssertEqual(got?.payload, Array("query".utf8))
-        XCTAssertEqual(got?.source, ServiceHarness.address)
+        XCTAssertEqual(got?.source, IPAddress(ServiceHarness.address))
         XCTAssertEqual(got?.sourcePort, 5000)
 
         _ = try Array("answer".utf8).withUnsafeBytes {
-            try h.peer.udpSend(peer, to: (ServiceHarness.address, 5000), $0, now: h.now)
+            try h.peer.udpSend(peer, to: (IPAddress(ServiceHarness.address), 5000), $0, now: h.now)
         }
         var message: [UInt8] = []
         XCTAssertTrue(h.run {

@@ -9,7 +9,7 @@ final class ICMPSocketTests: XCTestCase {
     }
 
     func send(_ h: Harness, _ id: SocketID, _ message: [UInt8], to: IPv4Address? = Frames.peerIP) throws -> Int {
-        try message.withUnsafeBytes { try h.stack.udpSend(id, to: to.map { ($0, 0) }, $0, now: h.now) }
+        try message.withUnsafeBytes { try h.stack.udpSend(id, to: to.map { (IPAddress($0), 0) }, $0, now: h.now) }
     }
 
     func testPingSocketStampsItsIdentifierAndChecksum() throws {
@@ -57,7 +57,7 @@ final class ICMPSocketTests: XCTestCase {
         h.receive(Self.frame(reply))
         XCTAssertNil(h.stack.udpReceive(a))
         let d = try XCTUnwrap(h.stack.udpReceive(b))
-        XCTAssertEqual(d.source, Frames.peerIP)
+        XCTAssertEqual(d.source, IPAddress(Frames.peerIP))
         XCTAssertEqual(d.payload, reply)
         // An echo request to us is answered by the stack, not given to ping sockets.
         h.learnPeer()

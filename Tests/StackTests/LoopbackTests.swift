@@ -240,8 +240,8 @@ final class LoopbackTests: XCTestCase {
             XCTAssertEqual($0 as? SocketError, .invalidArgument)
         }
         let u = h.stack.udpOpen()
-        try h.stack.udpBind(u, address: Self.localhost, port: 0)
-        XCTAssertThrowsError(try [1, 2].withUnsafeBytes { try h.stack.udpSend(u, to: (Frames.peerIP, 53), $0, now: h.now) }) {
+        try h.stack.udpBind(u, address: IPAddress(Self.localhost), port: 0)
+        XCTAssertThrowsError(try [1, 2].withUnsafeBytes { try h.stack.udpSend(u, to: (IPAddress(Frames.peerIP), 53), $0, now: h.now) }) {
             XCTAssertEqual($0 as? SocketError, .invalidArgument)
         }
         XCTAssertTrue(h.output().isEmpty)
@@ -250,34 +250,34 @@ final class LoopbackTests: XCTestCase {
     func testUDPOverLoopback() throws {
         let h = Harness()
         let server = h.stack.udpOpen()
-        try h.stack.udpBind(server, address: Self.localhost, port: 5353)
+        try h.stack.udpBind(server, address: IPAddress(Self.localhost), port: 5353)
         let onInterface = h.stack.udpOpen()
-        try h.stack.udpBind(onInterface, address: Frames.stackIP, port: 5354)
+        try h.stack.udpBind(onInterface, address: IPAddress(Frames.stackIP), port: 5354)
         let client = h.stack.udpOpen()
-        try Array("ping".utf8).withUnsafeBytes { _ = try h.stack.udpSend(client, to: (Self.localhost, 5353), $0, now: h.now) }
+        try Array("ping".utf8).withUnsafeBytes { _ = try h.stack.udpSend(client, to: (IPAddress(Self.localhost), 5353), $0, now: h.now) }
         settle(h)
         let request = try XCTUnwrap(h.stack.udpReceive(server))
         XCTAssertEqual(request.payload, Array("ping".utf8))
-        XCTAssertEqual(request.source, Self.localhost)
+        XCTAssertEqual(request.source, IPAddress(Self.localhost))
         let clientPort = try XCTUnwrap(h.stack.udpNames(client)).localPort
         XCTAssertEqual(request.sourcePort, clientPort)
         try Array("pong".utf8).withUnsafeBytes { _ = try h.stack.udpSend(server, to: (request.source, request.sourcePort), $0, now: h.now) }
         settle(h)
         let reply = try XCTUnwrap(h.stack.udpReceive(client))
         XCTAssertEqual(reply.payload, Array("pong".utf8))
-        XCTAssertEqual(reply.source, Self.localhost)
+        XCTAssertEqual(reply.source, IPAddress(Self.localhost))
         XCTAssertEqual(reply.sourcePort, 5353)
 
         // A socket bound to 10.0.0.4 does not hear what is sent to 127.0.0.1.
-        try [7].withUnsafeBytes { _ = try h.stack.udpSend(client, to: (Self.localhost, 5354), $0, now: h.now) }
+        try [7].withUnsafeBytes { _ = try h.stack.udpSend(client, to: (IPAddress(Self.localhost), 5354), $0, now: h.now) }
         settle(h)
         XCTAssertNil(h.stack.udpReceive(onInterface))
         XCTAssertEqual(h.stack.counters.udpNoPorts, 1)
 
         // A connected socket learns of nobody listening from the looped ICMP port unreachable.
         let connected = h.stack.udpOpen()
-        try h.stack.udpConnect(connected, to: (IPv4Address(127, 0, 0, 9), 9))
-        XCTAssertEqual(h.stack.udpNames(connected)?.local, Self.localhost)
+        try h.stack.udpConnect(connected, to: (IPAddress(IPv4Address(127, 0, 0, 9)), 9))
+        XCTAssertEqual(h.stack.udpNames(connected)?.local, IPAddress(Self.localhost))
         try [1].withUnsafeBytes { _ = try h.stack.udpSend(connected, to: nil, $0, now: h.now) }
         settle(h)
         XCTAssertEqual(h.stack.udpTakeError(connected), .connectionRefused)

@@ -8,7 +8,7 @@ final class UDPErrorQueueTests: XCTestCase {
     /// the datagram (its IP header and `quoted` bytes of UDP), from `offender`.
     func sendAndRefuse(_ h: Harness, _ s: SocketID, _ payload: [UInt8], type: UInt8 = 3, code: UInt8 = 3,
                        rest: [UInt8] = [0, 0, 0, 0], quoted: Int = 12, offender: IPv4Address = Frames.peerIP) throws {
-        try payload.withUnsafeBytes { _ = try h.stack.udpSend(s, to: (Frames.peerIP, 53), $0, now: h.now) }
+        try payload.withUnsafeBytes { _ = try h.stack.udpSend(s, to: (IPAddress(Frames.peerIP), 53), $0, now: h.now) }
         let sent = try XCTUnwrap(h.output().map { Parsed(frame: $0) }.last)
         let quote = Array(sent.ip[0..<(sent.ipHeaderLength + min(quoted, 8 + payload.count))])
         h.receive(Frames.ethernet(type: 0x0800, Frames.ipv4(from: offender, proto: 1,
@@ -35,7 +35,7 @@ final class UDPErrorQueueTests: XCTestCase {
         XCTAssertEqual(report.error, .connectionRefused)
         XCTAssertEqual([report.type, report.code], [3, 3])
         XCTAssertEqual(report.info, 0)
-        XCTAssertEqual([report.offender, report.destination], [Frames.peerIP, Frames.peerIP])
+        XCTAssertEqual([report.offender, report.destination], [IPAddress(Frames.peerIP), IPAddress(Frames.peerIP)])
         XCTAssertEqual(report.destinationPort, 53)
         XCTAssertEqual(report.payload, Array("data".utf8))
         XCTAssertFalse(h.stack.udpHasError(s))
@@ -47,7 +47,7 @@ final class UDPErrorQueueTests: XCTestCase {
         let h = Harness()
         h.learnPeer()
         let s = h.stack.udpOpen()
-        try h.stack.udpConnect(s, to: (Frames.peerIP, 53))
+        try h.stack.udpConnect(s, to: (IPAddress(Frames.peerIP), 53))
         try sendAndRefuse(h, s, [1], code: 1)
         XCTAssertFalse(h.stack.udpHasError(s))
         try sendAndRefuse(h, s, [1], code: 2)
@@ -64,7 +64,7 @@ final class UDPErrorQueueTests: XCTestCase {
         let report = try XCTUnwrap(h.stack.udpTakeErrorReport(s))
         XCTAssertEqual(report.error, .messageTooLong)
         XCTAssertEqual(report.info, 1400)
-        XCTAssertEqual(report.offender, IPv4Address(0x0A00_0001))
+        XCTAssertEqual(report.offender, IPAddress(IPv4Address(0x0A00_0001)))
         XCTAssertEqual(report.payload, [], "the quote held only the UDP header")
     }
 
@@ -73,7 +73,7 @@ final class UDPErrorQueueTests: XCTestCase {
         h.learnPeer()
         let s = h.stack.udpOpen()
         h.stack.udpSetReceiveErrors(s, true)
-        try h.stack.udpConnect(s, to: (Frames.peerIP, 54))
+        try h.stack.udpConnect(s, to: (IPAddress(Frames.peerIP), 54))
         try sendAndRefuse(h, s, [9])  // to port 53: not the connected peer's
         XCTAssertFalse(h.stack.udpHasError(s))
         try h.stack.udpConnect(s, to: nil)

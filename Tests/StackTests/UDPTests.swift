@@ -35,7 +35,7 @@ final class UDPTests: XCTestCase {
         h.stack.takeReadinessChanges(into: &changed)
         XCTAssertEqual(changed, [s])
         let d = try XCTUnwrap(h.stack.udpReceive(s))
-        XCTAssertEqual(d.source, Frames.peerIP)
+        XCTAssertEqual(d.source, IPAddress(Frames.peerIP))
         XCTAssertEqual(d.sourcePort, 4000)
         XCTAssertEqual(d.payload, Array("hello".utf8))
         XCTAssertNil(h.stack.udpReceive(s))
@@ -91,7 +91,7 @@ final class UDPTests: XCTestCase {
         h.learnPeer()
         let s = h.stack.udpOpen()
         let payload = (0..<3000).map { UInt8($0 % 251) }
-        try payload.withUnsafeBytes { _ = try h.stack.udpSend(s, to: (Frames.peerIP, 53), $0, now: h.now) }
+        try payload.withUnsafeBytes { _ = try h.stack.udpSend(s, to: (IPAddress(Frames.peerIP), 53), $0, now: h.now) }
         let out = h.output().map { Parsed(frame: $0) }
         XCTAssertEqual(out.count, 3)
         XCTAssertTrue(out.allSatisfy { $0.ipProto == 17 && $0.ipHeaderValid })
@@ -109,17 +109,17 @@ final class UDPTests: XCTestCase {
         let h = Harness()
         let s = h.stack.udpOpen()
         let big = [UInt8](repeating: 0, count: 65508)
-        XCTAssertThrowsError(try big.withUnsafeBytes { try h.stack.udpSend(s, to: (Frames.peerIP, 53), $0, now: h.now) }) {
+        XCTAssertThrowsError(try big.withUnsafeBytes { try h.stack.udpSend(s, to: (IPAddress(Frames.peerIP), 53), $0, now: h.now) }) {
             XCTAssertEqual($0 as? SocketError, .messageTooLong)
         }
         XCTAssertThrowsError(try [1].withUnsafeBytes { try h.stack.udpSend(s, to: nil, $0, now: h.now) }) {
             XCTAssertEqual($0 as? SocketError, .destinationRequired)
         }
-        XCTAssertThrowsError(try [1].withUnsafeBytes { try h.stack.udpSend(s, to: (IPv4Address(10, 0, 0, 255), 53), $0, now: h.now) }) {
+        XCTAssertThrowsError(try [1].withUnsafeBytes { try h.stack.udpSend(s, to: (IPAddress(IPv4Address(10, 0, 0, 255)), 53), $0, now: h.now) }) {
             XCTAssertEqual($0 as? SocketError, .permissionDenied)
         }
         h.stack.udpSetOptions(s, broadcast: true)
-        XCTAssertNoThrow(try [1].withUnsafeBytes { try h.stack.udpSend(s, to: (IPv4Address(10, 0, 0, 255), 53), $0, now: h.now) })
+        XCTAssertNoThrow(try [1].withUnsafeBytes { try h.stack.udpSend(s, to: (IPAddress(IPv4Address(10, 0, 0, 255)), 53), $0, now: h.now) })
         let out = h.output().map { Parsed(frame: $0) }
         XCTAssertEqual(out.last?.destinationMAC, .broadcast)
     }
@@ -151,7 +151,7 @@ final class UDPTests: XCTestCase {
         let h = Harness()
         h.learnPeer()
         let s = h.stack.udpOpen()
-        try h.stack.udpConnect(s, to: (Frames.peerIP, 53))
+        try h.stack.udpConnect(s, to: (IPAddress(Frames.peerIP), 53))
         let port = try XCTUnwrap(h.stack.udpNames(s)).localPort
         h.receive(Self.frame(Self.udp(sourcePort: 54, destinationPort: port, [1])))  // another port: not ours
         XCTAssertNil(h.stack.udpReceive(s))

@@ -1,7 +1,7 @@
 """IPv6: lvlipd's addresses answer neighbour discovery and the kernel's ping -6, large pings
 in fragments both ways; Packet Too Big lowers the path MTU; a default router comes from a
-router advertisement or --gateway6. TCP and UDP over IPv6 are refused with Port Unreachable
-until a later slice serves them."""
+router advertisement or --gateway6. UDP to a closed port is refused with Port Unreachable,
+and UDP's checksum is mandatory."""
 
 import errno
 import socket
@@ -73,7 +73,7 @@ def test_multicast_ping_is_answered(start_daemon):
     daemon.wait_for(lambda s: delta(before, s, "Icmp6OutEchoReplies") == 2, what="two replies to ff02::1")
 
 
-def test_udp_over_ipv6_is_refused_with_port_unreachable(start_daemon):
+def test_udp_to_a_closed_port_is_refused_with_port_unreachable(start_daemon):
     daemon = start_ipv6_daemon(start_daemon)
     before = daemon.stats()
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -87,6 +87,41 @@ def test_udp_over_ipv6_is_refused_with_port_unreachable(start_daemon):
         s.close()
     after = daemon.stats()
     assert delta(before, after, "Udp6NoPorts") == 1
+    assert delta(before, after, "Icmp6OutDestUnreachs") == 1
+
+
+def udp6_checksum(source, destination, datagram):
+    """The UDP checksum over the IPv6 pseudo-header (RFC 8200 8.1), as the sender computes it."""
+    data = (socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(socket.AF_INET6, destination)
+            + struct.pack("!II", len(datagram), socket.IPPROTO_UDP) + datagram)
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def test_udp_without_a_right_checksum_is_dropped(start_daemon):
+    """RFC 8200 8.1: over IPv6 a zero UDP checksum is an error, not "none" as over IPv4. A raw
+    socket sends the datagrams as written (the kernel fills no checksum for IPPROTO_UDP)."""
+    daemon = start_ipv6_daemon(start_daemon)
+    before = daemon.stats()
+    header = struct.pack("!HHH", 40000, 9, 12)
+    good = udp6_checksum(KERNEL_IP6, STACK_IP6, header + b"\0\0" + b"ping")
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    try:
+        s.bind((KERNEL_IP6, 0))
+        for checksum in (0, good ^ 0x0100):
+            s.sendto(header + struct.pack("!H", checksum) + b"ping", (STACK_IP6, 0))
+        daemon.wait_for(lambda st: delta(before, st, "Udp6InCsumErrors") == 2, what="two checksum errors")
+        # The right checksum reaches UDP: port 9 is closed.
+        s.sendto(header + struct.pack("!H", good) + b"ping", (STACK_IP6, 0))
+        daemon.wait_for(lambda st: delta(before, st, "Udp6NoPorts") == 1, what="the closed port")
+    finally:
+        s.close()
+    after = daemon.stats()
+    assert delta(before, after, "Udp6InErrors") == 2
     assert delta(before, after, "Icmp6OutDestUnreachs") == 1
 
 
