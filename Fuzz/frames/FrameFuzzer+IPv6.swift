@@ -5,10 +5,11 @@ import Stack
 /// of extension headers and an upper layer from the script; ICMPv6 messages (echo, neighbour
 /// solicitations and advertisements for A's addresses, router advertisements, packet too
 /// big) carry correct checksums so that they reach NDP, router discovery and path MTU
-/// discovery, and UDP datagrams (mostly to the dual-stack socket's port 5300) so that they
-/// reach the sockets. A packet may also be cut into fragments of one of a few
-/// identifications, delivered in order, reversed or with one left out, so that reassembly
-/// completes, times out, overlaps and mixes datagrams.
+/// discovery, and so do UDP datagrams (mostly to the dual-stack socket's port 5300) and TCP
+/// segments (mostly to the dual-stack listener's port 8080), so that they reach the sockets.
+/// A packet may also be cut into fragments of one of a few identifications, delivered in
+/// order, reversed or with one left out, so that reassembly completes, times out, overlaps
+/// and mixes datagrams.
 extension FrameFuzzer {
     static let address6A = IPv6Interface(cidr: "fd00::1/64")!
     static let address6B = IPv6Address("fd00::2")!
@@ -50,6 +51,20 @@ extension FrameFuzzer {
                 datagram[7] = UInt8(c & 0xFF)
             }
             body = datagram
+        } else if upper == 6 {
+            // A segment with a right checksum to the dual-stack listener, the IPv4-only one or
+            // anywhere: SYNs, stray ACKs and RSTs reach the listener, SYN cookies and RSTs.
+            let ports: [UInt16] = [8080, 8080, 80, r.u16()]
+            let flagChoices: [UInt8] = [0x02, 0x10, 0x12, 0x04, 0x11, 0x18, r.u8()]
+            let options = r.bytes(4 * Int(r.u8() % 4))
+            var segment = FrameBuild.be16(r.u16() | 0x8000) + FrameBuild.be16(ports[Int(r.u8()) % ports.count])
+                + FrameBuild.be32(r.u32()) + FrameBuild.be32(r.u32())
+                + [UInt8((5 + options.count / 4) << 4), flagChoices[Int(r.u8()) % flagChoices.count]]
+                + FrameBuild.be16(r.u16()) + [0, 0, 0, 0] + options + body
+            let c = FrameBuild.finish(FrameBuild.sum(segment, Frames6Build.pseudo(source, destination, 6, segment.count)))
+            segment[16] = UInt8(c >> 8)
+            segment[17] = UInt8(c & 0xFF)
+            body = segment
         }
         var payload: [UInt8] = []
         let nexts = chain.map(\.0) + [upper]
@@ -106,7 +121,7 @@ enum Frames6Build {
 
 extension FrameCheck {
     /// Every IPv6 frame the stack emits: a whole header, a payload length that matches, and,
-    /// for ICMPv6 and UDP, a valid checksum over the pseudo-header (UDP's never zero); a
+    /// for ICMPv6, UDP and TCP, a valid checksum over the pseudo-header (UDP's never zero); a
     /// fragment (RFC 8200 4.5) within the MTU, its data a multiple of 8 unless it is the last,
     /// never an atomic fragment (RFC 8021).
     static func verifyIPv6(_ f: [UInt8]) {
@@ -121,7 +136,7 @@ extension FrameCheck {
             return
         }
         let next = f[20]
-        guard next == 58 || next == 17 else { return }
+        guard next == 58 || next == 17 || next == 6 else { return }
         let source = f.withUnsafeBytes { IPv6Address($0, at: 22) }
         let destination = f.withUnsafeBytes { IPv6Address($0, at: 38) }
         let payload = Array(f[54...])

@@ -7,6 +7,7 @@ import Timing
 /// stack (B, 10.0.0.2) over an in-memory link that is cut before the script starts:
 ///
 /// - a listener on A:80 with an accepted connection from B, with data A sent still unacked;
+/// - a dual-stack listener on A's [::]:8080 with an accepted connection from B over IPv6;
 /// - a connection from A to B:81 with B's data waiting unread in A's receive queue;
 /// - UDP sockets (bound to :53, connected to B:5353, a dual-stack IPv6 one bound to [::]:5300)
 ///   and an ICMP echo socket.
@@ -66,6 +67,9 @@ final class FrameFuzzer {
         ca.ipv6 = v6
         var cb = StackConfiguration(mac: Self.macB, interface: IPv4Interface(address: Self.addressB, prefixLength: 24))
         cb.seed = 2
+        var v6B = IPv6Configuration(addresses: [IPv6Interface(address: Self.address6B, prefixLength: 64)])
+        v6B.dadTransmits = 0
+        cb.ipv6 = v6B
         cb.outputQueueFrames = 128
         stack = NetworkStack(configuration: ca, now: now)
         peer = NetworkStack(configuration: cb, now: now)
@@ -96,7 +100,17 @@ final class FrameFuzzer {
         try? peer.tcpListen(peerListener, backlog: 8)
         let toB = stack.tcpOpen()
         try? stack.tcpConnect(toB, to: IPAddress(Self.addressB), port: 81, now: now)
+        // A dual-stack listener, and a connection to it from B over IPv6.
+        let listen6 = stack.tcpOpen(family: .ipv6)
+        try? stack.tcpBind(listen6, address: .anyIPv6, port: 8080)
+        try? stack.tcpListen(listen6, backlog: 8)
+        let fromB6 = peer.tcpOpen(family: .ipv6)
+        try? peer.tcpConnect(fromB6, to: IPAddress(Self.address6A.address), port: 8080, now: now)
         exchange()
+        if let accepted6 = try? stack.tcpAccept(listen6) {
+            sockets.append(accepted6)
+            send(accepted6, 3000)
+        }
         if let accepted = try? stack.tcpAccept(listen) {
             sockets.append(accepted)
             send(accepted, 3000)
