@@ -9,15 +9,8 @@ extension NetworkStack {
     func receiveUDP(_ datagram: IPv4Datagram, now: Instant) {
         let source = IPAddress(datagram.source)
         let destination = IPAddress(datagram.destination)
-        let packet: UDPPacket
-        do {
-            packet = try UDPPacket(datagram.payload, source: source, destination: destination,
-                                   checksumVerified: datagram.checksumVerified)
-        } catch {
-            if case .badChecksum = error { counters.udpInCsumErrors &+= 1 }
-            counters.udpInErrors &+= 1
-            return
-        }
+        guard let packet = parseUDP(datagram.payload, source: source, destination: destination,
+                                    checksumVerified: datagram.checksumVerified) else { return }
         let sourcePort = packet.sourcePort
         let holders = udp.byPort[packet.destinationPort] ?? []
         let header = datagram.header
@@ -43,20 +36,34 @@ extension NetworkStack {
         enqueue(s, source: source, port: sourcePort, destination: destination, ttl: ttl, tos: tos, payload: packet.payload)
     }
 
+    /// The datagram's header checked (a bad checksum or length counted in the family's
+    /// counters); nil when it is dropped.
+    @inline(__always)
+    private func parseUDP(_ payload: UnsafeRawBufferPointer, source: IPAddress, destination: IPAddress,
+                          checksumVerified: Bool) -> UDPPacket? {
+        do {
+            return try UDPPacket(payload, source: source, destination: destination, checksumVerified: checksumVerified)
+        } catch {
+            let badChecksum: Bool
+            if case .badChecksum = error { badChecksum = true } else { badChecksum = false }
+            if source.isIPv4 {
+                if badChecksum { counters.udpInCsumErrors &+= 1 }
+                counters.udpInErrors &+= 1
+            } else {
+                if badChecksum { counters.udp6InCsumErrors &+= 1 }
+                counters.udp6InErrors &+= 1
+            }
+            return nil
+        }
+    }
+
     /// UDP over IPv6 (RFC 8200 8.1: the checksum over the IPv6 pseudo-header is mandatory).
     /// A closed port is answered with Port Unreachable (RFC 4443 3.1 code 4).
     func receiveUDP(_ datagram: IPv6Datagram, now: Instant) {
         let source = IPAddress(datagram.source)
         let destination = IPAddress(datagram.destination)
-        let packet: UDPPacket
-        do {
-            packet = try UDPPacket(datagram.payload, source: source, destination: destination,
-                                   checksumVerified: datagram.checksumVerified)
-        } catch {
-            if case .badChecksum = error { counters.udp6InCsumErrors &+= 1 }
-            counters.udp6InErrors &+= 1
-            return
-        }
+        guard let packet = parseUDP(datagram.payload, source: source, destination: destination,
+                                    checksumVerified: datagram.checksumVerified) else { return }
         let holders = udp.byPort[packet.destinationPort] ?? []
         guard let s = udpLookup(holders, source: source, sourcePort: packet.sourcePort, destination: destination) else {
             counters.udp6NoPorts &+= 1

@@ -398,16 +398,12 @@ extension TCPConnection {
         backoff += 1
         consecutiveRetransmits += 1
         firstRetransmitTime = firstRetransmitTime ?? now
-        timedSeq = nil
-        sndNxt = sndUna
-        highRxt = sndUna
-        clearTimer(.lossProbe)
-        clearTimer(.reorder)
-        setTimer(.retransmit, at: now.adding(nanoseconds: currentRTO * 1000), in: stack)
+        goBackToUnacknowledged(now: now, in: stack)
     }
 
-    /// Sends again from SND.UNA, as after a timeout but keeping the window: what is in
-    /// flight was sent in segments the path cannot carry (tcpPathMTUDecreased).
+    /// Sends again from SND.UNA, forgetting the RTT sample and the probes under way: after a
+    /// timeout (with the window cut), or when what is in flight was sent in segments the path
+    /// cannot carry (tcpPathMTUDecreased, the window kept).
     func goBackToUnacknowledged(now: Instant, in stack: NetworkStack) {
         timedSeq = nil
         sndNxt = sndUna
