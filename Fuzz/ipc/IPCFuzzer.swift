@@ -9,13 +9,14 @@ import Stack
 import Timing
 
 /// The socket service under hostile requests: each input is a script run against a fresh
-/// service (over a stack at 10.0.0.1 whose in-memory link leads to a peer stack at 10.0.0.2,
-/// listening on :81), as one client connection of the IPC server would present it. The script
-/// makes sockets (with real socketpair ends, as the shim does, or the wrong kind of pair, or
-/// none), sends every socket request with struct bodies built from its bytes (references to
-/// its own sockets, forged and stale ones, addresses that matter: the peer, loopback, our own
-/// listener), truncates and extends bodies, writes into and reads from the application's ends
-/// (datagram headers included), closes them, and lets the peer connect and talk.
+/// service (over a stack at 10.0.0.1 and fd00::1 whose in-memory link leads to a peer stack at
+/// 10.0.0.2 and fd00::2, listening on :81 in both families), as one client connection of the
+/// IPC server would present it. The script makes sockets (with real socketpair ends, as the
+/// shim does, or the wrong kind of pair, or none), sends every socket request with struct
+/// bodies built from its bytes (references to its own sockets, forged and stale ones,
+/// addresses that matter in either family: the peer, loopback, our own listener), truncates
+/// and extends bodies, writes into and reads from the application's ends (datagram headers
+/// included), closes them, and lets the peer connect and talk.
 ///
 /// Oracle: no crash; every reply has its type's size (a GETOPT value no longer than the room
 /// asked for); and when the script is done and every application end is closed, the service
@@ -50,10 +51,13 @@ final class IPCFuzzer {
                                        interface: IPv4Interface(address: Self.address, prefixLength: 24))
         local.seed = 3
         local.outputQueueFrames = 128
+        // IPv6 too, without DAD so the addresses are usable at once: fd00::1 and fd00::2.
+        local.ipv6 = Self.ipv6(1)
         var remote = StackConfiguration(mac: MACAddress(derivedFrom: Self.peerAddress),
                                         interface: IPv4Interface(address: Self.peerAddress, prefixLength: 24))
         remote.seed = 7
         remote.outputQueueFrames = 128
+        remote.ipv6 = Self.ipv6(2)
         stack = NetworkStack(configuration: local, now: reactor.now)
         peer = NetworkStack(configuration: remote, now: reactor.now)
         var limits = SocketService.Limits()
@@ -64,8 +68,9 @@ final class IPCFuzzer {
         driver = StackDriver(stack: stack)
         driver.delegate = service
         peerDriver = StackDriver(stack: peer)
-        let listener = peer.tcpOpen()
-        try? peer.tcpBind(listener, port: 81)
+        // Dual-stack: 10.0.0.2:81 and [fd00::2]:81.
+        let listener = peer.tcpOpen(family: .ipv6)
+        try? peer.tcpBind(listener, address: .anyIPv6, port: 81)
         try? peer.tcpListen(listener, backlog: 16)
         peerSockets.append(listener)
     }
@@ -184,12 +189,36 @@ final class IPCFuzzer {
         }
     }
 
+    private static func ipv6(_ host: UInt64) -> IPv6Configuration {
+        var c = IPv6Configuration(addresses: [IPv6Interface(address: IPv6Address(high: 0xFD00 << 48, low: host), prefixLength: 64)])
+        c.dadTransmits = 0
+        return c
+    }
+
     private func address(_ r: inout Reader) -> lvlip_addr {
         let hosts = [Self.peerAddress.value, IPv4Address(127, 0, 0, 1).value, Self.address.value, 0,
                      IPv4Address(10, 0, 0, 99).value, 0xFFFF_FFFF, IPv4Address(10, 0, 0, 255).value, r.u32()]
         let ports: [UInt16] = [81, 80, 0, 53, r.u16()]
-        let kinds: [UInt16] = [0, 0, 0, 1, 2, 3, r.u16()]
-        return lvlip_addr(addr: hosts[Int(r.u8() % 8)], port: ports[Int(r.u8() % 5)], kind: kinds[Int(r.u8() % 7)])
+        // The same bytes read as before version 4 of the protocol, so the seed corpus still
+        // reaches as deep: IPv4 as the shim sends it (v4-mapped), then AF_INET6 spellings:
+        // the IPv6 any, a link-local address (with and without a scope id), a global one
+        // (fd00::1 and fd00::2 are the stacks'), AF_UNSPEC, and a malformed family.
+        let raw = r.u16()
+        let host = hosts[Int(r.u8() % 8)]
+        let port = ports[Int(r.u8() % 5)]
+        var a = lvlip_addr(IPAddress(IPv4Address(host)), port: port)
+        switch r.u8() % 7 {
+        case 0, 1: break
+        case 2: a.family = UInt16(AF_INET6)
+        case 3: a = lvlip_addr(.anyIPv6, port: port)
+        case 4: a = lvlip_addr(IPAddress(IPv6Address(high: 0xFE80 << 48, low: UInt64(host & 0xFF))), port: port, scope: UInt32(raw % 4))
+        case 5: a.family = UInt16(AF_UNSPEC)
+        default:
+            a = lvlip_addr(IPAddress(IPv6Address(high: 0xFD00 << 48, low: UInt64(host & 0xFF))), port: port)
+            // Mostly well formed (AF_INET6), else any family.
+            a.family = raw & 0x8000 == 0 ? UInt16(AF_INET6) : raw
+        }
+        return a
     }
 
     private func request(_ r: inout Reader) {
@@ -241,8 +270,7 @@ final class IPCFuzzer {
             let flags: [UInt16] = [0, 0, UInt16(LVLIP_DGRAM_ADDRESSED), UInt16(LVLIP_DGRAM_ERROR), r.u16()]
             let to = address(&r)
             var header = lvlip_dgram_header()
-            header.addr = to.addr
-            header.port = to.port
+            header.addr = to
             header.flags = flags[Int(r.u8() % 5)]
             header.magic = r.u8() & 3 == 0 ? 0 : LVLIP_DGRAM_MAGIC
             bytes = IPCBody.encode(header)

@@ -110,6 +110,24 @@ static void send_reply(int fd, uint16_t type, uint32_t tag, const void *body, ui
     if (extra_length) (void)!send(fd, extra, extra_length, MSG_NOSIGNAL);
 }
 
+// An address as lvlipd writes one: IPv4 v4-mapped, or an IPv6 address with a scope id, or
+// a family lvlipd never sends.
+static void wire_address(struct input *in, struct lvlip_addr *a) {
+    uint32_t v4 = take32(in);
+    a->port = take16(in);
+    uint8_t form = take8(in) % 4;
+    memcpy(&a->addr[12], &v4, 4);
+    if (form == 0) {
+        a->addr[10] = a->addr[11] = 0xff;
+        a->family = AF_INET;
+    } else {
+        a->addr[0] = form == 1 ? 0xfe : 0xfd;
+        a->addr[1] = form == 1 ? 0x80 : 0x00;
+        a->family = form == 3 ? take16(in) : AF_INET6;
+        a->scope_id = form == 1 ? take8(in) : 0;
+    }
+}
+
 static void answer(int fd, const struct lvlip_msg_header *h, int passed) {
     uint8_t out[sizeof(struct lvlip_opt_rep) + LVLIP_OPT_MAX_VALUE + 64];
     uint32_t length = 0;
@@ -126,7 +144,8 @@ static void answer(int fd, const struct lvlip_msg_header *h, int passed) {
     }
     case LVLIP_MSG_CONNECT:
     case LVLIP_MSG_NAME: {
-        struct lvlip_name_rep r = {result, 0, {take32(&replies), take16(&replies), take8(&replies) % 5}};
+        struct lvlip_name_rep r = {.result = result};
+        wire_address(&replies, &r.addr);
         memcpy(out, &r, length = sizeof r);
         break;
     }
@@ -296,23 +315,39 @@ static void daemon_writes(void) {
     int passed = -1;
     switch (take8(&script) % 4) {
     case 0: {
-        struct lvlip_dgram_header h = {take32(&script), take16(&script), take16(&script) & 7, (int32_t)(take8(&script) % 120),
-                                       take8(&script) & 1 ? 0 : LVLIP_DGRAM_MAGIC, take32(&script), take16(&script),
-                                       take8(&script), take8(&script)};
+        struct lvlip_dgram_header h = {0};
+        wire_address(&script, &h.addr);
+        h.flags = take16(&script) & 7;
+        h.error = (int32_t)(take8(&script) % 120);
+        h.magic = take8(&script) & 1 ? 0 : LVLIP_DGRAM_MAGIC;
+        uint32_t local = take32(&script);
+        memcpy(&h.local[12], &local, 4);
+        h.ifindex = take16(&script);
+        h.ttl = take8(&script);
+        h.tos = take8(&script);
         memcpy(out, &h, length = sizeof h);
         if (h.flags & LVLIP_DGRAM_ERRQUEUE) {
-            struct lvlip_dgram_error e = {take8(&script), take8(&script), take16(&script), take32(&script),
-                                          take32(&script), take32(&script)};
+            struct lvlip_dgram_error e = {0};
+            e.type = take8(&script);
+            e.code = take8(&script);
+            e.origin = take8(&script) % 4;
+            e.info = take32(&script);
+            wire_address(&script, &e.offender);
+            wire_address(&script, &e.destination);
             memcpy(out + length, &e, sizeof e);
             length += sizeof e;
         }
         break;
     }
     case 1: {
-        struct lvlip_accept_record r = {take8(&script) & 1 ? 0 : LVLIP_ACCEPT_MAGIC, take8(&script) & 1 ? 0 : sizeof r,
-                                        {take32(&script), take32(&script), take32(&script)},
-                                        {take32(&script), take16(&script), take8(&script) % 4},
-                                        {take32(&script), take16(&script), take8(&script) % 4}};
+        struct lvlip_accept_record r = {0};
+        r.magic = take8(&script) & 1 ? 0 : LVLIP_ACCEPT_MAGIC;
+        r.size = take8(&script) & 1 ? 0 : sizeof r;
+        r.ref.index = take32(&script);
+        r.ref.generation = take32(&script);
+        r.ref.token = take32(&script);
+        wire_address(&script, &r.local);
+        wire_address(&script, &r.peer);
         memcpy(out, &r, length = sizeof r);
         int pair[2];
         if (take8(&script) % 4 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0) {

@@ -40,6 +40,7 @@ enum K {
     static let IPV6_RECVERR: Int32 = 25
     static let IPV6_V6ONLY: Int32 = 26
     static let IPV6_TCLASS: Int32 = 67
+    static let SO_EE_ORIGIN_ICMP: Int32 = 2
     static let TCP_NODELAY: Int32 = 1
     static let TCP_MAXSEG: Int32 = 2
     static let TCP_CORK: Int32 = 3

@@ -1,4 +1,5 @@
 import CLinux
+import Glibc
 import Reactor
 import Stack
 import Timing
@@ -76,7 +77,8 @@ extension SocketService {
         let slot: Int32
         let generation: UInt32
         let token: UInt64
-        let family: Int32
+        /// AF_INET or AF_INET6; IPV6_ADDRFORM turns an AF_INET6 socket into an AF_INET one.
+        var family: Int32
         var kind: Kind
 
         // Whose it is: the per-user quotas count it and the bytes it buffers.
@@ -97,13 +99,14 @@ extension SocketService {
         var interest: IOEvents = []
 
         // Names and binding.
+        /// IPV6_V6ONLY, as set in the stack (TCPSocketOptions.v6Only, udpSetV6Only).
         var v6only = false
-        /// Bound to [::] with K.IPV6_V6ONLY: the stack cannot serve it, it holds no IPv4 port.
-        var phantomPort: UInt16?
-        var boundAddress: UInt32 = 0
+        /// The address bind() chose (its family's any when unbound): what a listener's name shows.
+        var boundAddress: IPAddress
         var reuseAddress = false
-        var localName = (address: UInt32(0), port: UInt16(0))
-        var peerName = (address: UInt32(0), port: UInt16(0))
+        /// Names in the stack's form (IPv4 as v4-mapped); an unbound socket's is its family's any.
+        var localName: (address: IPAddress, port: UInt16)
+        var peerName: (address: IPAddress, port: UInt16)
         /// Option values kept for reading back (SocketOptions.swift).
         var options = OptionStore()
 
@@ -123,6 +126,10 @@ extension SocketService {
             self.user = user
             self.ownerPid = ownerPid
             self.fd = fd
+            let any = family == AF_INET6 ? IPAddress.anyIPv6 : IPAddress.anyIPv4
+            boundAddress = any
+            localName = (any, 0)
+            peerName = (any, 0)
         }
 
         var ref: lvlip_ref { lvlip_ref(index: UInt32(slot), generation: generation, token: token) }

@@ -2,9 +2,8 @@ import Glibc
 import Stack
 
 private let IP = K.IPPROTO_IP
-private let IPV6 = K.IPPROTO_IPV6
 
-/// IPPROTO_IP (ip(7), net/ipv4/ip_sockglue.c) and IPPROTO_IPV6. Values that shape the
+/// IPPROTO_IP (ip(7), net/ipv4/ip_sockglue.c); IPPROTO_IPV6 is SocketOptionTable+IPv6.swift. Values that shape the
 /// stack's packets (IP_TOS, IP_TTL, IP_OPTIONS, IP_MTU_DISCOVER) are kept and read back but
 /// not applied: the stack sends with its own (docs/shim.md, "What is not served").
 extension OptionTable {
@@ -94,7 +93,7 @@ extension OptionTable {
         guard !c.udp else { return .error(ENOPROTOOPT) }
         var messages: [(type: Int32, data: [UInt8])] = []
         if c.stored(IP, 8, 0) != 0 {
-            let address = withUnsafeBytes(of: c.socket.localName.address.bigEndian) { Array($0) }
+            let address = withUnsafeBytes(of: (c.socket.localName.address.v4?.value ?? 0).bigEndian) { Array($0) }
             messages.append((8, le(Int32(0)) + address + address))
         }
         if c.stored(IP, 12, 0) != 0 { messages.append((2, le(Int32(truncatingIfNeeded: c.stored(IP, 33, 1))))) }
@@ -186,61 +185,8 @@ extension OptionTable {
         }
     }
 
-    /// IPPROTO_IPV6 on AF_INET6 sockets (ipv6(7)); AF_INET sockets have none.
-    static let ipv6Rows: [OptionRow] = [
-        OptionRow(level: IPV6, name: K.IPV6_V6ONLY, label: "IPV6_V6ONLY",
-                  get: { c, _ in c.socket.family == AF_INET6 ? bool6(c.socket.v6only) : .error(ENOPROTOOPT) },
-                  set: { c, v in
-                      guard c.socket.family == AF_INET6 else { return -ENOPROTOOPT }
-                      guard v.count >= 4 else { return -EINVAL }
-                      let s = c.socket
-                      guard s.isUnconnected, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
-                      s.v6only = v.int != 0
-                      return 0
-                  }),
-        OptionRow(level: IPV6, name: K.IPV6_TCLASS, label: "IPV6_TCLASS",
-                  get: { c, _ in c.socket.family == AF_INET6 ? .int(Int32(c.stored(IPV6, K.IPV6_TCLASS, 0))) : .error(ENOPROTOOPT) },
-                  set: { c, v in
-                      guard c.socket.family == AF_INET6 else { return -ENOPROTOOPT }
-                      guard v.count >= 4 else { return -EINVAL }
-                      guard (-1...255).contains(v.int) else { return -EINVAL }
-                      // -1 is the default, 0; TCP keeps the ECN bits its own, as for IP_TOS.
-                      c.store(IPV6, K.IPV6_TCLASS, Int64(max(v.int, 0) & (c.udp ? 0xff : 0xfc)))
-                      return 0
-                  }),
-    ] + [
-        // Kept and read back, as Linux answers them on an AF_INET6 socket (measured: hop
-        // limits 64 and 1, loops, PMTU discovery "want", flow labels on). The stack does not
-        // act on them yet: it has no IPv6 (dnsmasq asks for IPV6_RECVPKTINFO on its [::]
-        // socket and gives up without it).
-        .ranged(IPV6, 16, "IPV6_UNICAST_HOPS", initial: 64, -1...255),
-        .ranged(IPV6, 18, "IPV6_MULTICAST_HOPS", initial: 1, -1...255),
-        .flag(IPV6, 19, "IPV6_MULTICAST_LOOP", initial: true),
-        .ranged(IPV6, 23, "IPV6_MTU_DISCOVER", initial: 1, 0...5),
-        .flag(IPV6, K.IPV6_RECVERR, "IPV6_RECVERR").acting(receiveErrors),
-        .flag(IPV6, 49, "IPV6_RECVPKTINFO"),
-        .flag(IPV6, 51, "IPV6_RECVHOPLIMIT"),
-        .flag(IPV6, 62, "IPV6_DONTFRAG"),
-        .flag(IPV6, 66, "IPV6_RECVTCLASS"),
-        .flag(IPV6, 70, "IPV6_AUTOFLOWLABEL", initial: true),
-        .flag(IPV6, 74, "IPV6_RECVORIGDSTADDR"),
-        .flag(IPV6, 75, "IPV6_TRANSPARENT", capability: EPERM),
-        .flag(IPV6, 78, "IPV6_FREEBIND"),
-    ].map(onlyInet6)
-
-    /// The row for AF_INET6 sockets: an AF_INET socket's write is ENOPROTOOPT (its reads are
-    /// refused by the level rule).
-    private static func onlyInet6(_ row: OptionRow) -> OptionRow {
-        var r = row
-        let set = row.set
-        r.set = { c, v in c.socket.family == AF_INET6 ? set?(c, v) ?? -ENOPROTOOPT : -ENOPROTOOPT }
-        return r
-    }
-
-    private static func bool6(_ v: Bool) -> OptionRow.Value { .int(v ? 1 : 0) }
-
     /// IP_RECVERR and IPV6_RECVERR of a datagram socket: its ICMP errors reported in detail.
-    private static func receiveErrors(_ c: OptionContext, _ v: OptionRow.Input) {
+    static func receiveErrors(_ c: OptionContext, _ v: OptionRow.Input) {
         if c.udp, let id = c.socket.stackID { c.stack.udpSetReceiveErrors(id, v.int != 0) }
     }
 

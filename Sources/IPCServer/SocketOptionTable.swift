@@ -179,9 +179,18 @@ extension OptionTable {
         .readOnly(SOL, 28, "SO_PEERNAME") { c, room in
             let peer = c.socket.peerName
             guard c.connected, peer.port != 0 else { return .error(ENOTCONN) }
-            // A sockaddr_in; a longer buffer than the address is EINVAL (sock.c).
-            let address = le(UInt16(AF_INET)) + withUnsafeBytes(of: peer.port.bigEndian) { Array($0) }
-                + withUnsafeBytes(of: peer.address.bigEndian) { Array($0) } + [UInt8](repeating: 0, count: 8)
+            // The socket's sockaddr_in or sockaddr_in6 (IPv4 peers v4-mapped); a longer buffer
+            // than the address is EINVAL (sock.c).
+            let port = withUnsafeBytes(of: peer.port.bigEndian) { Array($0) }
+            let address: [UInt8]
+            if c.socket.family == AF_INET6 {
+                let name = c.service.wireName(peer.address, peer.port)
+                address = le(UInt16(AF_INET6)) + port + [0, 0, 0, 0] + withUnsafeBytes(of: name.addr) { Array($0) }
+                    + le(name.scope_id)
+            } else {
+                address = le(UInt16(AF_INET)) + port + withUnsafeBytes(of: (peer.address.v4?.value ?? 0).bigEndian) { Array($0) }
+                    + [UInt8](repeating: 0, count: 8)
+            }
             return room > address.count ? .error(EINVAL) : .bytes(address)
         },
         .flag(SOL, 29, "SO_TIMESTAMP_OLD"),

@@ -65,6 +65,11 @@ struct OptionContext {
     var listening: Bool { socket.isListening }
     var unconnected: Bool { socket.isUnconnected }
     var connected: Bool { socket.isConnected }
+    /// The kernel's TCP_ESTABLISHED: a connected UDP socket, or a TCP connection in
+    /// ESTABLISHED (not one the peer has begun to close).
+    var established: Bool {
+        connected && (udp || socket.stackID.flatMap { stack.tcpState($0) } == .established)
+    }
     /// CAP_NET_ADMIN and CAP_NET_RAW, as the kernel asks capable(): the caller is root.
     var privileged: Bool { uid == 0 }
 

@@ -8,21 +8,23 @@ import Stack
 extension SocketService {
     // MARK: - Requests
 
+    // UDP serves both families (an AF_INET6 socket is the stack's IPv6 UDP socket, dual-stack
+    // unless IPV6_V6ONLY); ping and raw ICMP sockets are AF_INET only.
+
     func udpBind(_ s: Socket, _ addr: lvlip_addr, sender: (pid: Int32, uid: UInt32)) -> Int32 {
-        guard let id = s.stackID, s.phantomPort == nil, s.localName.port == 0 else { return -EINVAL }
-        let address: IPv4Address?
+        guard let id = s.stackID, s.localName.port == 0 else { return -EINVAL }
+        let address: IPAddress
         switch bindTarget(s, addr, sender: stack.datagramKind(id) == .udp ? sender : nil) {
-        case .phantom: return 0
         case .error(let code): return code
-        case .ipv4(let a): address = a
+        case .address(let a): address = a
         }
         do {
-            try stack.udpBind(id, address: address.map(IPAddress.init), port: addr.port)
+            try stack.udpBind(id, address: address, port: addr.port)
         } catch {
             return -error.errno
         }
-        let names = stack.udpNames(id)
-        s.localName = (names?.local.v4?.value ?? 0, names?.localPort ?? addr.port)
+        s.boundAddress = address
+        s.localName = (address, stack.udpNames(id)?.localPort ?? addr.port)
         return 0
     }
 
@@ -32,24 +34,26 @@ extension SocketService {
         readDatagrams(s, datagram, draining: true)
         guard let id = s.stackID else { return -EBADF }
         do {
-            switch Int(addr.kind) {
-            case Int(LVLIP_ADDR_UNSPEC.rawValue):
+            if Int32(addr.family) == AF_UNSPEC {
                 try stack.udpConnect(id, to: nil)
                 datagram.connected = false
                 return 0
-            case Int(LVLIP_ADDR_V4.rawValue):
-                guard s.phantomPort == nil, !(s.family == AF_INET6 && s.v6only) else { return -ENETUNREACH }
-                try stack.udpConnect(id, to: (IPAddress(IPv4Address(addr.addr)), addr.port))
-            default:
-                return -ENETUNREACH
             }
+            // An AF_INET6 datagram socket takes an AF_INET peer too, unless IPV6_V6ONLY
+            // (__ip6_datagram_connect).
+            let family = Int32(addr.family)
+            guard family == s.family || s.family == AF_INET6 && family == AF_INET && !s.v6only else { return -EAFNOSUPPORT }
+            let peer = addr.ipAddress
+            if let code = scopeError(peer, addr.scope_id) { return code }
+            // A v4-mapped peer of an IPV6_V6ONLY socket is ENETUNREACH (the stack's answer).
+            try stack.udpConnect(id, to: (peer, addr.port))
         } catch {
             return -error.errno
         }
         datagram.connected = true
         let names = stack.udpNames(id)
-        s.localName = (names?.local.v4?.value ?? 0, names?.localPort ?? 0)
-        s.peerName = (addr.addr, addr.port)
+        s.localName = (names?.local ?? s.boundAddress, names?.localPort ?? 0)
+        s.peerName = (addr.ipAddress, addr.port)
         return 0
     }
 
@@ -159,8 +163,8 @@ extension SocketService {
             var destination: (address: IPAddress, port: UInt16)?
             let h = n >= header ? UnsafeRawBufferPointer(scratch).loadUnaligned(as: lvlip_dgram_header.self) : nil
             if let h, h.magic == LVLIP_DGRAM_MAGIC {
-                let addressed = h.port != 0 || h.flags & UInt16(LVLIP_DGRAM_ADDRESSED) != 0
-                destination = addressed ? (IPAddress(IPv4Address(h.addr)), h.port) : nil
+                let addressed = h.addr.port != 0 || h.flags & UInt16(LVLIP_DGRAM_ADDRESSED) != 0
+                destination = addressed ? (h.addr.ipAddress, h.addr.port) : nil
             } else {
                 // Written past the shim (a raw sendmmsg syscall, a program without the shim
                 // after exec): the whole message is the datagram, for the connected peer.
@@ -190,10 +194,13 @@ extension SocketService {
             if let error = stack.udpTakeError(id) { pushError(s, error.errno) }
         }
         while s.fd >= 0, let d = stack.udpReceive(id, peek: true) {
-            var h = lvlip_dgram_header(addr: d.source.v4?.value ?? 0, port: d.sourcePort, flags: 0, error: 0,
-                                       magic: LVLIP_DGRAM_MAGIC, local: d.destination.v4?.value ?? 0,
-                                       ifindex: stack.isLocal(d.source) ? Self.loopbackIndex : interfaceIndex,
-                                       ttl: d.ttl, tos: d.tos)
+            var h = lvlip_dgram_header()
+            h.addr = wireName(d.source, d.sourcePort)
+            h.magic = LVLIP_DGRAM_MAGIC
+            h.ifindex = stack.isLocal(d.source) ? Self.loopbackIndex : interfaceIndex
+            h.ttl = d.ttl
+            h.tos = d.tos
+            h.local = lvlip_addr(d.destination, port: 0).addr
             let written = d.payload.withUnsafeBytes { payload in
                 withUnsafeBytes(of: &h) { PairIO.write(s.fd, $0, payload) }
             }
@@ -208,12 +215,19 @@ extension SocketService {
     /// queue record with its details and quoted payload follows (docs/ipc.md).
     private func pushError(_ s: Socket, _ code: Int32, _ report: UDPErrorReport? = nil) {
         guard s.fd >= 0 else { return }
-        var h = lvlip_dgram_header(addr: 0, port: 0, flags: UInt16(LVLIP_DGRAM_ERROR), error: code, magic: LVLIP_DGRAM_MAGIC,
-                                   local: 0, ifindex: 0, ttl: 0, tos: 0)
+        var h = lvlip_dgram_header()
+        h.flags = UInt16(LVLIP_DGRAM_ERROR)
+        h.error = code
+        h.magic = LVLIP_DGRAM_MAGIC
         _ = withUnsafeBytes(of: &h) { PairIO.write(s.fd, $0) }
         guard let report else { return }
-        var e = lvlip_dgram_error(type: report.type, code: report.code, port: report.destinationPort, info: report.info,
-                                  offender: report.offender.v4?.value ?? 0, destination: report.destination.v4?.value ?? 0)
+        var e = lvlip_dgram_error()
+        e.type = report.type
+        e.code = report.code
+        e.origin = report.origin
+        e.info = report.info
+        e.offender = wireName(report.offender, 0)
+        e.destination = wireName(report.destination, report.destinationPort)
         let details = withUnsafeBytes(of: &e) { Array($0) } + report.payload
         h.flags |= UInt16(LVLIP_DGRAM_ERRQUEUE)
         _ = withUnsafeBytes(of: &h) { header in details.withUnsafeBytes { PairIO.write(s.fd, header, $0) } }

@@ -11,10 +11,6 @@ import Stack
 extension SocketService {
     /// listen(2): an unconnected stream becomes a listener (again: a new backlog).
     func listen(_ s: Socket, backlog: Int) -> Int32 {
-        if s.phantomPort != nil {
-            becomeListener(s)
-            return 0
-        }
         guard let id = s.stackID, s.isUnconnected || s.isListening else { return -EINVAL }
         do {
             try stack.tcpListen(id, backlog: backlog < 0 ? 4096 : backlog)
@@ -74,8 +70,8 @@ extension SocketService {
                 accepted.options = s.options.inherited
                 accepted.reuseAddress = s.reuseAddress
                 if let names = stack.tcpNames(child) {
-                    accepted.localName = (names.local.v4?.value ?? 0, names.localPort)
-                    accepted.peerName = (names.remote.v4?.value ?? 0, names.remotePort)
+                    accepted.localName = (names.local, names.localPort)
+                    accepted.peerName = (names.remote, names.remotePort)
                 }
                 listener.handoff.append((accepted, appFD))
                 refreshInterest(accepted)
@@ -86,8 +82,8 @@ extension SocketService {
             record.magic = LVLIP_ACCEPT_MAGIC
             record.size = UInt32(MemoryLayout<lvlip_accept_record>.size)
             record.ref = accepted.ref
-            record.local = lvlip_addr(addr: accepted.localName.address, port: accepted.localName.port, kind: 0)
-            record.peer = lvlip_addr(addr: accepted.peerName.address, port: accepted.peerName.port, kind: 0)
+            record.local = wireName(accepted.localName.address, accepted.localName.port)
+            record.peer = wireName(accepted.peerName.address, accepted.peerName.port)
             let sent = withUnsafeBytes(of: &record) { PairIO.send(s.fd, $0, attaching: appFD) }
             guard case .done = sent else {
                 if case .wouldBlock = sent { counters.handoffWaits &+= 1 }

@@ -46,7 +46,7 @@ extension SocketService {
             guard body.isEmpty, fd >= 0 else { return nil }
             return identify(fd)
         case Int(LVLIP_MSG_BIND.rawValue):
-            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body) else { return nil }
+            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             let sender = (pid: pid, uid: uid)
             switch s.kind {
@@ -59,18 +59,18 @@ extension SocketService {
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             return result(s.isDatagram ? -EOPNOTSUPP : listen(s, backlog: Int(req.value)))
         case Int(LVLIP_MSG_CONNECT.rawValue):
-            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body) else { return nil }
+            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed else { return nil }
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             switch s.kind {
             case .stream(let stream):
                 let code = connect(s, stream, req.addr, filler: Int(req.filler))
-                return nameReply(code, stream.phase == .unconnected ? nil : (s.localName.address, s.localName.port))
+                return nameReply(code, stream.phase == .unconnected ? nil : s.localName)
             case .listener:
                 // The shim thought the socket unconnected and wrote filler: take it back.
                 discardFiller(s, Int(req.filler))
-                return nameReply(-EISCONN, (s.localName.address, s.localName.port))
+                return nameReply(-EISCONN, s.localName)
             case .datagram(let datagram):
-                return nameReply(udpConnect(s, datagram, req.addr), (s.localName.address, s.localName.port))
+                return nameReply(udpConnect(s, datagram, req.addr), s.localName)
             }
         case Int(LVLIP_MSG_SHUTDOWN.rawValue):
             guard let req = IPCBody.decodeExactly(lvlip_int_req.self, body) else { return nil }
@@ -116,10 +116,10 @@ extension SocketService {
         Reply(body: IPCBody.encode(lvlip_result(result: code, reserved: 0)))
     }
 
-    func nameReply(_ code: Int32, _ name: (UInt32, UInt16)?, kind: UInt16 = UInt16(LVLIP_ADDR_V4.rawValue)) -> Reply {
+    func nameReply(_ code: Int32, _ name: (address: IPAddress, port: UInt16)?) -> Reply {
         var r = lvlip_name_rep()
         r.result = code
-        if let name { r.addr = lvlip_addr(addr: name.0, port: name.1, kind: kind) }
+        if let name { r.addr = wireName(name.address, name.port) }
         return Reply(body: IPCBody.encode(r))
     }
 
@@ -184,7 +184,9 @@ extension SocketService {
             logger.warning("uid \(uid) (pid \(pid)) reached its limit of \(limits.socketsPerUser) sockets")
             return (failedSocket(-EMFILE), nil)
         }
-        let stackID = icmp ? stack.icmpOpen(raw: req.type == K.SOCK_RAW) : datagram ? stack.udpOpen() : stack.tcpOpen()
+        let stackID = icmp ? stack.icmpOpen(raw: req.type == K.SOCK_RAW)
+            : datagram ? stack.udpOpen(family: req.family == AF_INET6 ? .ipv6 : .ipv4)
+            : stack.tcpOpen(family: req.family == AF_INET6 ? .ipv6 : .ipv4)
         let kind: Socket.Kind = datagram ? .datagram(Socket.Datagram()) : .stream(Socket.Stream())
         guard let s = adopt(daemonFD: daemonFD, family: req.family, kind: kind, user: user, pid: pid, stackID: stackID) else {
             return (failedSocket(-ENOMEM), nil)
@@ -194,44 +196,47 @@ extension SocketService {
         return (socketReply(s), s)
     }
 
-    /// How a BIND's address applies to a socket: an IPv4 address (nil: any), nothing more to
-    /// do (an IPV6_V6ONLY socket bound to [::]), or an error.
+    /// What a BIND's address is for a socket of its family: an address of the stack's form,
+    /// or the kernel's error.
     enum BindTarget {
-        case ipv4(IPv4Address?)
-        case phantom
+        case address(IPAddress)
         case error(Int32)
     }
 
     /// `sender`: who asks, for ports below ip_unprivileged_port_start; nil where the port is
     /// no port (a ping socket's echo identifier).
     func bindTarget(_ s: Socket, _ addr: lvlip_addr, sender: (pid: Int32, uid: UInt32)?) -> BindTarget {
+        // inet_bind, inet6_bind: the family first, then the port's privilege.
+        guard Int32(addr.family) == s.family else { return .error(-EAFNOSUPPORT) }
         if let sender, !Privilege.mayBind(port: addr.port, uid: sender.uid, pid: sender.pid) { return .error(-EACCES) }
-        switch Int(addr.kind) {
-        case Int(LVLIP_ADDR_V6_OTHER.rawValue):
-            return .error(-EADDRNOTAVAIL)
-        case Int(LVLIP_ADDR_V6_ANY.rawValue):
-            guard s.v6only else { return .ipv4(nil) }
-            // IPv6 only: the stack has no IPv6, so this socket can never be reached; it keeps
-            // its name and takes no IPv4 port (nginx binds [::]:80 beside 0.0.0.0:80).
-            s.phantomPort = addr.port
-            s.localName = (0, addr.port)
-            return .phantom
-        case Int(LVLIP_ADDR_V4.rawValue):
-            if s.family == AF_INET6 && s.v6only { return .error(-EINVAL) }
-            return .ipv4(addr.addr == 0 ? nil : IPv4Address(addr.addr))
-        default:
-            return .error(-EAFNOSUPPORT)
+        let address = addr.ipAddress
+        if s.family == AF_INET6 {
+            // An IPv4 address, v4-mapped, is no IPv6-only socket's (__inet6_bind).
+            if address.isIPv4 && s.v6only { return .error(-EINVAL) }
+            if let code = scopeError(address, addr.scope_id) { return .error(code) }
         }
+        return .address(address)
+    }
+
+    /// A link-local address needs the interface it is on (RFC 4007 6, ipv6(7)): without a
+    /// scope id EINVAL; an interface other than the stack's does not hold the address.
+    func scopeError(_ address: IPAddress, _ scopeID: UInt32) -> Int32? {
+        guard !address.isIPv4, address.bits.isLinkLocal else { return nil }
+        if scopeID == 0 { return -EINVAL }
+        guard scopeID == UInt32(interfaceIndex) else {
+            var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE))
+            return if_indextoname(scopeID, &name) == nil ? -ENODEV : -EADDRNOTAVAIL
+        }
+        return nil
     }
 
     private func name(_ s: Socket, peer: Bool) -> Reply {
         if s.isDatagram, let id = s.stackID, let names = stack.udpNames(id) {
             if peer {
                 guard let remote = names.remote else { return nameReply(-ENOTCONN, nil) }
-                return nameReply(0, (remote.address.v4?.value ?? 0, remote.port))
+                return nameReply(0, remote)
             }
-            if s.phantomPort != nil { return nameReply(0, (0, s.localName.port), kind: UInt16(LVLIP_ADDR_V6_ANY.rawValue)) }
-            return nameReply(0, (names.local.v4?.value ?? 0, names.localPort))
+            return nameReply(0, (names.local, names.localPort))
         }
         if peer {
             // As Linux: ENOTCONN before the connection is established and once it is over
@@ -242,12 +247,9 @@ extension SocketService {
                   state != .closed, state != .timeWait else {
                 return nameReply(-ENOTCONN, nil)
             }
-            return nameReply(0, (s.peerName.address, s.peerName.port))
+            return nameReply(0, s.peerName)
         }
-        if s.phantomPort != nil {
-            return nameReply(0, (0, s.localName.port), kind: UInt16(LVLIP_ADDR_V6_ANY.rawValue))
-        }
-        return nameReply(0, (s.localName.address, s.localName.port))
+        return nameReply(0, s.localName)
     }
 
     /// SO_ERROR: the error kept after the daemon's end closed, or the connection's own;

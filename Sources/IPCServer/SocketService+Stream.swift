@@ -11,23 +11,22 @@ extension SocketService {
     // MARK: - Requests
 
     func bind(_ s: Socket, _ stream: Socket.Stream, _ addr: lvlip_addr, sender: (pid: Int32, uid: UInt32)) -> Int32 {
-        guard let id = s.stackID, stream.phase == .unconnected, s.phantomPort == nil,
-              stack.tcpNames(id)?.localPort == 0 else { return -EINVAL }
-        let address: IPv4Address?
+        guard let id = s.stackID, stream.phase == .unconnected, stack.tcpNames(id)?.localPort == 0 else { return -EINVAL }
+        let address: IPAddress
         switch bindTarget(s, addr, sender: sender) {
-        case .phantom: return 0
         case .error(let code): return code
-        case .ipv4(let a): address = a
+        case .address(let a): address = a
         }
-        // Ours, or any of 127.0.0.0/8 (the stack's loopback, as Linux's lo).
-        guard address.map({ stack.isBindable($0) }) ?? true else { return -EADDRNOTAVAIL }
+        // Either family's any, ours, ::1 or any of 127.0.0.0/8 (the stack's loopback, as
+        // Linux's lo).
+        guard stack.isBindable(address) else { return -EADDRNOTAVAIL }
         do {
-            try stack.tcpBind(id, address: IPAddress(address ?? .any), port: addr.port, reuseAddress: s.reuseAddress)
+            try stack.tcpBind(id, address: address, port: addr.port, reuseAddress: s.reuseAddress)
         } catch {
             return -error.errno
         }
-        s.boundAddress = address?.value ?? 0
-        s.localName = (s.boundAddress, stack.tcpNames(id)?.localPort ?? addr.port)
+        s.boundAddress = address
+        s.localName = (address, stack.tcpNames(id)?.localPort ?? addr.port)
         return 0
     }
 
@@ -66,17 +65,20 @@ extension SocketService {
     }
 
     private func startConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
-        guard let id = s.stackID, s.phantomPort == nil else { return -ENETUNREACH }
-        guard addr.kind == UInt16(LVLIP_ADDR_V4.rawValue), !(s.family == AF_INET6 && s.v6only) else { return -ENETUNREACH }
-        let address = IPv4Address(addr.addr)
+        guard let id = s.stackID else { return -ENETUNREACH }
+        // tcp_v4_connect, tcp_v6_connect: the caller's family must be the socket's.
+        guard Int32(addr.family) == s.family else { return -EAFNOSUPPORT }
+        let address = addr.ipAddress
+        if let code = scopeError(address, addr.scope_id) { return code }
         if addr.port == 0 { return -ECONNREFUSED }
         do {
-            try stack.tcpConnect(id, to: IPAddress(address), port: addr.port, now: reactor.now)
+            // A v4-mapped peer of an IPV6_V6ONLY socket is ENETUNREACH (the stack's answer).
+            try stack.tcpConnect(id, to: address, port: addr.port, now: reactor.now)
         } catch {
             return -error.errno
         }
-        if let names = stack.tcpNames(id) { s.localName = (names.local.v4?.value ?? 0, names.localPort) }
-        s.peerName = (addr.addr, addr.port)
+        if let names = stack.tcpNames(id) { s.localName = (names.local, names.localPort) }
+        s.peerName = (address, addr.port)
         return -EINPROGRESS
     }
 
@@ -182,7 +184,7 @@ extension SocketService {
         stream.filler = 0
         stream.phase = .connected
         if let id = s.stackID, let names = stack.tcpNames(id) {
-            s.localName = (names.local.v4?.value ?? 0, names.localPort)
+            s.localName = (names.local, names.localPort)
         }
         pushToApp(s, stream)
     }

@@ -11,7 +11,8 @@ void note_control_option(struct entry *e, int level, int name, const void *value
     if (level == IPPROTO_IP) bit = name == IP_PKTINFO ? W_PKTINFO : name == IP_RECVTTL ? W_TTL : name == IP_RECVTOS ? W_TOS : 0;
     if (level == SOL_SOCKET) bit = name == SO_TIMESTAMP_OLD ? W_TIMESTAMP : name == SO_TIMESTAMPNS_OLD ? W_TIMESTAMPNS : 0;
     if (level == IPPROTO_IPV6 && e->family == AF_INET6)
-        bit = name == IPV6_RECVPKTINFO ? W6_PKTINFO : 0;
+        bit = name == IPV6_RECVPKTINFO ? W6_PKTINFO : name == IPV6_RECVHOPLIMIT ? W6_HOPLIMIT
+            : name == IPV6_RECVTCLASS ? W6_TCLASS : 0;
     if (!bit || !value || len < 1) return;
     int on = 0;
     if (len >= sizeof on) memcpy(&on, value, sizeof on); else on = *(const unsigned char *)value;
@@ -46,12 +47,16 @@ static int add_timestamps(const struct entry *e, struct msghdr *msg, size_t *use
     return fitted;
 }
 
+// IPv4 datagrams only, on either family's socket (ip6_datagram_recv_ctl hands an IPv4
+// packet's to ip_cmsg_recv).
 static int add_ip(const struct entry *e, struct msghdr *msg, size_t *used, const struct lvlip_dgram_header *h) {
     int fitted = 1;
+    if (!IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)h->local)) return fitted;
     if (e->wants & W_PKTINFO) {
+        // An IPv4 datagram's destination is the v4-mapped address's last four bytes.
         struct in_pktinfo info = {.ipi_ifindex = h->ifindex};
-        info.ipi_spec_dst.s_addr = htonl(h->local);
-        info.ipi_addr.s_addr = htonl(h->local);
+        memcpy(&info.ipi_spec_dst.s_addr, &h->local[12], 4);
+        info.ipi_addr = info.ipi_spec_dst;
         fitted &= add_control(msg, used, IPPROTO_IP, IP_PKTINFO, &info, sizeof info);
     }
     if (e->wants & W_TTL) {
@@ -62,13 +67,25 @@ static int add_ip(const struct entry *e, struct msghdr *msg, size_t *used, const
     return fitted;
 }
 
-// IPV6_HOPLIMIT and IPV6_TCLASS come only with IPv6 datagrams (ip6_datagram_recv_
-// specific_ctl): an IPv4 one on an AF_INET6 socket, all lvlip has, carries neither.
+// IPV6_PKTINFO comes with either family's datagrams (an IPv4 one's v4-mapped);
+// IPV6_HOPLIMIT and IPV6_TCLASS with IPv6 ones only (ip6_datagram_recv_specific_ctl).
 static int add_ipv6(const struct entry *e, struct msghdr *msg, size_t *used, const struct lvlip_dgram_header *h) {
-    if (!(e->wants & W6_PKTINFO)) return 1;
-    struct in6_pktinfo info = {.ipi6_ifindex = h->ifindex};
-    v4_mapped(&info.ipi6_addr, h->local);
-    return add_control(msg, used, IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof info);
+    int fitted = 1;
+    if (e->wants & W6_PKTINFO) {
+        struct in6_pktinfo info = {.ipi6_ifindex = h->ifindex};
+        memcpy(&info.ipi6_addr, h->local, 16);
+        fitted &= add_control(msg, used, IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof info);
+    }
+    if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)h->local)) return fitted;
+    if (e->wants & W6_HOPLIMIT) {
+        int hops = h->ttl;
+        fitted &= add_control(msg, used, IPPROTO_IPV6, IPV6_HOPLIMIT, &hops, sizeof hops);
+    }
+    if (e->wants & W6_TCLASS) {
+        int tclass = h->tos;
+        fitted &= add_control(msg, used, IPPROTO_IPV6, IPV6_TCLASS, &tclass, sizeof tclass);
+    }
+    return fitted;
 }
 
 void fill_control(const struct entry *e, struct msghdr *msg, const struct lvlip_dgram_header *h) {

@@ -12,15 +12,15 @@
 
 int dgram_connect(struct entry *e, const struct sockaddr *addr, socklen_t len) {
     // A datagram socket only records (or with AF_UNSPEC forgets) its peer.
-    struct lvlip_addr wire = {.kind = LVLIP_ADDR_UNSPEC};
+    struct lvlip_addr wire = {.family = AF_UNSPEC};
     if (!addr || len < sizeof(sa_family_t)) return fail(EINVAL);
     if (addr->sa_family != AF_UNSPEC) {
-        int r = parse_address(e->family, addr, len, &wire);
+        int r = parse_peer(e, addr, len, 0, &wire);
         if (r < 0) return fail(-r);
     }
     int r = connect_request(e, &wire, 0);
     if (r < 0) return fail(-r);
-    if (wire.kind == LVLIP_ADDR_UNSPEC) {
+    if (wire.family == AF_UNSPEC) {
         e->flags &= ~F_STARTED;
     } else {
         e->flags |= F_STARTED;
@@ -48,16 +48,17 @@ static int refused_destination(const struct entry *e, uint32_t a) {
 // 0 or the errno.
 static int address_datagram(const struct entry *e, const struct msghdr *msg, struct lvlip_dgram_header *h) {
     if (!msg->msg_name) return (e->flags & F_STARTED) ? 0 : EDESTADDRREQ;
-    struct lvlip_addr wire;
-    int r = parse_address(e->family, msg->msg_name, msg->msg_namelen, &wire);
+    int r = parse_peer(e, msg->msg_name, msg->msg_namelen, 1, &h->addr);
     if (r < 0) return -r;
-    if (wire.kind != LVLIP_ADDR_V4) return ENETUNREACH;
-    if (wire.port == 0 && !e->icmp) return EINVAL;
-    r = refused_destination(e, wire.addr);
-    if (r) return r;
+    if (h->addr.port == 0 && !e->icmp) return EINVAL;
+    // An IPv6 destination is lvlipd's to judge (the link, NDP); an IPv4 one, v4-mapped on an
+    // AF_INET6 socket, none for an IPv6-only socket (udpv6_sendmsg: ENETUNREACH).
+    if (wire_is_v4(&h->addr)) {
+        if (e->flags & F_V6ONLY) return ENETUNREACH;
+        r = refused_destination(e, wire_v4(&h->addr));
+        if (r) return r;
+    }
     h->flags |= LVLIP_DGRAM_ADDRESSED;
-    h->addr = wire.addr;
-    h->port = wire.port;
     return 0;
 }
 
@@ -103,8 +104,7 @@ ssize_t dgram_sendto(int fd, struct entry *e, const void *buf, size_t n, int fla
 static void deliver(const struct entry *e, struct msghdr *msg, const struct msghdr *in,
                        const struct lvlip_dgram_header *h, struct lvlip_dgram_header *got) {
     if (msg->msg_name) {
-        struct lvlip_addr source = {.addr = h->addr, .port = h->port, .kind = LVLIP_ADDR_V4};
-        format_address(e->family, &source, msg->msg_name, &msg->msg_namelen);
+        format_address(e->family, &h->addr, msg->msg_name, &msg->msg_namelen);
     }
     msg->msg_flags = in->msg_flags & (MSG_TRUNC | MSG_CTRUNC);
     if (got) *got = *h;

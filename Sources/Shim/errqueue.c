@@ -119,13 +119,12 @@ static void add_extended_error(const struct entry *e, struct msghdr *msg, int32_
     } payload;
     memset(&payload, 0, sizeof payload);
     payload.ee.ee_errno = (uint32_t)error;
-    payload.ee.ee_origin = SO_EE_ORIGIN_ICMP;
+    payload.ee.ee_origin = d->origin;
     payload.ee.ee_type = d->type;
     payload.ee.ee_code = d->code;
     payload.ee.ee_info = d->info;
-    struct lvlip_addr offender = {.addr = d->offender, .kind = LVLIP_ADDR_V4};
     socklen_t offender_length = sizeof payload.offender;
-    format_address(e->family, &offender, (struct sockaddr *)&payload.offender, &offender_length);
+    format_address(e->family, &d->offender, (struct sockaddr *)&payload.offender, &offender_length);
     size_t used = 0;
     int v6 = e->family == AF_INET6;
     if (!add_control(msg, &used, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_RECVERR : IP_RECVERR, &payload,
@@ -145,8 +144,7 @@ ssize_t errqueue_recvmsg(int fd, struct entry *e, struct msghdr *msg) {
     size_t copied = copy_quote(msg, q.data + sizeof d, quoted);
     msg->msg_flags = MSG_ERRQUEUE | (copied < quoted ? MSG_TRUNC : 0);
     if (msg->msg_name) {
-        struct lvlip_addr to = {.addr = d.destination, .port = d.port, .kind = LVLIP_ADDR_V4};
-        format_address(e->family, &to, msg->msg_name, &msg->msg_namelen);
+        format_address(e->family, &d.destination, msg->msg_name, &msg->msg_namelen);
     }
     add_extended_error(e, msg, q.error, &d);
     return (ssize_t)copied;

@@ -37,9 +37,16 @@ static int set_without_waiting(const struct entry *e, struct lvlip_opt_req *req,
     return r < 0 ? fail(ENETDOWN) : 0;
 }
 
-// What the shim keeps of an option lvlipd accepted: broadcast permission (datagram sends
-// are checked here) and the control messages a datagram socket wants.
+// What the shim keeps of an option lvlipd accepted: broadcast permission and IPV6_V6ONLY
+// (datagram sends are checked here), the control messages a datagram socket wants, and
+// IPV6_ADDRFORM, after which the socket is AF_INET (its addresses sockaddr_in).
 static void note_option(struct entry *e, int level, int name, const void *value, socklen_t len) {
+    if (level == IPPROTO_IPV6 && name == IPV6_ADDRFORM) e->family = AF_INET;
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && len >= sizeof(int)) {
+        int on;
+        memcpy(&on, value, sizeof on);
+        if (on) e->flags |= F_V6ONLY; else e->flags &= ~F_V6ONLY;
+    }
     if (level == SOL_SOCKET && name == SO_BROADCAST && len >= sizeof(int)) {
         int on;
         memcpy(&on, value, sizeof on);

@@ -91,6 +91,7 @@ enum {
     F_BROADCAST = 64,   // SO_BROADCAST set on a datagram socket
     F_PENDING = 128,    // SOCKET's reply not read yet: `ref` is the pending form (the tag)
     F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link
+    F_V6ONLY = 512,     // IPV6_V6ONLY set: a datagram socket sends to no AF_INET address
 };
 
 // Receive control messages a datagram socket asked for (setsockopt), built from what lvlipd
@@ -102,6 +103,8 @@ enum {
     W_TIMESTAMP = 8,        // SO_TIMESTAMP_OLD: struct timeval
     W_TIMESTAMPNS = 16,     // SO_TIMESTAMPNS_OLD: struct timespec
     W6_PKTINFO = 32,        // IPV6_RECVPKTINFO
+    W6_HOPLIMIT = 64,       // IPV6_RECVHOPLIMIT
+    W6_TCLASS = 128,        // IPV6_RECVTCLASS
 };
 
 struct entry {
@@ -253,10 +256,17 @@ int get_option(int fd, struct entry *e, int level, int name, void *value, sockle
 
 // A caller's address in the wire form, checked against the socket's family: 0 or -errno.
 int parse_address(int family, const struct sockaddr *sa, socklen_t len, struct lvlip_addr *out);
+// A datagram socket's peer (connect, or sendto when `sending`): as parse_address, but an
+// AF_INET6 socket takes AF_INET addresses too.
+int parse_peer(const struct entry *e, const struct sockaddr *sa, socklen_t len, int sending, struct lvlip_addr *out);
 // An address in the socket's family (IPv4 peers of AF_INET6 sockets as ::ffff:a.b.c.d).
+// An AF_INET socket's addresses are all IPv4.
 void format_address(int family, const struct lvlip_addr *a, struct sockaddr *sa, socklen_t *len);
 // ::ffff:a.b.c.d for an IPv4 address in host byte order.
 void v4_mapped(struct in6_addr *out, uint32_t v4);
+// Whether a wire address is IPv4 (v4-mapped), and that IPv4 address in host byte order.
+int wire_is_v4(const struct lvlip_addr *a);
+uint32_t wire_v4(const struct lvlip_addr *a);
 
 // MARK: - Streams (stream.c)
 

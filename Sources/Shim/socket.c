@@ -178,7 +178,7 @@ int socket_bind(struct entry *e, const struct sockaddr *addr, socklen_t len) {
     struct request q = {.type = LVLIP_MSG_BIND, .about = e, .body = &req, .length = sizeof req};
     if (request(&q, &rep, sizeof rep) != (ssize_t)sizeof rep) return fail(ENETDOWN);
     if (rep.result < 0) return fail(-rep.result);
-    if (req.addr.kind == LVLIP_ADDR_V4 && (req.addr.addr >> 24) == 127) e->flags |= F_LOOPBACK_SOURCE;
+    if (wire_is_v4(&req.addr) && (wire_v4(&req.addr) >> 24) == 127) e->flags |= F_LOOPBACK_SOURCE;
     return 0;
 }
 

@@ -10,8 +10,10 @@ final class DatagramSocketTests: XCTestCase {
     let dgram = Int32(SOCK_DGRAM.rawValue)
 
     func header(to address: IPv4Address, _ port: UInt16) -> [UInt8] {
-        bytes(of: lvlip_dgram_header(addr: address.value, port: port, flags: 0, error: 0, magic: LVLIP_DGRAM_MAGIC, local: 0,
-                                     ifindex: 0, ttl: 0, tos: 0))
+        var h = lvlip_dgram_header()
+        h.addr = lvlip_addr(IPAddress(address), port: port)
+        h.magic = LVLIP_DGRAM_MAGIC
+        return bytes(of: h)
     }
 
     func testDatagramsBothWaysCarryTheirHeader() throws {
@@ -40,9 +42,9 @@ final class DatagramSocketTests: XCTestCase {
         let size = MemoryLayout<lvlip_dgram_header>.size
         let received = ShimClient.decode(message, as: lvlip_dgram_header.self)
         XCTAssertEqual(received.magic, LVLIP_DGRAM_MAGIC)
-        XCTAssertEqual(received.addr, ServiceHarness.peerAddress.value)
-        XCTAssertEqual(received.port, 6000)
-        XCTAssertEqual(received.local, ServiceHarness.address.value)
+        XCTAssertEqual(received.addr.ipAddress, IPAddress(ServiceHarness.peerAddress))
+        XCTAssertEqual(received.addr.port, 6000)
+        XCTAssertEqual(withUnsafeBytes(of: received.local) { IPAddress(IPv6Address($0, at: 0)) }, IPAddress(ServiceHarness.address))
         XCTAssertEqual(received.flags, 0)
         XCTAssertEqual(Array(message[size...]), Array("answer".utf8))
         XCTAssertEqual(client.name(s, peer: false).addr.port, 5000)
@@ -78,7 +80,7 @@ final class DatagramSocketTests: XCTestCase {
         XCTAssertEqual(client.shutdown(s, Int32(SHUT_RD)), 0)
         XCTAssertEqual(appRead(s.fd), .end)
         // Dissolving the association (AF_UNSPEC) leaves it unconnected.
-        XCTAssertEqual(client.connect(s, IPv4Address(0), 0, kind: LVLIP_ADDR_UNSPEC).result, 0)
+        XCTAssertEqual(client.connect(s, IPv4Address(0), 0, family: AF_UNSPEC).result, 0)
         XCTAssertEqual(client.identify(s.fd).state, LVLIP_STATE_UNCONNECTED.rawValue)
     }
 

@@ -30,6 +30,8 @@ final class ServiceHarness {
         var local = StackConfiguration(mac: MACAddress(derivedFrom: Self.address),
                                        interface: IPv4Interface(address: Self.address, prefixLength: 24))
         local.seed = 3
+        // IPv6 on, as lvlipd has it (its link-local address): AF_INET6 sockets bind [::].
+        local.ipv6 = IPv6Configuration()
         var remote = StackConfiguration(mac: MACAddress(derivedFrom: Self.peerAddress),
                                         interface: IPv4Interface(address: Self.peerAddress, prefixLength: 24))
         remote.seed = 7

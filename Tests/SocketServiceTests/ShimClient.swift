@@ -67,8 +67,13 @@ final class ShimClient {
         return socket!
     }
 
-    func bind(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16, kind: lvlip_addr_kind = LVLIP_ADDR_V4) -> Int32 {
-        result(request(LVLIP_MSG_BIND, addressRequest(s, address, port, kind: kind)))
+    func bind(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16) -> Int32 {
+        bind(s, IPAddress(address), port, family: AF_INET)
+    }
+
+    /// BIND as the shim sends it: the address in the stack's form, spelled in `family`.
+    func bind(_ s: ShimSocket, _ address: IPAddress, _ port: UInt16, family: Int32, scope: UInt32 = 0) -> Int32 {
+        result(request(LVLIP_MSG_BIND, addressRequest(s, address, port, family: family, scope: scope)))
     }
 
     func listen(_ s: ShimSocket, backlog: Int32 = 16) -> Int32 {
@@ -77,9 +82,14 @@ final class ShimClient {
 
     /// CONNECT; `filler` bytes are written into the application's end first, as the shim does.
     func connect(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16, filler: Int = 0,
-                 kind: lvlip_addr_kind = LVLIP_ADDR_V4) -> (result: Int32, local: lvlip_addr) {
+                 family: Int32 = AF_INET) -> (result: Int32, local: lvlip_addr) {
+        connect(s, IPAddress(address), port, filler: filler, family: family)
+    }
+
+    func connect(_ s: ShimSocket, _ address: IPAddress, _ port: UInt16, filler: Int = 0, family: Int32,
+                 scope: UInt32 = 0) -> (result: Int32, local: lvlip_addr) {
         if filler > 0 { precondition(write(s.fd, [UInt8](repeating: 0xFF, count: filler), filler) == filler) }
-        var req = addressRequest(s, address, port, kind: kind)
+        var req = addressRequest(s, address, port, family: family, scope: scope)
         req.filler = UInt32(filler)
         let reply = Self.decode(request(LVLIP_MSG_CONNECT, req)!, as: lvlip_name_rep.self)
         return (reply.result, reply.addr)
@@ -128,10 +138,11 @@ final class ShimClient {
 
     // MARK: - Wire helpers
 
-    private func addressRequest(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16,
-                                kind: lvlip_addr_kind) -> lvlip_addr_req {
-        lvlip_addr_req(ref: s.ref, addr: lvlip_addr(addr: address.value, port: port, kind: UInt16(kind.rawValue)), filler: 0,
-                       reserved: 0)
+    private func addressRequest(_ s: ShimSocket, _ address: IPAddress, _ port: UInt16, family: Int32,
+                                scope: UInt32) -> lvlip_addr_req {
+        var addr = lvlip_addr(address, port: port, scope: scope)
+        addr.family = UInt16(family)
+        return lvlip_addr_req(ref: s.ref, addr: addr, filler: 0, reserved: 0)
     }
 
     private func result(_ body: [UInt8]?) -> Int32 { Self.decode(body!, as: lvlip_result.self).result }

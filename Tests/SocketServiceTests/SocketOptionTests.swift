@@ -54,11 +54,11 @@ final class SocketOptionTests: XCTestCase {
         let s = client.open(family: AF_INET6)
         XCTAssertEqual(client.setOption(s, IPPROTO_IPV6, IPV6_V6ONLY, int: 1), 0)
         XCTAssertEqual(client.intOption(s, IPPROTO_IPV6, IPV6_V6ONLY), 1)
-        XCTAssertEqual(client.bind(s, IPv4Address(0), 8080, kind: LVLIP_ADDR_V6_ANY), 0)
+        XCTAssertEqual(client.bind(s, .anyIPv6, 8080, family: AF_INET6), 0)
         XCTAssertEqual(client.listen(s), 0)
         XCTAssertEqual(client.setOption(s, IPPROTO_IPV6, IPV6_V6ONLY, int: 0), -EINVAL)
         let name = client.name(s, peer: false)
-        XCTAssertEqual(name.addr.kind, UInt16(LVLIP_ADDR_V6_ANY.rawValue))
+        XCTAssertEqual(name.addr.ipAddress, .anyIPv6)
         XCTAssertEqual(name.addr.port, 8080)
         XCTAssertEqual(client.intOption(s, SOL_SOCKET, SO_ACCEPTCONN), 1)
         // The IPv4 port stays free.

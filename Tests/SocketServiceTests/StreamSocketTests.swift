@@ -14,13 +14,13 @@ final class StreamSocketTests: XCTestCase {
         let client = ShimClient(h)
         let (_, record, socket, peer) = try client.acceptFromPeer()
         XCTAssertEqual(record.magic, LVLIP_ACCEPT_MAGIC)
-        XCTAssertEqual(record.local.addr, ServiceHarness.address.value)
+        XCTAssertEqual(record.local.ipAddress, IPAddress(ServiceHarness.address))
         XCTAssertEqual(record.local.port, 8080)
-        XCTAssertEqual(record.peer.addr, ServiceHarness.peerAddress.value)
+        XCTAssertEqual(record.peer.ipAddress, IPAddress(ServiceHarness.peerAddress))
         XCTAssertEqual(record.peer.port, h.peer.tcpNames(peer)?.localPort)
         XCTAssertEqual(h.service.counters.socketsAccepted, 1)
         // The record's handle names the connection.
-        XCTAssertEqual(client.name(socket, peer: true).addr.addr, ServiceHarness.peerAddress.value)
+        XCTAssertEqual(client.name(socket, peer: true).addr.ipAddress, IPAddress(ServiceHarness.peerAddress))
 
         // Application to peer, then peer to application, each larger than one write's worth.
         var written = 0
@@ -52,7 +52,7 @@ final class StreamSocketTests: XCTestCase {
         let s = client.open()
         let (result, local) = client.connect(s, ServiceHarness.peerAddress, 9000, filler: 100)
         XCTAssertEqual(result, -EINPROGRESS)
-        XCTAssertEqual(local.addr, ServiceHarness.address.value)
+        XCTAssertEqual(local.ipAddress, IPAddress(ServiceHarness.address))
         var child: SocketID?
         XCTAssertTrue(h.run { child = try? h.peer.tcpAccept(listener); return child != nil })
         h.settle()

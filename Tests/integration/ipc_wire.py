@@ -41,7 +41,12 @@ def _parse(text):
                 fields += [(f"{words[2]}.{field}", fmt) for field, fmt in inner]
                 continue
             for field in " ".join(words[1:]).split(","):
-                fields.append((field.strip(), _TYPES[words[0]]))
+                # A byte array (uint8_t addr[16]) is one field of N bytes.
+                array = re.fullmatch(r"(\w+)\s*\[(\d+)\]", field.strip())
+                if array:
+                    fields.append((array.group(1), array.group(2) + "s"))
+                else:
+                    fields.append((field.strip(), _TYPES[words[0]]))
         structs[name] = fields
     return constants, structs
 
@@ -80,7 +85,8 @@ def offset(name, field):
 
 def pack(struct_name, /, *values, **named):
     """The struct's bytes, from all its fields in order or by name (missing names are 0);
-    values are truncated to the field's width, as a C assignment would."""
+    values are truncated to the field's width, as a C assignment would; byte arrays take
+    bytes (zero-padded)."""
     if values and named:
         raise TypeError("positional or named fields, not both")
     layout = STRUCTS[struct_name]
@@ -93,6 +99,9 @@ def pack(struct_name, /, *values, **named):
         raise TypeError(f"{struct_name} has {len(layout)} fields, got {len(values)}")
     out = b""
     for (_, code), value in zip(layout, values):
+        if code.endswith("s"):
+            out += struct.pack("<" + code, value if isinstance(value, bytes) else b"")
+            continue
         bits = struct.calcsize(code) * 8
         value &= (1 << bits) - 1
         if code.islower() and value >= 1 << (bits - 1):
@@ -108,3 +117,8 @@ def unpack_from(name, buffer, at=0):
 
 def header(length, type_, flags=0, tag=0):
     return pack("lvlip_msg_header", length, type_, flags, tag)
+
+
+def v4_mapped(address):
+    """The 16 address bytes of lvlip_addr for an IPv4 address ("10.0.0.5")."""
+    return b"\0" * 10 + b"\xff\xff" + bytes(int(part) for part in address.split("."))

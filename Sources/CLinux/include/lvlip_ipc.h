@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #define LVLIP_IPC_MAGIC 0x504c564cu /* "LVLP" read as little-endian bytes */
-#define LVLIP_IPC_VERSION 3u
+#define LVLIP_IPC_VERSION 4u
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
@@ -51,7 +51,8 @@ struct lvlip_hello_msg {
     struct lvlip_hello body;
 };
 
-// HELLO_REPLY: the daemon's hello and the stack's interface (host byte order; gateway 0: none).
+// HELLO_REPLY: the daemon's hello and the stack's IPv4 interface (host byte order; gateway 0:
+// none), what the shim refuses datagrams by before they reach lvlipd (docs/ipc.md).
 struct lvlip_hello_reply_body {
     uint32_t magic;
     uint16_t version;
@@ -108,18 +109,22 @@ struct lvlip_ref {
 #define LVLIP_REF_PENDING 0xffffffffu
 #define LVLIP_PENDING_REFS 64u
 
-// An IPv4 socket address; `kind` says how an AF_INET6 caller spelled it.
-enum lvlip_addr_kind {
-    LVLIP_ADDR_V4 = 0,           // AF_INET, or AF_INET6 with ::ffff:a.b.c.d
-    LVLIP_ADDR_V6_ANY = 1,       // AF_INET6 ::
-    LVLIP_ADDR_V6_OTHER = 2,     // AF_INET6 address the stack cannot reach
-    LVLIP_ADDR_UNSPEC = 3,       // AF_UNSPEC: CONNECT dissolves a datagram socket's association
-};
-
+// A socket address of either family. The 16 bytes hold an IPv6 address, or an IPv4 one as
+// ::ffff:a.b.c.d (RFC 4291 2.5.5.2), the form the stack names both families' endpoints in and
+// the one a dual-stack AF_INET6 socket shows its IPv4 peers in. `family` is how the
+// application spelled it (shim -> daemon) or the address's own family (daemon -> shim:
+// AF_INET for a v4-mapped address); the shim writes it back as the socket's family asks.
+// Any other family, or AF_INET with an address that is not v4-mapped, is malformed.
 struct lvlip_addr {
-    uint32_t addr;               // host byte order
+    uint8_t addr[16];            // network byte order
     uint16_t port;               // host byte order
-    uint16_t kind;               // enum lvlip_addr_kind
+    uint16_t family;             // AF_INET, AF_INET6, or AF_UNSPEC: CONNECT dissolves a datagram
+                                 // socket's association
+    uint32_t flowinfo;           // sockaddr_in6's sin6_flowinfo, as given (network byte order)
+    uint32_t scope_id;           // sin6_scope_id: the kernel's index of the interface (the TAP's,
+                                 // as the application's if_nametoindex gives it) for link-local
+                                 // addresses, else 0
+    uint32_t reserved;           // 0
 };
 
 struct lvlip_result {
@@ -216,30 +221,32 @@ struct lvlip_accept_record {
 #define LVLIP_DGRAM_ERRQUEUE 0x0004u
 #define LVLIP_DGRAM_MAGIC 0x4d475244u /* "DRGM" */
 struct lvlip_dgram_header {
-    uint32_t addr;               // host byte order
-    uint16_t port;               // host byte order
-    uint16_t flags;
+    struct lvlip_addr addr;      // the destination (from the application), the source (to it)
     int32_t error;               // with LVLIP_DGRAM_ERROR: a positive errno
     uint32_t magic;              // LVLIP_DGRAM_MAGIC
+    uint16_t flags;
     // To the application, what its receive control messages say (IP_PKTINFO, IP_RECVTTL,
-    // IP_RECVTOS and their IPv6 forms): where the datagram was sent (host byte order), the
-    // kernel's index of the interface it came in on (the TAP's, or lo's), its TTL and TOS.
-    uint32_t local;
+    // IP_RECVTOS and their IPv6 forms): the kernel's index of the interface the datagram
+    // came in on (the TAP's, or lo's), its TTL or hop limit, its TOS or traffic class, and
+    // where it was sent (network byte order, IPv4 as ::ffff:a.b.c.d).
     uint16_t ifindex;
     uint8_t ttl;
     uint8_t tos;
+    uint16_t reserved;
+    uint8_t local[16];
 };
 
-// An error queue record (LVLIP_DGRAM_ERRQUEUE) carries, after its header, the ICMP error's
-// details (what the shim returns from recvmsg(MSG_ERRQUEUE)) and then the start of the payload
-// of the datagram in error, as far as the ICMP message quoted it.
+// An error queue record (LVLIP_DGRAM_ERRQUEUE) carries, after its header, the ICMP or
+// ICMPv6 error's details (what the shim returns from recvmsg(MSG_ERRQUEUE)) and then the
+// start of the payload of the datagram in error, as far as the error message quoted it.
 struct lvlip_dgram_error {
-    uint8_t type;                // ICMP type and code
+    uint8_t type;                // ICMP or ICMPv6 type and code
     uint8_t code;
-    uint16_t port;               // the datagram's destination port (host byte order)
-    uint32_t info;               // the next-hop MTU of "fragmentation needed", else 0
-    uint32_t offender;           // who sent the ICMP error (host byte order)
-    uint32_t destination;        // the datagram's destination (host byte order)
+    uint8_t origin;              // SO_EE_ORIGIN_ICMP (2) or SO_EE_ORIGIN_ICMP6 (3)
+    uint8_t reserved;
+    uint32_t info;               // the next-hop MTU of "fragmentation needed" or "packet too big", else 0
+    struct lvlip_addr offender;  // who sent the error
+    struct lvlip_addr destination;  // the datagram's destination and port
 };
 
 #endif

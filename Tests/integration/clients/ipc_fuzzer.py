@@ -165,15 +165,26 @@ def ref_bytes(s):
         return W.pack("lvlip_ref", rng.randrange(128), rng.randrange(4), rng.getrandbits(64))
     return os.urandom(W.size("lvlip_ref"))
 
+def wire_addr(address, port, family=2, scope=0):
+    """lvlip_addr: an IPv4 address (an int) v4-mapped, or 16 bytes of an IPv6 one."""
+    raw = address if isinstance(address, bytes) else b"\0" * 10 + b"\xff\xff" + struct.pack("!I", address & 0xFFFFFFFF)
+    return W.pack("lvlip_addr", addr=raw, port=port, family=family, scope_id=scope)
+
 def addr_bytes(connecting):
-    kind = rng.choice([0, 0, 0, 0, 1, 2, 3, rng.getrandbits(16)])
+    # Mostly what the shim sends (AF_INET, v4-mapped), then AF_INET6 spellings (an IPv6
+    # address, link-local with or without a scope), AF_UNSPEC and nonsense.
+    family = rng.choice([2, 2, 2, 2, 10, 10, 0, rng.getrandbits(16)])
+    if family == 10 and rng.random() < 0.5:
+        address = rng.choice([bytes(16), bytes.fromhex("fd000000000000000000000000000005"),
+                              bytes.fromhex("fe800000000000000000000000000005"), os.urandom(16)])
+        return wire_addr(address, rng.choice([echo_port, 0, rng.getrandbits(16)]), family, rng.choice([0, 0, 1, 2, 99]))
     if connecting:
         address = rng.choice([KERNEL, KERNEL, KERNEL, 0x0A000063, 0x7F000001, 0, 0xC0000201, 0xFFFFFFFF, rng.getrandbits(32)])
         port = rng.choice([echo_port, echo_port, rng.getrandbits(16), 0, 9])
     else:
         address = rng.choice([0, 0x0A000004, 0x0A000005, rng.getrandbits(32)])
         port = rng.choice([0, 0, rng.randrange(1, 1024), rng.getrandbits(16), 7])
-    return W.pack("lvlip_addr", address, port, kind)
+    return wire_addr(address, port, family)
 
 def body_for(type_, s):
     if type_ in (M["STATS"], M["SOCKETS"]):
@@ -292,10 +303,10 @@ def step(s):
         if rng.random() < 0.5:
             # What a datagram socket's pair carries: lvlip_dgram_header (address, port,
             # flags, error, magic or not) and the payload; on a stream socket, just more bytes.
-            payload = W.pack("lvlip_dgram_header", addr=rng.choice([KERNEL, 0, rng.getrandbits(32)]),
-                             port=rng.choice([echo_port, 0, rng.getrandbits(16)]),
-                             flags=rng.choice([0, 0, 1, 2, rng.getrandbits(16)]),
-                             magic=rng.choice([0, W.const("LVLIP_DGRAM_MAGIC")])) + payload
+            dgram = W.pack("lvlip_dgram_header", flags=rng.choice([0, 0, 1, 2, rng.getrandbits(16)]),
+                           magic=rng.choice([0, W.const("LVLIP_DGRAM_MAGIC")]))
+            address = wire_addr(rng.choice([KERNEL, 0, rng.getrandbits(32)]), rng.choice([echo_port, 0, rng.getrandbits(16)]))
+            payload = address + dgram[len(address):] + payload
         try:
             os.write(s.fds[rng.randrange(len(s.fds))], payload)
         except OSError:
