@@ -2,7 +2,10 @@ import Glibc
 import Stack
 
 /// The lines of SOCKETS_REPLY (`lvlipctl ss`; docs/ipc.md): one per stack socket, "key=value"
-/// fields, with the process that owns it.
+/// fields, with the process that owns it. `family` is inet or inet6 (the socket's, as ss -4
+/// and -6 select); addresses are written as ss writes them: a.b.c.d:port for IPv4,
+/// [address]:port for IPv6 (an AF_INET6 socket's IPv4 peers as [::ffff:a.b.c.d]), and
+/// *:port for a dual-stack socket bound to [::].
 extension SocketService {
     /// Every TCP socket of the stack, then every datagram socket of the service. TCP sockets no
     /// application holds (orphans finishing their FIN or TIME-WAIT after their application
@@ -12,8 +15,12 @@ extension SocketService {
         for id in stack.tcpSocketIDs {
             guard let i = stack.tcpInfo(id) else { continue }
             let listening = i.state == .listen
-            text += "proto=tcp state=\(i.state.rawValue) local=\(i.localAddress):\(i.localPort)"
-            text += listening ? " peer=*:*" : " peer=\(i.remoteAddress):\(i.remotePort)"
+            // An orphan's family is its addresses'.
+            let v6 = byStack[id].map { $0.family == AF_INET6 } ?? !i.localAddress.isIPv4
+            let dual = v6 && !(stack.tcpOptions(id)?.v6Only ?? false)
+            text += "proto=tcp family=\(v6 ? "inet6" : "inet") state=\(i.state.rawValue)"
+            text += " local=\(Self.endpoint(i.localAddress, i.localPort, v6: v6, dual: dual))"
+            text += listening ? " peer=*:*" : " peer=\(Self.endpoint(i.remoteAddress, i.remotePort, v6: v6, dual: false))"
             text += " recvq=\(listening ? i.acceptQueue : i.receiveQueue) sendq=\(listening ? i.backlog : i.sendQueue)"
             if !listening {
                 text += " cc=\(i.congestionControl) rtt_us=\(i.rtt) rttvar_us=\(i.rttVariance) rto_us=\(i.rto)"
@@ -29,17 +36,26 @@ extension SocketService {
         }
         for case let s? in slots where s.isDatagram {
             guard let id = s.stackID, let names = stack.udpNames(id) else { continue }
-            let local = "\(names.local):\(names.localPort)"
-            let peer = names.remote.map { "\($0.address):\($0.port)" } ?? "*:*"
+            let v6 = s.family == AF_INET6
+            let local = Self.endpoint(names.local, names.localPort, v6: v6, dual: v6 && !s.v6only)
+            let peer = names.remote.map { Self.endpoint($0.address, $0.port, v6: v6, dual: false) } ?? "*:*"
             let proto = switch stack.datagramKind(id) {
             case .ping: "icmp"
             case .rawICMP: "raw"
             default: "udp"
             }
-            text += "proto=\(proto) state=\(names.remote == nil ? "UNCONN" : "ESTABLISHED") local=\(local) peer=\(peer)"
+            text += "proto=\(proto) family=\(v6 ? "inet6" : "inet") state=\(names.remote == nil ? "UNCONN" : "ESTABLISHED") local=\(local) peer=\(peer)"
             text += " recvq=\(stack.udpQueued(id)) sendq=0 owner=\(owner(s))\n"
         }
         return text
+    }
+
+    /// An address and port as ss shows them (`v6`: of an AF_INET6 socket; `dual`: one that is
+    /// not IPV6_V6ONLY, whose [::] is "*").
+    static func endpoint(_ address: IPAddress, _ port: UInt16, v6: Bool, dual: Bool) -> String {
+        guard v6 else { return "\(address.v4 ?? .any):\(port)" }
+        if address.isUnspecified && dual { return "*:\(port)" }
+        return "[\(address.bits)]:\(port)"
     }
 
     /// What ss -p shows: the owner's process name, pid and uid.

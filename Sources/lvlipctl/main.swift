@@ -81,6 +81,12 @@ struct SS: ParsableCommand {
     @Flag(name: [.customShort("w"), .long], help: "ICMP sockets: ping (SOCK_DGRAM) and raw, as ss -w.")
     var raw = false
 
+    @Flag(name: [.customShort("4"), .customLong("ipv4")], help: "Only AF_INET sockets, as ss -4.")
+    var ipv4 = false
+
+    @Flag(name: [.customShort("6"), .customLong("ipv6")], help: "Only AF_INET6 sockets, as ss -6 (IPv4 peers of dual-stack ones included).")
+    var ipv6 = false
+
     func run() throws {
         let text: String
         do {
@@ -110,6 +116,8 @@ struct SS: ParsableCommand {
             if raw { wanted += ["icmp", "raw"] }
             guard wanted.contains(proto) else { continue }
             if listening && state != "LISTEN" && !(proto != "tcp" && state == "UNCONN") { continue }
+            // Either flag alone selects its family; both (or neither) select every socket.
+            if ipv4 != ipv6, let family = f["family"], family != (ipv6 ? "inet6" : "inet") { continue }
             // The owning process as ss -p shows it: users:(("curl",pid=123,uid=0)).
             var users = ""
             if let owner = f["owner"], owner != "-" {
