@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+import ipc_wire as W
 from harness import KERNEL_IP, rss_kib, run
 from processes import ss_rows
 # `children` is a fixture: imported so that pytest finds it for this module's tests.
@@ -628,7 +629,7 @@ def test_malformed_ipc_client_does_not_disturb_others(daemon, children):
     assert client.line(timeout=15) == "OK 100000", client.describe()
 
     pid = os.getpid()
-    hello = ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x504C564C, 3, 0, pid)
+    hello = ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x504C564C, W.const("LVLIP_IPC_VERSION"), 0, pid)
     cases = [
         (ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x12345678, 2, 0, pid), "bad HELLO magic 305419896"),
         (ipc_header(12, 1, 0, 1) + struct.pack("<IHHi", 0x504C564C, 1, 0, pid), "unsupported protocol version 1"),

@@ -2,8 +2,8 @@
 
     python3 sockopt_probe.py KIND CASES.json [HOST PORT]
 
-KIND is tcp, tcp6, listen, connected, accepted, udp or udpconn; `connected` and `udpconn`
-connect to HOST:PORT, `accepted` listens on HOST:PORT (with the INHERITED values set) and prints
+KIND is tcp, tcp6, udp6, listen, connected, connected6, accepted, udp or udpconn; `connected`,
+`connected6` (to an IPv6 HOST) and `udpconn` connect to HOST:PORT, `accepted` listens on HOST:PORT (with the INHERITED values set) and prints
 "READY" before accepting one connection per case. CASES is a list of {"level", "name", "steps"}; each case gets a fresh
 socket of the kind and its steps run on it in order: ["get", buflen] or ["set", hexbytes],
 optionally followed by another level and name to use instead of the case's.
@@ -61,6 +61,10 @@ def make(kind, host, port, listener):
         s.listen(8)
         return s
     if kind == "connected":
+        return socket.create_connection((host, port), timeout=10)
+    if kind == "udp6":
+        return socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    if kind == "connected6":
         return socket.create_connection((host, port), timeout=10)
     if kind == "accepted":
         conn, _ = listener.accept()
