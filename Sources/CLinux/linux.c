@@ -115,9 +115,10 @@ int lvlip_tap_attach(int fd, const char *name, char *out_name, int vnet_header) 
 int lvlip_tap_enable_offload(int fd) {
     int size = (int)sizeof(struct virtio_net_hdr);
     if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) return -1;
-    // Checksum offload and TCP segmentation offload: the kernel may hand over TCP segments of
-    // up to 64 KB with their checksum left for us (which we trust), instead of MTU frames.
-    return ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4);
+    // Checksum offload and TCP segmentation offload, IPv4 and IPv6: the kernel may hand over
+    // TCP segments of up to 64 KB with their checksum left for us (which we trust), instead
+    // of MTU frames.
+    return ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6);
 }
 
 static int interface_ioctl(const char *name, unsigned long request, struct ifreq *ifr) {

@@ -102,8 +102,9 @@ final class TapDevice: Link {
         }
     }
 
-    /// The largest read: a 64 KB TSO segment with its Ethernet and virtio-net headers.
-    static let maximumRead = 65535 + 14 + Int(LVLIP_VNET_HEADER_SIZE)
+    /// The largest read: a 64 KB TSO segment with its Ethernet and virtio-net headers (an
+    /// IPv6 one's 65535-byte payload comes after a 40-byte header).
+    static let maximumRead = 40 + 65535 + 14 + Int(LVLIP_VNET_HEADER_SIZE)
 
     func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
         var count = 0

@@ -200,12 +200,22 @@ def test_iperf3_6_client_on_the_stack(daemon6, procs6, mode):
     need("iperf3")
     server = procs6.start("iperf3-6", ["iperf3", "-s", "-B", KERNEL_IP6, "-p", P_IPERF, "-1", "-J"])
     wait_until(lambda: kernel_listening(P_IPERF), 10, "the kernel's iperf3", server, procs6)
+    before = daemon6.stats()
     result = ok(bounded(["iperf3", "-6", "-c", KERNEL_IP6, "-p", P_IPERF, "-t", "2", "-J", *([mode] if mode else [])],
                         timeout=40, stack=daemon6))
+    after = daemon6.stats()
     report = json.loads(result.stdout)
     received = report["end"]["sum_received"]["bytes"]
     print(f"iperf3 -6 {mode or 'upload'}: {received} bytes in 2 s ({received * 8 / 2e6:.0f} Mbit/s)")
     assert received > 1 << 20, report["end"]
+    # Segmentation offload both ways over IPv6 (GSO_TCPV6 out, TUN_F_TSO6 in): most TAP
+    # writes and reads carry several segments' worth.
+    writes, reads = (after[k] - before[k] for k in ("TapWrites", "TapReads"))
+    segments_out = after["TcpOutSegs"] - before["TcpOutSegs"]
+    if mode:
+        assert reads * 4 * 1440 < received, f"{reads} TAP reads for {received} bytes"
+    else:
+        assert writes * 4 < segments_out, f"{writes} TAP writes for {segments_out} segments"
     assert report["start"]["connected"][0]["remote_host"] == KERNEL_IP6
     assert_on_stack(daemon6, active=2)
     procs6.finish(server, 15)
