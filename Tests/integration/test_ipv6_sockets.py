@@ -1,7 +1,8 @@
 """AF_INET6 sockets through the shim (issue 16): programs' IPv6 sockets on lvlip, clients and
 servers, against the kernel on the other side of tap0 (lvlipd fd00::4/64 beside 10.0.0.4, the
 kernel fd00::5/64). A [::] server on the stack meets IPv4 peers as ::ffff:a.b.c.d, IPV6_V6ONLY
-keeps them out, link-local names carry tap0's index as their scope, and IPPROTO_IPV6 options
+keeps them out, link-local names carry tap0's index as their scope, dig and dnsmasq resolve
+AAAA over UDP/IPv6 both ways, and IPPROTO_IPV6 options
 answer as the kernel's do (compared call by call, as test_socket_options.py does for the rest).
 Every test waits for lvlipd's DAD (its counters and lvlipctl neigh) before it connects."""
 
@@ -22,6 +23,7 @@ from test_socket_options import GENERIC, HOST_SPECIFIC, IP, IPV6, compare, run_p
 PY = sys.executable
 P_HTTP_KERNEL, P_HTTP_STACK, P_NAMES, P_V6ONLY, P_LINK, P_IPERF, P_OPTS, P_UDP = (
     7601, 7602, 7603, 7604, 7605, 7606, 7607, 7608)
+P_DNS = 53
 
 
 @pytest.fixture
@@ -248,6 +250,44 @@ def test_nc_6_udp_both_directions(daemon6, procs6):
         assert data == b"from the server\n" and peer[:2] == (STACK_IP6, P_UDP + 1), (data, peer)
         server.stdin.close()
         procs6.stop(server)
+
+
+def test_dig_aaaa_on_the_stack_asks_a_kernel_dnsmasq_over_ipv6(daemon6, procs6, workdir):
+    """dig (BIND's libuv network manager) on the stack asks a kernel dnsmasq at fd00::5 for an
+    AAAA record over UDP/IPv6."""
+    need("dnsmasq", "dig")
+    dnsmasq = procs6.start("dnsmasq6", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                                        f"--pid-file={workdir / 'dnsmasq6.pid'}", f"--port={P_DNS}",
+                                        f"--listen-address={KERNEL_IP6}", "--bind-interfaces", "--no-resolv",
+                                        "--no-hosts", "--address=/host.test/fd00::99", "--log-facility=-",
+                                        "--log-queries"])
+    wait_until(lambda: f"[{KERNEL_IP6}]:{P_DNS} " in run(["ss", "-Hlun"], check=True).stdout, 10,
+               "the kernel's dnsmasq on fd00::5", dnsmasq, procs6)
+    before = daemon6.stats()
+    result = ok(bounded(["dig", "+short", "+time=2", "+tries=1", "AAAA", f"@{KERNEL_IP6}", "host.test"], timeout=20,
+                        stack=daemon6))
+    assert result.stdout.strip() == "fd00::99", f"stdout: {result.stdout!r} stderr: {result.stderr!r}"
+    after = daemon6.stats()
+    assert after["Udp6OutDatagrams"] - before["Udp6OutDatagrams"] == 1
+    assert after["Udp6InDatagrams"] - before["Udp6InDatagrams"] == 1
+    wait_until(lambda: f"query[AAAA] host.test from {STACK_IP6}" in dnsmasq.err_path.read_text(), 5,
+               "dnsmasq to log the query from the stack", dnsmasq, procs6)
+
+
+def test_dnsmasq_with_its_defaults_on_the_stack_answers_dig_6(daemon6, procs6, workdir):
+    """dnsmasq as packaged (wildcard sockets: 0.0.0.0 and [::] with IPV6_RECVPKTINFO, which it
+    needs to know the interface a query came in on) on the stack; the kernel's dig asks over
+    IPv6 and over IPv4."""
+    need("dnsmasq", "dig")
+    dnsmasq = procs6.start("dnsmasq6-stack", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                                              f"--pid-file={workdir / 'dnsmasq6-stack.pid'}", "--no-resolv",
+                                              "--no-hosts", "--address=/host.test/fd00::98", "--log-facility=-"],
+                           stack=True)
+    wait_until(lambda: f":{P_DNS} " in stack_ss(daemon6, udp=True), 10, "dnsmasq's sockets on the stack", dnsmasq,
+               procs6)
+    for server in (STACK_IP6, STACK_IP):
+        result = bounded(["dig", "+short", "+time=2", "+tries=2", "AAAA", f"@{server}", "host.test"], timeout=20)
+        assert result.stdout.strip() == "fd00::98", f"@{server}: {result.stdout!r} {result.stderr!r}"
 
 
 # IPPROTO_IPV6 names, and IPPROTO_IP on AF_INET6 sockets (which Linux mostly serves for
