@@ -19,6 +19,18 @@ struct SocketOption: ParsableArguments {
         if let env = getenv("LVLIP_SOCKET"), env.pointee != 0 { return String(cString: env) }
         return "/run/lvlip/lvlipd.sock"
     }
+
+    /// One request to lvlipd's control socket and its reply as text; a failure to reach
+    /// lvlipd is a one-line error.
+    func fetch(_ type: UInt16, expecting reply: UInt16) throws -> String {
+        do {
+            var client = try IPCClient(path: path)
+            defer { client.close() }
+            return String(decoding: try client.request(type: type, expecting: reply), as: UTF8.self)
+        } catch let failure as IPCClient.Failure {
+            throw ValidationErrorless(failure.description)
+        }
+    }
 }
 
 struct Stat: ParsableCommand {
@@ -35,29 +47,22 @@ struct Stat: ParsableCommand {
     var patterns: [String] = []
 
     func run() throws {
-        do {
-            var client = try IPCClient(path: socketOption.path)
-            defer { client.close() }
-            let reply = try client.request(type: IPCMessageType.stats, expecting: IPCMessageType.statsReply)
-            let text = String(decoding: reply, as: UTF8.self)
-            let prefixes = patterns.map { $0.lowercased() }
-            var rows: [(String, String)] = []
-            for line in text.split(separator: "\n") {
-                let parts = line.split(separator: " ")
-                guard parts.count == 2 else { continue }
-                let name = String(parts[0])
-                let value = String(parts[1])
-                if !prefixes.isEmpty && !prefixes.contains(where: { name.lowercased().hasPrefix($0) }) { continue }
-                if !zeros && value == "0" { continue }
-                rows.append((name, value))
-            }
-            print("#lvlipd")
-            let width = max(32, (rows.map { $0.0.count }.max() ?? 0) + 2)
-            for (name, value) in rows {
-                print(name + String(repeating: " ", count: width - name.count) + value)
-            }
-        } catch let failure as IPCClient.Failure {
-            throw ValidationErrorless(failure.description)
+        let text = try socketOption.fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
+        let prefixes = patterns.map { $0.lowercased() }
+        var rows: [(String, String)] = []
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2 else { continue }
+            let name = String(parts[0])
+            let value = String(parts[1])
+            if !prefixes.isEmpty && !prefixes.contains(where: { name.lowercased().hasPrefix($0) }) { continue }
+            if !zeros && value == "0" { continue }
+            rows.append((name, value))
+        }
+        print("#lvlipd")
+        let width = max(32, (rows.map { $0.0.count }.max() ?? 0) + 2)
+        for (name, value) in rows {
+            print(name + String(repeating: " ", count: width - name.count) + value)
         }
     }
 }
@@ -88,15 +93,7 @@ struct SS: ParsableCommand {
     var ipv6 = false
 
     func run() throws {
-        let text: String
-        do {
-            var client = try IPCClient(path: socketOption.path)
-            defer { client.close() }
-            text = String(decoding: try client.request(type: IPCMessageType.sockets, expecting: IPCMessageType.socketsReply),
-                          as: UTF8.self)
-        } catch let failure as IPCClient.Failure {
-            throw ValidationErrorless(failure.description)
-        }
+        let text = try socketOption.fetch(IPCMessageType.sockets, expecting: IPCMessageType.socketsReply)
         let states = ["ESTABLISHED": "ESTAB", "SYN-SENT": "SYN-SENT", "SYN-RECEIVED": "SYN-RECV", "FIN-WAIT-1": "FIN-WAIT-1",
                       "FIN-WAIT-2": "FIN-WAIT-2", "CLOSE-WAIT": "CLOSE-WAIT", "CLOSING": "CLOSING", "LAST-ACK": "LAST-ACK",
                       "TIME-WAIT": "TIME-WAIT", "LISTEN": "LISTEN", "CLOSED": "UNCONN"]
@@ -155,15 +152,7 @@ struct Neigh: ParsableCommand {
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let text: String
-        do {
-            var client = try IPCClient(path: socketOption.path)
-            defer { client.close() }
-            text = String(decoding: try client.request(type: IPCMessageType.stats, expecting: IPCMessageType.statsReply),
-                          as: UTF8.self)
-        } catch let failure as IPCClient.Failure {
-            throw ValidationErrorless(failure.description)
-        }
+        let text = try socketOption.fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
         // The stats reply carries the tables as "neigh ADDRESS MAC STATE [router]" and
         // "inet6 ADDRESS/PREFIX STATE" lines, printed as ip(8) prints them.
         for line in text.split(separator: "\n") {
@@ -185,15 +174,7 @@ struct Route: ParsableCommand {
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let text: String
-        do {
-            var client = try IPCClient(path: socketOption.path)
-            defer { client.close() }
-            text = String(decoding: try client.request(type: IPCMessageType.stats, expecting: IPCMessageType.statsReply),
-                          as: UTF8.self)
-        } catch let failure as IPCClient.Failure {
-            throw ValidationErrorless(failure.description)
-        }
+        let text = try socketOption.fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
         // The stats reply carries "route6 default|prefix WHAT SECONDS" (SECONDS "-": for ever),
         // "mtu6 link MTU" and "pmtu6 DESTINATION MTU SECONDS" lines.
         var mtu = ""
