@@ -15,8 +15,7 @@ extension SocketService {
         for id in stack.tcpSocketIDs {
             guard let i = stack.tcpInfo(id) else { continue }
             let listening = i.state == .listen
-            // An orphan's family is its addresses'.
-            let v6 = byStack[id].map { $0.family == AF_INET6 } ?? !i.localAddress.isIPv4
+            let v6 = i.family == .ipv6
             let dual = v6 && !(stack.tcpOptions(id)?.v6Only ?? false)
             text += "proto=tcp family=\(v6 ? "inet6" : "inet") state=\(i.state.rawValue)"
             text += " local=\(Self.endpoint(i.localAddress, i.localPort, v6: v6, dual: dual))"

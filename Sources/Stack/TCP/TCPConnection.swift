@@ -336,7 +336,7 @@ final class TCPConnection {
 
     var info: TCPInfo {
         TCPInfo(
-            state: state, localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress,
+            state: state, family: family, localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress,
             remotePort: remotePort, rtt: UInt32(clamping: rtt.smoothed), rttVariance: UInt32(clamping: rtt.variance),
             rto: UInt32(clamping: currentRTO), sendMSS: mss, receiveMSS: advertisedMSS, congestionWindow: cc.cwnd,
             slowStartThreshold: cc.ssthresh, sendWindow: sndWnd, receiveWindow: rcvNxt.distance(to: rcvAdv),

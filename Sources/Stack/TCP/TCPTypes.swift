@@ -122,6 +122,8 @@ public enum TCPCongestionState: UInt8, Sendable {
 
 public struct TCPInfo: Sendable {
     public var state: TCPState
+    /// The socket's family (socket(2)'s domain), kept after its application closed it.
+    public var family: AddressFamily
     public var localAddress: IPAddress
     public var localPort: UInt16
     public var remoteAddress: IPAddress
