@@ -67,18 +67,28 @@ extension NetworkStack {
     }
 
     /// Sends a transport payload (complete, checksum included) from `source` to
-    /// `destination`, both of one family, through the link or the loopback.
+    /// `destination`, both of one family, through the link or the loopback. False when it
+    /// could be neither sent nor queued.
+    @discardableResult
     func sendIP(to destination: IPAddress, from source: IPAddress, proto: IPProtocol, payload: UnsafeRawBufferPointer,
-                now: Instant) {
+                now: Instant) -> Bool {
         if let d = destination.v4, let s = source.v4 {
-            sendIPv4(to: d, from: s, proto: proto, payload: payload, now: now)
-        } else if isLocal(destination) {
-            _ = sendLoopback(source: source, destination: destination, proto: proto, payloadLength: payload.count,
-                             now: now) { $0.copy(payload, to: 0) }
-        } else {
-            sendIPv6(to: destination.bits, from: source.bits, nextHeader: IPv6NextHeader(rawValue: proto.rawValue),
-                     payload: payload, now: now)
+            return sendIPv4(to: d, from: s, proto: proto, payload: payload, now: now)
         }
+        if isLocal(destination) {
+            return sendLoopback(source: source, destination: destination, proto: proto, payloadLength: payload.count,
+                                now: now) { $0.copy(payload, to: 0) }
+        }
+        return sendIPv6(to: destination.bits, from: source.bits, nextHeader: IPv6NextHeader(rawValue: proto.rawValue),
+                        payload: payload, now: now)
+    }
+
+    /// Whether two local names on one port overlap, for TCP's and UDP's bind rules (Linux's
+    /// ipv6_rcv_saddr_equal): a dual-stack `::` overlaps everything; otherwise names of one
+    /// family overlap when equal or when either is the family's any.
+    static func localNamesOverlap(_ a: IPAddress, _ aDual: Bool, _ b: IPAddress, _ bDual: Bool) -> Bool {
+        if aDual || bDual { return true }
+        return a.isIPv4 == b.isIPv4 && (a == b || a.isUnspecified || b.isUnspecified)
     }
 
     /// One of our IPv6 addresses that is not a duplicate.

@@ -29,17 +29,28 @@ extension NetworkStack {
         counters.ip6FragOKs &+= 1
     }
 
-    /// One frame: the IPv6 header, a Fragment header if `fragment` (offset and M flag,
-    /// identification) is given, and `payload`.
+    /// One frame of `payload`, behind a Fragment header if `fragment` is given.
     private func emitIPv6Frame(to mac: MACAddress, source: IPv6Address, destination: IPv6Address,
                                nextHeader: IPv6NextHeader, hopLimit: UInt8, payload: UnsafeRawBufferPointer,
                                fragment: (offsetAndFlags: UInt16, identification: UInt32)?) {
+        _ = frameIPv6(to: mac, source: source, destination: destination, nextHeader: nextHeader, hopLimit: hopLimit,
+                      payloadLength: payload.count, fragment: fragment) { $0.copy(payload, to: 0) }
+    }
+
+    /// Frames an IPv6 packet in place in the outbox: the IPv6 header, a Fragment header if
+    /// `fragment` (offset and M flag, identification) is given, then `payloadLength` bytes
+    /// that `writePayload` fills (TCP writes its segments straight there, as into IPv4's
+    /// frameIPv4). False when the outbox is full.
+    func frameIPv6(to mac: MACAddress, source: IPv6Address, destination: IPv6Address, nextHeader: IPv6NextHeader,
+                   hopLimit: UInt8, payloadLength: Int, fragment: (offsetAndFlags: UInt16, identification: UInt32)? = nil,
+                   offload: FrameOffload = .none, _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
         let extra = fragment == nil ? 0 : FragmentHeader.length
-        let queued = outbox.append { buffer in
+        let frameLength = EthernetFrame.headerLength + IPv6Packet.headerLength + extra + payloadLength
+        let queued = outbox.append(reserving: max(frameLength, outbox.frameSize), offload: offload) { buffer in
             var offset = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv6)
             offset += IPv6Packet.writeHeader(into: buffer.suffix(from: offset), source: source, destination: destination,
                                              nextHeader: fragment == nil ? nextHeader : .fragment,
-                                             payloadLength: extra + payload.count, hopLimit: hopLimit)
+                                             payloadLength: extra + payloadLength, hopLimit: hopLimit)
             if let fragment {
                 buffer.setU8(nextHeader.rawValue, offset + FragmentHeader.nextHeader)
                 buffer.setU8(0, offset + 1)
@@ -47,10 +58,11 @@ extension NetworkStack {
                 buffer.setBE32(fragment.identification, offset + FragmentHeader.identification)
                 offset += FragmentHeader.length
             }
-            buffer.copy(payload, to: offset)
-            return offset + payload.count
+            writePayload(buffer.slice(offset..<offset + payloadLength))
+            return offset + payloadLength
         }
         if queued { counters.linkOutFrames &+= 1 } else { counters.linkOutQueueFull &+= 1 }
+        return queued
     }
 
     /// RFC 7739 5.3: a counter picked from a table by a keyed hash of the addresses, plus an

@@ -165,6 +165,18 @@ extension NetworkStack {
         return .pending
     }
 
+    /// The next hop's MAC for `destination` when NDP already knows it, without queueing or
+    /// soliciting (REACHABLE, DELAY or PROBE; a STALE entry is used and moves to DELAY, 7.3.3),
+    /// as knownNextHopMAC(toward:cache:now:) is for IPv4. Nil: the caller takes sendIPv6's
+    /// path, which resolves and queues.
+    @inline(__always)
+    func knownNextHopMAC(toward destination: IPv6Address, from source: IPv6Address, now: Instant) -> MACAddress? {
+        guard let nextHop = ip6?.nextHop(for: destination, now: now), ip6?.neighbors[nextHop]?.mac != nil,
+              case .resolved(let mac) = resolve6(nextHop, from: source, now: now)
+        else { return nil }
+        return mac
+    }
+
     /// Queues a packet for the neighbour `ip` (its destination or the router toward it) being
     /// resolved, dropping the oldest past the byte limit.
     func enqueuePending6(_ packet: PendingPacket6, nextHop ip: IPv6Address) {

@@ -64,7 +64,7 @@ extension NetworkStack {
         if address.isUnspecified {
             // Rare (a server starting): the listeners on the port are looked at one by one.
             return tcp.listeners.values.contains { l in
-                l.localPort == port && (l.localAddress.isIPv4 == address.isIPv4 || dual || l.heldDual)
+                l.localPort == port && Self.localNamesOverlap(address, dual, l.localAddress, l.heldDual)
             }
         }
         return tcp.listeners[TCPLocalName(address: address, port: port)] != nil

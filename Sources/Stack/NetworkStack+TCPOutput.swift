@@ -65,8 +65,11 @@ extension NetworkStack {
                               writeSegment)
             } else {
                 counters.ip6OutRequests &+= UInt64(segments)
-                _ = frameIPv6(to: mac, source: source.bits, destination: destination.bits, nextHeader: .tcp,
-                              payloadLength: segmentLength, offload: offload, writeSegment)
+                if !frameIPv6(to: mac, source: source.bits, destination: destination.bits, nextHeader: .tcp,
+                              hopLimit: ip6!.configuration.hopLimit, payloadLength: segmentLength, offload: offload,
+                              writeSegment) {
+                    counters.ip6OutDiscards &+= 1
+                }
             }
             return segments
         }
@@ -119,40 +122,5 @@ extension NetworkStack {
                                ack: ack ?? SeqNum(0), flags: flags, window: 0, options: nil)
         TCPSegment.finishChecksum(buffer, source: tuple.localAddress, destination: tuple.remoteAddress)
         sendIP(to: tuple.remoteAddress, from: tuple.localAddress, proto: .tcp, payload: UnsafeRawBufferPointer(buffer), now: now)
-    }
-
-    /// The next hop's MAC for an IPv6 destination when NDP already knows it (REACHABLE,
-    /// DELAY or PROBE; a STALE entry is used and moves to DELAY, RFC 4861 7.3.3). Nil: the
-    /// caller takes sendIPv6's path, which resolves and queues.
-    @inline(__always)
-    func knownNextHopMAC(toward destination: IPv6Address, from source: IPv6Address, now: Instant) -> MACAddress? {
-        guard let state = ip6, let nextHop = state.nextHop(for: destination, now: now),
-              state.neighbors[nextHop]?.mac != nil,
-              case .resolved(let mac) = resolve6(nextHop, from: source, now: now)
-        else { return nil }
-        return mac
-    }
-
-    /// Frames an IPv6 packet in place in the outbox, as frameIPv4 does for IPv4; the payload
-    /// is written by `writePayload`.
-    func frameIPv6(to mac: MACAddress, source: IPv6Address, destination: IPv6Address, nextHeader: IPv6NextHeader,
-                   payloadLength: Int, offload: FrameOffload = .none,
-                   _ writePayload: (UnsafeMutableRawBufferPointer) -> Void) -> Bool {
-        let frameLength = EthernetFrame.headerLength + IPv6Packet.headerLength + payloadLength
-        let hopLimit = ip6?.configuration.hopLimit ?? 64
-        let queued = outbox.append(reserving: max(frameLength, outbox.frameSize), offload: offload) { buffer in
-            var at = EthernetFrame.writeHeader(into: buffer, destination: mac, source: self.mac, etherType: .ipv6)
-            at += IPv6Packet.writeHeader(into: buffer.suffix(from: at), source: source, destination: destination,
-                                         nextHeader: nextHeader, payloadLength: payloadLength, hopLimit: hopLimit)
-            writePayload(buffer.slice(at..<at + payloadLength))
-            return at + payloadLength
-        }
-        guard queued else {
-            counters.linkOutQueueFull &+= 1
-            counters.ip6OutDiscards &+= 1
-            return false
-        }
-        counters.linkOutFrames &+= 1
-        return true
     }
 }

@@ -188,7 +188,7 @@ extension NetworkStack {
             guard let p = udpEphemeralPort() else { throw .addressInUse }
             chosen = p
         } else if let holders = udp.byPort[chosen] {
-            for other in holders where Self.udpNamesOverlap(address, dual, other.localAddress, other.isDualStack) {
+            for other in holders where Self.localNamesOverlap(address, dual, other.localAddress, other.isDualStack) {
                 let shared = (s.reuseAddress && other.reuseAddress) || (s.reusePort && other.reusePort)
                 guard shared else { throw .addressInUse }
             }
@@ -198,13 +198,6 @@ extension NetworkStack {
         udp.bindCounter &+= 1
         s.bindOrder = udp.bindCounter
         udp.byPort[chosen, default: []].append(s)
-    }
-
-    /// Whether two local names on one port overlap: a dual-stack `::` overlaps everything;
-    /// otherwise names of one family overlap when equal or when either is the family's any.
-    private static func udpNamesOverlap(_ a: IPAddress, _ aDual: Bool, _ b: IPAddress, _ bDual: Bool) -> Bool {
-        if aDual || bDual { return true }
-        return a.isIPv4 == b.isIPv4 && (a == b || a.isUnspecified || b.isUnspecified)
     }
 
     /// IPV6_V6ONLY: only an IPv6 socket has it, and only before it has a port (Linux: EINVAL).
@@ -277,23 +270,13 @@ extension NetworkStack {
         guard !to.address.isUnspecified, !to.address.isMulticast, isRoutable(to.address, now: now) else {
             throw .networkUnreachable
         }
-        let local = isLocal(to.address)
         let source = try udpSource(s, toward: to.address)
         if s.localPort == 0 { try udpBind(id, address: nil, port: 0) }
         let datagram = UnsafeRawBufferPointer(scratch.slice(0..<UDPPacket.headerLength + payload.count))
         scratch.copy(payload, to: UDPPacket.headerLength)
         UDPPacket.writeHeader(into: scratch.slice(0..<datagram.count), sourcePort: s.localPort, destinationPort: to.port,
                               source: source, destination: to.address)
-        let sent: Bool
-        if let d = to.address.v4, let from = source.v4 {
-            sent = sendIPv4(to: d, from: from, proto: .udp, payload: datagram, now: now)
-        } else if local {
-            sent = sendLoopback(source: source, destination: to.address, proto: .udp, payloadLength: datagram.count,
-                                now: now) { $0.copy(datagram, to: 0) }
-        } else {
-            sent = sendIPv6(to: to.address.bits, from: source.bits, nextHeader: .udp, payload: datagram, now: now)
-        }
-        guard sent else {
+        guard sendIP(to: to.address, from: source, proto: .udp, payload: datagram, now: now) else {
             if v4 { counters.udpSndbufErrors &+= 1 } else { counters.udp6SndbufErrors &+= 1 }
             throw .networkUnreachable
         }
