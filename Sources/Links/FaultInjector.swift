@@ -59,6 +59,8 @@ public final class FaultInjector: Link {
         apply(frame, inbound: false) { inner.transmit($0) }
     }
 
+    public var mayHaveAnswered: Bool { inner.mayHaveAnswered }
+
     /// Releases the sent frames held back for reordering.
     public func flush() {
         let held = heldOut

@@ -68,6 +68,8 @@ public final class PcapWriter: Link {
 
     public func flush() { inner.flush() }
 
+    public var mayHaveAnswered: Bool { inner.mayHaveAnswered }
+
     private static let recordHeaderLength = 16
 
     private func record(_ frame: UnsafeRawBufferPointer, flushing: Bool = true) {

@@ -157,11 +157,16 @@ final class TapDevice: Link {
             }
         } else {
             counters.writes &+= 1
+            // The kernel handled the frame inside the write: a peer on this host (its TCP, its
+            // ARP) may have answered already, without an epoll wake-up for us yet.
+            readable = true
         }
     }
 
     /// Every frame is written as it is transmitted.
     func flush() {}
+
+    var mayHaveAnswered: Bool { readable }
 
     /// Reads one frame into `buffer`; nil when none is waiting. Returns where the frame lies
     /// in the buffer and whether the kernel vouched for its transport checksum.

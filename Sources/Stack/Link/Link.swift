@@ -48,10 +48,20 @@ public protocol Link: AnyObject {
     /// Ends a burst of `transmit` calls (the outbox is drained): a wrapper releases what it
     /// held back for reordering.
     func flush()
+
+    /// Whether frames may be waiting that the caller was not told of: a peer may already
+    /// have answered what this link sent (the TAP: the kernel runs its own stack inside our
+    /// write and queues its reply before the write returns). `StackDriver.poll` receives
+    /// again after transmitting while this holds, so the answer is taken in the same turn.
+    var mayHaveAnswered: Bool { get }
 }
 
 extension Link {
     public func transmit(batch: FrameQueue) { transmitEach(of: batch) }
+
+    /// A link is only read when its owner says so (a simulated wire delivers in its own
+    /// time).
+    public var mayHaveAnswered: Bool { false }
 
     /// Sends the frames of `batch` one by one, each through the `transmit` that fits it.
     public func transmitEach(of batch: FrameQueue) {

@@ -41,27 +41,39 @@ public final class StackDriver {
         self.stack = stack
     }
 
-    /// One turn of the stack.
+    /// Turns per poll while the link may hold answers to what was just sent
+    /// (`Link.mayHaveAnswered`). Bounded, so that the owner's other work (lvlipd's IPC) is
+    /// served between two polls even while a near peer answers every frame.
+    public var answerTurns = 4
+
+    /// One poll of the stack: receive, run timers, send; again while the link may already
+    /// hold the answers to what was sent (a peer on the same host answers a SYN within our
+    /// write: its SYN-ACK is taken now, and a connect completes in one wake-up).
     public func poll<L: Link>(now: Instant, link: L) {
-        ingest(from: link, now: now)
-        stack.poll(now: now)
-        // Loopback traffic is received in transmit(to:now:), in rounds: what one round
-        // delivers wakes sockets whose owners answer, which makes the next.
-        for _ in 0..<loopbackRounds {
-            stack.flushDeferredAcks(now: now)
-            delegate?.readinessMayHaveChanged(now: now)
-            transmit(to: link, now: now)
-            delegate?.readinessMayHaveChanged(now: now)
-            if !stack.hasLoopbackPending { break }
-        }
+        var turn = 0
+        repeat {
+            turn += 1
+            let received = ingest(from: link, now: now)
+            if turn > 1 && received == 0 { break }
+            stack.poll(now: now)
+            // Loopback traffic is received in transmit(to:now:), in rounds: what one round
+            // delivers wakes sockets whose owners answer, which makes the next.
+            for _ in 0..<loopbackRounds {
+                stack.flushDeferredAcks(now: now)
+                delegate?.readinessMayHaveChanged(now: now)
+                transmit(to: link, now: now)
+                delegate?.readinessMayHaveChanged(now: now)
+                if !stack.hasLoopbackPending { break }
+            }
+        } while turn < answerTurns && link.mayHaveAnswered
     }
 
     /// When to poll again at the latest; nil: only when the link has frames. (Not returned
     /// by `poll`: callers that drive the clock themselves need not pay for it.)
     public var nextDeadline: Instant? { stack.nextDeadline }
 
-    private func ingest<L: Link>(from link: L, now: Instant) {
-        _ = link.receive(limit: receiveBatch) { frame in
+    private func ingest<L: Link>(from link: L, now: Instant) -> Int {
+        link.receive(limit: receiveBatch) { frame in
             let at = frame.timestamp ?? now
             stack.receive(frame: frame.bytes, checksumVerified: frame.checksumVerified, now: at)
             framesSinceDispatch += frame.bytes.count > 16384 ? dispatchFrames : 1
