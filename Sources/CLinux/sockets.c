@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/tcp.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -137,6 +138,12 @@ void lvlip_malloc_prefer_heap(int threshold) {
     // then moves up and down (brk) with every connection's allocations. Keep 8 MB of slack.
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     mallopt(M_TOP_PAD, 1 << 20);
+}
+
+int lvlip_usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) < 0) return 1;
+    return CPU_COUNT(&set);
 }
 
 int lvlip_set_int_option(int fd, int level, int name, int value) {

@@ -20,6 +20,8 @@ final class Daemon {
         var group: gid_t?
         var offload = true
         var limits = SocketService.Limits()
+        /// Reactor.busyPollNanoseconds in microseconds, when lvlipd may use more than one CPU.
+        var busyPollMicroseconds = 0
     }
 
     private let options: Options
@@ -120,7 +122,8 @@ final class Daemon {
         }
         let config = options.stack
         let ipv6 = stack.ipv6Addresses.map { " \($0.interface)" }.joined()
-        logger.info("lvlipd serving \(config.interface)\(ipv6) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath)")
+        let polling = configureBusyPolling()
+        logger.info("lvlipd serving \(config.interface)\(ipv6) mac \(config.mac) mtu \(config.mtu) on \(tap.name); IPC \(options.socketPath); \(polling)")
         stack.start(now: reactor.now)
         afterWake()
         try reactor.run()
@@ -129,6 +132,17 @@ final class Daemon {
         afterWake()
         pcap?.writeBuffered()
         logger.info("lvlipd stopped")
+    }
+
+    /// Busy polling pays only where the programs lvlipd serves can run beside it: on one
+    /// CPU it finds nothing the sleeping loop would not (measured: the same connection rate
+    /// with and without), and only spends that CPU. The affinity is read once, at start.
+    /// Returns what was chosen, for the log.
+    private func configureBusyPolling() -> String {
+        guard options.busyPollMicroseconds > 0 else { return "busy polling off" }
+        guard lvlip_usable_cpus() > 1 else { return "busy polling off (one CPU)" }
+        reactor.busyPollNanoseconds = UInt64(options.busyPollMicroseconds) * 1000
+        return "busy polling \(options.busyPollMicroseconds) µs"
     }
 
     private func afterWake() {
@@ -195,6 +209,7 @@ final class Daemon {
         if let mtu = stack.advertisedMTU6 { text += "mtu6 link \(mtu)\n" }
         for p in stack.pathMTU6Table { text += "pmtu6 \(p.destination) \(p.mtu) \(p.secondsLeft)\n" }
         text += "ReactorWakeups \(reactor.wakeups)\n"
+        text += "ReactorBusyPollHits \(reactor.busyPollHits)\nReactorBusyPollMicroseconds \(reactor.busyPollTime / 1000)\n"
         if let service {
             let c = service.counters
             text += "IpcSocketsOpen \(service.socketCount)\nIpcSocketsCreated \(c.socketsCreated)\n"

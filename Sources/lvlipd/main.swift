@@ -53,6 +53,9 @@ struct LvlipdCommand: ParsableCommand {
     @Flag(help: "Do not use the TAP's checksum and segmentation offloads (one MTU frame per read and per write).")
     var noOffload = false
 
+    @Option(help: ArgumentHelp("After a wake-up with I/O, look for more without sleeping for this many microseconds (0: off; 0 to 1000). Off by itself when lvlipd may run on one CPU only.", valueName: "microseconds"))
+    var busyPoll: Int = 100
+
     @Option(help: "Write every frame received and sent to this pcap file.")
     var pcap: String?
 
@@ -122,6 +125,7 @@ struct LvlipdCommand: ParsableCommand {
         guard maxSocketsPerUser >= 1 else { throw ValidationError("--max-sockets-per-user must be at least 1") }
         guard (1...1 << 20).contains(maxBufferedMbPerUser) else { throw ValidationError("--max-buffered-mb-per-user must be 1...1048576") }
         if let tcpSynRetries, !(0...20).contains(tcpSynRetries) { throw ValidationError("--tcp-syn-retries must be 0...20") }
+        guard (0...1000).contains(busyPoll) else { throw ValidationError("--busy-poll must be 0...1000 microseconds") }
     }
 
     static func parseFaults(_ text: String) -> FaultInjector.Settings? {
@@ -159,6 +163,7 @@ struct LvlipdCommand: ParsableCommand {
         options.offload = !noOffload && options.faults == nil
         // The same header lets the kernel finish TCP checksums and cut super-segments (TSO).
         options.stack.offload = OutputOffload(checksum: options.offload, tcpSegmentation: options.offload)
+        options.busyPollMicroseconds = busyPoll
         options.limits.socketsPerUser = maxSocketsPerUser
         options.limits.bufferedBytesPerUser = maxBufferedMbPerUser << 20
         do {

@@ -1,4 +1,5 @@
 import CLinux
+import Foundation
 import Glibc
 import Reactor
 import Timing
@@ -30,6 +31,75 @@ final class ReactorTests: XCTestCase {
         try reactor.runOnce(timeoutMilliseconds: 1000)
         XCTAssertEqual(seen.count, 1)
         XCTAssertTrue(seen[0].contains(.readable))
+    }
+
+    // MARK: - Busy polling
+
+    func testBusyPollingFindsWhatArrivesAfterAWakeUpWithIO() throws {
+        let reactor = try Reactor()
+        reactor.busyPollNanoseconds = 200_000_000  // far longer than the writer's delay
+        let p = makePipe()
+        defer { close(p.read); close(p.write) }
+        var reads = 0
+        try reactor.register(fd: p.read, events: .readable) { _ in
+            var byte: UInt8 = 0
+            while Glibc.read(p.read, &byte, 1) == 1 {}
+            reads += 1
+        }
+        write(p.write, "a")
+        try reactor.runOnce(timeoutMilliseconds: 1000)  // I/O: the next wait polls first
+        XCTAssertEqual(reads, 1)
+        XCTAssertEqual(reactor.busyPollHits, 0, "the first wait had no I/O before it")
+        let writer = p.write
+        let thread = Thread { usleep(2_000); var b: UInt8 = 0x62; _ = Glibc.write(writer, &b, 1) }
+        thread.start()
+        try reactor.runOnce(timeoutMilliseconds: 5000)
+        XCTAssertEqual(reads, 2)
+        XCTAssertEqual(reactor.busyPollHits, 1, "found while polling, without sleeping")
+        XCTAssertGreaterThan(reactor.busyPollTime, 0)
+    }
+
+    func testBusyPollingGivesUpAfterItsWindowAndSleeps() throws {
+        let reactor = try Reactor()
+        reactor.busyPollNanoseconds = 1_000_000
+        let p = makePipe()
+        defer { close(p.read); close(p.write) }
+        try reactor.register(fd: p.read, events: .readable) { _ in
+            var byte: UInt8 = 0
+            while Glibc.read(p.read, &byte, 1) == 1 {}
+        }
+        write(p.write, "a")
+        try reactor.runOnce(timeoutMilliseconds: 1000)
+        try reactor.runOnce(timeoutMilliseconds: 20)  // nothing comes
+        XCTAssertEqual(reactor.busyPollHits, 0)
+        XCTAssertGreaterThanOrEqual(reactor.busyPollTime, 1_000_000, "polled its whole window")
+        XCTAssertLessThan(reactor.busyPollTime, 20_000_000, "then slept")
+    }
+
+    func testNoBusyPollingAfterATimerOnlyWakeUpOrWhenOff() throws {
+        let reactor = try Reactor()
+        reactor.busyPollNanoseconds = 1_000_000
+        var fired = 0
+        reactor.schedule(at: reactor.now.adding(milliseconds: 1)) { fired += 1 }
+        try reactor.runOnce(timeoutMilliseconds: 1000)
+        reactor.schedule(at: reactor.now.adding(milliseconds: 1)) { fired += 1 }
+        try reactor.runOnce(timeoutMilliseconds: 1000)
+        XCTAssertEqual(fired, 2)
+        XCTAssertEqual(reactor.busyPollTime, 0, "only timers woke the loop: it sleeps at once")
+
+        let off = try Reactor()
+        let p = makePipe()
+        defer { close(p.read); close(p.write) }
+        try off.register(fd: p.read, events: .readable) { _ in
+            var byte: UInt8 = 0
+            while Glibc.read(p.read, &byte, 1) == 1 {}
+        }
+        write(p.write, "a")
+        try off.runOnce(timeoutMilliseconds: 1000)
+        write(p.write, "b")
+        try off.runOnce(timeoutMilliseconds: 1000)
+        XCTAssertEqual(off.busyPollHits, 0)
+        XCTAssertEqual(off.busyPollTime, 0)
     }
 
     func testHangupIsReported() throws {

@@ -104,14 +104,15 @@ class Daemon:
     """One lvlipd process serving tap0, with its stderr in a file."""
 
     def __init__(self, workdir: Path, extra_args=(), socket_path=None, ipv6=False, configure_kernel=True,
-                 addr=STACK_IP + "/24"):
+                 addr=STACK_IP + "/24", prefix=()):
         self.workdir = Path(workdir)
         self.socket = str(socket_path or self.workdir / "lvlipd.sock")
         self.stderr_path = self.workdir / f"lvlipd-{time.monotonic_ns()}.stderr"
         self.returncode = None
         self.killed = False
         set_ipv6_default(ipv6)
-        args = [bin_dir() / "lvlipd", "--tap", TAP, "--addr", addr, "--socket", self.socket, *extra_args]
+        # prefix: a command lvlipd runs under (taskset).
+        args = [*prefix, bin_dir() / "lvlipd", "--tap", TAP, "--addr", addr, "--socket", self.socket, *extra_args]
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr)

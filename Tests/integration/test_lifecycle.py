@@ -84,6 +84,8 @@ def test_pcap_records_arp_and_echo(start_daemon, workdir):
     (["--addr", "fd00::4/64"], "IPv4 address"),
     (["--addr", "10.0.0.4/24", "--addr", "10.0.0.6/24"], "only one IPv4"),
     (["--addr", "10.0.0.4/24", "--addr", "fd00::4/64", "--mtu", "1000"], "--mtu"),
+    (["--addr", "10.0.0.4/24", "--busy-poll", "1001"], "--busy-poll"),
+    (["--addr", "10.0.0.4/24", "--busy-poll", "-1"], "--busy-poll"),
 ])
 def test_bad_arguments_exit_64_with_usage(args, complaint, workdir):
     result = lvlipd("--tap", TAP, "--socket", workdir / "bad.sock", *args)

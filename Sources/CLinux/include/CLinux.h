@@ -93,6 +93,8 @@ int lvlip_set_int_option(int fd, int level, int name, int value);
 // Allocations below `threshold` bytes come from the heap, not a fresh mmap, and the heap
 // keeps some free memory at its top rather than shrinking at once (mallopt).
 void lvlip_malloc_prefer_heap(int threshold);
+// How many CPUs this thread may run on (its affinity mask); 1 if it cannot be read.
+int lvlip_usable_cpus(void);
 // The abstract name (without its leading NUL) of the AF_UNIX socket `fd` is connected to,
 // NUL-terminated; -1 if it has none or it does not fit.
 int lvlip_peer_abstract_name(int fd, char *name, size_t room);
