@@ -302,8 +302,12 @@ public final class IPCServer {
                 close(client.fd, reason: "message body of \(header.length) bytes exceeds \(IPCHeader.maxBody)")
                 return
             }
-            guard header.flags & ~UInt16(LVLIP_FLAG_FD) == 0 else {
+            guard header.flags & ~UInt16(LVLIP_FLAG_FD | LVLIP_FLAG_NO_REPLY) == 0 else {
                 close(client.fd, reason: "unknown message flags \(header.flags)")
+                return
+            }
+            guard header.flags & UInt16(LVLIP_FLAG_NO_REPLY) == 0 || header.type == UInt16(LVLIP_MSG_SETOPT.rawValue) else {
+                close(client.fd, reason: "message type \(header.type) flagged to need no reply (SETOPT only)")
                 return
             }
             let total = IPCHeader.size + Int(header.length)
@@ -359,7 +363,9 @@ public final class IPCServer {
                 close(client.fd, reason: "malformed message type \(header.type) (\(body.count)-byte body)")
                 return false
             }
-            send(client, type: header.type + 1, tag: header.tag, body: reply.body)
+            if header.flags & UInt16(LVLIP_FLAG_NO_REPLY) == 0 {
+                send(client, type: header.type + 1, tag: header.tag, body: reply.body)
+            }
             return clients[client.fd] === client
         }
         guard let query = queries[header.type] else {

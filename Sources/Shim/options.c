@@ -18,8 +18,8 @@ int native_option(int level, int name) {
                                   );
 }
 
-// Options lvlipd accepts on any stream socket once the value is an int: set without
-// waiting for the answer (the next request reads it; lvlipd applies requests in order).
+// Options lvlipd accepts on any stream socket once the value is an int: set without a reply
+// (LVLIP_FLAG_NO_REPLY; lvlipd applies requests in order, so later ones see the option).
 static int option_cannot_fail(const struct entry *e, int level, int name, socklen_t len) {
     if (is_dgram(e) || len < sizeof(int) || e->error) return 0;
     if (level == IPPROTO_TCP) return name == TCP_NODELAY;
@@ -28,11 +28,11 @@ static int option_cannot_fail(const struct entry *e, int level, int name, sockle
 
 static int set_without_waiting(const struct entry *e, struct lvlip_opt_req *req, const void *value) {
     req->length = sizeof(int);
-    struct request q = {.type = LVLIP_MSG_SETOPT, .about = e, .body = req, .length = sizeof *req,
-                        .value = value, .value_length = sizeof(int)};
+    struct request q = {.type = LVLIP_MSG_SETOPT, .flags = LVLIP_FLAG_NO_REPLY, .about = e, .body = req,
+                        .length = sizeof *req, .value = value, .value_length = sizeof(int)};
     uint32_t tag;
     pthread_mutex_lock(&ctl_lock);
-    int r = request_later(&q, -1, 0, &tag);
+    int r = send_request(&q, &tag);
     pthread_mutex_unlock(&ctl_lock);
     return r < 0 ? fail(ENETDOWN) : 0;
 }

@@ -17,7 +17,7 @@ def test_struct_layouts_match_the_c_compiler():
             lines.append(f'    printf("%zu\\n", offsetof(struct {name}, {field}));')
             expected.append(W.offset(name, field))
     for name in ("LVLIP_IPC_MAGIC", "LVLIP_IPC_VERSION", "LVLIP_IPC_MAX_BODY", "LVLIP_MSG_SOCKET",
-                 "LVLIP_MSG_STATUS", "LVLIP_FLAG_FD", "LVLIP_DGRAM_MAGIC", "LVLIP_ACCEPT_MAGIC"):
+                 "LVLIP_MSG_STATUS", "LVLIP_FLAG_FD", "LVLIP_FLAG_NO_REPLY", "LVLIP_DGRAM_MAGIC", "LVLIP_ACCEPT_MAGIC"):
         lines.append(f'    printf("%llu\\n", (unsigned long long)({name}));')
         expected.append(W.const(name))
     lines.append("    return 0;\n}\n")

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #define LVLIP_IPC_MAGIC 0x504c564cu /* "LVLP" read as little-endian bytes */
-#define LVLIP_IPC_VERSION 4u
+#define LVLIP_IPC_VERSION 5u
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
@@ -30,6 +30,9 @@
 //   uint32 tag      chosen by the client, echoed in the reply
 // One file descriptor travels with the message (SCM_RIGHTS on its first byte).
 #define LVLIP_FLAG_FD 0x0001u
+// SETOPT only: the client reads no reply and lvlipd sends none (an option lvlipd cannot
+// refuse: the shim's setsockopt has already returned 0).
+#define LVLIP_FLAG_NO_REPLY 0x0002u
 
 struct lvlip_msg_header {
     uint32_t length;
