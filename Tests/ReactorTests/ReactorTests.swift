@@ -35,6 +35,11 @@ final class ReactorTests: XCTestCase {
 
     // MARK: - Busy polling
 
+    private static func drain(_ fd: Int32) {
+        var byte: UInt8 = 0
+        while Glibc.read(fd, &byte, 1) == 1 {}
+    }
+
     func testBusyPollingFindsWhatArrivesAfterAWakeUpWithIO() throws {
         let reactor = try Reactor()
         reactor.busyPollNanoseconds = 200_000_000  // far longer than the writer's delay
@@ -42,8 +47,7 @@ final class ReactorTests: XCTestCase {
         defer { close(p.read); close(p.write) }
         var reads = 0
         try reactor.register(fd: p.read, events: .readable) { _ in
-            var byte: UInt8 = 0
-            while Glibc.read(p.read, &byte, 1) == 1 {}
+            Self.drain(p.read)
             reads += 1
         }
         write(p.write, "a")
@@ -64,10 +68,7 @@ final class ReactorTests: XCTestCase {
         reactor.busyPollNanoseconds = 1_000_000
         let p = makePipe()
         defer { close(p.read); close(p.write) }
-        try reactor.register(fd: p.read, events: .readable) { _ in
-            var byte: UInt8 = 0
-            while Glibc.read(p.read, &byte, 1) == 1 {}
-        }
+        try reactor.register(fd: p.read, events: .readable) { _ in Self.drain(p.read) }
         write(p.write, "a")
         try reactor.runOnce(timeoutMilliseconds: 1000)
         try reactor.runOnce(timeoutMilliseconds: 20)  // nothing comes
@@ -90,10 +91,7 @@ final class ReactorTests: XCTestCase {
         let off = try Reactor()
         let p = makePipe()
         defer { close(p.read); close(p.write) }
-        try off.register(fd: p.read, events: .readable) { _ in
-            var byte: UInt8 = 0
-            while Glibc.read(p.read, &byte, 1) == 1 {}
-        }
+        try off.register(fd: p.read, events: .readable) { _ in Self.drain(p.read) }
         write(p.write, "a")
         try off.runOnce(timeoutMilliseconds: 1000)
         write(p.write, "b")
