@@ -35,6 +35,8 @@ def merge_runs(results):
         latency["cdf"] = [[cdfs[0][i][0], sum(c[i][1] for c in cdfs) / len(cdfs)] for i in range(len(cdfs[0]))]
     merged["latency"] = latency
     merged["runs"] = len(results)
+    if all("daemon_cpu_seconds" in r for r in results):
+        merged["daemon_cpu_seconds"] = sum(r["daemon_cpu_seconds"] for r in results)
     return merged
 
 
@@ -72,5 +74,10 @@ def alternating(bed, mode, seconds, *args, what):
     for order in (("kernel", "lvlip"), ("lvlip", "kernel")):
         for stack in order:
             bed.progress.set(f"{what}, {stack} (run {len(runs[stack]) + 1}/2, {seconds / 2:g} s)")
-            runs[stack].append(loadgen_client(bed, stack, mode, f"{seconds / 2:g}", *args, timeout=seconds + 60))
+            before = bed.daemon_cpu_seconds() if stack == "lvlip" else 0
+            result = loadgen_client(bed, stack, mode, f"{seconds / 2:g}", *args, timeout=seconds + 60)
+            if result and stack == "lvlip" and bed.daemon.poll() is None:
+                # lvlipd's CPU (utime+stime) over the run, busy polling included.
+                result["daemon_cpu_seconds"] = bed.daemon_cpu_seconds() - before
+            runs[stack].append(result)
     return {stack: merge_runs(results) for stack, results in runs.items()}

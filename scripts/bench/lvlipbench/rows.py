@@ -40,6 +40,13 @@ def median_run(runs):
     return ordered[(len(ordered) - 1) // 2]
 
 
+def cpu_share(result):
+    """lvlipd's CPU over a loadgen result's runs, in % of one CPU; None if not measured."""
+    if not result or "daemon_cpu_seconds" not in result or not result.get("seconds"):
+        return None
+    return 100 * result["daemon_cpu_seconds"] / result["seconds"]
+
+
 def at_least(value, key):
     return None if value is None else value >= TARGETS[key][0]
 
@@ -101,12 +108,15 @@ def mode_rows(r, cfg):
         q = ratio_of(sv, kv)
         rows.append(("rr", f"request/response latency {name} (µs)", target, fmt(kv, 1), fmt(sv, 1), ratio_text(q),
                      at_most(q, target) if target else None))
+    rows.append(("rr", "lvlipd CPU during request/response (% of one CPU)", None, "n/a", fmt(cpu_share(s), 0), "—", None))
 
     cr = r.get("cr", {})
     kv, sv = (cr.get("kernel") or {}).get("rate"), (cr.get("lvlip") or {}).get("rate")
     q = ratio_of(sv, kv)
     rows.append(("connrate", "connection rate (connections/s)", "connrate", fmt(kv, 0), fmt(sv, 0), ratio_text(q),
                  at_least(q, "connrate")))
+    rows.append(("connrate", "lvlipd CPU during the connection rate runs (% of one CPU)", None, "n/a",
+                 fmt(cpu_share(cr.get("lvlip")), 0), "—", None))
 
     conc = r.get("conc", {})
     count = cfg["concurrent"]
