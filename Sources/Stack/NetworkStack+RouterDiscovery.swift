@@ -119,13 +119,11 @@ extension NetworkStack {
     /// The default routers and on-link prefixes in use, for display: address or prefix,
     /// and seconds left (nil: given by the operator, or infinite).
     public var defaultRouter6Table: [(router: IPv6Address, secondsLeft: UInt64?)] {
-        (ip6?.routing.routers ?? []).filter { $0.expires.map { clock < $0 } ?? true }
-            .map { ($0.address, $0.expires.map { ($0.nanoseconds - clock.nanoseconds) / 1_000_000_000 }) }
+        (ip6?.routing.routers ?? []).filter { $0.isAlive(at: clock) }.map { ($0.value, $0.secondsLeft(at: clock)) }
     }
 
     public var onLinkPrefix6Table: [(prefix: IPv6Interface, secondsLeft: UInt64?)] {
-        (ip6?.routing.prefixes ?? []).filter { $0.expires.map { clock < $0 } ?? true }
-            .map { ($0.prefix, $0.expires.map { ($0.nanoseconds - clock.nanoseconds) / 1_000_000_000 }) }
+        (ip6?.routing.prefixes ?? []).filter { $0.isAlive(at: clock) }.map { ($0.value, $0.secondsLeft(at: clock)) }
     }
 
     /// The link MTU a router advertised, if one did.
