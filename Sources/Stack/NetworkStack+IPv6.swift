@@ -170,8 +170,8 @@ extension NetworkStack {
     @discardableResult
     func sendIPv6(to destination: IPv6Address, from source: IPv6Address, nextHeader: IPv6NextHeader,
                   payload: UnsafeRawBufferPointer, hopLimit: UInt8? = nil, now: Instant) -> Bool {
-        guard let state = ip6 else { return false }
-        let hopLimit = hopLimit ?? state.configuration.hopLimit
+        guard ip6 != nil else { return false }
+        let hopLimit = hopLimit ?? ip6!.configuration.hopLimit
         // The packet, in fragments or not, must fit the 16-bit Payload Length (RFC 8200 4.5:
         // the reassembled packet's, which carries no Fragment header).
         guard payload.count <= IPv6Packet.maximumPayloadLength else {
@@ -182,7 +182,7 @@ extension NetworkStack {
         if destination.isMulticast {
             nextHopMAC = destination.multicastMAC
         } else {
-            guard let nextHop = state.nextHop(for: destination, now: now) else {
+            guard let nextHop = ip6!.nextHop(for: destination, now: now) else {
                 counters.ip6OutNoRoutes &+= 1
                 return false
             }

@@ -146,18 +146,8 @@ extension NetworkStack {
 
     /// The link address for `nextHop`, starting resolution if needed (RFC 4861 7.2.2, 7.3.3).
     func resolve6(_ nextHop: IPv6Address, from source: IPv6Address, now: Instant) -> Resolution {
-        if let entry = ip6!.neighbors[nextHop] {
-            switch entry.state {
-            case .reachable, .delay, .probe:
-                return .resolved(entry.mac!)
-            case .stale:
-                ip6!.neighbors[nextHop]!.state = .delay
-                rearmNeighbor6Timer(nextHop, after: ip6!.configuration.delayFirstProbeMilliseconds, now: now)
-                return .resolved(entry.mac!)
-            case .incomplete:
-                return .pending
-            }
-        }
+        if let mac = knownMAC6(nextHop, now: now) { return .resolved(mac) }
+        if ip6!.neighbors[nextHop] != nil { return .pending }  // INCOMPLETE
         guard makeRoom6() else { return .unavailable }
         ip6!.neighbors[nextHop] = Neighbor6(mac: nil, state: .incomplete(solicitations: 1))
         sendNeighborSolicitation(target: nextHop, unicastTo: nil, from: source, now: now)
@@ -165,16 +155,31 @@ extension NetworkStack {
         return .pending
     }
 
-    /// The next hop's MAC for `destination` when NDP already knows it, without queueing or
-    /// soliciting (REACHABLE, DELAY or PROBE; a STALE entry is used and moves to DELAY, 7.3.3),
-    /// as knownNextHopMAC(toward:cache:now:) is for IPv4. Nil: the caller takes sendIPv6's
+    /// A neighbour's MAC when the cache has it (REACHABLE, DELAY or PROBE; a STALE entry is
+    /// used and moves to DELAY, 7.3.3), without queueing or soliciting; nil when it is
+    /// unknown or INCOMPLETE.
+    @inline(__always)
+    private func knownMAC6(_ ip: IPv6Address, now: Instant) -> MACAddress? {
+        guard let entry = ip6!.neighbors[ip] else { return nil }
+        switch entry.state {
+        case .reachable, .delay, .probe:
+            return entry.mac
+        case .stale:
+            ip6!.neighbors[ip]!.state = .delay
+            rearmNeighbor6Timer(ip, after: ip6!.configuration.delayFirstProbeMilliseconds, now: now)
+            return entry.mac
+        case .incomplete:
+            return nil
+        }
+    }
+
+    /// The next hop's MAC for `destination` when NDP already knows it (knownMAC6), as
+    /// knownNextHopMAC(toward:cache:now:) is for IPv4. Nil: the caller takes sendIPv6's
     /// path, which resolves and queues.
     @inline(__always)
-    func knownNextHopMAC(toward destination: IPv6Address, from source: IPv6Address, now: Instant) -> MACAddress? {
-        guard let nextHop = ip6?.nextHop(for: destination, now: now), ip6?.neighbors[nextHop]?.mac != nil,
-              case .resolved(let mac) = resolve6(nextHop, from: source, now: now)
-        else { return nil }
-        return mac
+    func knownNextHopMAC(toward destination: IPv6Address, now: Instant) -> MACAddress? {
+        guard let nextHop = ip6?.nextHop(for: destination, now: now) else { return nil }
+        return knownMAC6(nextHop, now: now)
     }
 
     /// Queues a packet for the neighbour `ip` (its destination or the router toward it) being

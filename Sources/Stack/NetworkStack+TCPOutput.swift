@@ -20,7 +20,7 @@ extension NetworkStack {
         } else if let v4 = destination.v4 {
             mac = knownNextHopMAC(toward: v4, cache: &c.neighborCache, now: now)
         } else {
-            mac = knownNextHopMAC(toward: destination.bits, from: c.localAddress.bits, now: now)
+            mac = knownNextHopMAC(toward: destination.bits, now: now)
         }
         if mac == nil && segments > 1 {
             // The next hop is being resolved: what waits for it waits as ordinary segments.

@@ -2,8 +2,8 @@ import Timing
 
 /// The protocol stack of one interface: Ethernet, ARP, IPv4 (with fragmentation,
 /// reassembly and the loopback), ICMP, UDP and TCP, and the sockets over them; IPv6 with
-/// ICMPv6, neighbour and router discovery, fragmentation, reassembly and path MTU discovery
-/// (no transport over it yet).
+/// ICMPv6, neighbour and router discovery, fragmentation, reassembly and path MTU discovery,
+/// under the same UDP and TCP (dual-stack sockets take IPv4 peers as v4-mapped).
 ///
 /// Pure: it performs no I/O and reads no clock. `StackDriver` runs it over a `Link`: it hands
 /// it received frames with `receive(frame:now:)`, calls `poll(now:)` for the timers due, and
