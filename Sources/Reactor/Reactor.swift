@@ -206,19 +206,15 @@ public final class Reactor {
     /// number of events found (0: none in the window).
     private func busyPoll() throws -> Int32 {
         let start = Syscall.monotonicNow().nanoseconds
-        var elapsed: UInt64 = 0
-        var n: Int32 = 0
+        var n: Int32
         repeat {
             n = try Syscall.call("epoll_wait") {
                 lvlip_epoll_wait(epollFD, eventBits, eventData, Int32(Self.batch), 0)
             }
-            if n != 0 { break }
             // A thread of the programs we serve may be waiting for this CPU: let it run.
-            sched_yield()
-            elapsed = Syscall.monotonicNow().nanoseconds &- start
-        } while elapsed < busyPollNanoseconds
-        if n != 0 { elapsed = Syscall.monotonicNow().nanoseconds &- start }
-        busyPollTime &+= elapsed
+            if n == 0 { sched_yield() }
+        } while n == 0 && Syscall.monotonicNow().nanoseconds &- start < busyPollNanoseconds
+        busyPollTime &+= Syscall.monotonicNow().nanoseconds &- start
         if n > 0 { busyPollHits &+= 1 }
         return n
     }
