@@ -31,6 +31,13 @@ struct SocketOption: ParsableArguments {
             throw ValidationErrorless(failure.description)
         }
     }
+
+    /// The STATS reply's lines as fields: "Name value" counters, and the tables `neigh` and
+    /// `route` print (lines of more words).
+    func statsFields() throws -> [[String]] {
+        try fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
+            .split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+    }
 }
 
 struct Stat: ParsableCommand {
@@ -47,14 +54,12 @@ struct Stat: ParsableCommand {
     var patterns: [String] = []
 
     func run() throws {
-        let text = try socketOption.fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
         let prefixes = patterns.map { $0.lowercased() }
         var rows: [(String, String)] = []
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ")
+        for parts in try socketOption.statsFields() {
             guard parts.count == 2 else { continue }
-            let name = String(parts[0])
-            let value = String(parts[1])
+            let name = parts[0]
+            let value = parts[1]
             if !prefixes.isEmpty && !prefixes.contains(where: { name.lowercased().hasPrefix($0) }) { continue }
             if !zeros && value == "0" { continue }
             rows.append((name, value))
@@ -152,11 +157,9 @@ struct Neigh: ParsableCommand {
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let text = try socketOption.fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
         // The stats reply carries the tables as "neigh ADDRESS MAC STATE [router]" and
         // "inet6 ADDRESS/PREFIX STATE" lines, printed as ip(8) prints them.
-        for line in text.split(separator: "\n") {
-            let f = line.split(separator: " ").map(String.init)
+        for f in try socketOption.statsFields() {
             if f.count >= 4 && f[0] == "neigh" {
                 let lladdr = f[2] == "-" ? "" : " lladdr \(f[2])"
                 print("\(f[1])\(lladdr)\(f.count > 4 ? " router" : "") \(f[3])")
@@ -174,16 +177,11 @@ struct Route: ParsableCommand {
     @OptionGroup var socketOption: SocketOption
 
     func run() throws {
-        let text = try socketOption.fetch(IPCMessageType.stats, expecting: IPCMessageType.statsReply)
         // The stats reply carries "route6 default|prefix WHAT SECONDS" (SECONDS "-": for ever),
         // "mtu6 link MTU" and "pmtu6 DESTINATION MTU SECONDS" lines.
-        var mtu = ""
-        for line in text.split(separator: "\n") {
-            let f = line.split(separator: " ").map(String.init)
-            if f.count == 3 && f[0] == "mtu6" { mtu = " mtu \(f[2])" }
-        }
-        for line in text.split(separator: "\n") {
-            let f = line.split(separator: " ").map(String.init)
+        let lines = try socketOption.statsFields()
+        let mtu = lines.last { $0.count == 3 && $0[0] == "mtu6" }.map { " mtu \($0[2])" } ?? ""
+        for f in lines {
             guard f.count == 4 else { continue }
             let expires = f[3] == "-" ? "" : " expires \(f[3])sec"
             switch f[0] {
