@@ -64,8 +64,8 @@ public final class Reactor {
     public private(set) var busyPollTime: UInt64 = 0
     /// The last wake-up had an event besides the timer's: traffic is flowing.
     private var lastWakeHadIO = false
-    /// Number of timerfd_settime calls so far: the timerfd is re-armed only when the
-    /// earliest deadline changes.
+    /// Number of timerfd_settime calls so far: the timerfd is re-armed only for a deadline
+    /// earlier than the one armed, or after the armed one has passed.
     public private(set) var timerFDSettings: UInt64 = 0
 
     public init() throws {
@@ -219,11 +219,16 @@ public final class Reactor {
         return n
     }
 
+    /// Programs the timerfd for the earliest deadline, lazily: only a deadline earlier than
+    /// the one armed (or none armed) costs a timerfd_settime. A later one, after the earliest
+    /// timer was cancelled (a retransmission timer stopped by its ACK, once per exchange), waits
+    /// for the armed expiry, which wakes the loop once for nothing and re-arms then.
     private func armTimerFD() throws {
-        let deadline = wheel.nextDeadline
-        guard deadline != armedDeadline else { return }
-        let ns = deadline.map { max($0.nanoseconds, 1) } ?? 0
-        try Syscall.call("timerfd_settime") { lvlip_timerfd_set_absolute(timerFD, ns) }
+        // A one-shot timerfd whose time has come is disarmed (or fires at once).
+        if let armed = armedDeadline, armed <= now { armedDeadline = nil }
+        guard let deadline = wheel.nextDeadline else { return }
+        if let armed = armedDeadline, armed <= deadline { return }
+        try Syscall.call("timerfd_settime") { lvlip_timerfd_set_absolute(timerFD, max(deadline.nanoseconds, 1)) }
         armedDeadline = deadline
         timerFDSettings &+= 1
     }

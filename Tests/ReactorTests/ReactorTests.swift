@@ -191,6 +191,33 @@ final class ReactorTests: XCTestCase {
         XCTAssertEqual(reactor.timerFDSettings, afterFirst + 1, "an earlier deadline re-arms it once")
     }
 
+    /// Cancelling the earliest timer leaves the timerfd armed for it (no timerfd_settime per
+    /// stopped retransmission timer): its expiry wakes the loop once, which then arms the
+    /// next deadline, and the later timer still runs on time.
+    func testCancelledEarliestTimerCostsOneSpuriousExpiry() throws {
+        // Both deadlines in one 64 ms block of the wheel's first level, whose deadlines it
+        // reports exactly (a timer beyond the block is reported at the block's end, where it
+        // cascades, which would be one more arming).
+        while Syscall.monotonicNow().milliseconds % 64 > 2 { usleep(500) }
+        let reactor = try Reactor()
+        let start = Syscall.monotonicNow()
+        let early = reactor.schedule(at: start.adding(milliseconds: 10)) { XCTFail("cancelled timer ran") }
+        var lateAt: Instant?
+        reactor.schedule(at: start.adding(milliseconds: 40)) { lateAt = Syscall.monotonicNow() }
+        try reactor.runOnce(timeoutMilliseconds: 0)
+        let armed = reactor.timerFDSettings
+        XCTAssertTrue(reactor.cancel(early))
+        try reactor.runOnce(timeoutMilliseconds: 0)
+        XCTAssertEqual(reactor.timerFDSettings, armed, "a later earliest deadline leaves the timerfd alone")
+        let limit = start.adding(milliseconds: 2000)
+        while lateAt == nil && Syscall.monotonicNow() < limit { try reactor.runOnce(timeoutMilliseconds: 1000) }
+        let fired = try XCTUnwrap(lateAt, "the later timer ran")
+        XCTAssertGreaterThanOrEqual(fired.nanoseconds(since: start), 40_000_000)
+        XCTAssertLessThan(fired.nanoseconds(since: start), 1_000_000_000)
+        XCTAssertEqual(reactor.timerFDSettings, armed + 1, "re-armed once, after the stale expiry")
+        XCTAssertEqual(reactor.pendingTimers, 0)
+    }
+
     func testTimersScheduledFromTimersRun() throws {
         let reactor = try Reactor()
         var order: [Int] = []
