@@ -283,6 +283,32 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.tcpState(s), .closed)
     }
 
+    // TIME-WAIT keeps one timer, its own: the retransmission, loss-probe and delayed-ACK
+    // timers of the exchange before it leave the wheel (rather than each waking the stack
+    // once for nothing when it comes due).
+    func testTimeWaitKeepsOnlyItsOwnTimer() throws {
+        let p = ScriptedPeer()
+        let idle = p.stack.pendingTimers
+        let (s, stackISN) = try p.establishPassive(peerISN: 1000)
+        // Both ways: our data arms the retransmission timer (and a loss probe), theirs a
+        // delayed ACK.
+        _ = try [UInt8](repeating: 7, count: 100).withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }
+        p.stack.poll(now: p.now)
+        XCTAssertEqual(p.expectOne("our data")?.payload.count, 100)
+        p.send(.ack, seq: 1001, ack: stackISN &+ 101, data: [1, 2, 3], to: 80)
+        XCTAssertGreaterThan(p.stack.pendingTimers, idle + 1)
+        try p.stack.tcpShutdown(s, .write, now: p.now)
+        let fin = try XCTUnwrap(p.expectOne("our FIN"))
+        XCTAssertTrue(fin.flags.contains(.fin))
+        p.send([.fin, .ack], seq: 1004, ack: stackISN &+ 102, to: 80)
+        XCTAssertEqual(p.expectOne("ACK of their FIN")?.ack, 1005)
+        XCTAssertEqual(p.stack.tcpState(s), .timeWait)
+        XCTAssertEqual(p.stack.pendingTimers, idle + 1)
+        p.advance(1000)
+        XCTAssertEqual(p.stack.tcpState(s), .closed)
+        XCTAssertEqual(p.stack.pendingTimers, idle)
+    }
+
     // RFC 9293 Figure 14: simultaneous close goes through CLOSING.
     func testSimultaneousClose() throws {
         let p = ScriptedPeer()

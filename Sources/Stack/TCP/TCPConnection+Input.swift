@@ -525,10 +525,8 @@ extension TCPConnection {
     func enterTimeWait(now: Instant, in stack: NetworkStack) {
         leaveEstablishedCount(in: stack)
         state = .timeWait
-        clearTimer(.retransmit)
-        clearTimer(.persist)
-        clearTimer(.keepalive)
-        clearTimer(.delayedAck)
+        // Nothing is sent or waited for in TIME-WAIT but its own end.
+        clearTimers(except: .lifetime, in: stack)
         setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds), in: stack)
         // TIME-WAIT lasts 2 MSL with nothing to send and (once read) nothing to keep: give the
         // rings back, so that thousands of connections waiting out TIME-WAIT cost little.

@@ -277,12 +277,22 @@ final class TCPConnection {
     }
 
     func clearAllTimers(in stack: NetworkStack) {
-        for kind in TCPTimerKind.allCases {
-            deadlines[kind.rawValue] = nil
-            if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
-            timerHandles[kind.rawValue] = nil
-            timerArmedAt[kind.rawValue] = nil
-        }
+        for kind in TCPTimerKind.allCases { cancelTimer(kind, in: stack) }
+    }
+
+    /// Clears every timer but `kept` and takes their entries out of the wheel, for a
+    /// connection that will not set them again (TIME-WAIT). `clearTimer` leaves the entry
+    /// (a timer cleared by one ACK is usually set again by the next send); left behind by a
+    /// connection that is done, each would wake the stack once for nothing.
+    func clearTimers(except kept: TCPTimerKind, in stack: NetworkStack) {
+        for kind in TCPTimerKind.allCases where kind != kept { cancelTimer(kind, in: stack) }
+    }
+
+    private func cancelTimer(_ kind: TCPTimerKind, in stack: NetworkStack) {
+        deadlines[kind.rawValue] = nil
+        if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
+        timerHandles[kind.rawValue] = nil
+        timerArmedAt[kind.rawValue] = nil
     }
 
     func isTimerSet(_ kind: TCPTimerKind) -> Bool { deadlines[kind.rawValue] != nil }
