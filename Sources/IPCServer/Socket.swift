@@ -96,6 +96,9 @@ extension SocketService {
         var fd: Int32
         /// lvlipd's end holds the socket's name (IDENTIFY finds the socket by it).
         var named = false
+        /// The daemon's end has its send buffer raised to `pushBuffer` (a stream's, lazily:
+        /// on the first push that fills the kernel's default).
+        var pushBufferRaised = false
         var interest: IOEvents = []
 
         // Names and binding.

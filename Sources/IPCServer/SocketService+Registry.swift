@@ -63,7 +63,10 @@ extension SocketService {
         // names the socket for IDENTIFY (abstract names are unique: while lvlipd's end
         // holds it, only that end's peer can present it).
         s.named = lvlip_bind_abstract(daemonFD, "\(Self.markerPrefix(daemonPid))\(index)-\(s.generation)") == 0
-        _ = lvlip_set_int_option(daemonFD, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.pushBuffer)
+        // A stream's end starts with the kernel's default send buffer (208 KB), enough for
+        // most exchanges; the first push that fills it raises it (pushToApp), which saves a
+        // system call per short connection. A datagram socket's is its receive queue: now.
+        if case .stream = kind {} else { raisePushBuffer(s) }
         // Watched at once for what it waits for: one epoll_ctl per socket, not two.
         let events = interest(s)
         do {
@@ -78,6 +81,11 @@ extension SocketService {
             return nil
         }
         return s
+    }
+
+    func raisePushBuffer(_ s: Socket) {
+        s.pushBufferRaised = true
+        _ = lvlip_set_int_option(s.fd, K.SOL_SOCKET, K.SO_SNDBUFFORCE, Self.pushBuffer)
     }
 
     static func markerPrefix(_ pid: Int32) -> String { "\(LVLIP_PAIR_NAME_PREFIX)\(pid)-" }

@@ -281,7 +281,8 @@ extension SocketService {
                 counters.appBytesOut &+= UInt64(n)
                 stack.tcpConsume(id, n, now: reactor.now)
             case .wouldBlock:
-                break writing
+                if s.pushBufferRaised { break writing }
+                raisePushBuffer(s)
             case .failed:
                 // EPIPE: the application is gone; its hang-up event follows.
                 return

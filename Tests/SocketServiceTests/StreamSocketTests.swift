@@ -43,6 +43,25 @@ final class StreamSocketTests: XCTestCase {
         XCTAssertEqual(h.service.counters.appBytesOut, UInt64(payload.count))
     }
 
+    /// Received data waits in the application's end beyond the kernel's default send buffer
+    /// of lvlipd's end (212,992 bytes): the first push that fills the end raises it.
+    func testReceivedDataWaitsInTheApplicationsEndBeyondTheDefaultBuffer() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
+        let big = [UInt8](repeating: 0x5a, count: 600_000)
+        var sent = 0
+        var waiting: Int32 = 0
+        XCTAssertTrue(h.run {
+            if sent < big.count { sent += h.peerSend(peer, Array(big[sent...])) }
+            _ = ioctl(socket.fd, UInt(FIONREAD), &waiting)
+            return waiting >= 500_000
+        }, "\(waiting) bytes waiting in the application's end")
+        let got = appReadAll(socket.fd)
+        XCTAssertGreaterThanOrEqual(got.count, 500_000)
+        XCTAssertTrue(got.allSatisfy { $0 == 0x5a })
+    }
+
     func testConnectConsumesTheFillerWhenTheHandshakeCompletes() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)
