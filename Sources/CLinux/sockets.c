@@ -37,17 +37,18 @@ int lvlip_is_pair_end(int fd, int type) {
     return len == sizeof(sa_family_t) && peer.sun_family == AF_UNIX;
 }
 
-int lvlip_bind_abstract(int fd, const char *name) {
+int lvlip_bind_pair_name(int fd, int daemon_pid, uint32_t slot, uint32_t generation) {
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof addr);
     addr.sun_family = AF_UNIX;
-    size_t len = strlen(name);
-    if (len + 1 > sizeof addr.sun_path) {
+    // sun_path[0] == 0: the abstract namespace.
+    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, LVLIP_PAIR_NAME_PREFIX "%d-%u-%u", daemon_pid,
+                       (unsigned)slot, (unsigned)generation);
+    if (len < 0 || (size_t)len + 1 >= sizeof addr.sun_path) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    memcpy(addr.sun_path + 1, name, len);  // sun_path[0] == 0: the abstract namespace
-    return bind(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len));
+    return bind(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len));
 }
 
 ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd) {

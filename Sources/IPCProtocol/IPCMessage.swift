@@ -53,21 +53,21 @@ public enum IPCMessageType {
 /// Message bodies are the header's C structs, byte for byte.
 public enum IPCBody {
     /// The struct at the start of `bytes`; the caller has checked the length.
-    public static func decode<T>(_ type: T.Type, _ bytes: UnsafeRawBufferPointer) -> T {
+    @inlinable public static func decode<T>(_ type: T.Type, _ bytes: UnsafeRawBufferPointer) -> T {
         precondition(bytes.count >= MemoryLayout<T>.size)
         return bytes.loadUnaligned(as: T.self)
     }
 
     /// The struct at the start of `bytes` if `bytes` holds exactly one.
-    public static func decodeExactly<T>(_ type: T.Type, _ bytes: UnsafeRawBufferPointer) -> T? {
+    @inlinable public static func decodeExactly<T>(_ type: T.Type, _ bytes: UnsafeRawBufferPointer) -> T? {
         bytes.count == MemoryLayout<T>.size ? bytes.loadUnaligned(as: T.self) : nil
     }
 
-    public static func append<T>(_ value: T, to out: inout [UInt8]) {
+    @inlinable public static func append<T>(_ value: T, to out: inout [UInt8]) {
         withUnsafeBytes(of: value) { out.append(contentsOf: $0) }
     }
 
-    public static func encode<T>(_ value: T) -> [UInt8] {
+    @inlinable public static func encode<T>(_ value: T) -> [UInt8] {
         withUnsafeBytes(of: value) { Array($0) }
     }
 }

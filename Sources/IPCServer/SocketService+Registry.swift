@@ -62,7 +62,7 @@ extension SocketService {
         // The name marks the pair as a stack socket for a shim that meets it after exec, and
         // names the socket for IDENTIFY (abstract names are unique: while lvlipd's end
         // holds it, only that end's peer can present it).
-        s.named = lvlip_bind_abstract(daemonFD, "\(Self.markerPrefix(daemonPid))\(index)-\(s.generation)") == 0
+        s.named = lvlip_bind_pair_name(daemonFD, daemonPid, UInt32(index), s.generation) == 0
         // A stream's end starts with the kernel's default send buffer (208 KB), enough for
         // most exchanges; the first push that fills it raises it (pushToApp), which saves a
         // system call per short connection. A datagram socket's is its receive queue: now.

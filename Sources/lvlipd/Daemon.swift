@@ -171,10 +171,14 @@ final class Daemon {
         stackTimer = nil
         stackTimerDeadline = deadline
         guard let deadline else { return }
-        stackTimer = reactor.schedule(at: deadline) { [unowned self] in
-            stackTimer = nil
-            stackTimerDeadline = nil
-        }
+        stackTimer = reactor.schedule(at: deadline, stackTimerFired)
+    }
+
+    /// The stack timer's callback, made once (a closure per schedule would be an allocation
+    /// each time the stack's deadline moves).
+    private lazy var stackTimerFired: () -> Void = { [unowned self] in
+        stackTimer = nil
+        stackTimerDeadline = nil
     }
 
     private func statsText() -> String {

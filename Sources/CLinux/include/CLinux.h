@@ -69,8 +69,9 @@ int lvlip_stream_pair(int *app_end, int *daemon_end);
 // 1 when `fd` is one end of a socketpair(AF_UNIX, `type`): connected, to a peer without a
 // name (so not an end lvlipd holds, which it names, nor lvlipd's own listening socket).
 int lvlip_is_pair_end(int fd, int type);
-// Binds a socket to `name` in the abstract namespace (no file).
-int lvlip_bind_abstract(int fd, const char *name);
+// Binds lvlipd's end of a stack socket's pair to its abstract name,
+// LVLIP_PAIR_NAME_PREFIX "<daemon pid>-<slot>-<generation>" (docs/ipc.md, "Who makes the pair").
+int lvlip_bind_pair_name(int fd, int daemon_pid, uint32_t slot, uint32_t generation);
 // sendmsg of one buffer with one descriptor attached (fd < 0: none); non-blocking, no SIGPIPE.
 ssize_t lvlip_send_with_fd(int sock, const void *buf, size_t len, int fd);
 // The sender's credentials of what one recvmsg read (SCM_CREDENTIALS, with SO_PASSCRED set):

@@ -2,6 +2,7 @@ import Timing
 
 /// Kinds of per-connection timers. Each is a deadline value; the stack's wheel holds at
 /// most one entry per kind and re-files it lazily when the deadline moves later.
+/// At most 8 kinds: `TCPConnection.timers` holds a slot per kind, indexed by `rawValue`.
 enum TCPTimerKind: Int, CaseIterable {
     /// RFC 6298 retransmission timer (also SYN and SYN-ACK retransmission).
     case retransmit
@@ -199,10 +200,15 @@ final class TCPConnection {
     var segmentsIn: UInt64 = 0
     var segmentsOut: UInt64 = 0
 
-    // Timers: a deadline per kind, and the wheel entry that will look at it.
-    var deadlines = [Instant?](repeating: nil, count: TCPTimerKind.allCases.count)
-    var timerHandles = [TimerHandle?](repeating: nil, count: TCPTimerKind.allCases.count)
-    var timerArmedAt = [Instant?](repeating: nil, count: TCPTimerKind.allCases.count)
+    /// One timer: its deadline, and the wheel entry that will look at it (filed for
+    /// `armedAt`, which may be earlier: a later deadline is found when the entry fires).
+    struct TimerSlot {
+        var deadline: Instant?
+        var handle: TimerHandle?
+        var armedAt: Instant?
+    }
+    /// A slot per TCPTimerKind, inside the connection (no allocation of their own).
+    var timers = InlineArray<8, TimerSlot>(repeating: TimerSlot())
 
     init(id: SocketID, options: TCPSocketOptions, configuration: TCPConfiguration, pool: RingStoragePool? = nil) {
         self.id = id
@@ -260,20 +266,20 @@ final class TCPConnection {
     // MARK: - Timers
 
     func setTimer(_ kind: TCPTimerKind, at deadline: Instant, in stack: NetworkStack) {
-        deadlines[kind.rawValue] = deadline
+        timers[kind.rawValue].deadline = deadline
         // Re-file in the wheel only if the entry there would fire too late (or is missing);
         // a later deadline is found when the earlier entry fires.
-        if let armed = timerArmedAt[kind.rawValue], let handle = timerHandles[kind.rawValue],
+        if let armed = timers[kind.rawValue].armedAt, let handle = timers[kind.rawValue].handle,
            stack.wheel.isArmed(handle), armed <= deadline {
             return
         }
-        if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
-        timerHandles[kind.rawValue] = stack.wheel.schedule(at: deadline, .tcp(id, kind))
-        timerArmedAt[kind.rawValue] = deadline
+        if let handle = timers[kind.rawValue].handle { stack.wheel.cancel(handle) }
+        timers[kind.rawValue].handle = stack.wheel.schedule(at: deadline, .tcp(id, kind))
+        timers[kind.rawValue].armedAt = deadline
     }
 
     func clearTimer(_ kind: TCPTimerKind) {
-        deadlines[kind.rawValue] = nil
+        timers[kind.rawValue].deadline = nil
     }
 
     func clearAllTimers(in stack: NetworkStack) {
@@ -289,24 +295,24 @@ final class TCPConnection {
     }
 
     private func cancelTimer(_ kind: TCPTimerKind, in stack: NetworkStack) {
-        deadlines[kind.rawValue] = nil
-        if let handle = timerHandles[kind.rawValue] { stack.wheel.cancel(handle) }
-        timerHandles[kind.rawValue] = nil
-        timerArmedAt[kind.rawValue] = nil
+        timers[kind.rawValue].deadline = nil
+        if let handle = timers[kind.rawValue].handle { stack.wheel.cancel(handle) }
+        timers[kind.rawValue].handle = nil
+        timers[kind.rawValue].armedAt = nil
     }
 
-    func isTimerSet(_ kind: TCPTimerKind) -> Bool { deadlines[kind.rawValue] != nil }
+    func isTimerSet(_ kind: TCPTimerKind) -> Bool { timers[kind.rawValue].deadline != nil }
 
     /// The wheel entry for `kind` fired: returns true if its deadline has truly passed.
     func timerEntryFired(_ kind: TCPTimerKind, now: Instant, in stack: NetworkStack) -> Bool {
-        timerHandles[kind.rawValue] = nil
-        timerArmedAt[kind.rawValue] = nil
-        guard let deadline = deadlines[kind.rawValue] else { return false }
+        timers[kind.rawValue].handle = nil
+        timers[kind.rawValue].armedAt = nil
+        guard let deadline = timers[kind.rawValue].deadline else { return false }
         if deadline > now {
             setTimer(kind, at: deadline, in: stack)
             return false
         }
-        deadlines[kind.rawValue] = nil
+        timers[kind.rawValue].deadline = nil
         return true
     }
 

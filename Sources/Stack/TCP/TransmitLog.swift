@@ -48,6 +48,9 @@ struct TransmitLog {
             return
         }
         if isEmpty {
+            // A new connection's first: room for a short exchange (SYN, data, FIN) in one
+            // allocation rather than one per doubling.
+            if segments.capacity == 0 { segments.reserveCapacity(4) }
             segments.append(SentSegment(start: start, end: end, sentAt: now))
             return
         }
