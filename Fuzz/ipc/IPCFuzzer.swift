@@ -240,8 +240,9 @@ final class IPCFuzzer {
                 }
             }
         case LVLIP_MSG_BIND, LVLIP_MSG_CONNECT:
+            let waits = type == LVLIP_MSG_CONNECT && r.u8() & 1 == 1 ? UInt32(LVLIP_CONNECT_WAITS) : 0
             body = IPCBody.encode(lvlip_addr_req(ref: ref(&r), addr: address(&r), filler: UInt32(r.u8() % 4) * UInt32(r.u8()),
-                                                 reserved: 0))
+                                                 flags: waits))
         case LVLIP_MSG_SETOPT:
             let value = r.bytes(Int(r.u8() % 24))
             body = IPCBody.encode(lvlip_opt_req(ref: ref(&r), level: Self.optionLevels[Int(r.u8()) % Self.optionLevels.count],

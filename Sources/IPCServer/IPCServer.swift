@@ -56,13 +56,15 @@ public final class IPCServer {
         var pid: Int32
         var uid: UInt32
         var input: [UInt8] = []
-        /// Replies not yet written, and how much of the first one was.
         /// Replies not yet written, back to back, and how much of them was. One buffer rather
         /// than one array per reply: what a client that does not read costs the daemon is then
         /// what `maxOutput` counts (a 12-byte reply held alone takes some 80 bytes of heap).
         var output: [UInt8] = []
         var outputSent = 0
         var outputBytes: Int { output.count - outputSent }
+        /// Replies in `output` whose result is decided when they are written
+        /// (SocketService.Reply.settle): where the result lies, and what decides it.
+        var unsettled: [(offset: Int, settle: () -> Int32?)] = []
         /// Descriptors received and not yet claimed by a message flagged LVLIP_FLAG_FD.
         var fds: [Int32] = []
         var greeted = false
@@ -364,7 +366,7 @@ public final class IPCServer {
                 return false
             }
             if header.flags & UInt16(LVLIP_FLAG_NO_REPLY) == 0 {
-                send(client, type: header.type + 1, tag: header.tag, body: reply.body)
+                send(client, type: header.type + 1, tag: header.tag, body: reply.body, settle: reply.settle)
             }
             return clients[client.fd] === client
         }
@@ -391,8 +393,9 @@ public final class IPCServer {
     /// end of the wake-up: after the stack has exchanged this wake-up's frames (the daemon's
     /// hook runs first), so that a CONNECT's reply to a near peer goes out with the
     /// handshake done, and wakes the shim once rather than twice.
-    private func send(_ client: Client, type: UInt16, tag: UInt32, body: [UInt8]) {
+    private func send(_ client: Client, type: UInt16, tag: UInt32, body: [UInt8], settle: (() -> Int32?)? = nil) {
         IPCHeader(length: UInt32(body.count), type: type, tag: tag).append(to: &client.output)
+        if let settle, body.count >= MemoryLayout<Int32>.size { client.unsettled.append((client.output.count, settle)) }
         client.output.append(contentsOf: body)
         guard client.outputBytes <= Self.maxOutput else {
             close(client.fd, reason: "not reading its replies (\(client.outputBytes) bytes waiting)")
@@ -415,6 +418,11 @@ public final class IPCServer {
     }
 
     private func flush(_ client: Client) {
+        for (offset, settle) in client.unsettled {
+            guard let code = settle() else { continue }
+            withUnsafeBytes(of: code.littleEndian) { client.output.replaceSubrange(offset..<offset + 4, with: $0) }
+        }
+        client.unsettled.removeAll(keepingCapacity: true)
         while client.outputBytes > 0 {
             let n: Int?
             do {

@@ -46,7 +46,8 @@ extension SocketService {
             guard body.isEmpty, fd >= 0 else { return nil }
             return identify(fd)
         case Int(LVLIP_MSG_BIND.rawValue):
-            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed else { return nil }
+            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed,
+                  req.flags == 0 else { return nil }
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             let sender = (pid: pid, uid: uid)
             switch s.kind {
@@ -59,12 +60,23 @@ extension SocketService {
             guard let s = lookup(req.ref) else { return result(-EBADF) }
             return result(s.isDatagram ? -EOPNOTSUPP : listen(s, backlog: Int(req.value)))
         case Int(LVLIP_MSG_CONNECT.rawValue):
-            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed else { return nil }
+            guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed,
+                  req.flags & ~UInt32(LVLIP_CONNECT_WAITS) == 0 else { return nil }
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             switch s.kind {
             case .stream(let stream):
                 let code = connect(s, stream, req.addr, filler: Int(req.filler))
-                return nameReply(code, stream.phase == .unconnected ? nil : s.localName)
+                var reply = nameReply(code, stream.phase == .unconnected ? nil : s.localName)
+                if code == -EINPROGRESS && req.flags & UInt32(LVLIP_CONNECT_WAITS) != 0 {
+                    // The caller waits: if the handshake is over when the reply is written,
+                    // it is told so (and reported, as a blocking connect's success is).
+                    reply.settle = {
+                        guard stream.phase == .connected && !stream.connectReported else { return nil }
+                        stream.connectReported = true
+                        return 0
+                    }
+                }
+                return reply
             case .listener:
                 // The shim thought the socket unconnected and wrote filler: take it back.
                 discardFiller(s, Int(req.filler))

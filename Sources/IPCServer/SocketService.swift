@@ -43,6 +43,15 @@ public final class SocketService: StackDriverDelegate {
     /// A reply to a request (replies carry no descriptors: the shim makes the pairs).
     public struct Reply {
         public var body: [UInt8]
+        /// Decides the reply's result (the body's first int32) when it is written, at the
+        /// end of the wake-up, if it then returns one: a blocking CONNECT that the wake-up
+        /// completed is answered 0 rather than -EINPROGRESS.
+        public var settle: (() -> Int32?)?
+
+        init(body: [UInt8], settle: (() -> Int32?)? = nil) {
+            self.body = body
+            self.settle = settle
+        }
     }
 
     /// Counters shown by `lvlipctl stat`.

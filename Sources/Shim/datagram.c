@@ -18,7 +18,7 @@ int dgram_connect(struct entry *e, const struct sockaddr *addr, socklen_t len) {
         int r = parse_peer(e, addr, len, 0, &wire);
         if (r < 0) return fail(-r);
     }
-    int r = connect_request(e, &wire, 0);
+    int r = connect_request(e, &wire, 0, 0);
     if (r < 0) return fail(-r);
     if (wire.family == AF_UNSPEC) {
         e->flags &= ~F_STARTED;

@@ -128,8 +128,8 @@ int int_request(uint16_t type, const struct entry *e, int32_t value) {
     return rep.result;
 }
 
-int connect_request(const struct entry *e, const struct lvlip_addr *addr, uint32_t filler) {
-    struct lvlip_addr_req req = {.ref = e->ref, .addr = *addr, .filler = filler};
+int connect_request(const struct entry *e, const struct lvlip_addr *addr, uint32_t filler, uint32_t flags) {
+    struct lvlip_addr_req req = {.ref = e->ref, .addr = *addr, .filler = filler, .flags = flags};
     struct lvlip_name_rep rep;
     struct request q = {.type = LVLIP_MSG_CONNECT, .about = e, .body = &req, .length = sizeof req};
     if (request(&q, &rep, sizeof rep) != (ssize_t)sizeof rep) return -ENETDOWN;

@@ -228,7 +228,7 @@ int requests_outstanding(void);
 void requests_lost(void);
 // Requests by body: the reply's result (0 or -errno; -ENETDOWN without lvlipd).
 int int_request(uint16_t type, const struct entry *e, int32_t value);
-int connect_request(const struct entry *e, const struct lvlip_addr *addr, uint32_t filler);
+int connect_request(const struct entry *e, const struct lvlip_addr *addr, uint32_t filler, uint32_t flags);
 
 // MARK: - Stack sockets and their common calls (socket.c)
 

@@ -64,12 +64,12 @@ int stream_healthy(int fd, int revents) {
 // The rest of a connect lvlipd has started: EINPROGRESS for a non-blocking socket, else the
 // handshake's end (writable and not hung up: established; lvlipd took the filler then).
 // Returns 0 or -errno.
-static int connect_in_progress(int fd, struct entry *e, const struct lvlip_addr *wire) {
+static int connect_in_progress(int fd, struct entry *e, const struct lvlip_addr *wire, int blocking) {
     e->flags |= F_STARTED;
-    if (fcntl(fd, F_GETFL) & O_NONBLOCK) return -EINPROGRESS;
+    if (!blocking) return -EINPROGRESS;
     int r = wait_writable(fd);
     if (r < 0) return r;
-    r = (r & POLLOUT) && stream_healthy(fd, r) ? 0 : connect_request(e, wire, 0);
+    r = (r & POLLOUT) && stream_healthy(fd, r) ? 0 : connect_request(e, wire, 0, 0);
     restore_send_buffer(fd, e);
     return r;
 }
@@ -79,11 +79,16 @@ int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen
     int r = parse_address(e->family, addr, len, &wire);
     if (r < 0) return fail(-r);
     uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd, e);
-    r = connect_request(e, &wire, filler);
+    // A blocking caller waits for the handshake: lvlipd answers 0 at once when it completed
+    // within the wake-up that started it (a peer on the host), and there is nothing to wait for.
+    int blocking = !(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    r = connect_request(e, &wire, filler, blocking && filler ? LVLIP_CONNECT_WAITS : 0);
     if (r == -EINPROGRESS) {
-        r = connect_in_progress(fd, e, &wire);
+        r = connect_in_progress(fd, e, &wire, blocking);
     } else if (filler) {
-        restore_send_buffer(fd, e);  // it did not start: lvlipd took the filler back
+        // It did not start (lvlipd took the filler back), or it is already established
+        // (lvlipd took the filler when the handshake completed).
+        restore_send_buffer(fd, e);
     }
     if (r == 0) e->flags |= F_STARTED;
     return r < 0 ? fail(-r) : 0;

@@ -61,7 +61,7 @@ final class Inet6SocketTests: XCTestCase {
         let client = ShimClient(h)
         let s = client.open(family: AF_INET6)
         // AF_INET with an address that is not v4-mapped; an unknown family; reserved set.
-        var req = lvlip_addr_req(ref: s.ref, addr: lvlip_addr(.anyIPv6, port: 80), filler: 0, reserved: 0)
+        var req = lvlip_addr_req(ref: s.ref, addr: lvlip_addr(.anyIPv6, port: 80), filler: 0, flags: 0)
         req.addr.family = UInt16(AF_INET)
         XCTAssertNil(client.request(LVLIP_MSG_BIND, bytes(of: req)))
         req.addr.family = 99

@@ -37,7 +37,10 @@ final class ShimClient {
             harness.service.handle(type: UInt16(type.rawValue), tag: tag, body: $0, fd: fd, pid: pid, uid: uid, created: &created)
         }
         harness.afterWake()
-        return reply?.body
+        // As lvlipd's IPC server writes a reply at the end of the wake-up.
+        guard var body = reply?.body else { return nil }
+        if let code = reply?.settle?() { withUnsafeBytes(of: code) { body.replaceSubrange(0..<4, with: $0) } }
+        return body
     }
 
     func request<Request>(_ type: lvlip_msg_type, _ value: Request, fd: Int32 = -1) -> [UInt8]? {
@@ -82,15 +85,17 @@ final class ShimClient {
 
     /// CONNECT; `filler` bytes are written into the application's end first, as the shim does.
     func connect(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16, filler: Int = 0,
-                 family: Int32 = AF_INET) -> (result: Int32, local: lvlip_addr) {
-        connect(s, IPAddress(address), port, filler: filler, family: family)
+                 family: Int32 = AF_INET, waits: Bool = false) -> (result: Int32, local: lvlip_addr) {
+        connect(s, IPAddress(address), port, filler: filler, family: family, waits: waits)
     }
 
+    /// `waits`: LVLIP_CONNECT_WAITS, as the shim's connect on a blocking socket.
     func connect(_ s: ShimSocket, _ address: IPAddress, _ port: UInt16, filler: Int = 0, family: Int32,
-                 scope: UInt32 = 0) -> (result: Int32, local: lvlip_addr) {
+                 scope: UInt32 = 0, waits: Bool = false) -> (result: Int32, local: lvlip_addr) {
         if filler > 0 { precondition(write(s.fd, [UInt8](repeating: 0xFF, count: filler), filler) == filler) }
         var req = addressRequest(s, address, port, family: family, scope: scope)
         req.filler = UInt32(filler)
+        req.flags = waits ? UInt32(LVLIP_CONNECT_WAITS) : 0
         let reply = Self.decode(request(LVLIP_MSG_CONNECT, req)!, as: lvlip_name_rep.self)
         return (reply.result, reply.addr)
     }
@@ -142,7 +147,7 @@ final class ShimClient {
                                 scope: UInt32) -> lvlip_addr_req {
         var addr = lvlip_addr(address, port: port, scope: scope)
         addr.family = UInt16(family)
-        return lvlip_addr_req(ref: s.ref, addr: addr, filler: 0, reserved: 0)
+        return lvlip_addr_req(ref: s.ref, addr: addr, filler: 0, flags: 0)
     }
 
     private func result(_ body: [UInt8]?) -> Int32 { Self.decode(body!, as: lvlip_result.self).result }

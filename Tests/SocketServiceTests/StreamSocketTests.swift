@@ -87,6 +87,38 @@ final class StreamSocketTests: XCTestCase {
         XCTAssertEqual(received, Array("hello".utf8))
     }
 
+    /// A blocking connect (LVLIP_CONNECT_WAITS) whose handshake completes within the wake-up
+    /// is answered 0, with the filler taken; the next connect says
+    /// EISCONN, as after a blocking connect that succeeded. Without the flag the answer stays
+    /// -EINPROGRESS (a non-blocking connect), and to a peer that does not answer, too.
+    func testWaitingConnectIsAnsweredEstablishedWhenTheHandshakeIsOver() throws {
+        let h = try ServiceHarness()
+        let client = ShimClient(h)
+        _ = try h.peerListen(port: 9000)
+        let s = client.open()
+        let (result, local) = client.connect(s, ServiceHarness.peerAddress, 9000, filler: 100, waits: true)
+        XCTAssertEqual(result, 0)
+        XCTAssertEqual(local.ipAddress, IPAddress(ServiceHarness.address))
+        XCTAssertEqual(unread(s.fd), 0, "the filler was taken")
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000).result, -EISCONN)
+
+        let other = client.open()
+        XCTAssertEqual(client.connect(other, ServiceHarness.peerAddress, 9000, filler: 100).result, -EINPROGRESS)
+
+        // Nobody answers (no host at the address): in progress, the filler in place.
+        let lonely = client.open()
+        XCTAssertEqual(client.connect(lonely, IPv4Address(10, 0, 0, 9), 9000, filler: 100, waits: true).result, -EINPROGRESS)
+        XCTAssertGreaterThan(unread(lonely.fd), 0, "the filler waits with the handshake")
+    }
+
+    /// What the application's end has written that lvlipd has not read (SIOCOUTQ: the write
+    /// memory still held, 0 once all is read).
+    private func unread(_ fd: Int32) -> Int32 {
+        var n: Int32 = -1
+        _ = ioctl(fd, UInt(TIOCOUTQ), &n)
+        return n
+    }
+
     func testLoopbackConnectionThroughTwoPairsOfOneService() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #define LVLIP_IPC_MAGIC 0x504c564cu /* "LVLP" read as little-endian bytes */
-#define LVLIP_IPC_VERSION 5u
+#define LVLIP_IPC_VERSION 6u
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
@@ -168,13 +168,19 @@ struct lvlip_int_req {
 };
 
 // BIND and CONNECT. For CONNECT, `filler` is the number of bytes the shim wrote into the
-// socket so that it is not writable before the handshake completes (docs/ipc.md).
+// socket so that it is not writable before the handshake completes (docs/ipc.md), and
+// `flags` may hold LVLIP_CONNECT_WAITS; for BIND both are 0.
 struct lvlip_addr_req {
     struct lvlip_ref ref;
     struct lvlip_addr addr;
     uint32_t filler;
-    uint32_t reserved;
+    uint32_t flags;
 };
+
+// CONNECT from a blocking socket, whose caller waits for the handshake: if it completes
+// before lvlipd writes the reply (a peer on the host answers within the same wake-up; lvlipd
+// has then read the filler), the reply says 0 rather than -EINPROGRESS.
+#define LVLIP_CONNECT_WAITS 0x1u
 
 struct lvlip_name_rep {
     int32_t result;
