@@ -16,8 +16,10 @@ import Stack
 /// kernel and super-segments of up to 64 KB written at once, which the kernel delivers to a
 /// local socket whole, or cuts to the MTU when it forwards them.
 ///
-/// As a `Link` it reads only after the reactor has said the descriptor is readable
-/// (`readable`), until the kernel has nothing more or the batch is full.
+/// As a `Link` it reads after the reactor has said the descriptor is readable (`readable`),
+/// until the kernel has nothing more or the batch is full; and once per frame written that
+/// the kernel may have answered inside the write (`answersDue`), the answer being taken in
+/// the same wake-up. What more the kernel queued, the reactor reports.
 final class TapDevice: Link {
     /// Counters of the TAP's own I/O, beside the stack's.
     struct Counters {
@@ -32,6 +34,11 @@ final class TapDevice: Link {
     let offload: Bool
     /// The reactor saw the descriptor readable; cleared when a read finds nothing.
     var readable = false
+    /// Frames written since the last read that finds nothing which a peer on this host may
+    /// have answered at once (`FrameAnswers`): each allows one read before the reactor says
+    /// the descriptor is readable. A pure ACK allows none, which saves the read that would
+    /// find nothing after each (the ACK of a SYN-ACK, of a response).
+    private var answersDue = 0
     private(set) var counters = Counters()
     private let logger: Logger
     private let header: UnsafeMutableRawBufferPointer
@@ -108,7 +115,11 @@ final class TapDevice: Link {
 
     func receive(limit: Int, _ deliver: (ReceivedFrame) -> Void) -> Int {
         var count = 0
-        while readable && count < limit {
+        while count < limit {
+            if !readable {
+                guard answersDue > 0 else { break }
+                answersDue -= 1
+            }
             let read: (frame: Range<Int>, checksumVerified: Bool)?
             do {
                 read = try self.read(into: frameBuffer)
@@ -116,10 +127,12 @@ final class TapDevice: Link {
                 counters.readErrors &+= 1
                 logger.warning("\(error)")
                 readable = false
+                answersDue = 0
                 break
             }
             guard let read else {
                 readable = false
+                answersDue = 0
                 break
             }
             counters.reads &+= 1
@@ -159,14 +172,14 @@ final class TapDevice: Link {
             counters.writes &+= 1
             // The kernel handled the frame inside the write: a peer on this host (its TCP, its
             // ARP) may have answered already, without an epoll wake-up for us yet.
-            readable = true
+            if FrameAnswers.mayBeAnsweredAtOnce(frame) { answersDue += 1 }
         }
     }
 
     /// Every frame is written as it is transmitted.
     func flush() {}
 
-    var mayHaveAnswered: Bool { readable }
+    var mayHaveAnswered: Bool { readable || answersDue > 0 }
 
     /// Reads one frame into `buffer`; nil when none is waiting. Returns where the frame lies
     /// in the buffer and whether the kernel vouched for its transport checksum.
