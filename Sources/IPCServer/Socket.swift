@@ -39,6 +39,10 @@ extension SocketService {
             var phase: Phase
             /// Filler bytes still in the pair from the shim's connect.
             var filler = 0
+            /// The pair was reported readable before the connection was up (the shim's
+            /// filler, which stays unread until the handshake ends): watched for the hang-up
+            /// only until then. A new stream starts watched for reading too (adopt).
+            var readableBeforeConnected = false
             /// A connect() that completed in the background has been answered once with 0.
             var connectReported: Bool
             /// shutdown(SHUT_WR) asked: FIN once what the application wrote before it is sent.

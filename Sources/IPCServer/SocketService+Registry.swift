@@ -67,7 +67,8 @@ extension SocketService {
         // most exchanges; the first push that fills it raises it (pushToApp), which saves a
         // system call per short connection. A datagram socket's is its receive queue: now.
         if case .stream = kind {} else { raisePushBuffer(s) }
-        // Watched at once for what it waits for: one epoll_ctl per socket, not two.
+        // Watched at once for what it waits for: one epoll_ctl per socket, not two (a new
+        // stream for what a connected one waits for: streamInterest).
         let events = interest(s)
         do {
             try reactor.register(fd: daemonFD, events: events) { [unowned self, unowned s] events in

@@ -129,9 +129,12 @@ extension SocketService {
                 readFromApp(s, stream)
             }
         } else if events.contains(.readHangup) || events.contains(.hangup) {
-            // Not connected, the pair is watched only for its hang-up (nothing else shuts the
+            // Not connected, the pair is watched for its hang-up (nothing else shuts the
             // application's end: it closed its last descriptor).
             applicationClosed(s, stream, reset: false)
+        } else if events.contains(.readable) {
+            // The shim's filler: left unread, and no longer watched for, until connected.
+            stream.readableBeforeConnected = true
         }
         if s.fd >= 0 { setInterest(s, streamInterest(s, stream)) }
     }
@@ -193,9 +196,11 @@ extension SocketService {
     func streamInterest(_ s: Socket, _ stream: Socket.Stream) -> IOEvents {
         switch stream.phase {
         case .unconnected, .connecting:
-            // Not .readable: the shim's connect writes its filler before the CONNECT request
-            // arrives, and it must stay unread until the handshake completes.
-            return .readHangup
+            // The shim's connect writes its filler before the CONNECT request arrives, and it
+            // must stay unread until the handshake completes. Watched for reading as well
+            // until it is seen (what a connected stream waits for: a connect that completes
+            // within the wake-up then needs no epoll_ctl), for the hang-up only after.
+            return stream.readableBeforeConnected ? .readHangup : [.readable, .readHangup]
         case .connected:
             guard let id = s.stackID else { return [] }
             var events: IOEvents = []

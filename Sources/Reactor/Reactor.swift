@@ -67,6 +67,8 @@ public final class Reactor {
     /// Number of timerfd_settime calls so far: the timerfd is re-armed only for a deadline
     /// earlier than the one armed, or after the armed one has passed.
     public private(set) var timerFDSettings: UInt64 = 0
+    /// Number of `modify` calls (epoll_ctl MOD) so far.
+    public private(set) var interestChanges: UInt64 = 0
 
     public init() throws {
         epollFD = try Syscall.call("epoll_create1") { lvlip_epoll_create() }
@@ -111,6 +113,7 @@ public final class Reactor {
     /// Changes the events watched for a registered fd.
     public func modify(fd: Int32, events: IOEvents) throws {
         guard let registration = registrations[Int(fd)] else { return }
+        interestChanges &+= 1
         try Syscall.call("epoll_ctl(MOD, \(fd))") {
             lvlip_epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, events.rawValue, Self.token(fd: fd, generation: registration.generation))
         }

@@ -96,8 +96,11 @@ final class StreamSocketTests: XCTestCase {
         let client = ShimClient(h)
         _ = try h.peerListen(port: 9000)
         let s = client.open()
+        let changes = h.reactor.interestChanges
         let (result, local) = client.connect(s, ServiceHarness.peerAddress, 9000, filler: 100, waits: true)
         XCTAssertEqual(result, 0)
+        // Watched from the start for what a connected stream waits for: no epoll_ctl MOD.
+        XCTAssertEqual(h.reactor.interestChanges, changes)
         XCTAssertEqual(local.ipAddress, IPAddress(ServiceHarness.address))
         XCTAssertEqual(unread(s.fd), 0, "the filler was taken")
         XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000).result, -EISCONN)
@@ -109,6 +112,12 @@ final class StreamSocketTests: XCTestCase {
         let lonely = client.open()
         XCTAssertEqual(client.connect(lonely, IPv4Address(10, 0, 0, 9), 9000, filler: 100, waits: true).result, -EINPROGRESS)
         XCTAssertGreaterThan(unread(lonely.fd), 0, "the filler waits with the handshake")
+        // Reported readable once (the new stream is watched for reading), then watched for
+        // its hang-up only (one epoll_ctl): the filler stays unread.
+        let changesBefore = h.reactor.interestChanges
+        h.settle()
+        XCTAssertGreaterThan(unread(lonely.fd), 0, "still unread after the pair was reported readable")
+        XCTAssertEqual(h.reactor.interestChanges, changesBefore + 1)
     }
 
     /// What the application's end has written that lvlipd has not read (SIOCOUTQ: the write
