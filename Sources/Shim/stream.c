@@ -35,6 +35,8 @@ void restore_send_buffer(int fd, struct entry *e) {
         get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
+static int is_blocking(int fd) { return !(fcntl(fd, F_GETFL) & O_NONBLOCK); }
+
 // Waits for the end of a blocking connect; returns the poll events, or -errno.
 static int wait_writable(int fd) {
     struct timeval tv = {0, 0};
@@ -66,6 +68,7 @@ int stream_healthy(int fd, int revents) {
 // Returns 0 or -errno.
 static int connect_in_progress(int fd, struct entry *e, const struct lvlip_addr *wire, int blocking) {
     e->flags |= F_STARTED;
+    if (blocking < 0) blocking = is_blocking(fd);
     if (!blocking) return -EINPROGRESS;
     int r = wait_writable(fd);
     if (r < 0) return r;
@@ -81,8 +84,9 @@ int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen
     uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd, e);
     // A blocking caller waits for the handshake: lvlipd answers 0 at once when it completed
     // within the wake-up that started it (a peer on the host), and there is nothing to wait for.
-    int blocking = !(fcntl(fd, F_GETFL) & O_NONBLOCK);
-    r = connect_request(e, &wire, filler, blocking && filler ? LVLIP_CONNECT_WAITS : 0);
+    // Asked only of a connect that starts one (-1: not asked yet).
+    int blocking = filler ? is_blocking(fd) : -1;
+    r = connect_request(e, &wire, filler, blocking > 0 ? LVLIP_CONNECT_WAITS : 0);
     if (r == -EINPROGRESS) {
         r = connect_in_progress(fd, e, &wire, blocking);
     } else if (filler) {

@@ -93,12 +93,12 @@ public final class NetworkStack {
         }
     }
 
-    /// The earliest time `poll(now:)` has work; nil when no timer is armed and nothing waits
-    /// on the loopback.
     /// Entries in the stack's timer wheel (lazily cleared TCP timers included until they
     /// come due or their connection is done).
     public var pendingTimers: Int { wheel.count }
 
+    /// The earliest time `poll(now:)` has work; nil when no timer is armed and nothing waits
+    /// on the loopback.
     public var nextDeadline: Instant? {
         guard let looped = loopbackDeadline else { return wheel.nextDeadline }
         return min(looped, wheel.nextDeadline ?? looped)

@@ -126,13 +126,11 @@ final class TapDevice: Link {
             } catch {
                 counters.readErrors &+= 1
                 logger.warning("\(error)")
-                readable = false
-                answersDue = 0
+                nothingWaiting()
                 break
             }
             guard let read else {
-                readable = false
-                answersDue = 0
+                nothingWaiting()
                 break
             }
             counters.reads &+= 1
@@ -145,6 +143,12 @@ final class TapDevice: Link {
                                   checksumVerified: read.checksumVerified, timestamp: Syscall.monotonicNow()))
         }
         return count
+    }
+
+    /// A read found nothing (or failed): no more reads until the reactor reports the TAP.
+    private func nothingWaiting() {
+        readable = false
+        answersDue = 0
     }
 
     func transmit(_ frame: UnsafeRawBufferPointer) {
