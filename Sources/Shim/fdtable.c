@@ -67,7 +67,9 @@ static void fill_identified(struct entry *e, uint64_t inode, const struct lvlip_
     e->inode = inode;
     e->ref = rep->ref;
     e->error = 0;
-    e->flags = 0;
+    // Made elsewhere: a receive timeout may be set on it (the pair would tell, but reads
+    // should not have to ask).
+    e->flags = F_TIMED_READ;
     if (rep->state == LVLIP_STATE_CONNECTING || rep->state == LVLIP_STATE_CONNECTED || rep->state == LVLIP_STATE_CLOSED)
         e->flags |= F_STARTED;
     if (rep->state == LVLIP_STATE_LISTENING) e->flags |= F_LISTENING;

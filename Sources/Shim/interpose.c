@@ -12,6 +12,7 @@
 // Needs only libc: built with `cc -shared -fPIC` (scripts/build).
 #include "shim.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -70,7 +71,8 @@ EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
 
 EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len) {
     struct entry *e = stack_socket(fd);
-    if (!e || native_option(level, name)) return get_setsockopt()(fd, level, name, value, len);
+    if (!e) return get_setsockopt()(fd, level, name, value, len);
+    if (native_option(level, name)) return set_native_option(fd, e, level, name, value, len);
     return set_option(e, level, name, value, len);
 }
 
@@ -86,10 +88,14 @@ EXPORT ssize_t read(int fd, void *buf, size_t n) {
     struct entry *e = known_stack(fd);
     if (__builtin_expect(is_dgram(e), 0)) {
         ssize_t r = dgram_recvfrom(fd, e, buf, n, 0, NULL, NULL);
-        if (r >= 0 || !forget_if_stale(fd)) return r;
+        return r >= 0 || !forget_if_stale(fd) ? r : get_read()(fd, buf, n);
     }
-    ssize_t r = get_read()(fd, buf, n);
-    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(e, r, errno);
+    if (!e) return get_read()(fd, buf, n);
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r = stream_receive(fd, e, &msg, 0);
+    if (__builtin_expect(r < 0, 0) && forget_if_stale(fd)) return get_read()(fd, buf, n);
+    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(e, r, errno);
     return r;
 }
 
@@ -104,19 +110,24 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) {
         if (count < 0) return fail(EINVAL);
         struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)count};
         ssize_t r = dgram_recv(fd, e, &msg, 0, NULL);
-        if (r >= 0 || !forget_if_stale(fd)) return r;
+        return r >= 0 || !forget_if_stale(fd) ? r : get_readv()(fd, iov, count);
     }
-    ssize_t r = get_readv()(fd, iov, count);
-    if (__builtin_expect(e && r <= 0, 0) && read_needs_check(r, count > 0 ? iov_length(iov, (size_t)count) : 0))
-        return read_ended(e, r, errno);
+    if (!e || count < 0 || count > IOV_MAX) return get_readv()(fd, iov, count);
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)count};
+    ssize_t r = stream_receive(fd, e, &msg, 0);
+    if (__builtin_expect(r < 0, 0) && forget_if_stale(fd)) return get_readv()(fd, iov, count);
+    if (__builtin_expect(r <= 0, 0) && read_needs_check(r, iov_length(iov, (size_t)count))) return read_ended(e, r, errno);
     return r;
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
     struct entry *e = known_stack(fd);
+    if (!e) return get_recv()(fd, buf, n, flags);
     if (__builtin_expect(is_dgram(e), 0)) return dgram_recvfrom(fd, e, buf, n, flags, NULL, NULL);
-    ssize_t r = get_recv()(fd, buf, n, flags);
-    if (__builtin_expect(e && read_needs_check(r, n), 0)) return read_ended(e, r, errno);
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r = stream_receive(fd, e, &msg, flags);
+    if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(e, r, errno);
     return r;
 }
 
@@ -130,7 +141,9 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
     if (!e) return get_recvfrom()(fd, buf, n, flags, addr, len);
     if (is_dgram(e)) return dgram_recvfrom(fd, e, buf, n, flags, addr, len);
     // A stream socket reports no source address (the pair's would name lvlipd's end).
-    ssize_t r = get_recvfrom()(fd, buf, n, flags, NULL, NULL);
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r = stream_receive(fd, e, &msg, flags);
     if (read_needs_check(r, n)) r = read_ended(e, r, errno);
     if (r >= 0 && addr && len) *len = 0;
     return r;

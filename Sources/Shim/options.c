@@ -18,6 +18,19 @@ int native_option(int level, int name) {
                                   );
 }
 
+// A timeout, set on the pair. Once SO_RCVTIMEO is, blocking reads are the pair's own
+// (F_TIMED_READ: it times them out).
+int set_native_option(int fd, struct entry *e, int level, int name, const void *value, socklen_t len) {
+    int r = get_setsockopt()(fd, level, name, value, len);
+    if (r == 0 && (name == SO_RCVTIMEO
+#ifdef SO_RCVTIMEO_NEW
+                   || name == SO_RCVTIMEO_NEW
+#endif
+                   ))
+        e->flags |= F_TIMED_READ;
+    return r;
+}
+
 // Options lvlipd accepts on any stream socket once the value is an int: set without a reply
 // (LVLIP_FLAG_NO_REPLY; lvlipd applies requests in order, so later ones see the option).
 static int option_cannot_fail(const struct entry *e, int level, int name, socklen_t len) {

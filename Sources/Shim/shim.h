@@ -92,6 +92,7 @@ enum {
     F_PENDING = 128,    // SOCKET's reply not read yet: `ref` is the pending form (the tag)
     F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link
     F_V6ONLY = 512,     // IPV6_V6ONLY set: a datagram socket sends to no AF_INET address
+    F_TIMED_READ = 1024,  // SO_RCVTIMEO may be set on the pair: blocking reads are its own (stream.c)
 };
 
 // Receive control messages a datagram socket asked for (setsockopt), built from what lvlipd
@@ -249,6 +250,7 @@ int socket_name(struct entry *e, struct sockaddr *addr, socklen_t *len, int peer
 
 // Options the pair answers itself (timeouts), which go to libc.
 int native_option(int level, int name);
+int set_native_option(int fd, struct entry *e, int level, int name, const void *value, socklen_t len);
 int set_option(struct entry *e, int level, int name, const void *value, socklen_t len);
 int get_option(int fd, struct entry *e, int level, int name, void *value, socklen_t *len);
 
@@ -273,6 +275,9 @@ uint32_t wire_v4(const struct lvlip_addr *a);
 int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen_t len);
 int stream_accept(int fd, struct entry *listener, struct sockaddr *addr, socklen_t *len, int flags);
 ssize_t stream_recvmsg(int fd, struct entry *e, struct msghdr *msg, int flags);
+// One read of a stream socket's pair, as recvmsg(2) with `flags`; a blocking one waits in
+// poll rather than in the read (stream.c, "Blocking reads"). No end-of-stream check.
+ssize_t stream_receive(int fd, struct entry *e, struct msghdr *msg, int flags);
 // Whether a connection's stream is open both ways with nothing wrong (`revents` from a
 // poll just made, or -1 to poll now).
 int stream_healthy(int fd, int revents);

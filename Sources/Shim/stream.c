@@ -136,11 +136,64 @@ int stream_accept(int fd, struct entry *listener, struct sockaddr *addr, socklen
     return conn;
 }
 
+// MARK: - Blocking reads
+//
+// A reader blocked in read on an AF_UNIX stream socket is woken whenever data it sent is
+// taken off the other end (unix_write_space wakes the socket's whole wait queue, readers
+// included), and goes back to sleep. A program that writes a request and blocks for the
+// answer would be woken for nothing as soon as lvlipd takes the request: a context switch
+// more per exchange than through the kernel's TCP, whose readers wake for data only. So a
+// blocking read first reads without waiting and, if there is nothing, waits in poll for
+// POLLIN (poll's wake-ups are filtered by event), then reads as it was asked to.
+//
+// The same answers as the pair's own blocking read, except one case: poll is never
+// restarted after a signal handler, so when a handler interrupts the wait, the wait goes on
+// if every handler the program has set restarts calls (SA_RESTART), as the read would, and
+// fails with EINTR otherwise; with some handlers that restart and some that do not, a
+// restarting one's signal gives EINTR where the read would have gone on. Reads that wait
+// otherwise take the pair's own call: a receive timeout (F_TIMED_READ), MSG_WAITALL.
+
+// Whether every handled signal restarts the call it interrupts. Asked only after a handler
+// has interrupted a wait; glibc's own signals (which sigaction refuses) are not the program's.
+static int handlers_restart(void) {
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction sa;
+        if (sigaction(s, NULL, &sa) < 0) continue;
+        int handled = (sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
+        if (handled && !(sa.sa_flags & SA_RESTART)) return 0;
+    }
+    return 1;
+}
+
+// After a read without waiting found nothing: waits until the pair has something to read
+// (data, its end, an error). 0, or -1 with errno: EAGAIN (a non-blocking descriptor), EINTR.
+static int wait_readable(int fd) {
+    int status = fcntl(fd, F_GETFL);
+    if (status >= 0 && (status & O_NONBLOCK)) return fail(EAGAIN);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (poll(&p, 1, -1) < 0) {
+        if (errno != EINTR) return 0;  // the read itself fails or waits
+        if (!handlers_restart()) return -1;
+    }
+    return 0;
+}
+
+ssize_t stream_receive(int fd, struct entry *e, struct msghdr *msg, int flags) {
+    if ((flags & (MSG_DONTWAIT | MSG_WAITALL | MSG_OOB | MSG_ERRQUEUE)) || (e->flags & (F_TIMED_READ | F_LISTENING)))
+        return get_recvmsg()(fd, msg, flags);
+    size_t control = msg->msg_controllen;
+    ssize_t r = get_recvmsg()(fd, msg, flags | MSG_DONTWAIT);
+    if (r >= 0 || errno != EAGAIN) return r;
+    if (wait_readable(fd) < 0) return -1;
+    msg->msg_controllen = control;
+    return get_recvmsg()(fd, msg, flags);
+}
+
 // A stream socket reports no source address (the pair's would name lvlipd's end).
 ssize_t stream_recvmsg(int fd, struct entry *e, struct msghdr *msg, int flags) {
     void *name = msg->msg_name;
     msg->msg_name = NULL;
-    ssize_t r = get_recvmsg()(fd, msg, flags);
+    ssize_t r = stream_receive(fd, e, msg, flags);
     int err = errno;
     msg->msg_name = name;
     msg->msg_namelen = 0;

@@ -427,6 +427,85 @@ def test_threads_share_a_socket_and_block_independently(daemon, echo_server):
     assert got == {"bytes": 200000, "alive": False}, got
 
 
+def delayed_echo(conn):
+    """Echoes each read 0.2 s later, until the peer's FIN."""
+    while data := conn.recv(100):
+        time.sleep(0.2)
+        conn.sendall(data)
+
+
+BLOCKING_READS = """
+import ctypes, errno, json, os, signal, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.settimeout(None)
+out = {}
+
+def read():  # libc's read(2) itself: Python's recv retries EINTR
+    buf = ctypes.create_string_buffer(100)
+    n = libc.read(s.fileno(), buf, 100)
+    return buf.raw[:n].decode() if n >= 0 else errno.errorcode[ctypes.get_errno()]
+
+def sleeps():
+    for line in open("/proc/self/status"):
+        if line.startswith("voluntary_ctxt_switches"):
+            return int(line.split()[1])
+
+def send_later(data, delay):
+    child = os.fork()
+    if child == 0:
+        time.sleep(delay)
+        s.send(data)
+        os._exit(0)
+    return child
+
+# 1. Blocked while another process sends the request: woken once, for the answer.
+out["wakes"] = []
+for word in ("one", "two", "three"):
+    child = send_later(word.encode(), 0.1)
+    before = sleeps()
+    got = read()
+    out["wakes"].append([got, sleeps() - before])
+    os.waitpid(child, 0)
+
+# 2. A handler without SA_RESTART interrupts the wait.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGALRM, lambda *a: None)
+signal.setitimer(signal.ITIMER_REAL, 0.1)
+out["interrupted"] = read()
+
+# 3. With SA_RESTART (and no handler without it), the read goes on to the answer.
+signal.siginterrupt(signal.SIGALRM, False)
+child = send_later(b"restarted", 0.3)
+signal.setitimer(signal.ITIMER_REAL, 0.1)
+out["restarted"] = read()
+os.waitpid(child, 0)
+
+# 4. A receive timeout, and a non-blocking socket.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bytes(8) + (300000).to_bytes(8, "little"))
+start = time.monotonic()
+out["timeout"] = [read(), round(time.monotonic() - start, 1)]
+s.setblocking(False)
+out["nonblocking"] = read()
+print(json.dumps(out))
+"""
+
+
+def test_blocking_reads_wake_for_data_only(daemon):
+    # A reader blocked on the pair would be woken when lvlipd takes what was sent on it (the
+    # pair's write space), and sleep again: blocking reads wait in poll for POLLIN instead,
+    # with the read's own answers to signals, timeouts and non-blocking descriptors.
+    server = KernelServer(7011, delayed_echo)
+    try:
+        ref = run_script(BLOCKING_READS, KERNEL, 7011)
+        got = run_script(BLOCKING_READS, KERNEL, 7011, stack=daemon)
+    finally:
+        server.close()
+    assert ref == {"wakes": [["one", 1], ["two", 1], ["three", 1]], "interrupted": "EINTR",
+                   "restarted": "restarted", "timeout": ["EAGAIN", 0.3], "nonblocking": "EAGAIN"}, ref
+    assert got == ref, got
+
+
 def test_mixed_select_with_a_pipe(daemon, echo_server):
     script = """
     import json, os, select, socket, time
