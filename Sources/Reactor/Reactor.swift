@@ -64,6 +64,11 @@ public final class Reactor {
     public private(set) var busyPollTime: UInt64 = 0
     /// The last wake-up had an event besides the timer's: traffic is flowing.
     private var lastWakeHadIO = false
+    /// A time at which the loop wakes with no callback of its own to run: for an owner that
+    /// keeps its own timers and runs what is due in an after-wake hook (lvlipd's stack, whose
+    /// next deadline moves at almost every wake-up). Setting it costs nothing; the timerfd is
+    /// armed for the earlier of it and the wheel's next deadline, as lazily as for the wheel.
+    public var wakeDeadline: Instant?
     /// Number of timerfd_settime calls so far: the timerfd is re-armed only for a deadline
     /// earlier than the one armed, or after the armed one has passed.
     public private(set) var timerFDSettings: UInt64 = 0
@@ -229,7 +234,13 @@ public final class Reactor {
     private func armTimerFD() throws {
         // A one-shot timerfd whose time has come is disarmed (or fires at once).
         if let armed = armedDeadline, armed <= now { armedDeadline = nil }
-        guard let deadline = wheel.nextDeadline else { return }
+        let deadline: Instant
+        switch (wheel.nextDeadline, wakeDeadline) {
+        case let (timer?, wake?): deadline = min(timer, wake)
+        case let (timer?, nil): deadline = timer
+        case let (nil, wake?): deadline = wake
+        case (nil, nil): return
+        }
         if let armed = armedDeadline, armed <= deadline { return }
         try Syscall.call("timerfd_settime") { lvlip_timerfd_set_absolute(timerFD, max(deadline.nanoseconds, 1)) }
         armedDeadline = deadline

@@ -35,9 +35,7 @@ final class Daemon {
     private let pcap: PcapWriter?
     private var ipc: IPCServer!
     private var service: SocketService!
-    private var stackTimer: TimerHandle?
     private let faults: FaultInjector?
-    private var stackTimerDeadline: Instant?
     /// Duplicate IPv6 addresses already logged.
     private var loggedDuplicates = 0
 
@@ -149,7 +147,8 @@ final class Daemon {
         link.polled(by: driver, now: reactor.now)
         service?.closeReleasedEnds()
         pcap?.writeBuffered()
-        scheduleStackTimer(at: driver.nextDeadline)
+        // The driver's poll after the wake-up runs what is due.
+        reactor.wakeDeadline = driver.nextDeadline
         logDuplicateAddresses()
     }
 
@@ -161,24 +160,6 @@ final class Daemon {
             logger.error("IPv6 address \(a.interface) is in use by another node on the link (duplicate address detection): not used")
         }
         loggedDuplicates = duplicates.count
-    }
-
-    /// Keeps one reactor timer at the stack's next deadline, moved only when it changes. The
-    /// timer only wakes the reactor: the driver's poll after the wake-up runs what is due.
-    private func scheduleStackTimer(at deadline: Instant?) {
-        guard deadline != stackTimerDeadline else { return }
-        if let handle = stackTimer { reactor.cancel(handle) }
-        stackTimer = nil
-        stackTimerDeadline = deadline
-        guard let deadline else { return }
-        stackTimer = reactor.schedule(at: deadline, stackTimerFired)
-    }
-
-    /// The stack timer's callback, made once (a closure per schedule would be an allocation
-    /// each time the stack's deadline moves).
-    private lazy var stackTimerFired: () -> Void = { [unowned self] in
-        stackTimer = nil
-        stackTimerDeadline = nil
     }
 
     private func statsText() -> String {

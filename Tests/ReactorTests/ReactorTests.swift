@@ -218,6 +218,30 @@ final class ReactorTests: XCTestCase {
         XCTAssertEqual(reactor.pendingTimers, 0)
     }
 
+    /// A wake deadline wakes a loop that has nothing else to do, with no callback; moving it
+    /// later costs no timerfd_settime, and clearing it lets the loop sleep.
+    func testWakeDeadlineWakesTheLoopWithoutATimer() throws {
+        let reactor = try Reactor()
+        let start = Syscall.monotonicNow()
+        reactor.wakeDeadline = start.adding(milliseconds: 10_000)
+        try reactor.runOnce(timeoutMilliseconds: 0)
+        let armed = reactor.timerFDSettings
+        reactor.wakeDeadline = start.adding(milliseconds: 20_000)
+        try reactor.runOnce(timeoutMilliseconds: 0)
+        XCTAssertEqual(reactor.timerFDSettings, armed, "a later wake deadline leaves the timerfd alone")
+        reactor.wakeDeadline = start.adding(milliseconds: 30)
+        try reactor.runOnce(timeoutMilliseconds: 2000)
+        let woke = Syscall.monotonicNow().nanoseconds(since: start)
+        XCTAssertGreaterThanOrEqual(woke, 30_000_000)
+        XCTAssertLessThan(woke, 1_000_000_000, "woken by the deadline, not the 2 s limit")
+        XCTAssertEqual(reactor.timerFDSettings, armed + 1)
+        XCTAssertEqual(reactor.pendingTimers, 0)
+        reactor.wakeDeadline = nil
+        let before = Syscall.monotonicNow()
+        try reactor.runOnce(timeoutMilliseconds: 100)
+        XCTAssertGreaterThanOrEqual(Syscall.monotonicNow().nanoseconds(since: before), 90_000_000, "nothing to wake for")
+    }
+
     func testTimersScheduledFromTimersRun() throws {
         let reactor = try Reactor()
         var order: [Int] = []
