@@ -11,18 +11,26 @@
 public final class RingStoragePool {
     public let maximumBytes: Int
     static let minimumSize = 4096
-    private var free: [Int: [UnsafeMutableRawBufferPointer]] = [:]
+    /// Kept storage by size. Sizes are powers of two (ByteRing rounds up) and a stack uses a
+    /// handful, so a short list searched in order beats a dictionary: no hashing, and the
+    /// buffers' array is modified in place (a take and a give per ring per connection).
+    private var free: [(capacity: Int, buffers: [UnsafeMutableRawBufferPointer])] = []
     public private(set) var bytes = 0
 
     public init(maximumBytes: Int) { self.maximumBytes = maximumBytes }
 
     deinit {
-        for buffers in free.values { for b in buffers { b.deallocate() } }
+        for size in free { for b in size.buffers { b.deallocate() } }
+    }
+
+    private func sizeIndex(_ capacity: Int) -> Int? {
+        for i in free.indices where free[i].capacity == capacity { return i }
+        return nil
     }
 
     /// Storage of `capacity` bytes: a kept one if there is one.
     func take(capacity: Int) -> UnsafeMutableRawBufferPointer {
-        if capacity >= Self.minimumSize, let buffer = free[capacity]?.popLast() {
+        if capacity >= Self.minimumSize, let i = sizeIndex(capacity), let buffer = free[i].buffers.popLast() {
             bytes -= capacity
             return buffer
         }
@@ -36,7 +44,11 @@ public final class RingStoragePool {
             buffer.deallocate()
             return
         }
-        free[capacity, default: []].append(buffer)
+        if let i = sizeIndex(capacity) {
+            free[i].buffers.append(buffer)
+        } else {
+            free.append((capacity, [buffer]))
+        }
         bytes += capacity
     }
 }
