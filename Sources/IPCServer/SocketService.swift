@@ -73,7 +73,7 @@ public final class SocketService: StackDriverDelegate {
     var slots: [Socket?] = []
     var generations: [UInt32] = []
     var freeSlots: [Int32] = []
-    var byStack: [SocketID: Socket] = [:]
+    var byStack = SocketTable()
     /// Reused by readinessMayHaveChanged so that taking the stack's readiness list does not allocate.
     private var readinessScratch: [SocketID] = []
     var users: [UInt32: User] = [:]
