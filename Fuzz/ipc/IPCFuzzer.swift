@@ -240,9 +240,10 @@ final class IPCFuzzer {
                 }
             }
         case LVLIP_MSG_BIND, LVLIP_MSG_CONNECT:
-            let waits = type == LVLIP_MSG_CONNECT && r.u8() & 1 == 1 ? UInt32(LVLIP_CONNECT_WAITS) : 0
+            // LVLIP_CONNECT_WAITS, LVLIP_CONNECT_FILLER, both or neither.
+            let flags = type == LVLIP_MSG_CONNECT ? UInt32(r.u8() & 3) : 0
             body = IPCBody.encode(lvlip_addr_req(ref: ref(&r), addr: address(&r), filler: UInt32(r.u8() % 4) * UInt32(r.u8()),
-                                                 flags: waits))
+                                                 flags: flags))
         case LVLIP_MSG_SETOPT:
             let value = r.bytes(Int(r.u8() % 24))
             body = IPCBody.encode(lvlip_opt_req(ref: ref(&r), level: Self.optionLevels[Int(r.u8()) % Self.optionLevels.count],

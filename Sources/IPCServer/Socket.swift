@@ -43,6 +43,10 @@ extension SocketService {
             /// filler, which stays unread until the handshake ends): watched for the hang-up
             /// only until then. A new stream starts watched for reading too (adopt).
             var readableBeforeConnected = false
+            /// A waiting connect without filler was answered -EINPROGRESS: the shim writes its
+            /// filler now and says so (LVLIP_CONNECT_FILLER). Until then the pair is not read,
+            /// even once connected: what it holds may be that filler.
+            var fillerAwaited = false
             /// A connect() that completed in the background has been answered once with 0.
             var connectReported: Bool
             /// shutdown(SHUT_WR) asked: FIN once what the application wrote before it is sent.

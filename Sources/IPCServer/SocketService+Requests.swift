@@ -61,19 +61,28 @@ extension SocketService {
             return result(s.isDatagram ? -EOPNOTSUPP : listen(s, backlog: Int(req.value)))
         case Int(LVLIP_MSG_CONNECT.rawValue):
             guard let req = IPCBody.decodeExactly(lvlip_addr_req.self, body), req.addr.isWellFormed,
-                  req.flags & ~UInt32(LVLIP_CONNECT_WAITS) == 0 else { return nil }
+                  req.flags & ~UInt32(LVLIP_CONNECT_WAITS | LVLIP_CONNECT_FILLER) == 0 else { return nil }
             guard let s = lookup(req.ref) else { return nameReply(-EBADF, nil) }
             switch s.kind {
             case .stream(let stream):
+                if req.flags & UInt32(LVLIP_CONNECT_FILLER) != 0 {
+                    return nameReply(lateFiller(s, stream, req.addr, Int(req.filler)), s.localName)
+                }
                 let code = connect(s, stream, req.addr, filler: Int(req.filler))
                 var reply = nameReply(code, stream.phase == .unconnected ? nil : s.localName)
                 if code == -EINPROGRESS && req.flags & UInt32(LVLIP_CONNECT_WAITS) != 0 {
                     // The caller waits: if the handshake is over when the reply is written,
                     // it is told so (and reported, as a blocking connect's success is).
+                    // Otherwise a caller that sent no filler writes it after reading the
+                    // reply, and the pair must stay unread until it says so.
+                    let withoutFiller = req.filler == 0
                     reply.settle = {
-                        guard stream.phase == .connected && !stream.connectReported else { return nil }
-                        stream.connectReported = true
-                        return 0
+                        if stream.phase == .connected && !stream.connectReported {
+                            stream.connectReported = true
+                            return 0
+                        }
+                        if withoutFiller && stream.phase == .connecting { stream.fillerAwaited = true }
+                        return nil
                     }
                 }
                 return reply

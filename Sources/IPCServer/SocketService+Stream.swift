@@ -64,6 +64,39 @@ extension SocketService {
         return code
     }
 
+    /// LVLIP_CONNECT_FILLER: the filler of a waiting connect answered -EINPROGRESS, written
+    /// since. Read at once if the handshake is over (the pair is read from then on), else
+    /// when it completes.
+    func lateFiller(_ s: Socket, _ stream: Socket.Stream, _ addr: lvlip_addr, _ filler: Int) -> Int32 {
+        guard stream.fillerAwaited else {
+            // Not awaited (the connect failed before its answer was written, or the caller
+            // is confused): the filler is taken back and the answer is a connect's.
+            if stream.phase == .unconnected {
+                discardFiller(s, filler)
+                return -EINVAL
+            }
+            return connect(s, stream, addr, filler: filler)
+        }
+        stream.fillerAwaited = false
+        switch stream.phase {
+        case .connecting:
+            stream.filler = filler
+            return -EINPROGRESS
+        case .connected:
+            discardFiller(s, filler)
+            stream.connectReported = true
+            update(s)  // reads what the application wrote after it, and watches for more
+            return 0
+        case .closed:
+            discardFiller(s, filler)
+            let e = s.pendingError
+            s.pendingError = 0
+            return e != 0 ? -e : -ECONNABORTED
+        case .unconnected:
+            return -EINVAL
+        }
+    }
+
     private func startConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {
         guard let id = s.stackID else { return -ENETUNREACH }
         // tcp_v4_connect, tcp_v6_connect: the caller's family must be the socket's.
@@ -125,7 +158,14 @@ extension SocketService {
                 return
             }
             if events.contains(.writable) { pushToApp(s, stream) }
-            if s.fd >= 0 && (events.contains(.readable) || events.contains(.readHangup)) {
+            if stream.fillerAwaited {
+                // Not read until the shim says how much of it is filler: only its close
+                // shuts the application's end meanwhile.
+                if events.contains(.readHangup) {
+                    applicationClosed(s, stream, reset: false)
+                    return
+                }
+            } else if s.fd >= 0 && (events.contains(.readable) || events.contains(.readHangup)) {
                 readFromApp(s, stream)
             }
         } else if events.contains(.readHangup) || events.contains(.hangup) {
@@ -172,7 +212,7 @@ extension SocketService {
             }
         case .connected:
             pushToApp(s, stream)
-            if s.fd >= 0 && s.interest.contains(.readable) == false { readFromApp(s, stream) }
+            if s.fd >= 0 && s.interest.contains(.readable) == false && !stream.fillerAwaited { readFromApp(s, stream) }
         case .unconnected, .closed:
             break
         }
@@ -212,7 +252,8 @@ extension SocketService {
             }
             let room = stream.writeShut || (space && !overLimit)
             // Without room, the end's hang-up (level-triggered) would fire on and on.
-            if room { events.formUnion([.readable, .readHangup]) }
+            if stream.fillerAwaited { events.insert(.readHangup) }
+            else if room { events.formUnion([.readable, .readHangup]) }
             if stack.tcpReadable(id) > 0 && !stream.readShut { events.insert(.writable) }
             return events
         case .closed:

@@ -81,12 +81,19 @@ int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen
     struct lvlip_addr wire;
     int r = parse_address(e->family, addr, len, &wire);
     if (r < 0) return fail(-r);
-    uint32_t filler = (e->flags & (F_STARTED | F_LISTENING)) ? 0 : add_filler(fd, e);
-    // A blocking caller waits for the handshake: lvlipd answers 0 at once when it completed
-    // within the wake-up that started it (a peer on the host), and there is nothing to wait for.
-    // Asked only of a connect that starts one (-1: not asked yet).
-    int blocking = filler ? is_blocking(fd) : -1;
+    // A connect that starts one (-1: not asked). A blocking caller waits for the handshake:
+    // lvlipd answers 0 at once when it completed within the wake-up that started it (a peer on
+    // the host), with nothing to wait for, so the filler is written only if it did not: lvlipd
+    // leaves the pair unread until told how much (LVLIP_CONNECT_FILLER). A non-blocking one
+    // returns at once, and the filler goes first.
+    int starts = !(e->flags & (F_STARTED | F_LISTENING));
+    int blocking = starts ? is_blocking(fd) : -1;
+    uint32_t filler = starts && !blocking ? add_filler(fd, e) : 0;
     r = connect_request(e, &wire, filler, blocking > 0 ? LVLIP_CONNECT_WAITS : 0);
+    if (r == -EINPROGRESS && blocking > 0) {
+        filler = add_filler(fd, e);
+        r = connect_request(e, &wire, filler, LVLIP_CONNECT_FILLER);
+    }
     if (r == -EINPROGRESS) {
         r = connect_in_progress(fd, e, &wire, blocking);
     } else if (filler) {

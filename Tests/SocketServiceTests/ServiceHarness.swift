@@ -25,7 +25,9 @@ final class ServiceHarness {
     private let peerDriver: StackDriver
     private var changes: [SocketID] = []
 
-    init(limits: SocketService.Limits = SocketService.Limits()) throws {
+    /// `wireDelayMicroseconds`: each frame's one-way delay (0: a handshake completes within
+    /// the request that starts it).
+    init(limits: SocketService.Limits = SocketService.Limits(), wireDelayMicroseconds: UInt64 = 0) throws {
         reactor = try Reactor()
         var local = StackConfiguration(mac: MACAddress(derivedFrom: Self.address),
                                        interface: IPv4Interface(address: Self.address, prefixLength: 24))
@@ -39,7 +41,7 @@ final class ServiceHarness {
         peer = NetworkStack(configuration: remote, now: reactor.now)
         service = SocketService(stack: stack, reactor: reactor, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() },
                                 limits: limits)
-        wire = SimulatedWire(seed: 1, faults: SimulatedWire.Faults(delayMicroseconds: 0), now: reactor.now,
+        wire = SimulatedWire(seed: 1, faults: SimulatedWire.Faults(delayMicroseconds: wireDelayMicroseconds), now: reactor.now,
                              frameSize: local.mtu + EthernetFrame.headerLength)
         driver = StackDriver(stack: stack)
         driver.delegate = service

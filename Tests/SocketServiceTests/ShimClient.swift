@@ -85,19 +85,28 @@ final class ShimClient {
 
     /// CONNECT; `filler` bytes are written into the application's end first, as the shim does.
     func connect(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16, filler: Int = 0,
-                 family: Int32 = AF_INET, waits: Bool = false) -> (result: Int32, local: lvlip_addr) {
-        connect(s, IPAddress(address), port, filler: filler, family: family, waits: waits)
+                 family: Int32 = AF_INET, waits: Bool = false, flags: UInt32? = nil) -> (result: Int32, local: lvlip_addr) {
+        connect(s, IPAddress(address), port, filler: filler, family: family, waits: waits, flags: flags)
     }
 
-    /// `waits`: LVLIP_CONNECT_WAITS, as the shim's connect on a blocking socket.
+    /// `waits`: LVLIP_CONNECT_WAITS, as the shim's connect on a blocking socket; `flags`, if
+    /// given, instead.
     func connect(_ s: ShimSocket, _ address: IPAddress, _ port: UInt16, filler: Int = 0, family: Int32,
-                 scope: UInt32 = 0, waits: Bool = false) -> (result: Int32, local: lvlip_addr) {
+                 scope: UInt32 = 0, waits: Bool = false, flags: UInt32? = nil) -> (result: Int32, local: lvlip_addr) {
         if filler > 0 { precondition(write(s.fd, [UInt8](repeating: 0xFF, count: filler), filler) == filler) }
         var req = addressRequest(s, address, port, family: family, scope: scope)
         req.filler = UInt32(filler)
-        req.flags = waits ? UInt32(LVLIP_CONNECT_WAITS) : 0
+        req.flags = flags ?? (waits ? UInt32(LVLIP_CONNECT_WAITS) : 0)
         let reply = Self.decode(request(LVLIP_MSG_CONNECT, req)!, as: lvlip_name_rep.self)
         return (reply.result, reply.addr)
+    }
+
+    /// CONNECT with LVLIP_CONNECT_FILLER: `count` bytes of filler, written already.
+    func tellFiller(_ s: ShimSocket, _ address: IPv4Address, _ port: UInt16, count: Int) -> Int32 {
+        var req = addressRequest(s, IPAddress(address), port, family: AF_INET, scope: 0)
+        req.filler = UInt32(count)
+        req.flags = UInt32(LVLIP_CONNECT_FILLER)
+        return Self.decode(request(LVLIP_MSG_CONNECT, req)!, as: lvlip_name_rep.self).result
     }
 
     func shutdown(_ s: ShimSocket, _ how: Int32) -> Int32 {

@@ -120,6 +120,67 @@ final class StreamSocketTests: XCTestCase {
         XCTAssertEqual(h.reactor.interestChanges, changesBefore + 1)
     }
 
+    /// The shim's blocking connect sends no filler: answered 0 at once when the handshake
+    /// completes within the request, with nothing to take. Otherwise -EINPROGRESS, and the
+    /// pair stays unread, even once connected, until the shim says how much filler it wrote
+    /// since (LVLIP_CONNECT_FILLER): then the filler is taken and what follows is data.
+    func testWaitingConnectWithoutFillerLeavesThePairUnreadUntilTheFillerIsTold() throws {
+        let filler = UInt32(LVLIP_CONNECT_FILLER)
+        do {
+            let h = try ServiceHarness()
+            let client = ShimClient(h)
+            let listener = try h.peerListen(port: 9000)
+            let s = client.open()
+            XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000, waits: true).result, 0)
+            var child: SocketID?
+            XCTAssertTrue(h.run { child = try? h.peer.tcpAccept(listener); return child != nil })
+            XCTAssertEqual(appWrite(s.fd, Array("at once".utf8)), 7)
+            var received: [UInt8] = []
+            XCTAssertTrue(h.run { received += h.peerReceive(child!); return received.count >= 7 })
+            XCTAssertEqual(received, Array("at once".utf8))
+        }
+
+        // 20 ms each way: the handshake outlives the request.
+        let h = try ServiceHarness(wireDelayMicroseconds: 20_000)
+        let client = ShimClient(h)
+        let listener = try h.peerListen(port: 9000)
+        let s = client.open()
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000, waits: true).result, -EINPROGRESS)
+        // The shim writes its filler after the answer; the handshake completes before it tells.
+        XCTAssertEqual(appWrite(s.fd, [UInt8](repeating: 0xFF, count: 100)), 100)
+        var child: SocketID?
+        XCTAssertTrue(h.run { child = try? h.peer.tcpAccept(listener); return child != nil })
+        h.settle()
+        XCTAssertGreaterThan(unread(s.fd), 0, "connected, and the filler still unread")
+        XCTAssertEqual(client.tellFiller(s, ServiceHarness.peerAddress, 9000, count: 100), 0)
+        XCTAssertEqual(unread(s.fd), 0, "the filler taken")
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000).result, -EISCONN)
+        XCTAssertEqual(appWrite(s.fd, Array("hello".utf8)), 5)
+        var received: [UInt8] = []
+        XCTAssertTrue(h.run { received += h.peerReceive(child!); return received.count >= 5 })
+        h.settle()
+        received += h.peerReceive(child!)
+        XCTAssertEqual(received, Array("hello".utf8), "the filler never reached the peer")
+
+        // Told while the handshake is still under way: the filler waits with it, as a
+        // non-blocking connect's does.
+        let early = client.open()
+        XCTAssertEqual(client.connect(early, ServiceHarness.peerAddress, 9000, waits: true).result, -EINPROGRESS)
+        XCTAssertEqual(client.connect(early, ServiceHarness.peerAddress, 9000, filler: 100, flags: filler).result, -EINPROGRESS)
+        var second: SocketID?
+        XCTAssertTrue(h.run { second = try? h.peer.tcpAccept(listener); return second != nil })
+        XCTAssertTrue(h.run { unread(early.fd) == 0 }, "the filler taken once connected")
+        XCTAssertEqual(client.connect(early, ServiceHarness.peerAddress, 9000).result, 0)
+
+        // Not awaited: on a socket that never connected, refused and taken back; on a
+        // connected one, a connect's answer.
+        let fresh = client.open()
+        XCTAssertEqual(client.connect(fresh, ServiceHarness.peerAddress, 9000, filler: 100, flags: filler).result, -EINVAL)
+        XCTAssertEqual(unread(fresh.fd), 0)
+        XCTAssertEqual(client.connect(s, ServiceHarness.peerAddress, 9000, filler: 100, flags: filler).result, -EISCONN)
+        XCTAssertEqual(unread(s.fd), 0)
+    }
+
     /// What the application's end has written that lvlipd has not read (SIOCOUTQ: the write
     /// memory still held, 0 once all is read).
     private func unread(_ fd: Int32) -> Int32 {

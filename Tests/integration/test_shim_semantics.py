@@ -427,6 +427,39 @@ def test_threads_share_a_socket_and_block_independently(daemon, echo_server):
     assert got == {"bytes": 200000, "alive": False}, got
 
 
+BLOCKING_CONNECT = """
+import json, socket, sys, time
+s = socket.socket()
+start = time.monotonic()
+s.connect((sys.argv[1], int(sys.argv[2])))  # blocking: no timeout set
+elapsed = time.monotonic() - start
+s.sendall(b"hello")
+got = b""
+while len(got) < 5:
+    got += s.recv(5 - len(got))
+print(json.dumps({"echo": got.decode(), "slow": elapsed > 0.5}))
+"""
+
+
+def test_blocking_connect_that_outlasts_the_reply_writes_its_filler_then(daemon, echo_server):
+    # A blocking connect sends CONNECT without filler; to a peer that answers within lvlipd's
+    # wake-up it is answered 0 (every other test). Here tap0 drops the first SYN, so the
+    # handshake ends a retransmission later: the shim writes its filler after the
+    # -EINPROGRESS answer and tells lvlipd (LVLIP_CONNECT_FILLER), which takes it, not the
+    # peer: the echo is exactly what was sent.
+    table = "lvlipsyn"
+    subprocess.run(["nft", "add", "table", "netdev", table], check=True)
+    try:
+        subprocess.run(["nft", "add", "chain", "netdev", table, "in",
+                        f"{{ type filter hook ingress device {harness.TAP} priority 0; }}"], check=True)
+        subprocess.run(["nft", "add", "rule", "netdev", table, "in", "tcp", "dport", "7001", "tcp", "flags", "syn",
+                        "quota", "until", "100", "bytes", "drop"], check=True)
+        got = run_script(BLOCKING_CONNECT, KERNEL, 7001, stack=daemon)
+    finally:
+        subprocess.run(["nft", "delete", "table", "netdev", table])
+    assert got == {"echo": "hello", "slow": True}, got
+
+
 def delayed_echo(conn):
     """Echoes each read 0.2 s later, until the peer's FIN."""
     while data := conn.recv(100):

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #define LVLIP_IPC_MAGIC 0x504c564cu /* "LVLP" read as little-endian bytes */
-#define LVLIP_IPC_VERSION 6u
+#define LVLIP_IPC_VERSION 7u
 // Upper bound on a message body: anything larger is a protocol violation.
 #define LVLIP_IPC_MAX_BODY (256u * 1024u)
 #define LVLIP_IPC_HEADER_SIZE 12u
@@ -169,7 +169,7 @@ struct lvlip_int_req {
 
 // BIND and CONNECT. For CONNECT, `filler` is the number of bytes the shim wrote into the
 // socket so that it is not writable before the handshake completes (docs/ipc.md), and
-// `flags` may hold LVLIP_CONNECT_WAITS; for BIND both are 0.
+// `flags` may hold LVLIP_CONNECT_WAITS or LVLIP_CONNECT_FILLER; for BIND both are 0.
 struct lvlip_addr_req {
     struct lvlip_ref ref;
     struct lvlip_addr addr;
@@ -179,8 +179,15 @@ struct lvlip_addr_req {
 
 // CONNECT from a blocking socket, whose caller waits for the handshake: if it completes
 // before lvlipd writes the reply (a peer on the host answers within the same wake-up; lvlipd
-// has then read the filler), the reply says 0 rather than -EINPROGRESS.
+// has then read the filler), the reply says 0 rather than -EINPROGRESS. The shim sends it
+// without filler: an -EINPROGRESS answer to a waiting CONNECT without filler makes lvlipd
+// leave the pair unread until the shim, having written its filler then, says how much with
+// LVLIP_CONNECT_FILLER.
 #define LVLIP_CONNECT_WAITS 0x1u
+// The filler of a waiting CONNECT answered -EINPROGRESS, now written: `filler` bytes for
+// lvlipd to read when the handshake completes (at once if it has). The answer is the
+// connect's: -EINPROGRESS, 0 (connected, the filler taken) or its error.
+#define LVLIP_CONNECT_FILLER 0x2u
 
 struct lvlip_name_rep {
     int32_t result;

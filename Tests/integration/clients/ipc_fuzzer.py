@@ -203,7 +203,7 @@ def body_for(type_, s):
     # their struct's other fields.
     if type_ in (M["BIND"], M["CONNECT"]):
         filler = rng.choice([0, 0, rng.randrange(1, 16384), rand_u32()])
-        flags = rng.choice([0, 0, W.const("LVLIP_CONNECT_WAITS"), rand_u32()])
+        flags = rng.choice([0, 0, W.const("LVLIP_CONNECT_WAITS"), W.const("LVLIP_CONNECT_FILLER"), rand_u32()])
         rest = W.pack("lvlip_addr_req", filler=filler, flags=flags)
         return ref_bytes(s) + addr_bytes(type_ == M["CONNECT"]) + rest[W.offset("lvlip_addr_req", "filler"):]
     if type_ in (M["LISTEN"], M["SHUTDOWN"], M["NAME"], M["STATUS"]):
