@@ -87,7 +87,8 @@ enum {
     F_WR_SHUT = 4,
     F_RD_SHUT = 8,
     F_DGRAM = 16,       // a UDP socket: SOCK_SEQPACKET pair, a header before each datagram
-    F_SMALL_BUFFER = 32,  // the send buffer is still the connect's minimum: restore before writing
+    F_SMALL_BUFFER = 32,  // the send buffer is not the stream's yet (the connect's minimum, or
+                          // the default after a connect without filler): set before writing
     F_BROADCAST = 64,   // SO_BROADCAST set on a datagram socket
     F_PENDING = 128,    // SOCKET's reply not read yet: `ref` is the pending form (the tag)
     F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link

@@ -94,6 +94,12 @@ int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen
         filler = add_filler(fd, e);
         r = connect_request(e, &wire, filler, LVLIP_CONNECT_FILLER);
     }
+    if (r == 0 && !filler && starts) {
+        // Connected without filler: the end still has the kernel's default send buffer,
+        // sized as after a filler at the first write (a bulk sender needs the larger one).
+        e->send_buffer = LVLIP_APP_SEND_BUFFER;
+        e->flags |= F_SMALL_BUFFER;
+    }
     if (r == -EINPROGRESS) {
         r = connect_in_progress(fd, e, &wire, blocking);
     } else if (filler) {
