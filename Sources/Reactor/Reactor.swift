@@ -67,7 +67,8 @@ public final class Reactor {
     /// A time at which the loop wakes with no callback of its own to run: for an owner that
     /// keeps its own timers and runs what is due in an after-wake hook (lvlipd's stack, whose
     /// next deadline moves at almost every wake-up). Setting it costs nothing; the timerfd is
-    /// armed for the earlier of it and the wheel's next deadline, as lazily as for the wheel.
+    /// armed for the earlier of it (rounded up to the millisecond, as the wheel's deadlines
+    /// are) and the wheel's next deadline, as lazily as for the wheel.
     public var wakeDeadline: Instant?
     /// Number of timerfd_settime calls so far: the timerfd is re-armed only for a deadline
     /// earlier than the one armed, or after the armed one has passed.
@@ -235,7 +236,9 @@ public final class Reactor {
         // A one-shot timerfd whose time has come is disarmed (or fires at once).
         if let armed = armedDeadline, armed <= now { armedDeadline = nil }
         let deadline: Instant
-        switch (wheel.nextDeadline, wakeDeadline) {
+        // The wake deadline is rounded up to the millisecond, as the wheel's timers are (one
+        // wake-up per millisecond at most for timers moving within it).
+        switch (wheel.nextDeadline, wakeDeadline.map { Instant.milliseconds(($0.nanoseconds + 999_999) / 1_000_000) }) {
         case let (timer?, wake?): deadline = min(timer, wake)
         case let (timer?, nil): deadline = timer
         case let (nil, wake?): deadline = wake
