@@ -91,9 +91,7 @@ EXPORT ssize_t read(int fd, void *buf, size_t n) {
         return r >= 0 || !forget_if_stale(fd) ? r : get_read()(fd, buf, n);
     }
     if (!e) return get_read()(fd, buf, n);
-    struct iovec iov = {.iov_base = buf, .iov_len = n};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    ssize_t r = stream_receive(fd, e, &msg, 0);
+    ssize_t r = stream_receive_buffer(fd, e, buf, n, 0);
     if (__builtin_expect(r < 0, 0) && forget_if_stale(fd)) return get_read()(fd, buf, n);
     if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(e, r, errno);
     return r;
@@ -124,9 +122,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
     struct entry *e = known_stack(fd);
     if (!e) return get_recv()(fd, buf, n, flags);
     if (__builtin_expect(is_dgram(e), 0)) return dgram_recvfrom(fd, e, buf, n, flags, NULL, NULL);
-    struct iovec iov = {.iov_base = buf, .iov_len = n};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    ssize_t r = stream_receive(fd, e, &msg, flags);
+    ssize_t r = stream_receive_buffer(fd, e, buf, n, flags);
     if (__builtin_expect(read_needs_check(r, n), 0)) return read_ended(e, r, errno);
     return r;
 }
@@ -141,9 +137,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
     if (!e) return get_recvfrom()(fd, buf, n, flags, addr, len);
     if (is_dgram(e)) return dgram_recvfrom(fd, e, buf, n, flags, addr, len);
     // A stream socket reports no source address (the pair's would name lvlipd's end).
-    struct iovec iov = {.iov_base = buf, .iov_len = n};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    ssize_t r = stream_receive(fd, e, &msg, flags);
+    ssize_t r = stream_receive_buffer(fd, e, buf, n, flags);
     if (read_needs_check(r, n)) r = read_ended(e, r, errno);
     if (r >= 0 && addr && len) *len = 0;
     return r;

@@ -113,7 +113,6 @@ struct entry {
     uint8_t kind;
     uint8_t wants;         // W_* above
     uint16_t family;
-    uint32_t send_buffer;  // the send buffer to restore after connect (F_SMALL_BUFFER)
     uint64_t inode;
     struct lvlip_ref ref;
     int32_t error;         // lvlipd refused to make the socket: every request fails with this
@@ -279,6 +278,8 @@ ssize_t stream_recvmsg(int fd, struct entry *e, struct msghdr *msg, int flags);
 // One read of a stream socket's pair, as recvmsg(2) with `flags`; a blocking one waits in
 // poll rather than in the read (stream.c, "Blocking reads"). No end-of-stream check.
 ssize_t stream_receive(int fd, struct entry *e, struct msghdr *msg, int flags);
+// The same into one buffer (read, recv, recvfrom).
+ssize_t stream_receive_buffer(int fd, struct entry *e, void *buf, size_t n, int flags);
 // Whether a connection's stream is open both ways with nothing wrong (`revents` from a
 // poll just made, or -1 to poll now).
 int stream_healthy(int fd, int revents);

@@ -17,7 +17,6 @@ static uint32_t add_filler(int fd, struct entry *e) {
     // 2 KB in one skb is ~2.8 KB of write memory against the minimum send buffer of
     // 4.6 KB: more than the quarter above which an AF_UNIX socket stops being writable.
     static const char filler[2048];
-    e->send_buffer = LVLIP_APP_SEND_BUFFER;
     e->flags |= F_SMALL_BUFFER;
     int small = 1;
     get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
@@ -30,7 +29,7 @@ static uint32_t add_filler(int fd, struct entry *e) {
 void restore_send_buffer(int fd, struct entry *e) {
     if (!(e->flags & F_SMALL_BUFFER)) return;
     e->flags &= ~F_SMALL_BUFFER;
-    int size = (int)e->send_buffer;
+    int size = LVLIP_APP_SEND_BUFFER;
     if (get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
         get_setsockopt()(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
@@ -97,7 +96,6 @@ int stream_connect(int fd, struct entry *e, const struct sockaddr *addr, socklen
     if (r == 0 && !filler && starts) {
         // Connected without filler: the end still has the kernel's default send buffer,
         // sized as after a filler at the first write (a bulk sender needs the larger one).
-        e->send_buffer = LVLIP_APP_SEND_BUFFER;
         e->flags |= F_SMALL_BUFFER;
     }
     if (r == -EINPROGRESS) {
@@ -181,8 +179,7 @@ static int handlers_restart(void) {
 // After a read without waiting found nothing: waits until the pair has something to read
 // (data, its end, an error). 0, or -1 with errno: EAGAIN (a non-blocking descriptor), EINTR.
 static int wait_readable(int fd) {
-    int status = fcntl(fd, F_GETFL);
-    if (status >= 0 && (status & O_NONBLOCK)) return fail(EAGAIN);
+    if (!is_blocking(fd)) return fail(EAGAIN);
     struct pollfd p = {.fd = fd, .events = POLLIN};
     while (poll(&p, 1, -1) < 0) {
         if (errno != EINTR) return 0;  // the read itself fails or waits
@@ -200,6 +197,12 @@ ssize_t stream_receive(int fd, struct entry *e, struct msghdr *msg, int flags) {
     if (wait_readable(fd) < 0) return -1;
     msg->msg_controllen = control;
     return get_recvmsg()(fd, msg, flags);
+}
+
+ssize_t stream_receive_buffer(int fd, struct entry *e, void *buf, size_t n, int flags) {
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    return stream_receive(fd, e, &msg, flags);
 }
 
 // A stream socket reports no source address (the pair's would name lvlipd's end).
