@@ -65,36 +65,23 @@ extension SocketService {
     }
 
     /// LVLIP_CONNECT_FILLER: the filler of a waiting connect answered -EINPROGRESS, written
-    /// since. Read at once if the handshake is over (the pair is read from then on), else
-    /// when it completes.
+    /// since. Kept for the handshake's end if it is still under way; otherwise the answer is
+    /// a connect's (which takes the filler back: 0 once connected, the pair read from then
+    /// on, or the connection's error). On a socket that never connected: EINVAL.
     func lateFiller(_ s: Socket, _ stream: Socket.Stream, _ addr: lvlip_addr, _ filler: Int) -> Int32 {
-        guard stream.fillerAwaited else {
-            // Not awaited (the connect failed before its answer was written, or the caller
-            // is confused): the filler is taken back and the answer is a connect's.
-            if stream.phase == .unconnected {
-                discardFiller(s, filler)
-                return -EINVAL
-            }
-            return connect(s, stream, addr, filler: filler)
-        }
-        stream.fillerAwaited = false
-        switch stream.phase {
-        case .connecting:
-            stream.filler = filler
-            return -EINPROGRESS
-        case .connected:
+        if stream.phase == .unconnected {
             discardFiller(s, filler)
-            stream.connectReported = true
-            update(s)  // reads what the application wrote after it, and watches for more
-            return 0
-        case .closed:
-            discardFiller(s, filler)
-            let e = s.pendingError
-            s.pendingError = 0
-            return e != 0 ? -e : -ECONNABORTED
-        case .unconnected:
             return -EINVAL
         }
+        let awaited = stream.fillerAwaited
+        stream.fillerAwaited = false
+        if awaited && stream.phase == .connecting {
+            stream.filler = filler
+            return -EINPROGRESS
+        }
+        let code = connect(s, stream, addr, filler: filler)
+        if awaited { update(s) }  // reads what the application wrote after it, and watches for more
+        return code
     }
 
     private func startConnect(_ s: Socket, _ addr: lvlip_addr) -> Int32 {

@@ -238,7 +238,7 @@ public final class Reactor {
         let deadline: Instant
         // The wake deadline is rounded up to the millisecond, as the wheel's timers are (one
         // wake-up per millisecond at most for timers moving within it).
-        switch (wheel.nextDeadline, wakeDeadline.map { Instant.milliseconds(($0.nanoseconds + 999_999) / 1_000_000) }) {
+        switch (wheel.nextDeadline, wakeDeadline.map { Instant.milliseconds($0.millisecondsRoundedUp) }) {
         case let (timer?, wake?): deadline = min(timer, wake)
         case let (timer?, nil): deadline = timer
         case let (nil, wake?): deadline = wake

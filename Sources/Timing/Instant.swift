@@ -15,6 +15,9 @@ public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
     /// Whole milliseconds, rounded down.
     public var milliseconds: UInt64 { nanoseconds / 1_000_000 }
 
+    /// Milliseconds, rounded up: the tick of the timing wheel at which a deadline is due.
+    public var millisecondsRoundedUp: UInt64 { nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1) }
+
     public func adding(milliseconds ms: UInt64) -> Instant {
         Instant(nanoseconds: nanoseconds.addingReportingOverflow(ms.multipliedReportingOverflow(by: 1_000_000).partialValue).partialValue)
     }

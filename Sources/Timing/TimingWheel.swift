@@ -61,7 +61,7 @@ public struct TimingWheel<Value> {
     /// (deadlines are rounded up to the next millisecond, so a timer never fires early).
     @discardableResult
     public mutating func schedule(at deadline: Instant, _ value: Value) -> TimerHandle {
-        let tick = (deadline.nanoseconds / 1_000_000) + (deadline.nanoseconds % 1_000_000 == 0 ? 0 : 1)
+        let tick = deadline.millisecondsRoundedUp
         let index: Int32
         if freeHead >= 0 {
             index = freeHead

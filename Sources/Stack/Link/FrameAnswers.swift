@@ -6,30 +6,33 @@
 /// anything further to the reactor, which reports the TAP readable).
 public enum FrameAnswers {
     /// false only for a TCP segment (over IPv4 or IPv6 without extension headers) that
-    /// carries neither SYN, FIN nor data: anything else may be answered at once.
+    /// carries neither SYN, FIN nor data: anything else may be answered at once. The frame is
+    /// one the stack built, read without validation (a short one counts as answerable).
     public static func mayBeAnsweredAtOnce(_ frame: UnsafeRawBufferPointer) -> Bool {
-        guard frame.count >= EthernetFrame.headerLength else { return true }
-        let type = UInt16(frame[12]) << 8 | UInt16(frame[13])
+        let ip = EthernetFrame.headerLength
+        guard frame.count >= ip else { return true }
         let tcp: Int
         let ipEnd: Int
-        switch type {
-        case 0x0800:
-            guard frame.count >= 34, frame[23] == 6 else { return true }
-            tcp = 14 + Int(frame[14] & 0x0F) * 4
-            let total = Int(frame[16]) << 8 | Int(frame[17])
-            ipEnd = total > 0 ? min(14 + total, frame.count) : frame.count
-        case 0x86DD:
-            guard frame.count >= 54, frame[20] == 6 else { return true }
-            tcp = 54
-            let payload = Int(frame[18]) << 8 | Int(frame[19])
-            ipEnd = payload > 0 ? min(54 + payload, frame.count) : frame.count
+        switch EtherType(rawValue: frame.be16(EthernetFrame.Field.etherType)) {
+        case .ipv4:
+            guard frame.count >= ip + IPv4Packet.minimumHeaderLength,
+                  frame[ip + IPv4Packet.Field.proto] == IPProtocol.tcp.rawValue else { return true }
+            tcp = ip + Int(frame[ip + IPv4Packet.Field.versionIHL] & 0x0F) * 4
+            let total = Int(frame.be16(ip + IPv4Packet.Field.totalLength))
+            ipEnd = total > 0 ? min(ip + total, frame.count) : frame.count
+        case .ipv6:
+            guard frame.count >= ip + IPv6Packet.headerLength,
+                  frame[ip + IPv6Packet.Field.nextHeader] == IPProtocol.tcp.rawValue else { return true }
+            tcp = ip + IPv6Packet.headerLength
+            let payload = Int(frame.be16(ip + IPv6Packet.Field.payloadLength))
+            ipEnd = payload > 0 ? min(tcp + payload, frame.count) : frame.count
         default:
             return true
         }
-        guard ipEnd >= tcp + 20 else { return true }
-        let flags = frame[tcp + 13]
-        if flags & 0x03 != 0 { return true }  // SYN or FIN
-        let dataOffset = Int(frame[tcp + 12] >> 4) * 4
+        guard ipEnd >= tcp + TCPSegment.minimumHeaderLength else { return true }
+        let flags = TCPFlags(rawValue: frame[tcp + TCPSegment.Field.flags])
+        if !flags.isDisjoint(with: [.syn, .fin]) { return true }
+        let dataOffset = Int(frame[tcp + TCPSegment.Field.dataOffset] >> 4) * 4
         return ipEnd - tcp - dataOffset > 0
     }
 }
