@@ -66,18 +66,25 @@ def loadgen_client(bed, stack, mode, *args, timeout):
 
 
 def alternating(bed, mode, seconds, *args, what):
-    """Two runs per stack of half the time each, in the orders kernel-lvlip and lvlip-kernel;
-    the figures are their sums. Whichever runs second meets what the first left behind (after
-    a connection-rate run, tens of thousands of TIME-WAIT sockets: measured 7-10% fewer
-    connections/s for the stack that ran second), so each stack takes each place once."""
+    """`seconds` per stack in 2 x `alternations` runs, in rounds of the orders kernel-lvlip and
+    lvlip-kernel; the figures are their sums. Whichever runs second meets what the first left
+    behind (after a connection-rate run, tens of thousands of TIME-WAIT sockets: measured 7-10%
+    fewer connections/s for the stack that ran second), so each stack takes each place equally
+    often. Short runs, interleaved, because the machine's own speed moves by 20-40% within
+    seconds (a 2-CPU VM: the kernel's connection rate measured 22,281-37,903/s in consecutive
+    2 s runs): with two runs per stack one slow spell decided the ratio."""
     runs = {"kernel": [], "lvlip": []}
-    for order in (("kernel", "lvlip"), ("lvlip", "kernel")):
-        for stack in order:
-            bed.progress.set(f"{what}, {stack} (run {len(runs[stack]) + 1}/2, {seconds / 2:g} s)")
-            before = bed.daemon_cpu_seconds() if stack == "lvlip" else 0
-            result = loadgen_client(bed, stack, mode, f"{seconds / 2:g}", *args, timeout=seconds + 60)
-            if result and stack == "lvlip" and bed.daemon.poll() is None:
-                # lvlipd's CPU (utime+stime) over the run, busy polling included.
-                result["daemon_cpu_seconds"] = bed.daemon_cpu_seconds() - before
-            runs[stack].append(result)
+    rounds = bed.cfg.get("alternations", 1)
+    total = 2 * rounds
+    length = f"{seconds / total:g}"
+    for _ in range(rounds):
+        for order in (("kernel", "lvlip"), ("lvlip", "kernel")):
+            for stack in order:
+                bed.progress.set(f"{what}, {stack} (run {len(runs[stack]) + 1}/{total}, {length} s)")
+                before = bed.daemon_cpu_seconds() if stack == "lvlip" else 0
+                result = loadgen_client(bed, stack, mode, length, *args, timeout=seconds + 60)
+                if result and stack == "lvlip" and bed.daemon.poll() is None:
+                    # lvlipd's CPU (utime+stime) over the run, busy polling included.
+                    result["daemon_cpu_seconds"] = bed.daemon_cpu_seconds() - before
+                runs[stack].append(result)
     return {stack: merge_runs(results) for stack, results in runs.items()}

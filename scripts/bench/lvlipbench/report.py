@@ -40,8 +40,10 @@ def report(bed, runtime):
                f"receiver's bits/s; retransmissions: the sender's TcpRetransSegs / TcpOutSegs over the upload "
                f"runs (lvlip: `lvlipctl stat`, kernel: `nstat` in this namespace, before and after each run); "
                f"lvlipd CPU: utime+stime from /proc/PID/stat around the lvlip runs; request/response and "
-               f"connection rate: loadgen {cfg['rr_seconds']} s / {cfg['cr_seconds']} s per stack, as two runs "
-               f"of half that in the orders kernel-lvlip and lvlip-kernel (summed; latency percentiles averaged), "
+               f"connection rate: loadgen {cfg['rr_seconds']} s / {cfg['cr_seconds']} s per stack, as "
+               f"{2 * cfg['alternations']} runs of {cfg['cr_seconds'] / (2 * cfg['alternations']):g} s each, in "
+               f"{cfg['alternations']} round(s) of the orders kernel-lvlip and lvlip-kernel (summed; latency "
+               f"percentiles averaged), "
                f"connections spread over {ECHO_PORTS} server ports")
     out.append("- loss: nftables `numgen random mod 100 < N` on the frames to the receiver, one segment per "
                "frame on both paths (`gso_max_segs 1` on the sender, TSO, GSO and GRO off on the veth pair: "

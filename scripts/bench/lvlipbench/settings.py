@@ -75,10 +75,10 @@ def parse_args(description):
 
 def settings(args):
     if args.quick:
-        return {"bulk_seconds": 3, "bulk_runs": 1, "rr_seconds": 3, "cr_seconds": 3,
+        return {"bulk_seconds": 3, "bulk_runs": 1, "rr_seconds": 3, "cr_seconds": 3, "alternations": 1,
                 "concurrent": CONCURRENT, "loss_bytes": 10_000_000, "loss_runs": 1, "loss_timeout": 60,
                 "sendloss_bytes": (5_000_000, 10_000_000), "sendloss_runs": 1}
-    return {"bulk_seconds": 10, "bulk_runs": 3, "rr_seconds": 10, "cr_seconds": 10,
+    return {"bulk_seconds": 10, "bulk_runs": 3, "rr_seconds": 10, "cr_seconds": 10, "alternations": 5,
             "concurrent": CONCURRENT, "loss_bytes": 50_000_000, "loss_runs": 3, "loss_timeout": 60,
             "sendloss_bytes": (20_000_000, 50_000_000), "sendloss_runs": 3}
 
