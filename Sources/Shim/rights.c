@@ -3,6 +3,7 @@
 #include "shim.h"
 #include "rights.h"
 
+#include <poll.h>
 #include <string.h>
 
 void rights_attach(struct msghdr *msg, union rights_space *control, int fd) {
@@ -56,6 +57,8 @@ int send_all(int fd, const void *buf, size_t len, int pass_fd) {
 
 ssize_t recv_some(int fd, void *buf, size_t most, size_t least) {
     size_t have = 0;
+    // lvlipd answers most requests within its wake-up: poll for the answer before sleeping.
+    int may_poll = busy_poll_window() > 0;
     while (have < least) {
         struct iovec iov = {.iov_base = (char *)buf + have, .iov_len = most - have};
         union {
@@ -64,9 +67,17 @@ ssize_t recv_some(int fd, void *buf, size_t most, size_t least) {
         } control;
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
                              .msg_controllen = sizeof control.space};
-        ssize_t n = get_recvmsg()(fd, &msg, MSG_CMSG_CLOEXEC);
+        ssize_t n = get_recvmsg()(fd, &msg, MSG_CMSG_CLOEXEC | (may_poll ? MSG_DONTWAIT : 0));
         if (n < 0) {
             if (errno == EINTR) continue;
+            if (errno == EAGAIN && may_poll) {
+                // Whatever the polling finds, the read after it takes it or sleeps; a signal
+                // meanwhile changes nothing, as this read restarts after one anyway.
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                busy_poll(&p, NULL);
+                may_poll = 0;
+                continue;
+            }
             return -1;
         }
         if (n == 0) {

@@ -181,6 +181,18 @@ void ctl_drop(void);
 // dup2/dup3 onto the control connection's number move the connection first.
 void protect_control(int fd);
 
+// MARK: - Busy polling (busypoll.c)
+
+struct pollfd;
+// LVLIP_BUSY_POLL (microseconds, default 50, 0 to 100000) in nanoseconds, read at the first
+// blocking wait; 0 when off, and when the process may run on one CPU only.
+long busy_poll_window(void);
+// Polls `p` (one descriptor) without sleeping, under `mask` as ppoll takes it (NULL: the
+// thread's own), yielding the CPU between polls, until it has an event or the window has
+// passed. >0: p->revents is set; 0: nothing within the window (or busy polling is off);
+// -1 with errno (EINTR: a signal was delivered).
+int busy_poll(struct pollfd *p, const sigset_t *mask);
+
 // MARK: - Requests (request.c)
 
 // One request on the control connection.

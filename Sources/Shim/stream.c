@@ -177,15 +177,43 @@ static int handlers_restart(void) {
 }
 
 // After a read without waiting found nothing: waits until the pair has something to read
-// (data, its end, an error). 0, or -1 with errno: EAGAIN (a non-blocking descriptor), EINTR.
+// (data, its end, an error), busy polling first (busypoll.c). 0, or -1 with errno: EAGAIN
+// (a non-blocking descriptor), EINTR.
+//
+// While it polls, the thread's signals are blocked and let through only inside ppoll: a
+// signal that comes while it polls interrupts the wait as it would interrupt the sleep,
+// rather than running its handler between two polls and leaving the thread to sleep on.
 static int wait_readable(int fd) {
     if (!is_blocking(fd)) return fail(EAGAIN);
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    while (poll(&p, 1, -1) < 0) {
-        if (errno != EINTR) return 0;  // the read itself fails or waits
-        if (!handlers_restart()) return -1;
+    sigset_t all, own;
+    const sigset_t *mask = NULL;
+    if (busy_poll_window() > 0) {
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &own);
+        mask = &own;
     }
-    return 0;
+    int r, polling = mask != NULL;
+    for (;;) {
+        r = polling ? busy_poll(&p, mask) : ppoll(&p, 1, NULL, mask);
+        if (r > 0) break;
+        if (r == 0) {
+            polling = 0;  // the window passed: sleep
+            continue;
+        }
+        if (errno != EINTR) {  // the read itself fails or waits
+            r = 0;
+            break;
+        }
+        if (!handlers_restart()) break;
+        polling = 0;
+    }
+    if (mask) {
+        int err = errno;
+        pthread_sigmask(SIG_SETMASK, &own, NULL);
+        errno = err;
+    }
+    return r < 0 ? -1 : 0;
 }
 
 ssize_t stream_receive(int fd, struct entry *e, struct msghdr *msg, int flags) {

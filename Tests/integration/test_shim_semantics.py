@@ -574,6 +574,97 @@ def test_blocking_reads_wake_for_data_only(daemon):
     assert got == ref, got
 
 
+BUSY_POLLED_READS = """
+import ctypes, errno, json, os, resource, signal, socket, sys, time
+if sys.argv[3] != "default":
+    os.environ["LVLIP_BUSY_POLL"] = sys.argv[3]  # read by the shim at its first blocking wait
+if sys.argv[4] == "one-cpu":
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+out = {}
+
+def read():  # libc's read(2) itself: Python's recv retries EINTR
+    buf = ctypes.create_string_buffer(100)
+    n = libc.read(s.fileno(), buf, 100)
+    return buf.raw[:n].decode() if n >= 0 else errno.errorcode[ctypes.get_errno()]
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+def send_later(data, delay):
+    child = os.fork()
+    if child == 0:
+        time.sleep(delay)
+        s.send(data)
+        os._exit(0)
+    return child
+
+# A signal 20 ms into the read: without SA_RESTART it interrupts the wait, with it the
+# read goes on to the answer (0.3 s later). Python's own SIGINT handler does not restart.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGALRM, lambda *a: None)
+signal.setitimer(signal.ITIMER_REAL, 0.02)
+out["interrupted"] = read()
+signal.siginterrupt(signal.SIGALRM, False)
+child = send_later(b"restarted", 0.3)
+signal.setitimer(signal.ITIMER_REAL, 0.02)
+out["restarted"] = read()
+os.waitpid(child, 0)
+
+# The CPU a read that waits 0.3 s for its answer takes: the polling window's worth.
+child = send_later(b"answer", 0.3)
+before = cpu()
+out["answer"] = read()
+out["cpu"] = round(cpu() - before, 3)
+os.waitpid(child, 0)
+print(json.dumps(out))
+"""
+
+
+def test_blocking_reads_busy_poll_and_answer_signals_while_polling(daemon):
+    # Where the program may use two CPUs, a blocking read polls the pair for up to
+    # LVLIP_BUSY_POLL microseconds before it sleeps (default 50). A signal that comes while it
+    # polls must interrupt the read, or not, as it would interrupt a sleeping read: with a
+    # 100 ms window, the signal 20 ms into the read comes while polling.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("busy polling needs two usable CPUs")
+    server = KernelServer(7012, delayed_echo)
+    try:
+        ref = run_script(BUSY_POLLED_READS, KERNEL, 7012, "default", "all-cpus")
+        polled = run_script(BUSY_POLLED_READS, KERNEL, 7012, "100000", "all-cpus", stack=daemon)
+        off = run_script(BUSY_POLLED_READS, KERNEL, 7012, "0", "all-cpus", stack=daemon)
+        one_cpu = run_script(BUSY_POLLED_READS, KERNEL, 7012, "100000", "one-cpu", stack=daemon)
+        default = run_script(BUSY_POLLED_READS, KERNEL, 7012, "default", "all-cpus", stack=daemon)
+    finally:
+        server.close()
+    answers = {"interrupted": "EINTR", "restarted": "restarted", "answer": "answer"}
+    for got in (ref, polled, off, one_cpu, default):
+        assert {k: got[k] for k in answers} == answers, got
+    assert ref["cpu"] < 0.03, ref
+    assert polled["cpu"] >= 0.05, polled       # about 0.1 s of the 0.3 s wait
+    assert off["cpu"] < 0.03, off              # LVLIP_BUSY_POLL=0: sleeps at once
+    assert one_cpu["cpu"] < 0.03, one_cpu      # one CPU: the answer needs it, no polling
+    assert default["cpu"] < 0.03, default      # 50 µs
+
+
+def test_busy_poll_setting_out_of_range_is_said_and_replaced(daemon, echo_server):
+    script = """
+    import json, socket
+    s = socket.create_connection(("10.0.0.5", 7001), timeout=10)
+    s.sendall(b"ping")
+    print(json.dumps({"echo": s.recv(10).decode()}))
+    """
+    env = daemon.lvlip_env()
+    env["LVLIP_BUSY_POLL"] = "2000000"
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and '"echo": "ping"' in result.stdout, result
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lvlip:")]
+    assert lines == ["lvlip: LVLIP_BUSY_POLL=2000000 is not 0 to 100000 microseconds; using 50"], result.stderr
+
+
 def test_mixed_select_with_a_pipe(daemon, echo_server):
     script = """
     import json, os, select, socket, time
