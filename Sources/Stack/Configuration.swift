@@ -101,6 +101,17 @@ public struct TCPConfiguration: Sendable {
     public var receiveBuffer = 256 * 1024
     /// Autotuning limit (Linux: tcp_rmem max 6 MB, tcp_wmem max 4 MB).
     public var maximumBuffer = 4 * 1024 * 1024
+    /// The largest ring an application's SO_SNDBUF/SO_RCVBUF (forced ones up to 2 GB) makes
+    /// the stack allocate, per direction. getsockopt still reports what was set, as Linux;
+    /// Linux charges buffers as data arrives, lvlip's rings are allocated whole at once.
+    public var largestSetBuffer = 64 * 1024 * 1024
+
+    /// The send ring's capacity for a socket with these options.
+    func sendRing(_ options: TCPSocketOptions) -> Int { min(options.sendBuffer ?? sendBuffer, largestSetBuffer) }
+    /// The receive ring's capacity for a socket with these options.
+    func receiveRing(_ options: TCPSocketOptions) -> Int {
+        min(options.receiveBuffer ?? receiveBuffer, largestSetBuffer)
+    }
     /// Ring storage kept for reuse after connections give it back (`RingStoragePool`).
     public var ringPoolBytes = 32 * 1024 * 1024
     /// Lower bound of the RTO (Linux: 200 ms; RFC 6298 says 1 s).

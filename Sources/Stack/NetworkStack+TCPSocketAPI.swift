@@ -329,8 +329,8 @@ extension NetworkStack {
             && s.remotePort == 0 {
             // SO_RCVBUF/SO_SNDBUF before connect or listen size the rings (and the window
             // scale chosen at the SYN); later they only stop autotuning, as the rings keep data.
-            s.receive = ReceiveQueue(capacity: o.receiveBuffer ?? configuration.tcp.receiveBuffer, pool: ringPool)
-            s.sendBuffer = ByteRing(capacity: o.sendBuffer ?? configuration.tcp.sendBuffer, pool: ringPool)
+            s.receive = ReceiveQueue(capacity: configuration.tcp.receiveRing(o), pool: ringPool)
+            s.sendBuffer = ByteRing(capacity: configuration.tcp.sendRing(o), pool: ringPool)
         }
         let uncork = s.options.cork && !o.cork
         let nodelay = !s.options.noDelay && o.noDelay

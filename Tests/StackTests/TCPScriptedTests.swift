@@ -842,6 +842,27 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.expectOne()?.window, 4096)
     }
 
+    // SO_RCVBUFFORCE/SO_SNDBUFFORCE take up to 2 GB, and lvlip's rings are allocated whole:
+    // the ring stops at largestSetBuffer (the window scale in the SYN-ACK shows its size)
+    // while the option keeps the size that was set. Found by fuzz-ipc: one SETOPT made
+    // lvlipd allocate 2 GB.
+    func testHugeBufferSettingsAllocateAtMostTheLargestRing() throws {
+        let p = ScriptedPeer { $0.tcp.largestSetBuffer = 1 << 20 }
+        let listener = p.stack.tcpOpen()
+        let huge = Int(Int32.max) - 1
+        try p.stack.tcpSetOptions(listener, now: p.now) {
+            $0.receiveBuffer = huge
+            $0.sendBuffer = huge
+        }
+        XCTAssertEqual(p.stack.tcpOptions(listener)?.receiveBuffer, huge)
+        XCTAssertEqual(p.stack.tcpOptions(listener)?.sendBuffer, huge)
+        try p.stack.tcpBind(listener, port: 80)
+        try p.stack.tcpListen(listener, backlog: 1)
+        p.send(.syn, seq: 1, options: { var o = TCPOptions(); o.windowScale = 7; return o }(), to: 80)
+        let synAck = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(synAck.options.windowScale, 5)  // 65535 << 5 covers 1 MB; 2 GB would need 14
+    }
+
     // RFC 5961 section 7: challenge ACKs are rate limited.
     func testChallengeAckRateLimit() throws {
         let p = ScriptedPeer { $0.tcp.challengeAcksPerSecond = 2 }

@@ -213,8 +213,8 @@ final class TCPConnection {
     init(id: SocketID, options: TCPSocketOptions, configuration: TCPConfiguration, pool: RingStoragePool? = nil) {
         self.id = id
         self.options = options
-        sendBuffer = ByteRing(capacity: options.sendBuffer ?? configuration.sendBuffer, pool: pool)
-        receive = ReceiveQueue(capacity: options.receiveBuffer ?? configuration.receiveBuffer, pool: pool)
+        sendBuffer = ByteRing(capacity: configuration.sendRing(options), pool: pool)
+        receive = ReceiveQueue(capacity: configuration.receiveRing(options), pool: pool)
         cc = CongestionControlFactory.make(options.congestionControl, mss: 536) ?? Cubic(mss: 536)
         rtt = RTTEstimator(minimum: configuration.minimumRTOMicroseconds)
     }
