@@ -502,22 +502,14 @@ def delayed_echo(conn):
         conn.sendall(data)
 
 
-BLOCKING_READS = """
-import ctypes, errno, json, os, signal, socket, sys, time
+# Helpers of the blocking-read scripts: `s` is their connected socket.
+READ_HELPERS = """
 libc = ctypes.CDLL(None, use_errno=True)
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-s.settimeout(None)
-out = {}
 
 def read():  # libc's read(2) itself: Python's recv retries EINTR
     buf = ctypes.create_string_buffer(100)
     n = libc.read(s.fileno(), buf, 100)
     return buf.raw[:n].decode() if n >= 0 else errno.errorcode[ctypes.get_errno()]
-
-def sleeps():
-    for line in open("/proc/self/status"):
-        if line.startswith("voluntary_ctxt_switches"):
-            return int(line.split()[1])
 
 def send_later(data, delay):
     child = os.fork()
@@ -526,6 +518,32 @@ def send_later(data, delay):
         s.send(data)
         os._exit(0)
     return child
+"""
+
+# A handler without SA_RESTART interrupts the wait; with SA_RESTART (and no handler without
+# it: Python's own SIGINT handler does not restart) the read goes on to the answer.
+SIGNALLED_READS = """
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGALRM, lambda *a: None)
+signal.setitimer(signal.ITIMER_REAL, SIGNAL_AFTER)
+out["interrupted"] = read()
+signal.siginterrupt(signal.SIGALRM, False)
+child = send_later(b"restarted", 0.3)
+signal.setitimer(signal.ITIMER_REAL, SIGNAL_AFTER)
+out["restarted"] = read()
+os.waitpid(child, 0)
+"""
+
+BLOCKING_READS = """
+import ctypes, errno, json, os, signal, socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.settimeout(None)
+out = {}
+""" + READ_HELPERS + """
+def sleeps():
+    for line in open("/proc/self/status"):
+        if line.startswith("voluntary_ctxt_switches"):
+            return int(line.split()[1])
 
 # 1. Blocked while another process sends the request: woken once, for the answer.
 out["wakes"] = []
@@ -536,19 +554,9 @@ for word in ("one", "two", "three"):
     out["wakes"].append([got, sleeps() - before])
     os.waitpid(child, 0)
 
-# 2. A handler without SA_RESTART interrupts the wait.
-signal.signal(signal.SIGINT, signal.SIG_DFL)
-signal.signal(signal.SIGALRM, lambda *a: None)
-signal.setitimer(signal.ITIMER_REAL, 0.1)
-out["interrupted"] = read()
-
-# 3. With SA_RESTART (and no handler without it), the read goes on to the answer.
-signal.siginterrupt(signal.SIGALRM, False)
-child = send_later(b"restarted", 0.3)
-signal.setitimer(signal.ITIMER_REAL, 0.1)
-out["restarted"] = read()
-os.waitpid(child, 0)
-
+# 2, 3. Signals 0.1 s into the read.
+SIGNAL_AFTER = 0.1
+""" + SIGNALLED_READS + """
 # 4. A receive timeout, and a non-blocking socket.
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bytes(8) + (300000).to_bytes(8, "little"))
 start = time.monotonic()
@@ -580,39 +588,16 @@ if sys.argv[3] != "default":
     os.environ["LVLIP_BUSY_POLL"] = sys.argv[3]  # read by the shim at its first blocking wait
 if sys.argv[4] == "one-cpu":
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-libc = ctypes.CDLL(None, use_errno=True)
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 out = {}
-
-def read():  # libc's read(2) itself: Python's recv retries EINTR
-    buf = ctypes.create_string_buffer(100)
-    n = libc.read(s.fileno(), buf, 100)
-    return buf.raw[:n].decode() if n >= 0 else errno.errorcode[ctypes.get_errno()]
-
+""" + READ_HELPERS + """
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
-def send_later(data, delay):
-    child = os.fork()
-    if child == 0:
-        time.sleep(delay)
-        s.send(data)
-        os._exit(0)
-    return child
-
-# A signal 20 ms into the read: without SA_RESTART it interrupts the wait, with it the
-# read goes on to the answer (0.3 s later). Python's own SIGINT handler does not restart.
-signal.signal(signal.SIGINT, signal.SIG_DFL)
-signal.signal(signal.SIGALRM, lambda *a: None)
-signal.setitimer(signal.ITIMER_REAL, 0.02)
-out["interrupted"] = read()
-signal.siginterrupt(signal.SIGALRM, False)
-child = send_later(b"restarted", 0.3)
-signal.setitimer(signal.ITIMER_REAL, 0.02)
-out["restarted"] = read()
-os.waitpid(child, 0)
-
+# Signals 20 ms into the read.
+SIGNAL_AFTER = 0.02
+""" + SIGNALLED_READS + """
 # The CPU a read that waits 0.3 s for its answer takes: the polling window's worth.
 child = send_later(b"answer", 0.3)
 before = cpu()
