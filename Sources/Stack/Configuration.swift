@@ -118,6 +118,12 @@ public struct TCPConfiguration: Sendable {
     public var minimumRTOMicroseconds: UInt64 = 200_000
     /// TIME-WAIT lasts 2 MSL (Linux: 60 s). Tests shorten it.
     public var timeWaitMilliseconds: UInt64 = 60_000
+    /// At most this many connections wait out TIME-WAIT (Linux: net.ipv4.tcp_max_tw_buckets,
+    /// 131,072 on a machine this size). A connection closing beyond it leaves TIME-WAIT at the
+    /// next timer tick instead of after 2 MSL, counted in TcpExtTCPTimeWaitOverflow. Each one
+    /// keeps its TCPConnection, about 2 KB: a client closing 12,000 connections a second
+    /// would otherwise hold 1.4 GB of them.
+    public var maximumTimeWait = 32_768
     /// How long an orphaned connection may sit in FIN-WAIT-2 (Linux: tcp_fin_timeout 60 s).
     public var finWait2Milliseconds: UInt64 = 60_000
     /// SYN retransmissions before connect fails (Linux: tcp_syn_retries 6).

@@ -185,6 +185,7 @@ public struct Counters: Sendable {
     public var tcpRTOs: UInt64 = 0
     public var tcpTimeouts: UInt64 = 0
     public var tcpAbortOnClose: UInt64 = 0
+    public var tcpTimeWaitOverflow: UInt64 = 0
     public var tcpDataAfterClose: UInt64 = 0
     public var tcpWindowProbes: UInt64 = 0
     public var tcpKeepAliveProbes: UInt64 = 0
@@ -291,6 +292,7 @@ public struct Counters: Sendable {
         ("TcpExtTCPTimeouts", \.tcpRTOs),
         ("TcpExtTCPAbortOnTimeout", \.tcpTimeouts),
         ("TcpExtTCPAbortOnClose", \.tcpAbortOnClose),
+        ("TcpExtTCPTimeWaitOverflow", \.tcpTimeWaitOverflow),
         ("TcpExtTCPAbortOnData", \.tcpDataAfterClose),
         ("TcpExtTCPWinProbe", \.tcpWindowProbes),
         ("TcpExtTCPKeepAlive", \.tcpKeepAliveProbes),

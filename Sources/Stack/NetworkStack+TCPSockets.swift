@@ -15,6 +15,8 @@ struct TCPTables {
     var generations: [UInt32] = []
     var freeSlots: [Int32] = []
     var connections: [TCPFourTuple: TCPConnection] = [:]
+    /// Connections in TIME-WAIT (TCPConfiguration.maximumTimeWait).
+    var timeWaitCount = 0
     /// Listeners by local name; the address is unspecified for one bound to any.
     var listeners: [TCPLocalName: TCPConnection] = [:]
     /// Listeners per port, whatever their address.

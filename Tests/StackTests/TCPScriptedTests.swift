@@ -309,6 +309,33 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertEqual(p.stack.pendingTimers, idle)
     }
 
+    // As Linux's tcp_max_tw_buckets: beyond maximumTimeWait a closing connection still
+    // acknowledges the peer's FIN, then leaves TIME-WAIT at the next tick, counted.
+    func testTimeWaitBeyondTheLimitEndsAtTheNextTick() throws {
+        let p = ScriptedPeer { $0.tcp.maximumTimeWait = 1 }
+        func activeClose(port: UInt16) throws -> SocketID {
+            let (s, stackISN) = try p.establishPassive(port: port, peerISN: 1000)
+            try p.stack.tcpShutdown(s, .write, now: p.now)
+            XCTAssertEqual(p.expectOne("our FIN")?.flags, [.fin, .ack])
+            p.send([.fin, .ack], seq: 1001, ack: stackISN &+ 2, to: port)
+            XCTAssertEqual(p.expectOne("ACK of their FIN")?.ack, 1002)
+            return s
+        }
+        let first = try activeClose(port: 80)
+        let second = try activeClose(port: 81)
+        XCTAssertEqual(p.stack.counters.tcpTimeWaitOverflow, 1)
+        p.advance(1)
+        XCTAssertEqual(p.stack.tcpState(first), .timeWait)
+        XCTAssertEqual(p.stack.tcpState(second), .closed)
+        // The first one's end makes room again.
+        p.advance(999)
+        XCTAssertEqual(p.stack.tcpState(first), .closed)
+        let third = try activeClose(port: 82)
+        p.advance(1)
+        XCTAssertEqual(p.stack.tcpState(third), .timeWait)
+        XCTAssertEqual(p.stack.counters.tcpTimeWaitOverflow, 1)
+    }
+
     // RFC 9293 Figure 14: simultaneous close goes through CLOSING.
     func testSimultaneousClose() throws {
         let p = ScriptedPeer()

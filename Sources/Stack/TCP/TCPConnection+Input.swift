@@ -260,7 +260,7 @@ extension TCPConnection {
             // A retransmitted FIN: acknowledge and restart 2 MSL.
             if seg.flags.contains(.fin) {
                 ackNow = true
-                setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds), in: stack)
+                setTimer(.lifetime, at: timeWaitEnd(now: now, in: stack), in: stack)
             }
         default:
             break
@@ -525,14 +525,25 @@ extension TCPConnection {
     func enterTimeWait(now: Instant, in stack: NetworkStack) {
         leaveEstablishedCount(in: stack)
         state = .timeWait
+        stack.tcp.timeWaitCount += 1
         // Nothing is sent or waited for in TIME-WAIT but its own end.
         clearTimers(except: .lifetime, in: stack)
-        setTimer(.lifetime, at: now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds), in: stack)
+        setTimer(.lifetime, at: timeWaitEnd(now: now, in: stack), in: stack)
         // TIME-WAIT lasts 2 MSL with nothing to send and (once read) nothing to keep: give the
         // rings back, so that thousands of connections waiting out TIME-WAIT cost little.
         if sendBuffer.count == 0 { sendBuffer = ByteRing(capacity: 1) }
         if receive.readable == 0 && !receive.hasOutOfOrder { receive = ReceiveQueue(capacity: 1) }
         stack.markReadinessChanged(id)
+    }
+
+    /// 2 MSL from now; with more than maximumTimeWait connections in TIME-WAIT (this one
+    /// among them), now: the timer ends it at the next tick, after the ACK it owes has gone.
+    private func timeWaitEnd(now: Instant, in stack: NetworkStack) -> Instant {
+        guard stack.tcp.timeWaitCount > stack.configuration.tcp.maximumTimeWait else {
+            return now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds)
+        }
+        stack.counters.tcpTimeWaitOverflow &+= 1
+        return now
     }
 
     /// CurrEstab counts ESTABLISHED and CLOSE-WAIT (RFC 4022).

@@ -491,6 +491,7 @@ extension TCPConnection {
             }
             listener = nil
         }
+        if state == .timeWait { stack.tcp.timeWaitCount -= 1 }
         state = .closed
         clearAllTimers(in: stack)
         stack.tcpConnectionClosed(self, free: orphaned || unaccepted)
