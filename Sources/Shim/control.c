@@ -11,6 +11,7 @@
 #include "rights.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,12 +47,18 @@ static const char *socket_path(void) {
     return socket_path_copy;
 }
 
+void say(const char *format, ...) {
+    char line[512];
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 void warn_unreachable(const char *why, int err) {
     if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED)) return;
-    char line[512];
-    int n = snprintf(line, sizeof line, "lvlip: cannot reach lvlipd at %s: %s%s\n", socket_path(), why,
-                     err ? strerror(err) : "");
-    if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    say("lvlip: cannot reach lvlipd at %s: %s%s\n", socket_path(), why, err ? strerror(err) : "");
 }
 
 static int close_keeping_errno(int fd) {

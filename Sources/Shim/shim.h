@@ -173,6 +173,8 @@ extern int ctl_fd;
 extern uint32_t stack_address, stack_netmask, stack_gateway;
 
 void warn_unreachable(const char *why, int err);
+// One line (printf-style, at most 511 bytes) to stderr, through libc's own write.
+void say(const char *format, ...) __attribute__((format(printf, 1, 2)));
 // With ctl_lock held: a greeted connection, opened now if there is none. -1 with errno
 // ENETDOWN if lvlipd cannot be reached.
 int ctl_ready(void);

@@ -8,7 +8,6 @@
 #include "shim.h"
 
 #include <fcntl.h>
-#include <stdio.h>
 #include <string.h>
 
 // Sockets the user may still open, from the last SOCKET reply. socket() waits for its
@@ -37,11 +36,8 @@ static void warn_unserved(int domain, int type, int protocol) {
     if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) return;
     const char *family = domain == AF_INET ? "AF_INET" : domain == AF_INET6 ? "AF_INET6" : "AF_PACKET";
     const char *kind = type == SOCK_RAW ? "SOCK_RAW" : type == SOCK_DGRAM ? "SOCK_DGRAM" : type == SOCK_STREAM ? "SOCK_STREAM" : "other";
-    char line[256];
-    int n = snprintf(line, sizeof line,
-                     "lvlip: %s %s sockets with protocol %d are not served by lvlip: this one uses the kernel's network stack\n",
-                     family, kind, protocol);
-    if (n > 0) (void)!get_write()(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    say("lvlip: %s %s sockets with protocol %d are not served by lvlip: this one uses the kernel's network stack\n",
+        family, kind, protocol);
 }
 
 int kernel_socket(int domain, int type, int protocol) {

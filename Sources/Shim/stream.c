@@ -193,20 +193,15 @@ static int wait_readable(int fd) {
         pthread_sigmask(SIG_BLOCK, &all, &own);
         mask = &own;
     }
-    int r, polling = mask != NULL;
-    for (;;) {
-        r = polling ? busy_poll(&p, mask) : ppoll(&p, 1, NULL, mask);
-        if (r > 0) break;
-        if (r == 0) {
-            polling = 0;  // the window passed: sleep
-            continue;
-        }
+    // >0: readable; 0: the window passed (or no polling), sleep; -1: interrupted or failed.
+    int r = mask ? busy_poll(&p, mask) : 0;
+    for (; r <= 0; r = ppoll(&p, 1, NULL, mask)) {
+        if (r == 0) continue;
         if (errno != EINTR) {  // the read itself fails or waits
             r = 0;
             break;
         }
         if (!handlers_restart()) break;
-        polling = 0;
     }
     if (mask) {
         int err = errno;

@@ -598,7 +598,8 @@ def cpu():
 # Signals 20 ms into the read.
 SIGNAL_AFTER = 0.02
 """ + SIGNALLED_READS + """
-# The CPU a read that waits 0.3 s for its answer takes: the polling window's worth.
+# The CPU a read that waits for its answer (0.3 s, and the server's 0.2 s) takes: the
+# polling window's worth.
 child = send_later(b"answer", 0.3)
 before = cpu()
 out["answer"] = read()
