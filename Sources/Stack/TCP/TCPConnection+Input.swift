@@ -526,6 +526,7 @@ extension TCPConnection {
         leaveEstablishedCount(in: stack)
         state = .timeWait
         stack.tcp.timeWaitCount += 1
+        if stack.tcp.timeWaitCount > stack.configuration.tcp.maximumTimeWait { stack.counters.tcpTimeWaitOverflow &+= 1 }
         // Nothing is sent or waited for in TIME-WAIT but its own end.
         clearTimers(except: .lifetime, in: stack)
         setTimer(.lifetime, at: timeWaitEnd(now: now, in: stack), in: stack)
@@ -539,11 +540,8 @@ extension TCPConnection {
     /// 2 MSL from now; with more than maximumTimeWait connections in TIME-WAIT (this one
     /// among them), now: the timer ends it at the next tick, after the ACK it owes has gone.
     private func timeWaitEnd(now: Instant, in stack: NetworkStack) -> Instant {
-        guard stack.tcp.timeWaitCount > stack.configuration.tcp.maximumTimeWait else {
-            return now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds)
-        }
-        stack.counters.tcpTimeWaitOverflow &+= 1
-        return now
+        stack.tcp.timeWaitCount > stack.configuration.tcp.maximumTimeWait
+            ? now : now.adding(milliseconds: stack.configuration.tcp.timeWaitMilliseconds)
     }
 
     /// CurrEstab counts ESTABLISHED and CLOSE-WAIT (RFC 4022).

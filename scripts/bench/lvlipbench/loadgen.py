@@ -74,7 +74,7 @@ def alternating(bed, mode, seconds, *args, what):
     seconds (a 2-CPU VM: the kernel's connection rate measured 22,281-37,903/s in consecutive
     2 s runs): with two runs per stack one slow spell decided the ratio."""
     runs = {"kernel": [], "lvlip": []}
-    rounds = bed.cfg.get("alternations", 1)
+    rounds = bed.cfg["alternations"]
     total = 2 * rounds
     length = f"{seconds / total:g}"
     for _ in range(rounds):

@@ -41,8 +41,7 @@ def report(bed, runtime):
                f"runs (lvlip: `lvlipctl stat`, kernel: `nstat` in this namespace, before and after each run); "
                f"lvlipd CPU: utime+stime from /proc/PID/stat around the lvlip runs; request/response and "
                f"connection rate: loadgen {cfg['rr_seconds']} s / {cfg['cr_seconds']} s per stack, as "
-               f"{2 * cfg['alternations']} runs of {cfg['cr_seconds'] / (2 * cfg['alternations']):g} s each, in "
-               f"{cfg['alternations']} round(s) of the orders kernel-lvlip and lvlip-kernel (summed; latency "
+               f"{2 * cfg['alternations']} equal runs, in {cfg['alternations']} round(s) of the orders kernel-lvlip and lvlip-kernel (summed; latency "
                f"percentiles averaged), "
                f"connections spread over {ECHO_PORTS} server ports")
     out.append("- loss: nftables `numgen random mod 100 < N` on the frames to the receiver, one segment per "
