@@ -30,23 +30,42 @@ public struct SipHash24 {
     }
 
     public mutating func add(_ byte: UInt8) {
-        tail |= UInt64(byte) << UInt64(8 * tailBytes)
-        tailBytes += 1
-        length += 1
-        if tailBytes == 8 {
-            compress(tail)
-            tail = 0
-            tailBytes = 0
+        add(bytes: UInt64(byte), count: 1)
+    }
+
+    /// Adds an integer's bytes, least significant first: the same message as adding them
+    /// one by one, taken a word at a time (byte by byte, the keyed hashes of each new
+    /// connection cost about 1,700 instructions).
+    @inline(__always)
+    public mutating func add<T: FixedWidthInteger>(_ value: T) {
+        let size = MemoryLayout<T>.size
+        if size <= 8 {
+            add(bytes: UInt64(truncatingIfNeeded: value), count: size)
+        } else {
+            var v = value
+            for _ in 0..<size / 8 {
+                add(bytes: UInt64(truncatingIfNeeded: v), count: 8)
+                v = v >> 64
+            }
         }
     }
 
-    /// Adds an integer's bytes, least significant first.
-    public mutating func add<T: FixedWidthInteger>(_ value: T) {
-        var v = value.littleEndian
-        for _ in 0..<MemoryLayout<T>.size {
-            add(UInt8(truncatingIfNeeded: v))
-            v >>= 8
+    /// Adds the `count` (1...8) low bytes of `value`, least significant first.
+    @inline(__always)
+    private mutating func add(bytes value: UInt64, count: Int) {
+        let v = count == 8 ? value : value & ((1 << UInt64(8 * count)) &- 1)
+        tail |= v << UInt64(8 * tailBytes)
+        length += count
+        let filled = tailBytes + count
+        if filled < 8 {
+            tailBytes = filled
+            return
         }
+        compress(tail)
+        // The bytes that did not fit: `value` shifted by what did (8 - tailBytes of them).
+        let used = 8 - tailBytes
+        tail = used == 8 ? 0 : v >> UInt64(8 * used)
+        tailBytes = filled - 8
     }
 
     public mutating func finalize() -> UInt64 {
