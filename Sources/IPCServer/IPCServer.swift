@@ -71,6 +71,9 @@ public final class IPCServer {
         var wantsWrite = false
         /// On the list of clients whose replies are written at the end of the wake-up.
         var flushQueued = false
+        /// Still in `clients`: false once closed (checked where a handler may have closed
+        /// it, without a lookup by descriptor, whose number a new client may already have).
+        var isOpen = true
         var created = SocketService.Created()
 
         init(fd: Int32, pid: Int32, uid: UInt32) {
@@ -236,7 +239,7 @@ public final class IPCServer {
 
     private func handle(_ client: Client, events: IOEvents) {
         if events.contains(.writable) { flush(client) }
-        guard clients[client.fd] === client else { return }
+        guard client.isOpen else { return }
         if events.contains(.readable) || events.contains(.hangup) || events.contains(.error) { read(client) }
     }
 
@@ -275,7 +278,7 @@ public final class IPCServer {
                 // What was read before came from someone else: handle it as theirs. (The
                 // kernel never returns bytes of two senders from one read.)
                 processInput(client)
-                guard clients[client.fd] === client else { return }
+                guard client.isOpen else { return }
                 client.pid = sender.pid
                 client.uid = sender.uid
             }
@@ -284,7 +287,7 @@ public final class IPCServer {
                 // A read stops after a message that brought descriptors (the shim's SOCKET
                 // requests, sent without waiting): handle it, then look for more.
                 processInput(client)
-                guard clients[client.fd] === client else { return }
+                guard client.isOpen else { return }
                 continue
             }
             // A short read took all there was (a stream socket): no need to hear EAGAIN.
@@ -296,7 +299,7 @@ public final class IPCServer {
     private func processInput(_ client: Client) {
         var consumed = 0
         defer {
-            if clients[client.fd] === client, consumed > 0 { client.input.removeFirst(consumed) }
+            if client.isOpen, consumed > 0 { client.input.removeFirst(consumed) }
         }
         while client.input.count - consumed >= IPCHeader.size {
             let header = client.input.withUnsafeBytes { IPCHeader($0.suffix(from: consumed)) }
@@ -357,7 +360,7 @@ public final class IPCServer {
             let interface = service?.interface ?? IPCHello.Interface(address: 0, netmask: 0, gateway: 0)
             send(client, type: IPCMessageType.helloReply, tag: header.tag,
                  body: IPCHello(pid: getpid(), interface: interface).encoded)
-            return clients[client.fd] === client
+            return client.isOpen
         }
         if IPCMessageType.isSocketRequest(header.type), let service {
             guard let reply = service.handle(type: header.type, tag: header.tag, body: body, fd: fd, pid: client.pid,
@@ -368,7 +371,7 @@ public final class IPCServer {
             if header.flags & UInt16(LVLIP_FLAG_NO_REPLY) == 0 {
                 send(client, type: header.type + 1, tag: header.tag, body: reply.body, settle: reply.settle)
             }
-            return clients[client.fd] === client
+            return client.isOpen
         }
         guard let query = queries[header.type] else {
             close(client.fd, reason: "unknown message type \(header.type)")
@@ -379,7 +382,7 @@ public final class IPCServer {
             return false
         }
         send(client, type: query.reply, tag: header.tag, body: Array(query.text().utf8))
-        return clients[client.fd] === client
+        return client.isOpen
     }
 
     /// A client that exited with replies unread (the shim does not wait for every reply):
@@ -412,7 +415,7 @@ public final class IPCServer {
     private func flushReplies() {
         for client in unflushed {
             client.flushQueued = false
-            if clients[client.fd] === client { flush(client) }
+            if client.isOpen { flush(client) }
         }
         unflushed.removeAll(keepingCapacity: true)
     }
@@ -458,6 +461,7 @@ public final class IPCServer {
 
     private func close(_ fd: Int32, reason: String?) {
         guard let client = clients.removeValue(forKey: fd) else { return }
+        client.isOpen = false
         reactor.unregister(fd: fd)
         // What was queued (an ERROR that says why) goes first, as far as the socket takes it.
         if client.outputBytes > 0 {
