@@ -6,6 +6,24 @@ struct TCPFourTuple: Hashable {
     var remotePort: UInt16
     var localAddress: IPAddress
     var localPort: UInt16
+
+    /// Every bit of the names, in as few words as they fit: an IPv4 pair of addresses in one
+    /// (the segment demultiplexer hashes a tuple per segment and per new connection; the
+    /// synthesized hash fed six values). Both shapes feed the whole tuple, so equal hashes
+    /// come only from Hasher's seeded mixing, never from the layout.
+    func hash(into hasher: inout Hasher) {
+        let ports = UInt32(remotePort) << 16 | UInt32(localPort)
+        if let remote = remoteAddress.v4, let local = localAddress.v4 {
+            hasher.combine(UInt64(remote.value) << 32 | UInt64(local.value))
+            hasher.combine(ports)
+        } else {
+            hasher.combine(remoteAddress.bits.high)
+            hasher.combine(remoteAddress.bits.low)
+            hasher.combine(localAddress.bits.high)
+            hasher.combine(localAddress.bits.low)
+            hasher.combine(ports)
+        }
+    }
 }
 
 /// The stack's TCP state: the socket slab, the demultiplexing tables and the lists of
