@@ -3,8 +3,9 @@
 /// a secret hash, so that an off-path attacker cannot predict the values.
 public struct SipHash24 {
     private var v0: UInt64, v1: UInt64, v2: UInt64, v3: UInt64
+    /// The bytes added since the last compression (`length % 8` of them), least significant
+    /// first.
     private var tail: UInt64 = 0
-    private var tailBytes = 0
     private var length = 0
 
     public init(key0: UInt64, key1: UInt64) {
@@ -29,10 +30,6 @@ public struct SipHash24 {
         v0 ^= m
     }
 
-    public mutating func add(_ byte: UInt8) {
-        add(bytes: UInt64(byte), count: 1)
-    }
-
     /// Adds an integer's bytes, least significant first: the same message as adding them
     /// one by one, taken a word at a time (byte by byte, the keyed hashes of each new
     /// connection cost about 1,700 instructions).
@@ -54,18 +51,14 @@ public struct SipHash24 {
     @inline(__always)
     private mutating func add(bytes value: UInt64, count: Int) {
         let v = count == 8 ? value : value & ((1 << UInt64(8 * count)) &- 1)
-        tail |= v << UInt64(8 * tailBytes)
+        let held = length & 7
+        tail |= v << UInt64(8 * held)
         length += count
-        let filled = tailBytes + count
-        if filled < 8 {
-            tailBytes = filled
-            return
-        }
+        guard held + count >= 8 else { return }
         compress(tail)
-        // The bytes that did not fit: `value` shifted by what did (8 - tailBytes of them).
-        let used = 8 - tailBytes
+        // The bytes that did not fit: `value` shifted by those that did (8 - held of them).
+        let used = 8 - held
         tail = used == 8 ? 0 : v >> UInt64(8 * used)
-        tailBytes = filled - 8
     }
 
     public mutating func finalize() -> UInt64 {

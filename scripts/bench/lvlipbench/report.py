@@ -41,8 +41,8 @@ def report(bed, runtime):
                f"runs (lvlip: `lvlipctl stat`, kernel: `nstat` in this namespace, before and after each run); "
                f"lvlipd CPU: utime+stime from /proc/PID/stat around the lvlip runs; request/response and "
                f"connection rate: loadgen {cfg['rr_seconds']} s / {cfg['cr_seconds']} s per stack, as "
-               f"{2 * cfg['alternations']} equal runs, in {cfg['alternations']} round(s) of the orders kernel-lvlip and lvlip-kernel (summed; latency "
-               f"percentiles averaged), "
+               f"{2 * cfg['alternations']} equal runs, in {cfg['alternations']} round(s) of the orders "
+               f"kernel-lvlip and lvlip-kernel (summed; latency percentiles averaged), "
                f"connections spread over {ECHO_PORTS} server ports")
     out.append("- loss: nftables `numgen random mod 100 < N` on the frames to the receiver, one segment per "
                "frame on both paths (`gso_max_segs 1` on the sender, TSO, GSO and GRO off on the veth pair: "
