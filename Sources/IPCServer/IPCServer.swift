@@ -283,14 +283,11 @@ public final class IPCServer {
                 client.uid = sender.uid
             }
             client.input.append(contentsOf: UnsafeRawBufferPointer(readBuffer.slice(0..<count)))
-            if receivedCount != 0 {
-                // A read stops after a message that brought descriptors (the shim's SOCKET
-                // requests, sent without waiting): handle it, then look for more.
-                processInput(client)
-                guard client.isOpen else { return }
-                continue
-            }
-            // A short read took all there was (a stream socket): no need to hear EAGAIN.
+            // A short read took all there was (a stream socket): no need to hear EAGAIN. One
+            // that brought descriptors stops where the write that sent them ended (the
+            // shim's SOCKET, with the requests held back with it); anything written after it
+            // is read at the next wake-up (the descriptor is level-triggered), which costs
+            // as much as the read here would, and nothing when, as usual, there is none.
             if client.input.count > IPCHeader.size + IPCHeader.maxBody || count < readBuffer.count { break }
         }
         processInput(client)
