@@ -114,6 +114,11 @@ public struct TCPConfiguration: Sendable {
     }
     /// Ring storage kept for reuse after connections give it back (`RingStoragePool`).
     public var ringPoolBytes = 32 * 1024 * 1024
+    /// The floor of the MSS data is sent with, whatever the peer announces or TCP_MAXSEG asks:
+    /// a segment can always carry this many bytes. Not a setting: the shim counts on it
+    /// (LVLIP_MIN_MSS: a first write this small is one segment, which Nagle's algorithm
+    /// cannot hold back).
+    public static let minimumMSS = 64
     /// Lower bound of the RTO (Linux: 200 ms; RFC 6298 says 1 s).
     public var minimumRTOMicroseconds: UInt64 = 200_000
     /// TIME-WAIT lasts 2 MSL (Linux: 60 s). Tests shorten it.

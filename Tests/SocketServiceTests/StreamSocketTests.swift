@@ -313,6 +313,12 @@ final class StreamSocketTests: XCTestCase {
         XCTAssertEqual(client.listen(listener, backlog: 4), 0)
         XCTAssertEqual(client.identify(listener.fd).state, LVLIP_STATE_LISTENING.rawValue)
     }
+
+    /// The shim lets a TCP_NODELAY wait past a first write of at most LVLIP_MIN_MSS bytes
+    /// (one segment, which Nagle's algorithm cannot hold back): the stack's floor must be it.
+    func testTheShimsOneSegmentWriteIsTheStacksSmallestMSS() {
+        XCTAssertEqual(Int(LVLIP_MIN_MSS), TCPConfiguration.minimumMSS)
+    }
 }
 
 /// Bytes waiting to be read at `fd` (FIONREAD).

@@ -90,6 +90,25 @@ final class TCPScriptedTests: XCTestCase {
         XCTAssertNil(info.windowScale, "window scaling needs both sides (RFC 7323 2.2)")
     }
 
+    // RFC 9293 3.7.1: the MSS bounds what we send, down to a floor (as Linux's
+    // TCP_MIN_SND_MSS): a peer announcing 10 gets segments of TCPConfiguration.minimumMSS.
+    func testTinyPeerMSSIsRaisedToTheFloor() throws {
+        let p = ScriptedPeer()
+        let s = p.stack.tcpOpen()
+        try p.stack.tcpConnect(s, to: IPAddress(Frames.peerIP), port: p.port, now: p.now)
+        let syn = try XCTUnwrap(p.expectOne())
+        let peer = ScriptedPeerPort(p, peerPort: syn.destinationPort)
+        peer.send([.syn, .ack], seq: 9000, ack: syn.seq &+ 1, options: ScriptedPeer.synOptions(mss: 10, ws: nil, sack: false),
+                  to: syn.sourcePort)
+        _ = try XCTUnwrap(p.expectOne())
+        XCTAssertEqual(try XCTUnwrap(p.stack.tcpInfo(s)).sendMSS, TCPConfiguration.minimumMSS)
+        // A write of the floor's size goes whole in one segment; one byte more is a second,
+        // small segment, which Nagle's algorithm holds back while the first is unacknowledged.
+        let data = [UInt8](repeating: 0x61, count: TCPConfiguration.minimumMSS + 1)
+        XCTAssertEqual(try data.withUnsafeBytes { try p.stack.tcpSend(s, $0, now: p.now) }, data.count)
+        XCTAssertEqual(p.received().map(\.payload.count), [TCPConfiguration.minimumMSS])
+    }
+
     // RFC 9293 3.4: sequence numbers wrap; data straddling 2^32 is received in order.
     func testReceiveAcrossSequenceWraparound() throws {
         let p = ScriptedPeer()

@@ -16,6 +16,11 @@
 // there), by lvlipd for an accepted connection.
 #define LVLIP_APP_SEND_BUFFER (512u * 1024u)
 
+// The smallest MSS lvlipd sends with, whatever the peer announces (TCPConnection.minimumMSS):
+// a write of at most this many bytes is one segment. The shim lets a TCP_NODELAY wait past a
+// socket's first write this small (Nagle's algorithm cannot hold any of it back).
+#define LVLIP_MIN_MSS 64
+
 // lvlipd's end of every stack socket's pair has an abstract name that starts so
 // ("lvlip-<daemon pid>-<slot>-<generation>"): a descriptor whose peer is named so is a stack
 // socket, which the shim then identifies with IDENTIFY.

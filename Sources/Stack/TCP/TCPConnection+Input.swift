@@ -507,7 +507,7 @@ extension TCPConnection {
         if let pathMTU { m = min(m, pathMTU - remoteAddress.ipHeaderLength - TCPSegment.minimumHeaderLength) }
         if let cap = options.maxSegment { m = min(m, cap) }
         if timestamps { m -= 12 }
-        mss = max(m, 64)
+        mss = max(m, TCPConfiguration.minimumMSS)
     }
 
     func becomeEstablished(now: Instant, in stack: NetworkStack) {
