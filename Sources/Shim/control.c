@@ -192,9 +192,10 @@ void protect_control(int fd) {
 static void before_fork(void) {
     // The child gets its own connection, opened now by the parent (whose credentials may be
     // the ones that can open it: the child may drop them before its first socket call).
-    // Every reply to what was sent is read first, so that the sockets both will hold are named.
+    // What is held is sent and every reply read first, so that the sockets both will hold
+    // are named (and the child does not send the parent's requests again).
     pthread_mutex_lock(&ctl_lock);
-    if (requests_outstanding() > 0) settle_or_drop();
+    if (requests_outstanding() > 0 || atomic_load_explicit(&requests_held, memory_order_relaxed)) settle_or_drop();
     child_ctl_fd = ctl_connect(0);
 }
 

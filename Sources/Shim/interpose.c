@@ -182,7 +182,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n) {
     struct entry *e = known_stack(fd);
     if (!e) return get_write()(fd, buf, n);
     if (is_dgram(e)) return dgram_sendto(fd, e, buf, n, 0, NULL, 0);
-    if (write_refused(fd, e, 0)) return fail(EPIPE);
+    if (write_refused(fd, e, 0, &(struct iovec){(void *)buf, n}, 1)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, MSG_NOSIGNAL);
     if (__builtin_expect(r < 0, 0)) {
         if (errno == EPIPE) return write_ended(e, 0);
@@ -197,7 +197,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int count) {
     if (count < 0) return fail(EINVAL);
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)count};
     if (is_dgram(e)) return dgram_send(fd, e, &msg, 0);
-    if (write_refused(fd, e, 0)) return fail(EPIPE);
+    if (write_refused(fd, e, 0, iov, (size_t)count)) return fail(EPIPE);
     ssize_t r = get_sendmsg()(fd, &msg, MSG_NOSIGNAL);
     if (__builtin_expect(r < 0, 0)) {
         if (errno == EPIPE) return write_ended(e, 0);
@@ -210,7 +210,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
     struct entry *e = known_stack(fd);
     if (!e) return get_send()(fd, buf, n, flags);
     if (is_dgram(e)) return dgram_sendto(fd, e, buf, n, flags, NULL, 0);
-    if (write_refused(fd, e, flags)) return fail(EPIPE);
+    if (write_refused(fd, e, flags, &(struct iovec){(void *)buf, n}, 1)) return fail(EPIPE);
     ssize_t r = get_send()(fd, buf, n, flags | MSG_NOSIGNAL);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0)) return write_ended(e, flags);
     return r;
@@ -226,9 +226,15 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e || !msg) return get_sendmsg()(fd, msg, flags);
+    if (!e || !msg) {
+        // A descriptor passed to another process may be a stack socket it will identify:
+        // lvlipd must know it first.
+        if (msg && msg->msg_controllen && atomic_load_explicit(&requests_held, memory_order_relaxed))
+            send_and_settle();
+        return get_sendmsg()(fd, msg, flags);
+    }
     if (is_dgram(e)) return dgram_send(fd, e, msg, flags);
-    if (write_refused(fd, e, flags)) return fail(EPIPE);
+    if (write_refused(fd, e, flags, msg->msg_iov, msg->msg_iovlen)) return fail(EPIPE);
     struct msghdr copy = *msg;
     copy.msg_name = NULL;
     copy.msg_namelen = 0;
@@ -239,6 +245,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
     struct entry *e = known_stack(fd);
+    if (!e && atomic_load_explicit(&requests_held, memory_order_relaxed)) send_and_settle();  // as sendmsg
     if (!is_dgram(e)) return get_sendmmsg()(fd, vec, count, flags);
     unsigned int sent = 0;
     for (; sent < count; sent++) {
@@ -255,7 +262,7 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) 
 EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
     struct entry *e = known_stack(out);
     if (is_dgram(e)) return fail(EINVAL);
-    if (e && write_refused(out, e, 0)) return fail(EPIPE);
+    if (e && write_refused(out, e, 0, &(struct iovec){NULL, count}, 1)) return fail(EPIPE);
     ssize_t r = get_sendfile()(out, in, offset, count);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0) && e) return write_ended(e, MSG_NOSIGNAL);
     return r;
@@ -264,7 +271,7 @@ EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count) {
 EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count) {
     struct entry *e = known_stack(out);
     if (is_dgram(e)) return fail(EINVAL);
-    if (e && write_refused(out, e, 0)) return fail(EPIPE);
+    if (e && write_refused(out, e, 0, &(struct iovec){NULL, count}, 1)) return fail(EPIPE);
     ssize_t r = get_sendfile64()(out, in, offset, count);
     if (__builtin_expect(r < 0 && errno == EPIPE, 0) && e) return write_ended(e, MSG_NOSIGNAL);
     return r;
@@ -334,6 +341,86 @@ EXPORT int dup3(int old, int new, int flags) {
     int r = get_dup3()(old, new, flags);
     if (r >= 0) copy_entry(old, r);
     return r;
+}
+
+// MARK: - exec and posix_spawn: the new program may identify the sockets it inherits
+//
+// What is held goes to lvlipd, and every reply is read, before a program is started: the new
+// program identifies each stack socket it inherits with lvlipd (docs/shim.md, "Descriptors").
+// (fork does the same in its handler; libc's own exec calls inside system() and popen() are
+// not interposable.)
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
+    send_and_settle();
+    return get_execve()(path, argv, envp);
+}
+
+EXPORT int execv(const char *path, char *const argv[]) {
+    send_and_settle();
+    return get_execv()(path, argv);
+}
+
+EXPORT int execvp(const char *file, char *const argv[]) {
+    send_and_settle();
+    return get_execvp()(file, argv);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
+    send_and_settle();
+    return get_execvpe()(file, argv, envp);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[]) {
+    send_and_settle();
+    return get_fexecve()(fd, argv, envp);
+}
+
+EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+                       const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    send_and_settle();
+    return get_posix_spawn()(pid, path, actions, attr, argv, envp);
+}
+
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
+                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    send_and_settle();
+    return get_posix_spawnp()(pid, file, actions, attr, argv, envp);
+}
+
+// execl, execlp, execle: their arguments as the vector the v forms take (on the stack).
+#define ARGUMENTS_AS_VECTOR(first, args, argv)                                    \
+    size_t count_ = 1;                                                            \
+    va_list ap_;                                                                  \
+    va_copy(ap_, args);                                                           \
+    while (va_arg(ap_, char *)) count_++;                                         \
+    va_end(ap_);                                                                  \
+    char *argv[count_ + 1];                                                       \
+    argv[0] = (char *)(first);                                                    \
+    for (size_t i_ = 1; i_ <= count_; i_++) argv[i_] = va_arg(args, char *);
+
+EXPORT int execl(const char *path, const char *arg, ...) {
+    va_list args;
+    va_start(args, arg);
+    ARGUMENTS_AS_VECTOR(arg, args, argv)
+    va_end(args);
+    return execv(path, argv);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...) {
+    va_list args;
+    va_start(args, arg);
+    ARGUMENTS_AS_VECTOR(arg, args, argv)
+    va_end(args);
+    return execvp(file, argv);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...) {
+    va_list args;
+    va_start(args, arg);
+    ARGUMENTS_AS_VECTOR(arg, args, argv)
+    char *const *envp = va_arg(args, char *const *);
+    va_end(args);
+    return execve(path, argv, envp);
 }
 
 // Some libraries call the socket system calls through syscall(2) (libuv's sendmmsg and

@@ -39,15 +39,30 @@ static int option_cannot_fail(const struct entry *e, int level, int name, sockle
     return level == SOL_SOCKET && (name == SO_KEEPALIVE || name == SO_REUSEADDR || name == SO_REUSEPORT);
 }
 
-static int set_without_waiting(const struct entry *e, struct lvlip_opt_req *req, const void *value) {
+// Whether the option may be held back (docs/ipc.md, "Requests held back") rather than sent:
+// on a socket neither connected nor listening, any of them (nothing happens to it before its
+// next request, which carries the option); on a connected one, TCP_NODELAY, which only
+// governs what the socket sends: it goes before the socket's next write that Nagle's
+// algorithm could hold back (before_write). A listener's options pass to the connections
+// lvlipd accepts for it, and SO_KEEPALIVE starts a timer: those go now.
+static int may_hold(const struct entry *e, int level, int name) {
+    if (e->flags & F_LISTENING) return 0;
+    if (!(e->flags & F_STARTED)) return 1;
+    return level == IPPROTO_TCP && name == TCP_NODELAY;
+}
+
+static int set_without_waiting(struct entry *e, struct lvlip_opt_req *req, const void *value) {
     req->length = sizeof(int);
     struct request q = {.type = LVLIP_MSG_SETOPT, .flags = LVLIP_FLAG_NO_REPLY, .about = e, .body = req,
                         .length = sizeof *req, .value = value, .value_length = sizeof(int)};
     uint32_t tag;
+    int held = may_hold(e, req->level, req->name);
     pthread_mutex_lock(&ctl_lock);
-    int r = send_request(&q, &tag);
+    int r = held ? hold_request(&q, &tag) : send_request(&q, &tag);
     pthread_mutex_unlock(&ctl_lock);
-    return r < 0 ? fail(ENETDOWN) : 0;
+    if (r < 0) return fail(ENETDOWN);
+    if (held && (e->flags & F_STARTED)) e->flags |= F_OPTION_HELD;
+    return 0;
 }
 
 // What the shim keeps of an option lvlipd accepted: broadcast permission and IPV6_V6ONLY
@@ -66,6 +81,30 @@ static void note_option(struct entry *e, int level, int name, const void *value,
         if (on) e->flags |= F_BROADCAST; else e->flags &= ~F_BROADCAST;
     }
     if (is_dgram(e)) note_control_option(e, level, name, value, len);
+}
+
+// Whether the bytes `iov` describes fit in one segment of lvlipd's smallest MSS. A vector
+// the kernel will refuse (more than UIO_MAXIOV entries) counts as large, unread.
+static int fits_one_segment(const struct iovec *iov, size_t count) {
+    if (count > 1024) return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < count && total <= LVLIP_MIN_MSS; i++) total += iov[i].iov_len;
+    return total <= LVLIP_MIN_MSS;
+}
+
+void before_write(int fd, struct entry *e, const struct iovec *iov, size_t count) {
+    if (e->flags & F_SMALL_BUFFER) restore_send_buffer(fd, e);
+    // Nagle's algorithm holds back a segment smaller than the MSS while data is in flight. A
+    // socket's first write has nothing in flight before it (the handshake is over or its
+    // data waits for it), and if it fits in one segment of lvlipd's smallest MSS it goes
+    // whole, TCP_NODELAY or not: the option held may wait past it.
+    if ((e->flags & F_OPTION_HELD) && ((e->flags & F_WRITTEN) || !fits_one_segment(iov, count))) {
+        e->flags &= (uint16_t)~F_OPTION_HELD;
+        pthread_mutex_lock(&ctl_lock);
+        send_held_requests();  // a broken connection is dropped: the write then says so
+        pthread_mutex_unlock(&ctl_lock);
+    }
+    e->flags |= F_WRITTEN;
 }
 
 int set_option(struct entry *e, int level, int name, const void *value, socklen_t len) {

@@ -1,6 +1,12 @@
 // Requests and replies on the control connection (docs/ipc.md), under ctl_lock. Most wait
 // for their reply; SOCKET and SETOPT of an option lvlipd cannot refuse do not, and their
 // replies, which lvlipd sends in order, are read ahead of the next request's ("settled").
+//
+// Some requests are not even sent at once: held (written into `held`), they go with the next
+// request that is sent, in the same write, so that lvlipd wakes once for all of them
+// (docs/ipc.md, "Requests held back"). Which ones may wait, and until when, the callers
+// decide (socket.c, options.c, stream writes); whatever is held is sent before a request
+// waits for a reply, before fork and exec, and before a descriptor is passed.
 #include "shim.h"
 #include "rights.h"
 
@@ -13,9 +19,17 @@
 static uint32_t ctl_tag;
 
 // Requests sent without waiting for their replies, oldest first; their replies come ahead
-// of any later request's.
+// of any later request's. Those from `first_held` on are still held.
 static struct outstanding outstanding[MAX_OUTSTANDING];
 static int outstanding_count;
+static int first_held;
+
+// Requests held back, in order, and the one descriptor that goes with them (a SOCKET's: a
+// second SOCKET sends the first).
+static char held[2048];
+static size_t held_length;
+static int held_fd = -1;
+_Atomic int requests_held;
 
 // Bytes read from the control connection and not yet taken: replies to requests sent
 // without waiting arrive back to back, and one read may bring several.
@@ -29,20 +43,54 @@ static int connection_broke(void) {
     return fail(ENETDOWN);
 }
 
-int send_request(const struct request *q, uint32_t *tag) {
-    if (ctl_ready() < 0) return -1;
-    struct lvlip_msg_header header = {q->length + q->value_length, q->type, q->flags, ++ctl_tag};
-    char out[sizeof header + MAX_REQUEST_BODY + LVLIP_OPT_MAX_VALUE];
+// Sends what is held, in one write with its descriptor. -1: the connection broke (dropped).
+// `ready`: ctl_ready() has just been called.
+static int send_held(int ready) {
+    if (held_length == 0) return 0;
+    if (!ready && ctl_ready() < 0) return -1;  // dropped, with what was held
+    if (send_all(ctl_fd, held, held_length, held_fd) < 0) return connection_broke();
+    held_length = 0;
+    held_fd = -1;
+    first_held = outstanding_count;
+    atomic_store_explicit(&requests_held, 0, memory_order_relaxed);
+    return 0;
+}
+
+// Writes the request into `held`, after what is there (sent first if the two cannot go
+// together). 0, or -1 with errno.
+static int hold(const struct request *q, uint32_t *tag) {
     if (q->length > MAX_REQUEST_BODY || q->value_length > LVLIP_OPT_MAX_VALUE) return fail(EINVAL);
+    int pass_fd = (q->flags & LVLIP_FLAG_FD) ? q->fd : -1;
+    size_t length = sizeof(struct lvlip_msg_header) + q->length + q->value_length;
+    if ((pass_fd >= 0 && held_fd >= 0) || held_length + length > sizeof held) {
+        if (send_held(0) < 0) return -1;
+    }
+    struct lvlip_msg_header header = {q->length + q->value_length, q->type, q->flags, ++ctl_tag};
+    char *out = held + held_length;
     memcpy(out, &header, sizeof header);
     if (q->length) memcpy(out + sizeof header, q->body, q->length);
     if (q->about && q->length >= sizeof q->about->ref) memcpy(out + sizeof header, &q->about->ref, sizeof q->about->ref);
     if (q->value_length) memcpy(out + sizeof header + q->length, q->value, q->value_length);
-    int pass_fd = (q->flags & LVLIP_FLAG_FD) ? q->fd : -1;
-    if (send_all(ctl_fd, out, sizeof header + q->length + q->value_length, pass_fd) < 0) return connection_broke();
+    held_length += length;
+    if (pass_fd >= 0) held_fd = pass_fd;
+    atomic_store_explicit(&requests_held, 1, memory_order_relaxed);
     *tag = header.tag;
     return 0;
 }
+
+int send_request(const struct request *q, uint32_t *tag) {
+    // Connected first: a request made while there is no connection fails before it is held.
+    if (ctl_ready() < 0) return -1;
+    if (hold(q, tag) < 0) return errno == EINVAL ? -1 : fail(ENETDOWN);
+    return send_held(1);
+}
+
+int hold_request(const struct request *q, uint32_t *tag) {
+    if (hold(q, tag) < 0) return errno == EINVAL ? -1 : fail(ENETDOWN);
+    return 0;
+}
+
+int send_held_requests(void) { return send_held(0); }
 
 // Reads until `need` bytes wait in ctl_in. -1: the connection broke.
 static int buffer_input(size_t need) {
@@ -68,6 +116,7 @@ ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room) {
 }
 
 int settle(void) {
+    if (send_held(0) < 0) return -1;
     for (int i = 0; i < outstanding_count; i++) {
         struct lvlip_socket_rep rep;  // room for SETOPT's struct lvlip_result too
         ssize_t n = read_reply(outstanding[i].type, outstanding[i].tag, &rep, sizeof rep);
@@ -76,6 +125,7 @@ int settle(void) {
         outstanding[i].sent_fd = -1;
     }
     outstanding_count = 0;
+    first_held = 0;
     return 0;
 }
 
@@ -83,17 +133,28 @@ void settle_or_drop(void) {
     if (settle() < 0) ctl_drop();
 }
 
+void send_and_settle(void) {
+    pthread_mutex_lock(&ctl_lock);
+    if (held_length || outstanding_count) settle_or_drop();
+    pthread_mutex_unlock(&ctl_lock);
+}
+
 int requests_outstanding(void) { return outstanding_count; }
 
 void requests_lost(void) {
     ctl_in_length = 0;
     // Sockets still unnamed are identified afresh by the marker on their pair (lvlipd
-    // handled every request it received before the close).
+    // handled every request it received before the close); those whose SOCKET was still held
+    // never reached it.
     for (int i = 0; i < outstanding_count; i++) {
-        if (outstanding[i].type == LVLIP_MSG_SOCKET) socket_reply_lost(&outstanding[i]);
+        if (outstanding[i].type == LVLIP_MSG_SOCKET) socket_reply_lost(&outstanding[i], i >= first_held);
         if (outstanding[i].sent_fd >= 0) get_close()(outstanding[i].sent_fd);
     }
     outstanding_count = 0;
+    first_held = 0;
+    held_length = 0;
+    held_fd = -1;
+    atomic_store_explicit(&requests_held, 0, memory_order_relaxed);
 }
 
 ssize_t request(const struct request *q, void *reply, size_t room) {
@@ -110,11 +171,12 @@ ssize_t request(const struct request *q, void *reply, size_t room) {
     return n;
 }
 
-int request_later(const struct request *q, int fd, uint64_t inode, uint32_t *tag) {
+int request_later(const struct request *q, int fd, uint64_t inode, uint32_t *tag, int held_back) {
     if (outstanding_count == MAX_OUTSTANDING && settle() < 0) return -1;
-    if (send_request(q, tag) < 0) return -1;
+    if ((held_back ? hold_request(q, tag) : send_request(q, tag)) < 0) return -1;
     int sent_fd = (q->flags & LVLIP_FLAG_FD) ? q->fd : -1;
     outstanding[outstanding_count++] = (struct outstanding){*tag, q->type, fd, inode, sent_fd};
+    if (!held_back) first_held = outstanding_count;  // it went, with all held before it
     return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,15 @@
     X(recvmmsg, int, int, struct mmsghdr *, unsigned int, int, struct timespec *) \
     X(sendmmsg, int, int, struct mmsghdr *, unsigned int, int)                    \
     X(ioctl, int, int, unsigned long, void *)                                     \
+    X(execve, int, const char *, char *const *, char *const *)                    \
+    X(execv, int, const char *, char *const *)                                    \
+    X(execvp, int, const char *, char *const *)                                   \
+    X(execvpe, int, const char *, char *const *, char *const *)                   \
+    X(fexecve, int, int, char *const *, char *const *)                            \
+    X(posix_spawn, int, pid_t *, const char *, const posix_spawn_file_actions_t *, \
+      const posix_spawnattr_t *, char *const *, char *const *)                    \
+    X(posix_spawnp, int, pid_t *, const char *, const posix_spawn_file_actions_t *, \
+      const posix_spawnattr_t *, char *const *, char *const *)                    \
     X(syscall, long, long, ...)
 
 #define SHIM_DECLARE_REAL(name, ret, ...)                                         \
@@ -94,6 +104,8 @@ enum {
     F_LOOPBACK_SOURCE = 256,  // a datagram socket bound to a 127/8 address: it cannot reach the link
     F_V6ONLY = 512,     // IPV6_V6ONLY set: a datagram socket sends to no AF_INET address
     F_TIMED_READ = 1024,  // SO_RCVTIMEO may be set on the pair: blocking reads are its own (stream.c)
+    F_WRITTEN = 2048,   // a stream the program has written to through the shim
+    F_OPTION_HELD = 4096,  // a connected stream's TCP_NODELAY may be held back (options.c)
 };
 
 // Receive control messages a datagram socket asked for (setsockopt), built from what lvlipd
@@ -227,10 +239,23 @@ struct outstanding {
 // is that refusal.
 ssize_t request(const struct request *q, void *reply, size_t room);
 // With ctl_lock held: sends a request whose reply is read later, by the next request or
-// before a fork. For SOCKET, `fd` and `inode` name the socket it makes.
-int request_later(const struct request *q, int fd, uint64_t inode, uint32_t *tag);
-// With ctl_lock held: writes one request; its reply is read with read_reply.
+// before a fork. For SOCKET, `fd` and `inode` name the socket it makes. `held_back`: not
+// even sent yet, but held for the next request that is (hold_request).
+int request_later(const struct request *q, int fd, uint64_t inode, uint32_t *tag, int held_back);
+// With ctl_lock held: writes one request, with any held before it; its reply is read with
+// read_reply.
 int send_request(const struct request *q, uint32_t *tag);
+// With ctl_lock held: holds a request back, to go with the next one sent (or when
+// send_held_requests is called). Nothing is sent or read now unless what is already held
+// cannot go with it. 0, or -1 with errno (ENETDOWN: lvlipd cannot be reached).
+int hold_request(const struct request *q, uint32_t *tag);
+// With ctl_lock held: sends what is held. 0, or -1 (the connection is dropped).
+int send_held_requests(void);
+// Whether anything is held (read without the lock: a hint, checked again under it).
+extern _Atomic int requests_held;
+// Sends what is held and reads every reply still due, so that lvlipd knows each socket
+// this process made: before exec, before a descriptor is passed.
+void send_and_settle(void);
 // With ctl_lock held: reads the reply to request `tag`. Returns its body length, or -1
 // (the connection is dropped).
 ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room);
@@ -253,8 +278,9 @@ int kernel_socket(int domain, int type, int protocol);
 int make_socket(int domain, int type, int protocol);
 // A SOCKET reply (`n` bytes of it) for the socket it names.
 void socket_named(const struct outstanding *o, const struct lvlip_socket_rep *rep, ssize_t n);
-// A SOCKET reply lost with the connection: the socket is identified afresh on next use.
-void socket_reply_lost(const struct outstanding *o);
+// A SOCKET reply lost with the connection: the socket is identified afresh on next use, or,
+// if the request never went (`held`), fails every call with ENETDOWN.
+void socket_reply_lost(const struct outstanding *o, int held);
 int socket_bind(struct entry *e, const struct sockaddr *addr, socklen_t len);
 int socket_listen(struct entry *e, int backlog);
 int socket_shutdown(struct entry *e, int how);
@@ -266,6 +292,10 @@ int socket_name(struct entry *e, struct sockaddr *addr, socklen_t *len, int peer
 int native_option(int level, int name);
 int set_native_option(int fd, struct entry *e, int level, int name, const void *value, socklen_t len);
 int set_option(struct entry *e, int level, int name, const void *value, socklen_t len);
+// Before a stream's write of the bytes `iov` describes, once F_WRITTEN is not set or
+// F_SMALL_BUFFER or F_OPTION_HELD is: its send buffer restored, a TCP_NODELAY held back
+// sent if Nagle's algorithm could hold back some of the write.
+void before_write(int fd, struct entry *e, const struct iovec *iov, size_t count);
 int get_option(int fd, struct entry *e, int level, int name, void *value, socklen_t *len);
 
 // MARK: - Addresses (address.c)
@@ -308,12 +338,15 @@ static inline int read_needs_check(ssize_t r, size_t asked) {
 }
 
 // Whether a write may go to the stream, or fails as the kernel's would (EPIPE).
-static inline int write_refused(int fd, struct entry *e, int flags) {
+// Before a stream write of the bytes `iov` describes (only looked at on a first write or
+// with an option held): 1 if the stream is not writable (EPIPE, SIGPIPE unless MSG_NOSIGNAL).
+static inline int write_refused(int fd, struct entry *e, int flags, const struct iovec *iov, size_t count) {
     if (!(e->flags & F_STARTED) || (e->flags & F_WR_SHUT)) {
         if (!(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
         return 1;
     }
-    if (__builtin_expect(e->flags & F_SMALL_BUFFER, 0)) restore_send_buffer(fd, e);
+    if (__builtin_expect((e->flags & (F_WRITTEN | F_SMALL_BUFFER | F_OPTION_HELD)) != F_WRITTEN, 0))
+        before_write(fd, e, iov, count);
     return 0;
 }
 

@@ -66,9 +66,14 @@ static struct lvlip_ref pending_ref(uint32_t tag) {
 }
 
 // With ctl_lock held: SOCKET without waiting; the entry is named by the request's tag.
+//
+// A stream socket's SOCKET is held back for the next request (docs/ipc.md, "Requests held
+// back"): nothing happens to a stream socket until a request about it (bind, listen,
+// connect, an option), which then carries its SOCKET in the same write. A datagram socket's
+// goes now: sendto needs no request before the datagram is in the pair for lvlipd.
 static int socket_later(struct entry *e, const struct request *q, int fd, uint64_t inode) {
     uint32_t tag;
-    if (request_later(q, fd, inode, &tag) < 0) {
+    if (request_later(q, fd, inode, &tag, !is_dgram(e)) < 0) {
         get_close()(q->fd);
         return -1;
     }
@@ -159,9 +164,15 @@ void socket_named(const struct outstanding *o, const struct lvlip_socket_rep *re
     e->flags &= (uint16_t)~F_PENDING;
 }
 
-void socket_reply_lost(const struct outstanding *o) {
+void socket_reply_lost(const struct outstanding *o, int held) {
     struct entry *e = waiting_entry(o);
-    if (e) e->kind = FD_UNKNOWN;
+    if (!e) return;
+    if (!held) {
+        e->kind = FD_UNKNOWN;
+        return;
+    }
+    e->error = ENETDOWN;
+    e->flags &= (uint16_t)~F_PENDING;
 }
 
 // MARK: - The calls every stack socket answers alike

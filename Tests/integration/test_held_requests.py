@@ -1,0 +1,148 @@
+"""Requests the shim holds back (docs/ipc.md, "Requests held back"): a new stream socket's
+SOCKET and the options set on it travel with the next request, and a connected socket's
+TCP_NODELAY with its next write that Nagle's algorithm could hold back. Each place where lvlipd
+must know of them first is checked: a program started with exec or posix_spawn, or given the
+descriptor over an AF_UNIX socket, uses a socket made just before, which no request has named;
+and a TCP_NODELAY set after the first write reaches lvlipd before the second."""
+
+import json
+
+import pytest
+
+import harness
+from kernel_servers import KernelServer, echo
+from processes import run_script, wait_until
+from rawpeer import ACK, FIN, PeerConnection, RawPeer
+
+KERNEL = harness.KERNEL_IP
+
+# The program that receives the socket: connects it, echoes a word through the kernel's echo
+# server, prints what came back.
+USER = """
+import json, socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+s.connect((sys.argv[2], int(sys.argv[3])))
+s.sendall(sys.argv[4].encode())
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    chunk = s.recv(100)
+    if not chunk:
+        break
+    data += chunk
+print(json.dumps({"echo": data.decode(), "nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0}))
+"""
+
+# A fresh socket (its SOCKET and a TCP_NODELAY held) handed to USER without any other request.
+HANDOVER = """
+import os, socket, sys
+how, host, port, user = sys.argv[1:5]
+# A process's first socket waits for its SOCKET reply (which tells how many more the user may
+# make); later ones do not.
+first = socket.socket()
+
+
+def fresh():
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    os.set_inheritable(s.fileno(), True)
+    return s
+
+
+def spawned(argv):
+    pid = os.posix_spawn(sys.executable, argv, os.environ)
+    return lambda: sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+
+if how == "exec":
+    s = fresh()
+    os.execv(sys.executable, [sys.executable, "-c", user, str(s.fileno()), host, port, how])
+elif how == "posix_spawn":
+    s = fresh()
+    wait = spawned([sys.executable, "-c", user, str(s.fileno()), host, port, how])
+    s.close()
+    wait()
+else:
+    # Descriptor passing: the receiver starts before the socket is made (so that nothing else
+    # sends what is held) and takes the descriptor over an AF_UNIX pair.
+    here, there = socket.socketpair()
+    os.set_inheritable(there.fileno(), True)
+    receive = ("import socket, sys; c = socket.socket(fileno=int(sys.argv[1])); "
+               "_, fds, _, _ = socket.recv_fds(c, 1, 1); sys.argv[1] = str(fds[0]); exec(sys.argv.pop())")
+    wait = spawned([sys.executable, "-c", receive, str(there.fileno()), host, port, how, user])
+    there.close()
+    s = fresh()
+    socket.send_fds(here, [b"x"], [s.fileno()])
+    s.close()
+    wait()
+"""
+
+
+@pytest.fixture
+def echo_server(daemon):
+    server = KernelServer(7001, echo)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("how", ["exec", "posix_spawn", "descriptor"])
+def test_a_fresh_socket_handed_to_another_program_is_known_to_lvlipd(daemon, echo_server, how):
+    got = run_script(HANDOVER, how, KERNEL, 7001, USER, stack=daemon)
+    assert got == {"echo": how, "nodelay": True}, got
+
+
+# One connection's server on the stack: accepts, sets TCP_NODELAY or not, writes one byte,
+# waits, writes another, then reads to the end.
+NAGLE_SERVER = """
+import json, socket, sys, time
+port, nodelay = int(sys.argv[1]), sys.argv[2] == "1"
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(1)
+print("listening", port, flush=True)
+c, _ = s.accept()
+if nodelay:
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+c.send(b"a")
+time.sleep(0.3)  # the first byte is out (in flight, unacknowledged) before the second is written
+c.send(b"b")
+while c.recv(100):
+    pass
+print(json.dumps({"done": True}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("nodelay", [True, False])
+def test_nodelay_set_after_accept_reaches_lvlipd_before_the_second_write(daemon, procs, nodelay):
+    port = 7002
+    server = procs.start("nagle", ["python3", "-c", NAGLE_SERVER, str(port), "1" if nodelay else "0"], stack=True)
+    wait_until(lambda: f"listening {port}" in server.out_path.read_text(), 10, "server listening", server, procs)
+    peer = RawPeer()
+    try:
+        conn = PeerConnection(peer, port)
+        conn.connect()
+        first = conn.expect(lambda s: s.payload, what="the first byte")
+        assert first.payload == b"a", first
+        # The first byte stays unacknowledged: Nagle's algorithm holds the second back, unless
+        # TCP_NODELAY (which the shim held past the first, one-segment write) is set by then.
+        if nodelay:
+            # (The first byte may be retransmitted meanwhile: the RTO is 200 ms.)
+            second = conn.expect(lambda s: s.payload and s.seq != first.seq, what="the second byte, while the first is unacknowledged")
+            assert (second.seq, second.payload) == ((first.seq + 1) & 0xFFFFFFFF, b"b"), second
+        else:
+            held = [s for s in peer.drain(settle=0.5, port=port) if s.payload and s.seq != first.seq]
+            assert held == [], f"sent past Nagle's algorithm without TCP_NODELAY: {held}"
+        conn.rcv = (first.seq + 1) & 0xFFFFFFFF
+        conn.send(ACK)
+        if not nodelay:
+            second = conn.expect(lambda s: s.payload and s.seq == (first.seq + 1) & 0xFFFFFFFF,
+                                 what="the second byte once the first is acknowledged")
+            assert second.payload == b"b", second
+        conn.rcv = (second.seq + 1) & 0xFFFFFFFF
+        conn.send(FIN | ACK)  # the server's read ends
+        conn.snd += 1
+        wait_until(lambda: '"done"' in server.out_path.read_text(), 10, "server done", server, procs)
+    finally:
+        peer.close()
+    print(json.dumps({"nodelay": nodelay, "first": first.seq, "second": second.seq}))
