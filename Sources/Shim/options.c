@@ -59,10 +59,9 @@ static int set_without_waiting(struct entry *e, struct lvlip_opt_req *req, const
     int held = may_hold(e, req->level, req->name);
     pthread_mutex_lock(&ctl_lock);
     int r = held ? hold_request(&q, &tag) : send_request(&q, &tag);
+    if (r == 0 && held && (e->flags & F_STARTED)) e->flags |= F_OPTION_HELD;
     pthread_mutex_unlock(&ctl_lock);
-    if (r < 0) return fail(ENETDOWN);
-    if (held && (e->flags & F_STARTED)) e->flags |= F_OPTION_HELD;
-    return 0;
+    return r < 0 ? fail(ENETDOWN) : 0;
 }
 
 // What the shim keeps of an option lvlipd accepted: broadcast permission and IPV6_V6ONLY
