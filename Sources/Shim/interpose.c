@@ -387,40 +387,45 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
     return get_posix_spawnp()(pid, file, actions, attr, argv, envp);
 }
 
-// execl, execlp, execle: their arguments as the vector the v forms take (on the stack).
-#define ARGUMENTS_AS_VECTOR(first, args, argv)                                    \
-    size_t count_ = 1;                                                            \
-    va_list ap_;                                                                  \
-    va_copy(ap_, args);                                                           \
-    while (va_arg(ap_, char *)) count_++;                                         \
-    va_end(ap_);                                                                  \
-    char *argv[count_ + 1];                                                       \
-    argv[0] = (char *)(first);                                                    \
-    for (size_t i_ = 1; i_ <= count_; i_++) argv[i_] = va_arg(args, char *);
+// execl, execlp, execle: the arguments after `arg` (to the NULL, then execle's environment)
+// as the vector the v forms take, on the stack.
+enum exec_form { EXEC_PATH, EXEC_SEARCH, EXEC_ENVIRONMENT };
+
+static int exec_listed(enum exec_form form, const char *path, const char *arg, va_list args) {
+    size_t count = 1;
+    va_list counting;
+    va_copy(counting, args);
+    while (va_arg(counting, char *)) count++;
+    va_end(counting);
+    char *argv[count + 1];
+    argv[0] = (char *)arg;
+    for (size_t i = 1; i <= count; i++) argv[i] = va_arg(args, char *);
+    if (form == EXEC_ENVIRONMENT) return execve(path, argv, va_arg(args, char *const *));
+    return form == EXEC_SEARCH ? execvp(path, argv) : execv(path, argv);
+}
 
 EXPORT int execl(const char *path, const char *arg, ...) {
     va_list args;
     va_start(args, arg);
-    ARGUMENTS_AS_VECTOR(arg, args, argv)
+    int r = exec_listed(EXEC_PATH, path, arg, args);
     va_end(args);
-    return execv(path, argv);
+    return r;
 }
 
 EXPORT int execlp(const char *file, const char *arg, ...) {
     va_list args;
     va_start(args, arg);
-    ARGUMENTS_AS_VECTOR(arg, args, argv)
+    int r = exec_listed(EXEC_SEARCH, file, arg, args);
     va_end(args);
-    return execvp(file, argv);
+    return r;
 }
 
 EXPORT int execle(const char *path, const char *arg, ...) {
     va_list args;
     va_start(args, arg);
-    ARGUMENTS_AS_VECTOR(arg, args, argv)
-    char *const *envp = va_arg(args, char *const *);
+    int r = exec_listed(EXEC_ENVIRONMENT, path, arg, args);
     va_end(args);
-    return execve(path, argv, envp);
+    return r;
 }
 
 // Some libraries call the socket system calls through syscall(2) (libuv's sendmmsg and

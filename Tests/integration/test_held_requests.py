@@ -6,6 +6,10 @@ descriptor over an AF_UNIX socket, uses a socket made just before, which no requ
 and a TCP_NODELAY set after the first write reaches lvlipd before the second."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +19,7 @@ from processes import run_script, wait_until
 from rawpeer import ACK, FIN, PeerConnection, RawPeer
 
 KERNEL = harness.KERNEL_IP
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The program that receives the socket: connects it, echoes a word through the kernel's echo
 # server, prints what came back.
@@ -24,12 +29,7 @@ s = socket.socket(fileno=int(sys.argv[1]))
 s.connect((sys.argv[2], int(sys.argv[3])))
 s.sendall(sys.argv[4].encode())
 s.shutdown(socket.SHUT_WR)
-data = b""
-while True:
-    chunk = s.recv(100)
-    if not chunk:
-        break
-    data += chunk
+data = b"".join(iter(lambda: s.recv(100), b""))
 print(json.dumps({"echo": data.decode(), "nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0}))
 """
 
@@ -89,6 +89,27 @@ def echo_server(daemon):
 def test_a_fresh_socket_handed_to_another_program_is_known_to_lvlipd(daemon, echo_server, how):
     got = run_script(HANDOVER, how, KERNEL, 7001, USER, stack=daemon)
     assert got == {"echo": how, "nodelay": True}, got
+
+
+@pytest.fixture(scope="module")
+def exec_client(tmp_path_factory):
+    """Builds clients/exec_fresh_socket.c (cc comes from scripts/install-deps)."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.fail("cc is not installed (scripts/install-deps installs gcc)")
+    binary = tmp_path_factory.mktemp("exec") / "exec_fresh_socket"
+    result = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), os.path.join(HERE, "clients", "exec_fresh_socket.c")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"cc failed:\n{result.stderr}"
+    return binary
+
+
+@pytest.mark.parametrize("form", ["execl", "execlp", "execle"])
+def test_a_fresh_socket_survives_the_list_forms_of_exec(daemon, echo_server, exec_client, form):
+    result = subprocess.run([str(exec_client), form, sys.executable, USER, KERNEL, "7001"], env=daemon.lvlip_env(),
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"echo": form, "nodelay": True}, result.stdout
 
 
 # One connection's server on the stack: accepts, sets TCP_NODELAY or not, writes one byte,
