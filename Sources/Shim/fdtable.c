@@ -84,6 +84,9 @@ static void fill_identified(struct entry *e, uint64_t inode, const struct lvlip_
 static struct entry *identify(int fd, uint64_t inode) {
     struct entry *e = slot_create(fd);
     if (!e) return NULL;
+    // A copy (dup, F_DUPFD) of a socket this process just made: lvlipd names its end when it
+    // takes the SOCKET request, which may still be held or unanswered.
+    if (inode) send_and_settle();
     struct lvlip_socket_rep rep;
     struct request q = {.type = LVLIP_MSG_IDENTIFY, .flags = LVLIP_FLAG_FD, .fd = fd};
     if (inode == 0 || !peer_is_lvlipd(fd) || request(&q, &rep, sizeof rep) != (ssize_t)sizeof rep ||

@@ -54,7 +54,12 @@ def spawned(argv):
     return lambda: sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 
 
-if how == "exec":
+if how == "dup":
+    # A copy the shim does not see made (dup is not interposed): identified by its peer.
+    s = fresh()
+    sys.argv[1:] = [str(os.dup(s.fileno())), host, port, how]
+    exec(user)
+elif how == "exec":
     s = fresh()
     os.execv(sys.executable, [sys.executable, "-c", user, str(s.fileno()), host, port, how])
 elif how == "posix_spawn":
@@ -85,7 +90,7 @@ def echo_server(daemon):
     server.close()
 
 
-@pytest.mark.parametrize("how", ["exec", "posix_spawn", "descriptor"])
+@pytest.mark.parametrize("how", ["dup", "exec", "posix_spawn", "descriptor"])
 def test_a_fresh_socket_handed_to_another_program_is_known_to_lvlipd(daemon, echo_server, how):
     got = run_script(HANDOVER, how, KERNEL, 7001, USER, stack=daemon)
     assert got == {"echo": how, "nodelay": True}, got
