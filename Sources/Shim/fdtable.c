@@ -84,13 +84,21 @@ static void fill_identified(struct entry *e, uint64_t inode, const struct lvlip_
 static struct entry *identify(int fd, uint64_t inode) {
     struct entry *e = slot_create(fd);
     if (!e) return NULL;
-    // A copy (dup, F_DUPFD) of a socket this process just made: lvlipd names its end when it
-    // takes the SOCKET request, which may still be held or unanswered.
-    if (inode) send_and_settle();
+    int ours = inode && peer_is_lvlipd(fd);
+    if (inode && !ours && atomic_load_explicit(&requests_held, memory_order_relaxed)) {
+        // Perhaps a copy (dup, F_DUPFD) of a socket this process just made, whose SOCKET is
+        // held: lvlipd names its end when it takes the request. If another thread is sending
+        // one, the answer is not final: looked at again at the next call.
+        int settled = settle_socket_made_here(inode);
+        if (settled < 0) {
+            memset(e, 0, sizeof *e);  // FD_UNKNOWN
+            return NULL;
+        }
+        if (settled) ours = peer_is_lvlipd(fd);
+    }
     struct lvlip_socket_rep rep;
     struct request q = {.type = LVLIP_MSG_IDENTIFY, .flags = LVLIP_FLAG_FD, .fd = fd};
-    if (inode == 0 || !peer_is_lvlipd(fd) || request(&q, &rep, sizeof rep) != (ssize_t)sizeof rep ||
-        rep.result < 0) {
+    if (!ours || request(&q, &rep, sizeof rep) != (ssize_t)sizeof rep || rep.result < 0) {
         e->kind = FD_OTHER;
         e->inode = inode;
         return NULL;

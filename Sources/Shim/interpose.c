@@ -230,7 +230,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
         // A descriptor passed to another process may be a stack socket it will identify:
         // lvlipd must know it first.
         if (msg && msg->msg_controllen && atomic_load_explicit(&requests_held, memory_order_relaxed))
-            send_and_settle();
+            send_and_settle(0);
         return get_sendmsg()(fd, msg, flags);
     }
     if (is_dgram(e)) return dgram_send(fd, e, msg, flags);
@@ -245,7 +245,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e && atomic_load_explicit(&requests_held, memory_order_relaxed)) send_and_settle();  // as sendmsg
+    if (!e && atomic_load_explicit(&requests_held, memory_order_relaxed)) send_and_settle(0);  // as sendmsg
     if (!is_dgram(e)) return get_sendmmsg()(fd, vec, count, flags);
     unsigned int sent = 0;
     for (; sent < count; sent++) {
@@ -348,42 +348,43 @@ EXPORT int dup3(int old, int new, int flags) {
 // What is held goes to lvlipd, and every reply is read, before a program is started: the new
 // program identifies each stack socket it inherits with lvlipd (docs/shim.md, "Descriptors").
 // (fork does the same in its handler; libc's own exec calls inside system() and popen() are
-// not interposable.)
+// not interposable.) The exec calls may come from a signal handler: they do not wait for the
+// control connection's lock (send_and_settle).
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
-    send_and_settle();
+    send_and_settle(0);
     return get_execve()(path, argv, envp);
 }
 
 EXPORT int execv(const char *path, char *const argv[]) {
-    send_and_settle();
+    send_and_settle(0);
     return get_execv()(path, argv);
 }
 
 EXPORT int execvp(const char *file, char *const argv[]) {
-    send_and_settle();
+    send_and_settle(0);
     return get_execvp()(file, argv);
 }
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
-    send_and_settle();
+    send_and_settle(0);
     return get_execvpe()(file, argv, envp);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[]) {
-    send_and_settle();
+    send_and_settle(0);
     return get_fexecve()(fd, argv, envp);
 }
 
 EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
-    send_and_settle();
+    send_and_settle(1);
     return get_posix_spawn()(pid, path, actions, attr, argv, envp);
 }
 
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
-    send_and_settle();
+    send_and_settle(1);
     return get_posix_spawnp()(pid, file, actions, attr, argv, envp);
 }
 

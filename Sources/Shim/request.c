@@ -133,10 +133,25 @@ void settle_or_drop(void) {
     if (settle() < 0) ctl_drop();
 }
 
-void send_and_settle(void) {
-    pthread_mutex_lock(&ctl_lock);
+int send_and_settle(int wait) {
+    if (wait) {
+        pthread_mutex_lock(&ctl_lock);
+    } else if (pthread_mutex_trylock(&ctl_lock) != 0) {
+        return -1;
+    }
     if (held_length || outstanding_count) settle_or_drop();
     pthread_mutex_unlock(&ctl_lock);
+    return 0;
+}
+
+int settle_socket_made_here(uint64_t inode) {
+    if (pthread_mutex_trylock(&ctl_lock) != 0) return -1;
+    int found = 0;
+    for (int i = first_held; i < outstanding_count && !found; i++)
+        found = outstanding[i].type == LVLIP_MSG_SOCKET && outstanding[i].inode == inode;
+    if (found) settle_or_drop();
+    pthread_mutex_unlock(&ctl_lock);
+    return found;
 }
 
 int requests_outstanding(void) { return outstanding_count; }

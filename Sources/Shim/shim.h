@@ -254,8 +254,16 @@ int send_held_requests(void);
 // Whether anything is held (read without the lock: a hint, checked again under it).
 extern _Atomic int requests_held;
 // Sends what is held and reads every reply still due, so that lvlipd knows each socket
-// this process made: before exec, before a descriptor is passed.
-void send_and_settle(void);
+// this process made: before exec, before a descriptor is passed or identified. With `wait`
+// 0 it does nothing and returns -1 if the control connection's lock is taken: from calls a
+// signal handler may make (execve, sendmsg), whose thread may hold it, and where waiting
+// could deadlock a program that plays lvlipd itself (the shim fuzzer's harness). A thread
+// that holds the lock is sending a request, and every request sends what is held first.
+int send_and_settle(int wait);
+// A descriptor the table does not know with this inode may be a copy (dup, F_DUPFD) of a
+// socket whose SOCKET is held: if so, sends what is held and reads the replies due (1);
+// 0 if none is; -1 if the control connection's lock is taken (nothing done).
+int settle_socket_made_here(uint64_t inode);
 // With ctl_lock held: reads the reply to request `tag`. Returns its body length, or -1
 // (the connection is dropped).
 ssize_t read_reply(uint16_t type, uint32_t tag, void *reply, size_t room);

@@ -388,6 +388,41 @@ print(json.dumps(out))
 """
 
 
+NEVER_CONNECTED = """
+import errno, json, socket
+
+def outcome(call):
+    try:
+        return repr(call())
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+out = {}
+for mode in ("blocking", "non-blocking", "listening"):
+    s = socket.socket()
+    if mode == "non-blocking":
+        s.setblocking(False)
+    if mode == "listening":
+        s.bind(("0.0.0.0", 0))
+        s.listen(1)
+        s.setblocking(False)
+    out[mode] = {"recv": outcome(lambda: s.recv(10)), "recv_into": outcome(lambda: s.recv_into(bytearray(4))),
+                 "recvmsg": outcome(lambda: s.recvmsg(10)[0]), "send": outcome(lambda: s.send(b"x"))}
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def test_reads_and_writes_on_a_socket_never_connected_fail_as_the_kernel(daemon):
+    # A read would wait on the pair for ever: Linux says ENOTCONN at once. (Python's
+    # settimeout polls before it reads, and the pair of a socket never connected is not hung
+    # up as Linux's socket is: poll is not interposed.)
+    got = run_script(NEVER_CONNECTED, stack=daemon, timeout=10)
+    ref = run_script(NEVER_CONNECTED)
+    assert ref["blocking"] == {"recv": "ENOTCONN", "recv_into": "ENOTCONN", "recvmsg": "ENOTCONN", "send": "EPIPE"}, ref
+    assert got == ref, got
+
+
 def test_peer_name_through_the_connection_lifecycle(daemon):
     # Linux answers getpeername with ENOTCONN once the connection is over (its socket in
     # CLOSE after TIME-WAIT or a reset), while the descriptor is still open.
