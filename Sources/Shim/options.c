@@ -41,14 +41,17 @@ static int option_cannot_fail(const struct entry *e, int level, int name, sockle
 
 // Whether the option may be held back (docs/ipc.md, "Requests held back") rather than sent:
 // on a socket neither connected nor listening, any of them (nothing happens to it before its
-// next request, which carries the option); on a connected one, TCP_NODELAY, which only
-// governs what the socket sends: it goes before the socket's next write that Nagle's
-// algorithm could hold back (before_write). A listener's options pass to the connections
-// lvlipd accepts for it, and SO_KEEPALIVE starts a timer: those go now.
+// next request, which carries the option); on a connected one that has not written yet,
+// TCP_NODELAY, which only governs what the socket sends: it goes before the socket's next
+// write that Nagle's algorithm could hold back (before_write). Once the socket has written,
+// TCP_NODELAY goes at once: setting it sends what Nagle holds (programs set it to push a
+// response's last segment, as nginx does on a keep-alive connection). A listener's options
+// pass to the connections lvlipd accepts for it, and SO_KEEPALIVE starts a timer: those go
+// now too.
 static int may_hold(const struct entry *e, int level, int name) {
     if (e->flags & F_LISTENING) return 0;
     if (!(e->flags & F_STARTED)) return 1;
-    return level == IPPROTO_TCP && name == TCP_NODELAY;
+    return level == IPPROTO_TCP && name == TCP_NODELAY && !(e->flags & F_WRITTEN);
 }
 
 static int set_without_waiting(struct entry *e, struct lvlip_opt_req *req, const void *value) {

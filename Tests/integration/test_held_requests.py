@@ -117,32 +117,42 @@ def test_a_fresh_socket_survives_the_list_forms_of_exec(daemon, echo_server, exe
     assert json.loads(result.stdout.splitlines()[-1]) == {"echo": form, "nodelay": True}, result.stdout
 
 
-# One connection's server on the stack: accepts, sets TCP_NODELAY or not, writes one byte,
-# waits, writes another, then reads to the end.
+# One connection's server on the stack: accepts, writes one byte, waits, writes another, then
+# reads to the end; with TCP_NODELAY set after accept ("before"), after the second write
+# ("after"), or never ("never").
 NAGLE_SERVER = """
 import json, socket, sys, time
-port, nodelay = int(sys.argv[1]), sys.argv[2] == "1"
+port, mode = int(sys.argv[1]), sys.argv[2]
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", port))
 s.listen(1)
 print("listening", port, flush=True)
 c, _ = s.accept()
-if nodelay:
+if mode == "before":
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.send(b"a")
-time.sleep(0.3)  # the first byte is out (in flight, unacknowledged) before the second is written
+# The first byte is out, unacknowledged, and retransmitted once (the RTO is 200 ms) before the
+# second is written: that retransmission carries the first alone.
+time.sleep(0.3)
 c.send(b"b")
+if mode == "after":
+    time.sleep(0.05)  # Nagle's algorithm holds the second byte back (the next RTO is at 0.6 s)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # which sends it
 while c.recv(100):
     pass
 print(json.dumps({"done": True}), flush=True)
 """
 
 
-@pytest.mark.parametrize("nodelay", [True, False])
-def test_nodelay_set_after_accept_reaches_lvlipd_before_the_second_write(daemon, procs, nodelay):
+@pytest.mark.parametrize("mode", ["before", "after", "never"])
+def test_nodelay_reaches_lvlipd_before_nagle_holds_anything_back(daemon, procs, mode):
+    # "before": the option, held past the one-segment first write, goes before the second.
+    # "after": set once the socket has written, it goes at once, and lvlipd sends the byte
+    # Nagle's algorithm was holding (RFC 9293 3.7.4; Linux pushes pending data then too).
     port = 7002
-    server = procs.start("nagle", ["python3", "-c", NAGLE_SERVER, str(port), "1" if nodelay else "0"], stack=True)
+    nodelay = mode != "never"
+    server = procs.start("nagle", ["python3", "-c", NAGLE_SERVER, str(port), mode], stack=True)
     wait_until(lambda: f"listening {port}" in server.out_path.read_text(), 10, "server listening", server, procs)
     peer = RawPeer()
     try:
@@ -150,13 +160,14 @@ def test_nodelay_set_after_accept_reaches_lvlipd_before_the_second_write(daemon,
         conn.connect()
         first = conn.expect(lambda s: s.payload, what="the first byte")
         assert first.payload == b"a", first
-        # The first byte stays unacknowledged: Nagle's algorithm holds the second back, unless
-        # TCP_NODELAY (which the shim held past the first, one-segment write) is set by then.
+        # The first byte stays unacknowledged: Nagle's algorithm holds the second back until
+        # TCP_NODELAY is set (or, without it, until the first is acknowledged).
         if nodelay:
             # (The first byte may be retransmitted meanwhile: the RTO is 200 ms.)
             second = conn.expect(lambda s: s.payload and s.seq != first.seq, what="the second byte, while the first is unacknowledged")
             assert (second.seq, second.payload) == ((first.seq + 1) & 0xFFFFFFFF, b"b"), second
         else:
+            # (A retransmission of the first byte may carry the second with it.)
             held = [s for s in peer.drain(settle=0.5, port=port) if s.payload and s.seq != first.seq]
             assert held == [], f"sent past Nagle's algorithm without TCP_NODELAY: {held}"
         conn.rcv = (first.seq + 1) & 0xFFFFFFFF
@@ -171,4 +182,4 @@ def test_nodelay_set_after_accept_reaches_lvlipd_before_the_second_write(daemon,
         wait_until(lambda: '"done"' in server.out_path.read_text(), 10, "server done", server, procs)
     finally:
         peer.close()
-    print(json.dumps({"nodelay": nodelay, "first": first.seq, "second": second.seq}))
+    print(json.dumps({"mode": mode, "first": first.seq, "second": second.seq}))
