@@ -246,6 +246,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
     struct entry *e = known_stack(fd);
     if (!e && atomic_load_explicit(&requests_held, memory_order_relaxed)) send_and_settle(0);  // as sendmsg
+    if (e && !is_dgram(e) && (e->flags & F_OPTION_HELD)) send_held_option(e);  // several writes at once
     if (!is_dgram(e)) return get_sendmmsg()(fd, vec, count, flags);
     unsigned int sent = 0;
     for (; sent < count; sent++) {

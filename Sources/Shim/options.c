@@ -100,13 +100,15 @@ void before_write(int fd, struct entry *e, const struct iovec *iov, size_t count
     // socket's first write has nothing in flight before it (the handshake is over or its
     // data waits for it), and if it fits in one segment of lvlipd's smallest MSS it goes
     // whole, TCP_NODELAY or not: the option held may wait past it.
-    if ((e->flags & F_OPTION_HELD) && ((e->flags & F_WRITTEN) || !fits_one_segment(iov, count))) {
-        e->flags &= (uint16_t)~F_OPTION_HELD;
-        pthread_mutex_lock(&ctl_lock);
-        send_held_requests();  // a broken connection is dropped: the write then says so
-        pthread_mutex_unlock(&ctl_lock);
-    }
+    if ((e->flags & F_OPTION_HELD) && ((e->flags & F_WRITTEN) || !fits_one_segment(iov, count))) send_held_option(e);
     e->flags |= F_WRITTEN;
+}
+
+void send_held_option(struct entry *e) {
+    e->flags &= (uint16_t)~F_OPTION_HELD;
+    pthread_mutex_lock(&ctl_lock);
+    send_held_requests();  // a broken connection is dropped: the write then says so
+    pthread_mutex_unlock(&ctl_lock);
 }
 
 int set_option(struct entry *e, int level, int name, const void *value, socklen_t len) {

@@ -304,6 +304,8 @@ int set_option(struct entry *e, int level, int name, const void *value, socklen_
 // F_SMALL_BUFFER or F_OPTION_HELD is: its send buffer restored, a TCP_NODELAY held back
 // sent if Nagle's algorithm could hold back some of the write.
 void before_write(int fd, struct entry *e, const struct iovec *iov, size_t count);
+// Sends the TCP_NODELAY held for the socket (F_OPTION_HELD), with whatever else is held.
+void send_held_option(struct entry *e);
 int get_option(int fd, struct entry *e, int level, int name, void *value, socklen_t *len);
 
 // MARK: - Addresses (address.c)
