@@ -195,7 +195,7 @@ static void before_fork(void) {
     // What is held is sent and every reply read first, so that the sockets both will hold
     // are named (and the child does not send the parent's requests again).
     pthread_mutex_lock(&ctl_lock);
-    if (requests_outstanding() > 0 || atomic_load_explicit(&requests_held, memory_order_relaxed)) settle_or_drop();
+    settle_due();
     child_ctl_fd = ctl_connect(0);
 }
 

@@ -85,7 +85,7 @@ static struct entry *identify(int fd, uint64_t inode) {
     struct entry *e = slot_create(fd);
     if (!e) return NULL;
     int ours = inode && peer_is_lvlipd(fd);
-    if (inode && !ours && atomic_load_explicit(&requests_held, memory_order_relaxed)) {
+    if (inode && !ours && requests_held()) {
         // Perhaps a copy (dup, F_DUPFD) of a socket this process just made, whose SOCKET is
         // held: lvlipd names its end when it takes the request. If another thread is sending
         // one, the answer is not final: looked at again at the next call.

@@ -229,8 +229,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     if (!e || !msg) {
         // A descriptor passed to another process may be a stack socket it will identify:
         // lvlipd must know it first.
-        if (msg && msg->msg_controllen && atomic_load_explicit(&requests_held, memory_order_relaxed))
-            send_and_settle(0);
+        if (msg && msg->msg_controllen && requests_held()) send_and_settle(0);
         return get_sendmsg()(fd, msg, flags);
     }
     if (is_dgram(e)) return dgram_send(fd, e, msg, flags);
@@ -245,7 +244,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e && atomic_load_explicit(&requests_held, memory_order_relaxed)) send_and_settle(0);  // as sendmsg
+    if (!e && requests_held()) send_and_settle(0);  // as sendmsg
     if (e && !is_dgram(e) && (e->flags & F_OPTION_HELD)) send_held_option(e);  // several writes at once
     if (!is_dgram(e)) return get_sendmmsg()(fd, vec, count, flags);
     unsigned int sent = 0;

@@ -3,6 +3,7 @@
 // pair's own, and what the shim can answer or send without waiting.
 #include "shim.h"
 
+#include <limits.h>
 #include <netinet/tcp.h>
 #include <string.h>
 
@@ -86,9 +87,9 @@ static void note_option(struct entry *e, int level, int name, const void *value,
 }
 
 // Whether the bytes `iov` describes fit in one segment of lvlipd's smallest MSS. A vector
-// the kernel will refuse (more than UIO_MAXIOV entries) counts as large, unread.
+// the kernel will refuse (more than IOV_MAX entries) counts as large, unread.
 static int fits_one_segment(const struct iovec *iov, size_t count) {
-    if (count > 1024) return 0;
+    if (count > IOV_MAX) return 0;
     size_t total = 0;
     for (size_t i = 0; i < count && total <= LVLIP_MIN_MSS; i++) total += iov[i].iov_len;
     return total <= LVLIP_MIN_MSS;
@@ -106,9 +107,7 @@ void before_write(int fd, struct entry *e, const struct iovec *iov, size_t count
 
 void send_held_option(struct entry *e) {
     e->flags &= (uint16_t)~F_OPTION_HELD;
-    pthread_mutex_lock(&ctl_lock);
-    send_held_requests();  // a broken connection is dropped: the write then says so
-    pthread_mutex_unlock(&ctl_lock);
+    send_held_requests();
 }
 
 int set_option(struct entry *e, int level, int name, const void *value, socklen_t len) {

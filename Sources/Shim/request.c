@@ -19,17 +19,21 @@
 static uint32_t ctl_tag;
 
 // Requests sent without waiting for their replies, oldest first; their replies come ahead
-// of any later request's. Those from `first_held` on are still held.
+// of any later request's.
 static struct outstanding outstanding[MAX_OUTSTANDING];
 static int outstanding_count;
-static int first_held;
 
 // Requests held back, in order, and the one descriptor that goes with them (a SOCKET's: a
-// second SOCKET sends the first).
+// second SOCKET sends the first). The length is read without the lock by requests_held().
 static char held[2048];
-static size_t held_length;
+static _Atomic size_t held_length;
 static int held_fd = -1;
-_Atomic int requests_held;
+
+int requests_held(void) { return atomic_load_explicit(&held_length, memory_order_relaxed) != 0; }
+
+// Whether an outstanding request is the SOCKET still held (the only held request with a
+// descriptor, and the only held one that waits for a reply).
+static int still_held(const struct outstanding *o) { return held_fd >= 0 && o->sent_fd == held_fd; }
 
 // Bytes read from the control connection and not yet taken: replies to requests sent
 // without waiting arrive back to back, and one read may bring several.
@@ -51,14 +55,10 @@ static int send_held(int ready) {
     if (send_all(ctl_fd, held, held_length, held_fd) < 0) return connection_broke();
     held_length = 0;
     held_fd = -1;
-    first_held = outstanding_count;
-    atomic_store_explicit(&requests_held, 0, memory_order_relaxed);
     return 0;
 }
 
-// Writes the request into `held`, after what is there (sent first if the two cannot go
-// together). 0, or -1 with errno.
-static int hold(const struct request *q, uint32_t *tag) {
+int hold_request(const struct request *q, uint32_t *tag) {
     if (q->length > MAX_REQUEST_BODY || q->value_length > LVLIP_OPT_MAX_VALUE) return fail(EINVAL);
     int pass_fd = (q->flags & LVLIP_FLAG_FD) ? q->fd : -1;
     size_t length = sizeof(struct lvlip_msg_header) + q->length + q->value_length;
@@ -66,31 +66,29 @@ static int hold(const struct request *q, uint32_t *tag) {
         if (send_held(0) < 0) return -1;
     }
     struct lvlip_msg_header header = {q->length + q->value_length, q->type, q->flags, ++ctl_tag};
-    char *out = held + held_length;
+    size_t at = held_length;
+    char *out = held + at;
     memcpy(out, &header, sizeof header);
     if (q->length) memcpy(out + sizeof header, q->body, q->length);
     if (q->about && q->length >= sizeof q->about->ref) memcpy(out + sizeof header, &q->about->ref, sizeof q->about->ref);
     if (q->value_length) memcpy(out + sizeof header + q->length, q->value, q->value_length);
-    held_length += length;
+    held_length = at + length;
     if (pass_fd >= 0) held_fd = pass_fd;
-    atomic_store_explicit(&requests_held, 1, memory_order_relaxed);
     *tag = header.tag;
     return 0;
 }
 
 int send_request(const struct request *q, uint32_t *tag) {
     // Connected first: a request made while there is no connection fails before it is held.
-    if (ctl_ready() < 0) return -1;
-    if (hold(q, tag) < 0) return errno == EINVAL ? -1 : fail(ENETDOWN);
+    if (ctl_ready() < 0 || hold_request(q, tag) < 0) return -1;
     return send_held(1);
 }
 
-int hold_request(const struct request *q, uint32_t *tag) {
-    if (hold(q, tag) < 0) return errno == EINVAL ? -1 : fail(ENETDOWN);
-    return 0;
+void send_held_requests(void) {
+    pthread_mutex_lock(&ctl_lock);
+    send_held(0);  // a broken connection is dropped: the next call says so
+    pthread_mutex_unlock(&ctl_lock);
 }
-
-int send_held_requests(void) { return send_held(0); }
 
 // Reads until `need` bytes wait in ctl_in. -1: the connection broke.
 static int buffer_input(size_t need) {
@@ -125,12 +123,15 @@ int settle(void) {
         outstanding[i].sent_fd = -1;
     }
     outstanding_count = 0;
-    first_held = 0;
     return 0;
 }
 
 void settle_or_drop(void) {
     if (settle() < 0) ctl_drop();
+}
+
+void settle_due(void) {
+    if (held_length || outstanding_count) settle_or_drop();
 }
 
 int send_and_settle(int wait) {
@@ -139,7 +140,7 @@ int send_and_settle(int wait) {
     } else if (pthread_mutex_trylock(&ctl_lock) != 0) {
         return -1;
     }
-    if (held_length || outstanding_count) settle_or_drop();
+    settle_due();
     pthread_mutex_unlock(&ctl_lock);
     return 0;
 }
@@ -147,8 +148,8 @@ int send_and_settle(int wait) {
 int settle_socket_made_here(uint64_t inode) {
     if (pthread_mutex_trylock(&ctl_lock) != 0) return -1;
     int found = 0;
-    for (int i = first_held; i < outstanding_count && !found; i++)
-        found = outstanding[i].type == LVLIP_MSG_SOCKET && outstanding[i].inode == inode;
+    for (int i = 0; i < outstanding_count && !found; i++)
+        found = still_held(&outstanding[i]) && outstanding[i].inode == inode;
     if (found) settle_or_drop();
     pthread_mutex_unlock(&ctl_lock);
     return found;
@@ -162,14 +163,12 @@ void requests_lost(void) {
     // handled every request it received before the close); those whose SOCKET was still held
     // never reached it.
     for (int i = 0; i < outstanding_count; i++) {
-        if (outstanding[i].type == LVLIP_MSG_SOCKET) socket_reply_lost(&outstanding[i], i >= first_held);
+        if (outstanding[i].type == LVLIP_MSG_SOCKET) socket_reply_lost(&outstanding[i], still_held(&outstanding[i]));
         if (outstanding[i].sent_fd >= 0) get_close()(outstanding[i].sent_fd);
     }
     outstanding_count = 0;
-    first_held = 0;
     held_length = 0;
     held_fd = -1;
-    atomic_store_explicit(&requests_held, 0, memory_order_relaxed);
 }
 
 ssize_t request(const struct request *q, void *reply, size_t room) {
@@ -191,7 +190,6 @@ int request_later(const struct request *q, int fd, uint64_t inode, uint32_t *tag
     if ((held_back ? hold_request(q, tag) : send_request(q, tag)) < 0) return -1;
     int sent_fd = (q->flags & LVLIP_FLAG_FD) ? q->fd : -1;
     outstanding[outstanding_count++] = (struct outstanding){*tag, q->type, fd, inode, sent_fd};
-    if (!held_back) first_held = outstanding_count;  // it went, with all held before it
     return 0;
 }
 

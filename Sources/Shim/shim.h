@@ -247,12 +247,14 @@ int request_later(const struct request *q, int fd, uint64_t inode, uint32_t *tag
 int send_request(const struct request *q, uint32_t *tag);
 // With ctl_lock held: holds a request back, to go with the next one sent (or when
 // send_held_requests is called). Nothing is sent or read now unless what is already held
-// cannot go with it. 0, or -1 with errno (ENETDOWN: lvlipd cannot be reached).
+// cannot go with it. 0, or -1 with errno (EINVAL, or ENETDOWN: lvlipd cannot be reached).
 int hold_request(const struct request *q, uint32_t *tag);
-// With ctl_lock held: sends what is held. 0, or -1 (the connection is dropped).
-int send_held_requests(void);
+// Takes ctl_lock and sends what is held (a broken connection is dropped).
+void send_held_requests(void);
 // Whether anything is held (read without the lock: a hint, checked again under it).
-extern _Atomic int requests_held;
+int requests_held(void);
+// With ctl_lock held: sends what is held and reads every reply due, if there is any.
+void settle_due(void);
 // Sends what is held and reads every reply still due, so that lvlipd knows each socket
 // this process made: before exec, before a descriptor is passed or identified. With `wait`
 // 0 it does nothing and returns -1 if the control connection's lock is taken: from calls a

@@ -215,7 +215,7 @@ ssize_t stream_receive(int fd, struct entry *e, struct msghdr *msg, int flags) {
     // Never connected (or listening): nothing will come, and Linux says so at once. (The error
     // queue answers in any state.)
     if (__builtin_expect(!(e->flags & F_STARTED) && !(flags & MSG_ERRQUEUE), 0)) return fail(ENOTCONN);
-    if ((flags & (MSG_DONTWAIT | MSG_WAITALL | MSG_OOB | MSG_ERRQUEUE)) || (e->flags & (F_TIMED_READ | F_LISTENING)))
+    if ((flags & (MSG_DONTWAIT | MSG_WAITALL | MSG_OOB | MSG_ERRQUEUE)) || (e->flags & F_TIMED_READ))
         return get_recvmsg()(fd, msg, flags);
     size_t control = msg->msg_controllen;
     ssize_t r = get_recvmsg()(fd, msg, flags | MSG_DONTWAIT);

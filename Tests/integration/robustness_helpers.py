@@ -1,10 +1,12 @@
 """Helpers for test_compat_robustness.py: bounded child processes (the `children`
-fixture kills what a test left running), programs under lvlip, lvlipctl queries, and the
-kernel peers the tests talk to (an echo server, a receiver, a sender, a silent holder)."""
+fixture kills what a test left running), programs under lvlip, lvlipctl queries, the
+kernel peers the tests talk to (an echo server, a receiver, a sender, a silent holder), and
+the C clients under clients/ (also built by test_held_requests.py)."""
 
 import os
 import queue
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +21,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MB = 1 << 20
 PYTHON = sys.executable
 NOFILE = 16384
+
+
+def compile_client(directory, name):
+    """Builds clients/NAME.c into `directory`; returns the binary's path. cc is installed by
+    scripts/install-deps, so its absence is a failure, not a skip."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.fail("cc is not installed (scripts/install-deps installs gcc)")
+    binary = os.path.join(str(directory), name)
+    result = run([cc, "-O2", "-Wall", "-o", binary, os.path.join(HERE, "clients", f"{name}.c")], timeout=120)
+    assert result.returncode == 0, f"cc failed:\n{result.stderr}"
+    return binary
 
 
 def raise_nofile():

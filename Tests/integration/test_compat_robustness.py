@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -26,23 +25,11 @@ from harness import KERNEL_IP, rss_kib, run
 from processes import ss_rows
 # `children` is a fixture: imported so that pytest finds it for this module's tests.
 from robustness_helpers import children  # noqa: F401
-from robustness_helpers import (HERE, MB, PYTHON, Child, Holder, Receiver, Sender, fd_count, lvlipctl, raise_nofile, ss,
+from robustness_helpers import (HERE, MB, compile_client, PYTHON, Child, Holder, Receiver, Sender, fd_count, lvlipctl, raise_nofile, ss,
                                 start_echo_server, under_lvlip)
 
 
 # MARK: - 1. One epoll set, 1,000 connections
-
-
-def compile_client(directory):
-    """Builds clients/epoll_echo_client.c; cc is installed by scripts/install-deps, so its
-    absence is a failure, not a skip."""
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.fail("cc is not installed (scripts/install-deps installs gcc)")
-    binary = os.path.join(str(directory), "epoll_echo_client")
-    result = run([cc, "-O2", "-Wall", "-o", binary, os.path.join(HERE, "clients", "epoll_echo_client.c")], timeout=120)
-    assert result.returncode == 0, f"cc failed:\n{result.stderr}"
-    return binary
 
 
 @pytest.mark.parametrize("mode", ["edge", "level"])
@@ -52,7 +39,7 @@ def test_thousand_connections_on_one_epoll_set(daemon, children, tmp_path, mode)
     validated against the kernel alone first, then run under lvlip."""
     started = time.monotonic()
     count = 1000
-    client = compile_client(tmp_path)
+    client = compile_client(tmp_path, "epoll_echo_client")
     server, port = start_echo_server(children)
 
     raise_nofile()

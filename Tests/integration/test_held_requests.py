@@ -6,8 +6,6 @@ descriptor over an AF_UNIX socket, uses a socket made just before, which no requ
 and a TCP_NODELAY set after the first write reaches lvlipd before the second."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
@@ -17,9 +15,9 @@ import harness
 from kernel_servers import KernelServer, echo
 from processes import run_script, wait_until
 from rawpeer import ACK, FIN, PeerConnection, RawPeer
+from robustness_helpers import compile_client
 
 KERNEL = harness.KERNEL_IP
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The program that receives the socket: connects it, echoes a word through the kernel's echo
 # server, prints what came back.
@@ -98,15 +96,7 @@ def test_a_fresh_socket_handed_to_another_program_is_known_to_lvlipd(daemon, ech
 
 @pytest.fixture(scope="module")
 def exec_client(tmp_path_factory):
-    """Builds clients/exec_fresh_socket.c (cc comes from scripts/install-deps)."""
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.fail("cc is not installed (scripts/install-deps installs gcc)")
-    binary = tmp_path_factory.mktemp("exec") / "exec_fresh_socket"
-    result = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), os.path.join(HERE, "clients", "exec_fresh_socket.c")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"cc failed:\n{result.stderr}"
-    return binary
+    return compile_client(tmp_path_factory.mktemp("exec"), "exec_fresh_socket")
 
 
 @pytest.mark.parametrize("form", ["execl", "execlp", "execle"])
