@@ -44,6 +44,11 @@ public struct TimingWheel<Value> {
     private var tails: [Int32]
     private var occupied: [UInt64]
     public private(set) var count = 0
+    /// No filed timer's slot comes before this tick (a lower bound on `nextExpiration()`,
+    /// exact after a scan, lowered by `file`, left alone by `cancel`): `popExpired` returns
+    /// at once while `now` is before it, without the scan of every level. Most wake-ups of
+    /// a busy stack find no timer due.
+    private var earliestBound: UInt64 = 0
 
     private var expiredList: Int32 { Int32(Self.levels * Self.slotsPerLevel) }
 
@@ -116,11 +121,19 @@ public struct TimingWheel<Value> {
                 let value = release(head)!
                 return (TimerHandle(index: head, generation: generation), value)
             }
-            guard let next = nextExpiration(), next.tick <= nowTick else {
+            if nowTick < earliestBound {
+                if nowTick > elapsed { elapsed = nowTick }
+                return nil
+            }
+            let earliest = nextExpiration()
+            guard let next = earliest, next.tick <= nowTick else {
+                earliestBound = earliest?.tick ?? .max
                 if nowTick > elapsed { elapsed = nowTick }
                 return nil
             }
             elapsed = next.tick
+            // The slot's timers are re-filed below: the bound is known again at the next scan.
+            earliestBound = elapsed
             // Re-file every timer of the slot relative to the new current tick: due ones go to
             // the expired list, the others cascade to lower levels.
             let list = next.list
@@ -151,6 +164,7 @@ public struct TimingWheel<Value> {
             let slot = Int((tick >> (UInt64(level) * Self.slotBits)) & 63)
             occupied[level] |= 1 << UInt64(slot)
             list = Int32(level * Self.slotsPerLevel + slot)
+            earliestBound = min(earliestBound, slotTick(level: level, slot: slot))
         }
         // Append at the tail so timers of one tick fire in arming order.
         nodes[Int(index)].list = list
@@ -184,20 +198,27 @@ public struct TimingWheel<Value> {
         return value
     }
 
+    /// The tick at which the wheel reaches `slot` of `level` (the slot's start; the next
+    /// round of the level when that start is not after the current tick).
+    @inline(__always)
+    private func slotTick(level: Int, slot: Int) -> UInt64 {
+        let shift = UInt64(level) * Self.slotBits
+        let slotRange: UInt64 = 1 << shift
+        let levelRange: UInt64 = slotRange << Self.slotBits
+        let levelStart = elapsed & ~(levelRange &- 1)
+        let tick = levelStart &+ UInt64(slot) &* slotRange
+        return tick <= elapsed ? tick &+ levelRange : tick
+    }
+
     private func nextExpiration() -> (tick: UInt64, level: Int, slot: Int, list: Int32)? {
         var best: (tick: UInt64, level: Int, slot: Int, list: Int32)?
         for level in 0..<Self.levels {
             let bits = occupied[level]
             if bits == 0 { continue }
-            let shift = UInt64(level) * Self.slotBits
-            let slotRange: UInt64 = 1 << shift
-            let levelRange: UInt64 = slotRange << Self.slotBits
-            let nowSlot = Int((elapsed >> shift) & 63)
+            let nowSlot = Int((elapsed >> (UInt64(level) * Self.slotBits)) & 63)
             let rotated = nowSlot == 0 ? bits : (bits >> UInt64(nowSlot)) | (bits << UInt64(64 - nowSlot))
             let slot = (rotated.trailingZeroBitCount + nowSlot) & 63
-            let levelStart = elapsed & ~(levelRange &- 1)
-            var tick = levelStart &+ UInt64(slot) &* slotRange
-            if tick <= elapsed { tick &+= levelRange }
+            let tick = slotTick(level: level, slot: slot)
             if best == nil || tick < best!.tick {
                 best = (tick, level, slot, Int32(level * Self.slotsPerLevel + slot))
             }

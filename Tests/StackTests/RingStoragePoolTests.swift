@@ -30,6 +30,24 @@ final class RingStoragePoolTests: XCTestCase {
         XCTAssertEqual(pool.bytes, 65536)
     }
 
+    /// A ring whose storage went back (TIME-WAIT) holds nothing and takes nothing, and its
+    /// storage is not given back a second time when it is freed.
+    func testAReleasedRingHoldsNothingAndTakesNothing() throws {
+        let pool = RingStoragePool(maximumBytes: 1 << 20)
+        var ring: ByteRing? = ByteRing(capacity: 4096, pool: pool)
+        let bytes: [UInt8] = Array(repeating: 7, count: 100)
+        XCTAssertEqual(bytes.withUnsafeBytes { ring!.append($0) }, 100)
+        ring!.consume(100)
+        ring!.releaseStorage()
+        XCTAssertEqual(pool.bytes, 4096)
+        XCTAssertEqual(ring!.capacity, 0)
+        XCTAssertEqual(ring!.free, 0)
+        XCTAssertEqual(bytes.withUnsafeBytes { ring!.append($0) }, 0)
+        XCTAssertEqual(ring!.freeRegions(limit: 100).0.count + ring!.freeRegions(limit: 100).1.count, 0)
+        ring = nil
+        XCTAssertEqual(pool.bytes, 4096, "given back once")
+    }
+
     /// A connection that reaches TIME-WAIT gives its rings to the stack's pool, and the next
     /// connection takes them.
     func testAConnectionInTimeWaitGivesItsRingsToTheNextConnection() throws {

@@ -137,6 +137,42 @@ final class TimingWheelTests: XCTestCase {
         XCTAssertTrue(wheel.isEmpty)
     }
 
+    /// Arming, cancelling and polling interleaved, at steps from a millisecond to hours, as a
+    /// stack does: every poll returns exactly the armed timers due by then (the wheel's
+    /// shortcut for polls before its next slot must never hide one).
+    func testInterleavedArmCancelAndPollMatchAPlainList() {
+        let seed: UInt64 = 0x5EED_0002
+        var rng = SplitMix64(state: seed)
+        var wheel = TimingWheel<Int>()
+        var armed: [Int: (deadline: UInt64, handle: TimerHandle)] = [:]
+        var now: UInt64 = 0
+        var next = 0
+        for round in 0..<20_000 {
+            for _ in 0..<Int.random(in: 0...3, using: &rng) {
+                let span: UInt64 = [1, 64, 4096, 300_000, 20_000_000].randomElement(using: &rng)!
+                let deadline = now + UInt64.random(in: 0...span, using: &rng)
+                armed[next] = (deadline, wheel.schedule(at: .milliseconds(deadline), next))
+                next += 1
+            }
+            if Bool.random(using: &rng), let victim = armed.keys.randomElement(using: &rng) {
+                XCTAssertEqual(wheel.cancel(armed[victim]!.handle), victim)
+                armed[victim] = nil
+            }
+            let step: UInt64 = [0, 1, 3, 70, 5000, 400_000].randomElement(using: &rng)!
+            now += UInt64.random(in: 0...step, using: &rng)
+            var fired = Set<Int>()
+            while let (_, i) = wheel.popExpired(now: .milliseconds(now)) {
+                XCTAssertNotNil(armed[i], "seed \(seed) round \(round): timer \(i) fired twice or after cancel")
+                fired.insert(i)
+                armed[i] = nil
+            }
+            let due = armed.filter { $0.value.deadline <= now }.map(\.key)
+            XCTAssertTrue(due.isEmpty, "seed \(seed) round \(round): due at \(now) but not fired: \(due)")
+            if !due.isEmpty { return }
+        }
+        XCTAssertEqual(wheel.count, armed.count)
+    }
+
     func testFarFutureTimers() {
         var wheel = TimingWheel<Int>()
         let hours6: UInt64 = 6 * 3_600_000

@@ -99,6 +99,13 @@ struct ReceiveQueue {
         return blocks
     }
 
+    /// Gives the ring's storage back (TIME-WAIT); nothing may be held, in order or beyond.
+    mutating func releaseStorage() {
+        precondition(outOfOrder.isEmpty)
+        ring.releaseStorage()
+        latest = nil
+    }
+
     /// Enlarges the buffer (receive autotuning), keeping readable and out-of-order data.
     mutating func grow(to capacity: Int, rcvNxt: SeqNum) {
         guard capacity > ring.capacity else { return }

@@ -531,9 +531,9 @@ extension TCPConnection {
         clearTimers(except: .lifetime, in: stack)
         setTimer(.lifetime, at: timeWaitEnd(now: now, in: stack), in: stack)
         // TIME-WAIT lasts 2 MSL with nothing to send and (once read) nothing to keep: give the
-        // rings back, so that thousands of connections waiting out TIME-WAIT cost little.
-        if sendBuffer.count == 0 { sendBuffer = ByteRing(capacity: 1) }
-        if receive.readable == 0 && !receive.hasOutOfOrder { receive = ReceiveQueue(capacity: 1) }
+        // rings' storage back, so that thousands of connections waiting out TIME-WAIT cost little.
+        if sendBuffer.count == 0 { sendBuffer.releaseStorage() }
+        if receive.readable == 0 && !receive.hasOutOfOrder { receive.releaseStorage() }
         stack.markReadinessChanged(id)
     }
 

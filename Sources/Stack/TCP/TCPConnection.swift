@@ -327,7 +327,8 @@ final class TCPConnection {
         let roundTrip = max(rtt.hasSample ? rtt.smoothed : 0, minRTT == .max ? 0 : minRTT, 1000)
         guard now.nanoseconds(since: tuneStart) >= roundTrip * 1000 else { return }
         let capacity = receive.ring.capacity
-        if tuneRead * 2 > capacity && capacity < stack.configuration.tcp.maximumBuffer {
+        // (A ring given back at TIME-WAIT has capacity 0 and stays so.)
+        if tuneRead * 2 > capacity && capacity > 0 && capacity < stack.configuration.tcp.maximumBuffer {
             receive.grow(to: capacity * 2, rcvNxt: rcvNxt)
             stack.counters.tcpReceiveBufferGrowths &+= 1
         }
@@ -340,7 +341,8 @@ final class TCPConnection {
     func tuneSendBuffer(in stack: NetworkStack) {
         guard options.sendBuffer == nil else { return }
         let capacity = sendBuffer.capacity
-        guard capacity < stack.configuration.tcp.maximumBuffer, min(cc.cwnd, sndWnd) * 2 > capacity else { return }
+        // (A ring given back at TIME-WAIT has capacity 0 and stays so.)
+        guard capacity > 0, capacity < stack.configuration.tcp.maximumBuffer, min(cc.cwnd, sndWnd) * 2 > capacity else { return }
         sendBuffer = sendBuffer.grown(to: capacity * 2, extra: 0)
         stack.counters.tcpSendBufferGrowths &+= 1
     }

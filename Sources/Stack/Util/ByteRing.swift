@@ -1,9 +1,9 @@
 /// A fixed-capacity ring of bytes: the send buffer of a connection, and the storage of its
 /// receive buffer. One allocation per connection; no allocation per segment.
 public final class ByteRing {
-    public let capacity: Int
-    private let storage: UnsafeMutableRawBufferPointer
-    private let mask: Int
+    public private(set) var capacity: Int
+    private var storage: UnsafeMutableRawBufferPointer
+    private var mask: Int
     /// Where the storage came from and goes back to; nil: the heap.
     private let pool: RingStoragePool?
     /// Index of the first byte.
@@ -25,8 +25,25 @@ public final class ByteRing {
         storage = pool?.take(capacity: c) ?? .allocate(byteCount: c, alignment: c >= 64 ? 64 : 1)
     }
 
-    deinit {
+    deinit { giveBackStorage() }
+
+    private func giveBackStorage() {
+        guard capacity > 0 else { return }
         if let pool { pool.give(storage) } else { storage.deallocate() }
+    }
+
+    /// Gives the storage back (to the pool, or the heap) and leaves the ring empty with no
+    /// room: a connection in TIME-WAIT keeps its rings without their bytes, for no
+    /// allocation (a replacement one-byte ring cost two, then two frees). The caller
+    /// guarantees that nothing is held, in order or beyond (`count == 0`, no out-of-order
+    /// data).
+    public func releaseStorage() {
+        precondition(count == 0)
+        giveBackStorage()
+        storage = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        capacity = 0
+        mask = 0
+        head = 0
     }
 
     public var free: Int { capacity - count }
