@@ -347,9 +347,10 @@ EXPORT int dup3(int old, int new, int flags) {
 //
 // What is held goes to lvlipd, and every reply is read, before a program is started: the new
 // program identifies each stack socket it inherits with lvlipd (docs/shim.md, "Descriptors").
-// (fork does the same in its handler; libc's own exec calls inside system() and popen() are
-// not interposable.) The exec calls may come from a signal handler: they do not wait for the
-// control connection's lock (send_and_settle).
+// (fork does the same in its handler; system() and popen() start their program with libc's
+// own spawn, which is not interposable, so they do it themselves.) The exec calls may come
+// from a signal handler: they do not wait for the control connection's lock
+// (send_and_settle).
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
     send_and_settle(0);
@@ -386,6 +387,16 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
     send_and_settle(1);
     return get_posix_spawnp()(pid, file, actions, attr, argv, envp);
+}
+
+EXPORT int system(const char *command) {
+    send_and_settle(1);
+    return get_system()(command);
+}
+
+EXPORT FILE *popen(const char *command, const char *type) {
+    send_and_settle(1);
+    return get_popen()(command, type);
 }
 
 // execl, execlp, execle: the arguments after `arg` (to the NULL, then execle's environment)

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -73,6 +74,8 @@
       const posix_spawnattr_t *, char *const *, char *const *)                    \
     X(posix_spawnp, int, pid_t *, const char *, const posix_spawn_file_actions_t *, \
       const posix_spawnattr_t *, char *const *, char *const *)                    \
+    X(system, int, const char *)                                                  \
+    X(popen, FILE *, const char *, const char *)                                  \
     X(syscall, long, long, ...)
 
 #define SHIM_DECLARE_REAL(name, ret, ...)                                         \

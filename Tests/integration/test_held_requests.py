@@ -1,7 +1,7 @@
 """Requests the shim holds back (docs/ipc.md, "Requests held back"): a new stream socket's
 SOCKET and the options set on it travel with the next request, and a connected socket's
 TCP_NODELAY with its next write that Nagle's algorithm could hold back. Each place where lvlipd
-must know of them first is checked: a program started with exec or posix_spawn, or given the
+must know of them first is checked: a program started with exec, posix_spawn, system or popen, or given the
 descriptor over an AF_UNIX socket, uses a socket made just before, which no request has named;
 and a TCP_NODELAY set after the first write reaches lvlipd before the second."""
 
@@ -33,7 +33,7 @@ print(json.dumps({"echo": data.decode(), "nodelay": s.getsockopt(socket.IPPROTO_
 
 # A fresh socket (its SOCKET and a TCP_NODELAY held) handed to USER without any other request.
 HANDOVER = """
-import os, socket, sys
+import ctypes, os, shlex, socket, sys
 how, host, port, user = sys.argv[1:5]
 # A process's first socket waits for its SOCKET reply (which tells how many more the user may
 # make); later ones do not.
@@ -65,6 +65,18 @@ elif how == "posix_spawn":
     wait = spawned([sys.executable, "-c", user, str(s.fileno()), host, port, how])
     s.close()
     wait()
+elif how == "system":
+    # libc's system() and popen() start the program with libc's own spawn (not interposable).
+    s = fresh()
+    status = os.system(shlex.join([sys.executable, "-c", user, str(s.fileno()), host, port, how]))
+    sys.exit(os.waitstatus_to_exitcode(status))
+elif how == "popen":
+    s = fresh()
+    libc = ctypes.CDLL(None)
+    libc.popen.restype = ctypes.c_void_p
+    libc.pclose.argtypes = [ctypes.c_void_p]
+    stream = libc.popen(shlex.join([sys.executable, "-c", user, str(s.fileno()), host, port, how]).encode(), b"w")
+    sys.exit(os.waitstatus_to_exitcode(libc.pclose(stream)))
 else:
     # Descriptor passing: the receiver starts before the socket is made (so that nothing else
     # sends what is held) and takes the descriptor over an AF_UNIX pair.
@@ -88,7 +100,7 @@ def echo_server(daemon):
     server.close()
 
 
-@pytest.mark.parametrize("how", ["dup", "exec", "posix_spawn", "descriptor"])
+@pytest.mark.parametrize("how", ["dup", "exec", "posix_spawn", "descriptor", "system", "popen"])
 def test_a_fresh_socket_handed_to_another_program_is_known_to_lvlipd(daemon, echo_server, how):
     got = run_script(HANDOVER, how, KERNEL, 7001, USER, stack=daemon)
     assert got == {"echo": how, "nodelay": True}, got
