@@ -87,4 +87,9 @@ def alternating(bed, mode, seconds, *args, what):
                     # lvlipd's CPU (utime+stime) over the run, busy polling included.
                     result["daemon_cpu_seconds"] = bed.daemon_cpu_seconds() - before
                 runs[stack].append(result)
-    return {stack: merge_runs(results) for stack, results in runs.items()}
+    merged = {stack: merge_runs(results) for stack, results in runs.items()}
+    # The ratio within each pair of adjacent runs (one of each stack, back to back): how far
+    # the machine's moods move the figure the sums give.
+    merged["pair_ratios"] = [s["rate"] / k["rate"] for k, s in zip(runs["kernel"], runs["lvlip"])
+                             if k and s and k.get("rate")]
+    return merged

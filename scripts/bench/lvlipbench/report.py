@@ -1,6 +1,7 @@
 """The report: the table of figures against the kernel and the targets (rows.py), the details
 of every run, the machine and the commands, as markdown; and its section of docs/benchmarks.md."""
 
+import statistics
 import time
 
 from .host import loadavg, machine
@@ -122,6 +123,10 @@ def details(r):
                 parts.append(f"{stack} {d.get('round_trips', d.get('connections')):,} in {d['seconds']:.1f} s, "
                              f"p50 {lat['p50_us']:.1f} / p90 {lat['p90_us']:.1f} / p99 {lat['p99_us']:.1f} / "
                              f"max {lat['max_us']:.0f} µs{extra}")
+        pairs = res.get("pair_ratios") or []
+        if len(pairs) > 1:
+            parts.append(f"lvlip/kernel within each of the {len(pairs)} pairs of back-to-back runs "
+                         f"{min(pairs):.3f}-{max(pairs):.3f} (median {statistics.median(pairs):.3f})")
         if parts:
             out.append(f"- {name}: " + "; ".join(parts))
     conc = r.get("conc", {})
