@@ -121,15 +121,12 @@ public struct TimingWheel<Value> {
                 let value = release(head)!
                 return (TimerHandle(index: head, generation: generation), value)
             }
-            if nowTick < earliestBound {
-                if nowTick > elapsed { elapsed = nowTick }
-                return nil
-            }
+            // Before the bound, no slot is due: no scan.
+            guard nowTick >= earliestBound else { break }
             let earliest = nextExpiration()
             guard let next = earliest, next.tick <= nowTick else {
                 earliestBound = earliest?.tick ?? .max
-                if nowTick > elapsed { elapsed = nowTick }
-                return nil
+                break
             }
             elapsed = next.tick
             // The slot's timers are re-filed below: the bound is known again at the next scan.
@@ -147,6 +144,8 @@ public struct TimingWheel<Value> {
                 cursor = following
             }
         }
+        if nowTick > elapsed { elapsed = nowTick }
+        return nil
     }
 
     // MARK: - Internals

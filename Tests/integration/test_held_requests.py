@@ -47,6 +47,10 @@ def fresh():
     return s
 
 
+def user_argv(s):
+    return [sys.executable, "-c", user, str(s.fileno()), host, port, how]
+
+
 def spawned(argv):
     pid = os.posix_spawn(sys.executable, argv, os.environ)
     return lambda: sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
@@ -59,23 +63,23 @@ if how == "dup":
     exec(user)
 elif how == "exec":
     s = fresh()
-    os.execv(sys.executable, [sys.executable, "-c", user, str(s.fileno()), host, port, how])
+    os.execv(sys.executable, user_argv(s))
 elif how == "posix_spawn":
     s = fresh()
-    wait = spawned([sys.executable, "-c", user, str(s.fileno()), host, port, how])
+    wait = spawned(user_argv(s))
     s.close()
     wait()
 elif how == "system":
     # libc's system() and popen() start the program with libc's own spawn (not interposable).
     s = fresh()
-    status = os.system(shlex.join([sys.executable, "-c", user, str(s.fileno()), host, port, how]))
+    status = os.system(shlex.join(user_argv(s)))
     sys.exit(os.waitstatus_to_exitcode(status))
 elif how == "popen":
     s = fresh()
     libc = ctypes.CDLL(None)
     libc.popen.restype = ctypes.c_void_p
     libc.pclose.argtypes = [ctypes.c_void_p]
-    stream = libc.popen(shlex.join([sys.executable, "-c", user, str(s.fileno()), host, port, how]).encode(), b"w")
+    stream = libc.popen(shlex.join(user_argv(s)).encode(), b"w")
     sys.exit(os.waitstatus_to_exitcode(libc.pclose(stream)))
 else:
     # Descriptor passing: the receiver starts before the socket is made (so that nothing else
