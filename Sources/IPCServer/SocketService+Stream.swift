@@ -369,3 +369,25 @@ extension SocketService {
         }
     }
 }
+
+extension SocketService: TCPDirectReceiver {
+    /// A large in-order segment of a connected stream whose ring is empty: written into the
+    /// pair from the frame it came in (`pushToApp` would copy it into the ring, then out).
+    /// Whatever the pair does not take now goes to the ring, and `pushToApp` follows.
+    public func tcpTakeDirectly(_ id: SocketID, _ bytes: UnsafeRawBufferPointer) -> Int {
+        guard let s = byStack[id], s.fd >= 0, case .stream(let stream) = s.kind,
+              stream.phase == .connected, !stream.readShut, !stream.appClosed else { return 0 }
+        while true {
+            switch PairIO.write(s.fd, bytes) {
+            case .done(let n):
+                counters.appBytesOut &+= UInt64(n)
+                return n
+            case .wouldBlock:
+                if s.pushBufferRaised { return 0 }
+                raisePushBuffer(s)
+            case .failed:
+                return 0
+            }
+        }
+    }
+}

@@ -116,6 +116,7 @@ public final class SocketService: StackDriverDelegate {
         }
         key.0 ^= lvlip_monotonic_ns()
         tokenKey = key
+        stack.directReceiver = self
     }
 
     deinit { scratch.deallocate() }

@@ -112,6 +112,12 @@ public struct TCPConfiguration: Sendable {
     func receiveRing(_ options: TCPSocketOptions) -> Int {
         min(options.receiveBuffer ?? receiveBuffer, largestSetBuffer)
     }
+    /// In-order data arriving while nothing waits in the receive ring is offered to the
+    /// stack's `directReceiver` first (lvlipd: written to the application's socket pair from
+    /// the frame it arrived in, not copied into the ring and out again) when a segment carries
+    /// at least this many bytes. Smaller segments gather in the ring, so that one write to the
+    /// application carries several of them.
+    public var directDeliveryMinimum = 8192
     /// Ring storage kept for reuse after connections give it back (`RingStoragePool`).
     public var ringPoolBytes = 32 * 1024 * 1024
     /// The floor of the MSS data is sent with, whatever the peer announces or TCP_MAXSEG asks:

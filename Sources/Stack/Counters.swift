@@ -196,6 +196,9 @@ public struct Counters: Sendable {
     public var tcpICMPErrors: UInt64 = 0
     public var tcpSynCookiesSent: UInt64 = 0
     public var tcpReceiveBufferGrowths: UInt64 = 0
+    /// In-order bytes taken by the `TCPDirectReceiver` straight from their segment, never
+    /// stored in the receive ring (lvlip's own; Linux's nearest was TCPDirectCopyFromPrequeue).
+    public var tcpDirectBytes: UInt64 = 0
     public var tcpSendBufferGrowths: UInt64 = 0
     public var tcpSynCookiesReceived: UInt64 = 0
     public var tcpSynCookiesFailed: UInt64 = 0
@@ -303,6 +306,7 @@ public struct Counters: Sendable {
         ("TcpExtICMPErrors", \.tcpICMPErrors),
         ("TcpExtSyncookiesSent", \.tcpSynCookiesSent),
         ("TcpExtTCPRcvBufGrowths", \.tcpReceiveBufferGrowths),
+        ("TcpExtTCPDirectBytes", \.tcpDirectBytes),
         ("TcpExtTCPSndBufGrowths", \.tcpSendBufferGrowths),
         ("TcpExtSyncookiesRecv", \.tcpSynCookiesReceived),
         ("TcpExtSyncookiesFailed", \.tcpSynCookiesFailed),

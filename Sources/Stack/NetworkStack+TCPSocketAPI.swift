@@ -1,5 +1,15 @@
 import Timing
 
+/// Where a connection's in-order data can go without waiting in the receive ring: lvlipd's
+/// socket service, which writes it into the application's socket pair straight from the
+/// frame it arrived in (one copy fewer per byte than the ring's way in and out).
+public protocol TCPDirectReceiver: AnyObject {
+    /// Offers `bytes`, the next in-order data of `id`, received while nothing of it waits in
+    /// the ring; returns how many were taken (0 when it cannot take them now: the rest goes
+    /// to the ring as usual). Called while a segment is processed: it must not call the stack.
+    func tcpTakeDirectly(_ id: SocketID, _ bytes: UnsafeRawBufferPointer) -> Int
+}
+
 /// TCP's socket calls, as the socket service makes them: socket, connect, send, recv,
 /// shutdown, close and the options (RFC 9293 section 3.10's user calls). Each takes the
 /// socket's ID and `now`; what they make the connection send goes to the outbox.

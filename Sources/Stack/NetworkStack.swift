@@ -44,6 +44,9 @@ public final class NetworkStack {
     let scratch: UnsafeMutableRawBufferPointer
     /// Connections' ring storage, reused from one connection to the next.
     public let ringPool: RingStoragePool
+    /// Takes large in-order segments' data before the receive ring does
+    /// (`TCPConfiguration.directDeliveryMinimum`); nil: everything goes through the ring.
+    public weak var directReceiver: TCPDirectReceiver?
 
     var mac: MACAddress { configuration.mac }
     var address: IPv4Address { configuration.interface.address }

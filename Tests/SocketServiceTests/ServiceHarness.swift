@@ -27,13 +27,16 @@ final class ServiceHarness {
 
     /// `wireDelayMicroseconds`: each frame's one-way delay (0: a handshake completes within
     /// the request that starts it).
-    init(limits: SocketService.Limits = SocketService.Limits(), wireDelayMicroseconds: UInt64 = 0) throws {
+    /// `configure` adjusts the service's stack (the peer keeps the defaults).
+    init(limits: SocketService.Limits = SocketService.Limits(), wireDelayMicroseconds: UInt64 = 0,
+         configure: (inout StackConfiguration) -> Void = { _ in }) throws {
         reactor = try Reactor()
         var local = StackConfiguration(mac: MACAddress(derivedFrom: Self.address),
                                        interface: IPv4Interface(address: Self.address, prefixLength: 24))
         local.seed = 3
         // IPv6 on, as lvlipd has it (its link-local address): AF_INET6 sockets bind [::].
         local.ipv6 = IPv6Configuration()
+        configure(&local)
         var remote = StackConfiguration(mac: MACAddress(derivedFrom: Self.peerAddress),
                                         interface: IPv4Interface(address: Self.peerAddress, prefixLength: 24))
         remote.seed = 7

@@ -62,6 +62,45 @@ final class StreamSocketTests: XCTestCase {
         XCTAssertTrue(got.allSatisfy { $0 == 0x5a })
     }
 
+    /// Large in-order segments go from the frame into the pair without the ring while the
+    /// application keeps up; while it does not (the pair full), the ring holds what arrives,
+    /// and what the application reads is the stream, in order, either way.
+    func testDataTakenStraightIntoThePairAndThroughTheRingKeepsItsOrder() throws {
+        let h = try ServiceHarness { $0.tcp.directDeliveryMinimum = 1000 }
+        let client = ShimClient(h)
+        let (_, _, socket, peer) = try client.acceptFromPeer()
+        let big = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
+        var sent = 0
+        func send() -> Int {
+            let n = sent < big.count ? h.peerSend(peer, Array(big[sent..<min(sent + 256 * 1024, big.count)])) : 0
+            sent += n
+            return n
+        }
+        // The application does not read until the peer can send no more: the pair, then
+        // the ring, are full.
+        var idle = 0
+        var pushed = UInt64(0)
+        XCTAssertTrue(h.run {
+            _ = send()
+            idle = h.service.counters.appBytesOut == pushed ? idle + 1 : 0
+            pushed = h.service.counters.appBytesOut
+            return idle >= 20
+        })
+        XCTAssertGreaterThan(h.stack.counters.tcpDirectBytes, 0)
+        XCTAssertLessThan(pushed, UInt64(big.count), "the pair took everything")
+        var read: [UInt8] = []
+        XCTAssertTrue(h.run(seconds: 20) {
+            _ = send()
+            read += appReadAll(socket.fd)
+            return read.count == big.count
+        }, "\(read.count) of \(big.count) bytes read")
+        XCTAssertTrue(read == big, "the bytes read are not the bytes sent")
+        let direct = h.stack.counters.tcpDirectBytes
+        XCTAssertGreaterThan(direct, 0)
+        XCTAssertLessThan(direct, UInt64(big.count), "the ring carried nothing: the test did not fill the pair")
+        XCTAssertEqual(h.service.counters.appBytesOut, UInt64(big.count))
+    }
+
     func testConnectConsumesTheFillerWhenTheHandshakeCompletes() throws {
         let h = try ServiceHarness()
         let client = ShimClient(h)

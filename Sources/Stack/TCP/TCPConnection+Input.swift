@@ -427,6 +427,21 @@ extension TCPConnection {
                 noteDuplicate(seg.seq, end < rcvNxt ? end : rcvNxt, in: stack)
                 ackNow = true
             }
+            if seg.seq == rcvNxt, seg.payload.count >= stack.configuration.tcp.directDeliveryMinimum,
+               receive.readable == 0, !receive.hasOutOfOrder, let receiver = stack.directReceiver {
+                let taken = receiver.tcpTakeDirectly(id, seg.payload)
+                if taken > 0 {
+                    // As if inserted and read at once: acknowledged as received, counted as
+                    // read by autotuning; the ring (and the window it offers) untouched.
+                    rcvNxt += taken
+                    bytesReceived &+= UInt64(taken)
+                    unackedReceived += taken
+                    stack.counters.tcpDirectBytes &+= UInt64(taken)
+                    seg.seq = seg.seq + taken
+                    seg.payload = UnsafeRawBufferPointer(rebasing: seg.payload[taken...])
+                    tuneReceiveBuffer(read: taken, now: now, in: stack)
+                }
+            }
             let result = receive.insert(seq: seg.seq, data: seg.payload, rcvNxt: rcvNxt)
             if result.advanced > 0 {
                 rcvNxt += result.advanced
