@@ -55,11 +55,22 @@ int send_all(int fd, const void *buf, size_t len, int pass_fd) {
     return 0;
 }
 
+// Waits in poll(POLLIN), never in recvmsg: when lvlipd reads a request, the kernel wakes
+// whoever sleeps on the sender's socket to say it has room again (unix_write_space, EPOLLOUT),
+// and a task asleep in recvmsg wakes for that, finds no reply and sleeps again (with every
+// process on one CPU: two context switches per request). poll's wake-up looks at the events
+// and lets that one pass.
 ssize_t recv_some(int fd, void *buf, size_t most, size_t least) {
     size_t have = 0;
     // lvlipd answers most requests within its wake-up: poll for the answer before sleeping.
     int may_poll = busy_poll_window() > 0;
+    int readable = may_poll;
     while (have < least) {
+        if (!readable) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+            readable = 1;
+        }
         struct iovec iov = {.iov_base = (char *)buf + have, .iov_len = most - have};
         union {
             char space[CMSG_SPACE(sizeof(int) * 4)];
@@ -67,18 +78,19 @@ ssize_t recv_some(int fd, void *buf, size_t most, size_t least) {
         } control;
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
                              .msg_controllen = sizeof control.space};
-        ssize_t n = get_recvmsg()(fd, &msg, MSG_CMSG_CLOEXEC | (may_poll ? MSG_DONTWAIT : 0));
+        ssize_t n = get_recvmsg()(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
-            if (errno == EAGAIN && may_poll) {
+            if (errno != EAGAIN) return -1;
+            if (may_poll) {
                 // Whatever the polling finds, the read after it takes it or sleeps; a signal
                 // meanwhile changes nothing, as this read restarts after one anyway.
                 struct pollfd p = {.fd = fd, .events = POLLIN};
                 busy_poll(&p, NULL);
                 may_poll = 0;
-                continue;
             }
-            return -1;
+            readable = 0;
+            continue;
         }
         if (n == 0) {
             errno = ECONNRESET;

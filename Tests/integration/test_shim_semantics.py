@@ -797,3 +797,37 @@ def test_close_ends_the_connection_as_the_kernel(daemon, mode, expected):
     assert server.results == [expected], server.results
     # Nothing left behind in lvlipd but (for a FIN) the orphan finishing its close.
     daemon.wait_for(lambda s: s["IpcSocketsOpen"] == 0, what="the socket record to be released")
+
+
+CONNECTS = """
+import json, os, socket, sys
+os.sched_setaffinity(0, {0})
+def sleeps():
+    for line in open("/proc/thread-self/status"):
+        if line.startswith("voluntary_ctxt_switches"):
+            return int(line.split()[1])
+n = 300
+before = sleeps()
+for i in range(n):
+    s = socket.socket()
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.close()
+print(json.dumps({"sleeps": sleeps() - before, "connects": n}))
+"""
+
+
+@pytest.mark.skipif(0 not in os.sched_getaffinity(0), reason="needs CPU 0")
+def test_a_request_sleeps_once_for_its_reply(start_daemon):
+    """A blocking connect sends lvlipd one write (SOCKET and CONNECT) and sleeps once, until
+    the reply. lvlipd reading that write makes the kernel wake whoever sleeps on the shim's
+    end to say there is room again (unix_write_space); a shim asleep in recvmsg woke for it,
+    found nothing and slept again: two sleeps per request. The program and lvlipd share
+    CPU 0 here, so that the program is always asleep when lvlipd reads (unpinned, lvlipd on
+    another CPU often reads first, and the extra wake-up comes and goes)."""
+    daemon = start_daemon(prefix=("taskset", "-c", "0"))
+    server = KernelServer(7003, lambda conn: None, backlog=128)
+    try:
+        result = run_script(CONNECTS, KERNEL, 7003, stack=daemon)
+    finally:
+        server.close()
+    assert result["sleeps"] <= 1.1 * result["connects"], result
