@@ -242,11 +242,15 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     return r;
 }
 
+// A stack socket's messages go one by one through sendmsg above, as Linux's sendmmsg does:
+// a stream's checks (not connected, shut down: EPIPE) and its ignored addresses included.
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
     struct entry *e = known_stack(fd);
-    if (!e && requests_held()) send_and_settle(0);  // as sendmsg
-    if (e && !is_dgram(e) && (e->flags & F_OPTION_HELD)) send_held_option(e);  // several writes at once
-    if (!is_dgram(e)) return get_sendmmsg()(fd, vec, count, flags);
+    if (!e) {
+        if (requests_held()) send_and_settle(0);  // as sendmsg
+        return get_sendmmsg()(fd, vec, count, flags);
+    }
+    if (!is_dgram(e) && (e->flags & F_OPTION_HELD)) send_held_option(e);  // several writes at once
     unsigned int sent = 0;
     for (; sent < count; sent++) {
         ssize_t r = sendmsg(fd, &vec[sent].msg_hdr, flags);

@@ -19,6 +19,7 @@ import pytest
 import harness
 from kernel_servers import KernelServer, echo
 from processes import run_script
+from robustness_helpers import compile_client
 
 KERNEL = harness.KERNEL_IP
 STACK = harness.STACK_IP
@@ -831,3 +832,19 @@ def test_a_request_sleeps_once_for_its_reply(start_daemon):
     finally:
         server.close()
     assert result["sleeps"] <= 1.1 * result["connects"], result
+
+
+def test_sendmmsg_on_a_stream_answers_as_the_kernel(daemon, echo_server, tmp_path):
+    """sendmmsg on a TCP socket is a sendmsg per message: refused with EPIPE before connect
+    and after shutdown, and each message's address ignored once connected (Linux's TCP). The
+    shim passed it to the pair as it was: a socket never connected wrote into its pair, and
+    a named message failed with the pair's EISCONN."""
+    client = compile_client(tmp_path, "sendmmsg_stream")
+    outputs = {}
+    for where, env in (("lvlip", daemon.lvlip_env()), ("kernel", None)):
+        result = subprocess.run([client, KERNEL, "7001"], env=env, capture_output=True, text=True, timeout=30,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, f"{where}: {result.stderr}"
+        outputs[where] = json.loads(result.stdout.splitlines()[-1])
+    assert outputs["kernel"]["connected"][3] == "abcdefghi", outputs
+    assert outputs["lvlip"] == outputs["kernel"], outputs
