@@ -119,7 +119,10 @@ public final class SocketService: StackDriverDelegate {
         stack.directReceiver = self
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        if stack.directReceiver === self { stack.directReceiver = nil }
+        scratch.deallocate()
+    }
 
     public var socketCount: Int { byStack.count }
 
