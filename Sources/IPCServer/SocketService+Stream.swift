@@ -309,13 +309,11 @@ extension SocketService {
         writing: while s.fd >= 0 && !stream.readShut {
             let (a, b) = stack.tcpReadableRegions(id, limit: Int(Self.pushBuffer))
             if a.isEmpty { break }
-            switch PairIO.write(s.fd, a, b) {
+            switch writeToApp(s, a, b) {
             case .done(let n):
-                counters.appBytesOut &+= UInt64(n)
                 stack.tcpConsume(id, n, now: reactor.now)
             case .wouldBlock:
-                if s.pushBufferRaised { break writing }
-                raisePushBuffer(s)
+                break writing
             case .failed:
                 // EPIPE: the application is gone; its hang-up event follows.
                 return
@@ -329,6 +327,25 @@ extension SocketService {
         // A connection that ended in error closes the daemon's end; one that finished both
         // ways keeps its pair (names, TCP_INFO) until the application closes.
         if drained, let error = stack.tcpTerminalError(id) { terminate(s, stream, error: error.errno) }
+    }
+
+    /// Writes `a` then `b` into the application's end, counted; when it is full, raises its
+    /// send buffer to `pushBuffer` once and tries again.
+    private func writeToApp(_ s: Socket, _ a: UnsafeRawBufferPointer,
+                            _ b: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> PairIO.Result {
+        while true {
+            let result = PairIO.write(s.fd, a, b)
+            switch result {
+            case .done(let n):
+                counters.appBytesOut &+= UInt64(n)
+            case .wouldBlock where !s.pushBufferRaised:
+                raisePushBuffer(s)
+                continue
+            default:
+                break
+            }
+            return result
+        }
     }
 
     // MARK: - Closing
@@ -376,18 +393,8 @@ extension SocketService: TCPDirectReceiver {
     /// Whatever the pair does not take now goes to the ring, and `pushToApp` follows.
     public func tcpTakeDirectly(_ id: SocketID, _ bytes: UnsafeRawBufferPointer) -> Int {
         guard let s = byStack[id], s.fd >= 0, case .stream(let stream) = s.kind,
-              stream.phase == .connected, !stream.readShut, !stream.appClosed else { return 0 }
-        while true {
-            switch PairIO.write(s.fd, bytes) {
-            case .done(let n):
-                counters.appBytesOut &+= UInt64(n)
-                return n
-            case .wouldBlock:
-                if s.pushBufferRaised { return 0 }
-                raisePushBuffer(s)
-            case .failed:
-                return 0
-            }
-        }
+              stream.phase == .connected, !stream.readShut, !stream.appClosed,
+              case .done(let n) = writeToApp(s, bytes) else { return 0 }
+        return n
     }
 }

@@ -82,14 +82,14 @@ ssize_t recv_some(int fd, void *buf, size_t most, size_t least) {
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN) return -1;
+            readable = 0;
             if (may_poll) {
                 // Whatever the polling finds, the read after it takes it or sleeps; a signal
                 // meanwhile changes nothing, as this read restarts after one anyway.
                 struct pollfd p = {.fd = fd, .events = POLLIN};
-                busy_poll(&p, NULL);
+                readable = busy_poll(&p, NULL) > 0;
                 may_poll = 0;
             }
-            readable = 0;
             continue;
         }
         if (n == 0) {
